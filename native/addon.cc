@@ -1,0 +1,10 @@
+// Registers the addon's exports; every feature lives in its own file.
+#include "exports.h"
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  g2m::InitInfo(env, exports);
+  // g2m::InitLinalg(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(gqa2mla, Init)
