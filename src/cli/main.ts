@@ -1,0 +1,49 @@
+/**
+ * The `gqa2mla` command line. Each command lives in its own module and registers
+ * itself on the commander program; errors become one line on stderr and an exit status
+ * (2 usage, 3 input error, 4 runtime) unless `--verbose` asks for the stack.
+ */
+import { Command, CommanderError } from 'commander';
+import { GqaError } from '../errors.js';
+
+/** Builds the program with every command registered. */
+export async function buildProgram(): Promise<Command> {
+  const program = new Command();
+  program
+    .name('gqa2mla')
+    .description('Convert GQA/MHA checkpoints to Multi-Head Latent Attention (DeepSeek-V3 format) and measure the result')
+    .option('--verbose', 'print stack traces on errors')
+    .showHelpAfterError()
+    .exitOverride();
+  const commands = [await import('./inspect.js')];
+  for (const c of commands) c.register(program);
+  return program;
+}
+
+/** Runs the CLI on `argv` (process.argv form) and returns the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  const verbose = argv.includes('--verbose');
+  try {
+    const program = await buildProgram();
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    return reportError(e, verbose);
+  }
+}
+
+function reportError(e: unknown, verbose: boolean): number {
+  if (e instanceof CommanderError) {
+    // commander already printed its message (help or usage error)
+    return e.exitCode === 0 ? 0 : 2;
+  }
+  if (e instanceof GqaError) {
+    process.stderr.write(`gqa2mla: ${e.message}\n`);
+    if (verbose && e.stack) process.stderr.write(`${e.stack}\n`);
+    return e.exitCode;
+  }
+  const err = e as Error & { code?: string };
+  process.stderr.write(`gqa2mla: ${err?.message ?? String(e)}${err?.code ? ` (${err.code})` : ''}\n`);
+  if (verbose && err?.stack) process.stderr.write(`${err.stack}\n`);
+  return 4;
+}
