@@ -3,7 +3,7 @@
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   g2m::InitInfo(env, exports);
-  // g2m::InitLinalg(env, exports);
+  g2m::InitLinalg(env, exports);
   return exports;
 }
 

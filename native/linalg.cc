@@ -1,0 +1,551 @@
+// Dense linear algebra over Float32Array / Float64Array memory, read in place:
+//   eigh            symmetric eigendecomposition (LAPACK ?syevd), eigenvalues descending
+//   svd             singular value decomposition (LAPACK ?gesdd), thin or full
+//   gemm            C = alpha op(A) op(B) + beta C (BLAS ?gemm), C updated in place
+//   syrkAccumulate  C += alpha X^T X in float64 (BLAS dsyrk), for covariance sums
+// Each has a `*Async` twin that runs the same job on the libuv pool. Row-major data is
+// handed to LAPACK as the column-major transpose, so no layout copies are made: the only
+// copy is eigh's input into its output buffer (dsyevd works in place) and svd's internal
+// scratch copy of A (dgesdd destroys its input; `overwrite: true` skips it).
+#include <complex>
+#define lapack_complex_float std::complex<float>
+#define lapack_complex_double std::complex<double>
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "common.h"
+#include "exports.h"
+
+namespace g2m {
+namespace {
+
+constexpr int64_t kMaxDim = INT32_MAX;  // BLAS / LAPACK take 32-bit dimensions
+
+[[noreturn]] void Fail(const char* code, const std::string& msg, int64_t info = 0) {
+  throw WorkError{code, msg, info};
+}
+
+const char* DTypeName(DType d) { return d == DType::F32 ? "float32" : "float64"; }
+size_t ElemSize(DType d) { return d == DType::F32 ? sizeof(float) : sizeof(double); }
+
+// ---- argument parsing (main thread) ----
+
+// A Float32Array / Float64Array value viewed in place.
+ArrayView ViewOf(Napi::Env env, const Napi::Value& v, const std::string& name) {
+  if (!v.IsTypedArray())
+    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", name + " must be a Float32Array or Float64Array");
+  auto t = v.As<Napi::TypedArray>();
+  ArrayView out;
+  if (t.TypedArrayType() == napi_float32_array) {
+    auto a = t.As<Napi::Float32Array>();
+    out.data = a.Data();
+    out.length = a.ElementLength();
+    out.dtype = DType::F32;
+  } else if (t.TypedArrayType() == napi_float64_array) {
+    auto a = t.As<Napi::Float64Array>();
+    out.data = a.Data();
+    out.length = a.ElementLength();
+    out.dtype = DType::F64;
+  } else {
+    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", name + " must be a Float32Array or Float64Array");
+  }
+  return out;
+}
+
+void CheckExact(Napi::Env env, const ArrayView& v, size_t want, const std::string& name, const std::string& shape) {
+  if (v.length != want)
+    ThrowRangeError(env, "ERR_SHAPE",
+                    name + " has " + std::to_string(v.length) + " elements, expected " + std::to_string(want) + " (" +
+                        shape + ")");
+}
+
+void CheckDType(Napi::Env env, const ArrayView& v, DType want, const std::string& name) {
+  if (v.dtype != want)
+    ThrowTypeError(env, "ERR_DTYPE",
+                   name + " is " + DTypeName(v.dtype) + " but the operation is " + DTypeName(want) +
+                       " (all arrays must share one dtype)");
+}
+
+// True when the byte ranges of two views intersect.
+bool Overlaps(const ArrayView& a, const ArrayView& b) {
+  if (a.length == 0 || b.length == 0) return false;
+  auto a0 = reinterpret_cast<uintptr_t>(a.data), b0 = reinterpret_cast<uintptr_t>(b.data);
+  auto a1 = a0 + a.length * ElemSize(a.dtype), b1 = b0 + b.length * ElemSize(b.dtype);
+  return a0 < b1 && b0 < a1;
+}
+
+void CheckNoOverlap(Napi::Env env, const ArrayView& a, const ArrayView& b, const std::string& an, const std::string& bn) {
+  if (Overlaps(a, b))
+    ThrowRangeError(env, "ERR_ALIAS", an + " and " + bn + " share memory; they must be distinct buffers");
+}
+
+// The options object at info[i] (an empty object when absent or undefined).
+Napi::Object GetOptions(const Napi::CallbackInfo& info, size_t i) {
+  if (i >= info.Length() || info[i].IsUndefined() || info[i].IsNull()) return Napi::Object::New(info.Env());
+  if (!info[i].IsObject()) ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", "options must be an object");
+  return info[i].As<Napi::Object>();
+}
+
+Napi::Value NewArray(Napi::Env env, DType d, size_t n) {
+  if (d == DType::F32) return Napi::Float32Array::New(env, n);
+  return Napi::Float64Array::New(env, n);
+}
+
+// Output array `key` of `opts` (caller-provided, checked) or a new one of `dtype`.
+ArrayView OutArray(Napi::Env env, const Napi::Object& opts, const char* key, DType dtype, size_t len,
+                   const std::string& shape, Napi::Value* holder) {
+  Napi::Value v = opts.Has(key) ? opts.Get(key) : env.Undefined();
+  if (v.IsUndefined() || v.IsNull()) v = NewArray(env, dtype, len);
+  ArrayView view = ViewOf(env, v, std::string("options.") + key);
+  CheckDType(env, view, dtype, std::string("options.") + key);
+  CheckExact(env, view, len, std::string("options.") + key, shape);
+  *holder = v;
+  return view;
+}
+
+// ---- kernels (any thread) ----
+
+template <typename T>
+void CheckFinite(const T* p, size_t n, const char* op, const char* name) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i]))
+      Fail("ERR_NONFINITE", std::string(op) + ": " + name + " has a non-finite value (" + std::to_string(p[i]) +
+                                ") at index " + std::to_string(i));
+}
+
+// In-place transpose of a square n x n matrix, in cache-sized tiles.
+template <typename T>
+void TransposeSquare(T* a, size_t n) {
+  constexpr size_t B = 64;
+  for (size_t ib = 0; ib < n; ib += B)
+    for (size_t jb = ib; jb < n; jb += B) {
+      size_t ie = std::min(ib + B, n), je = std::min(jb + B, n);
+      for (size_t i = ib; i < ie; ++i)
+        for (size_t j = std::max(jb, i + 1); j < je; ++j) std::swap(a[i * n + j], a[j * n + i]);
+    }
+}
+
+// Copies the upper triangle of a square row-major matrix onto the lower one.
+void MirrorUpper(double* a, size_t n) {
+  constexpr size_t B = 64;
+  for (size_t ib = 0; ib < n; ib += B)
+    for (size_t jb = 0; jb <= ib; jb += B) {
+      size_t ie = std::min(ib + B, n), je = std::min(jb + B, n);
+      for (size_t i = ib; i < ie; ++i)
+        for (size_t j = jb; j < std::min(je, i); ++j) a[i * n + j] = a[j * n + i];
+    }
+}
+
+lapack_int Syevd(int n, float* a, float* w) { return LAPACKE_ssyevd(LAPACK_COL_MAJOR, 'V', 'L', n, a, n, w); }
+lapack_int Syevd(int n, double* a, double* w) { return LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', n, a, n, w); }
+
+lapack_int Gesdd(char jobz, int m, int n, float* a, int lda, float* s, float* u, int ldu, float* vt, int ldvt) {
+  return LAPACKE_sgesdd(LAPACK_COL_MAJOR, jobz, m, n, a, lda, s, u, ldu, vt, ldvt);
+}
+lapack_int Gesdd(char jobz, int m, int n, double* a, int lda, double* s, double* u, int ldu, double* vt, int ldvt) {
+  return LAPACKE_dgesdd(LAPACK_COL_MAJOR, jobz, m, n, a, lda, s, u, ldu, vt, ldvt);
+}
+
+void Gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha, const float* a, int lda,
+          const float* b, int ldb, double beta, float* c, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, static_cast<float>(alpha), a, lda, b, ldb, static_cast<float>(beta), c,
+              ldc);
+}
+void Gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha, const double* a, int lda,
+          const double* b, int ldb, double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// ---- jobs: plain structs parsed on the main thread; Run() may be on any thread ----
+
+// Symmetric eigendecomposition. Reads the upper triangle of row-major `a` (n x n);
+// writes eigenvalues descending to `w` and row-major `v` with column j = eigenvector j.
+// The row-major upper triangle is LAPACK's column-major lower one ('L'); LAPACK's
+// column-major eigenvectors are rows of the row-major buffer, so they are transposed and
+// the column order reversed (ascending -> descending) in place.
+struct EighJob {
+  DType dtype = DType::F64;
+  const void* a = nullptr;
+  void* w = nullptr;
+  void* v = nullptr;
+  int n = 0;
+  bool checkFinite = true;
+
+  template <typename T>
+  void RunT() {
+    const size_t n2 = static_cast<size_t>(n) * n;
+    const T* A = static_cast<const T*>(a);
+    T* V = static_cast<T*>(v);
+    T* W = static_cast<T*>(w);
+    if (checkFinite) CheckFinite(A, n2, "eigh", "a");
+    if (static_cast<const void*>(V) != a) std::memcpy(V, A, n2 * sizeof(T));
+    lapack_int info = Syevd(n, V, W);
+    if (info != 0)
+      Fail("ERR_LAPACK",
+           std::string("eigh: LAPACK ") + (dtype == DType::F32 ? "ssyevd" : "dsyevd") + " failed with info = " +
+               std::to_string(info) +
+               (info < 0 ? " (illegal or NaN argument " + std::to_string(-info) + ")" : " (did not converge)"),
+           info);
+    TransposeSquare(V, n);
+    for (int i = 0; i < n; ++i) std::reverse(V + static_cast<size_t>(i) * n, V + static_cast<size_t>(i + 1) * n);
+    std::reverse(W, W + n);
+  }
+  void Run() { dtype == DType::F32 ? RunT<float>() : RunT<double>(); }
+};
+
+// SVD of row-major A (m x n) = U diag(S) Vt with S descending. Row-major A is the
+// column-major A^T (n x m); gesdd of A^T = U' S VT' gives U = VT'^T and Vt = U'^T, and
+// those transposes are exactly the row-major reading of VT' and U' (no copies).
+struct SvdJob {
+  DType dtype = DType::F64;
+  const void* a = nullptr;
+  void* u = nullptr;
+  void* s = nullptr;
+  void* vt = nullptr;
+  int m = 0, n = 0;
+  char jobz = 'S';  // 'S' thin, 'A' full, 'N' values only
+  bool overwrite = false;
+  bool checkFinite = true;
+
+  template <typename T>
+  void RunT() {
+    const size_t mn = static_cast<size_t>(m) * n;
+    const int k = std::min(m, n);
+    const T* A = static_cast<const T*>(a);
+    if (checkFinite) CheckFinite(A, mn, "svd", "a");
+    std::unique_ptr<T[]> scratch;
+    T* work;
+    if (overwrite) {
+      work = const_cast<T*>(A);
+    } else {
+      scratch.reset(new T[mn]);
+      std::memcpy(scratch.get(), A, mn * sizeof(T));
+      work = scratch.get();
+    }
+    T dummy[1] = {0};
+    T* Ucm = jobz == 'N' ? dummy : static_cast<T*>(vt);  // U' (n x ., ld n) is row-major Vt
+    T* VTcm = jobz == 'N' ? dummy : static_cast<T*>(u);  // VT' (. x m) is row-major U
+    int ldvt = jobz == 'A' ? m : jobz == 'S' ? k : 1;
+    lapack_int info = Gesdd(jobz, n, m, work, n, static_cast<T*>(s), Ucm, n, VTcm, ldvt);
+    if (info != 0)
+      Fail("ERR_LAPACK",
+           std::string("svd: LAPACK ") + (dtype == DType::F32 ? "sgesdd" : "dgesdd") + " failed with info = " +
+               std::to_string(info) +
+               (info < 0 ? " (illegal or NaN argument " + std::to_string(-info) + ")" : " (did not converge)"),
+           info);
+  }
+  void Run() { dtype == DType::F32 ? RunT<float>() : RunT<double>(); }
+};
+
+// C (m x n) = alpha op(A) op(B) + beta C, all row-major; op(A) is m x k, op(B) is k x n.
+struct GemmJob {
+  DType dtype = DType::F64;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  void* c = nullptr;
+  int m = 0, n = 0, k = 0;
+  bool transA = false, transB = false;
+  double alpha = 1, beta = 0;
+
+  template <typename T>
+  void RunT() {
+    T* C = static_cast<T*>(c);
+    const size_t mn = static_cast<size_t>(m) * n;
+    if (mn == 0) return;
+    if (k == 0 || alpha == 0) {  // BLAS semantics: C = beta C, and beta = 0 clears C
+      if (beta == 0)
+        std::fill(C, C + mn, T(0));
+      else if (beta != 1)
+        for (size_t i = 0; i < mn; ++i) C[i] = static_cast<T>(beta * C[i]);
+      return;
+    }
+    int lda = transA ? m : k;
+    int ldb = transB ? k : n;
+    Gemm(transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, m, n, k, alpha,
+         static_cast<const T*>(a), lda, static_cast<const T*>(b), ldb, beta, C, n);
+  }
+  void Run() { dtype == DType::F32 ? RunT<float>() : RunT<double>(); }
+};
+
+// C (n x n, float64, symmetric) += alpha X^T X with X (rows x n) float32 or float64.
+// dsyrk updates the upper triangle, which is then mirrored onto the lower one. float32
+// rows are widened to float64 in blocks of at most ~16 MiB.
+struct SyrkJob {
+  double* c = nullptr;
+  const void* x = nullptr;
+  DType xdtype = DType::F64;
+  int rows = 0, n = 0;
+  double alpha = 1;
+
+  void Run() {
+    if (rows == 0) return;
+    if (xdtype == DType::F64) {
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, rows, alpha, static_cast<const double*>(x), n, 1.0, c, n);
+    } else {
+      const float* X = static_cast<const float*>(x);
+      const size_t target = (size_t{16} << 20) / (sizeof(double) * static_cast<size_t>(n));
+      const size_t block = std::min<size_t>(static_cast<size_t>(rows), std::max<size_t>(64, target));
+      std::unique_ptr<double[]> buf(new double[block * n]);
+      for (size_t r0 = 0; r0 < static_cast<size_t>(rows); r0 += block) {
+        size_t kb = std::min(block, static_cast<size_t>(rows) - r0);
+        const float* src = X + r0 * n;
+        for (size_t i = 0, e = kb * n; i < e; ++i) buf[i] = src[i];
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, static_cast<int>(kb), alpha, buf.get(), n, 1.0, c, n);
+      }
+    }
+    MirrorUpper(c, static_cast<size_t>(n));
+  }
+};
+
+// ---- Node-API glue ----
+
+// Runs a job on the libuv pool and resolves with `result` (built on the main thread;
+// it holds the output arrays). Inputs are pinned with Keep().
+template <class Job>
+class JobWorker final : public PromiseWorker {
+ public:
+  JobWorker(Napi::Env env, const Job& job, const Napi::Value& result) : PromiseWorker(env), job_(job) {
+    if (result.IsObject()) result_ = Napi::Persistent(result.As<Napi::Object>());
+  }
+
+ protected:
+  void Run() override { job_.Run(); }
+  Napi::Value Result(Napi::Env env) override { return result_.IsEmpty() ? env.Undefined() : result_.Value(); }
+
+ private:
+  Job job_;
+  Napi::ObjectReference result_;
+};
+
+template <class Job>
+void RunSync(Napi::Env env, Job& job) {
+  try {
+    job.Run();
+  } catch (const WorkError& e) {
+    throw MakeError(env, e);
+  } catch (const std::bad_alloc&) {
+    ThrowError(env, "ERR_OUT_OF_MEMORY", "out of memory");
+  }
+}
+
+template <class Job>
+Napi::Value StartAsync(Napi::Env env, const Job& job, const Napi::Value& result, std::initializer_list<Napi::Value> keep) {
+  auto* w = new JobWorker<Job>(env, job, result);
+  for (const auto& v : keep) w->Keep(v);
+  return w->Start();
+}
+
+// eigh(a, n, options?) -> { values, vectors }
+struct ParsedEigh {
+  EighJob job;
+  Napi::Value input, result;
+};
+ParsedEigh ParseEigh(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ParsedEigh p;
+  p.input = info.Length() > 0 ? info[0] : env.Undefined();
+  ArrayView a = ViewOf(env, p.input, "a");
+  int n = static_cast<int>(GetInt(info, 1, "n", 1, kMaxDim));
+  auto opts = GetOptions(info, 2);
+  size_t n2 = static_cast<size_t>(n) * n;
+  std::string sq = std::to_string(n) + " x " + std::to_string(n);
+  CheckExact(env, a, n2, "a", sq);
+  Napi::Value wv, vv;
+  ArrayView w = OutArray(env, opts, "values", a.dtype, n, std::to_string(n), &wv);
+  ArrayView v = OutArray(env, opts, "vectors", a.dtype, n2, sq, &vv);
+  if (v.data != a.data) CheckNoOverlap(env, v, a, "options.vectors", "a");
+  CheckNoOverlap(env, w, a, "options.values", "a");
+  CheckNoOverlap(env, w, v, "options.values", "options.vectors");
+  p.job.dtype = a.dtype;
+  p.job.a = a.data;
+  p.job.w = w.data;
+  p.job.v = v.data;
+  p.job.n = n;
+  p.job.checkFinite = OptBool(opts, "checkFinite", true);
+  auto r = Napi::Object::New(env);
+  r.Set("values", wv);
+  r.Set("vectors", vv);
+  p.result = r;
+  return p;
+}
+
+Napi::Value Eigh(const Napi::CallbackInfo& info) {
+  auto p = ParseEigh(info);
+  RunSync(info.Env(), p.job);
+  return p.result;
+}
+Napi::Value EighAsync(const Napi::CallbackInfo& info) {
+  auto p = ParseEigh(info);
+  return StartAsync(info.Env(), p.job, p.result, {p.input});
+}
+
+// svd(a, m, n, options?) -> { u, s, vt }
+struct ParsedSvd {
+  SvdJob job;
+  Napi::Value input, result;
+};
+ParsedSvd ParseSvd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ParsedSvd p;
+  p.input = info.Length() > 0 ? info[0] : env.Undefined();
+  ArrayView a = ViewOf(env, p.input, "a");
+  int m = static_cast<int>(GetInt(info, 1, "m", 1, kMaxDim));
+  int n = static_cast<int>(GetInt(info, 2, "n", 1, kMaxDim));
+  auto opts = GetOptions(info, 3);
+  bool full = OptBool(opts, "full", false);
+  bool uv = OptBool(opts, "computeUV", true);
+  int k = std::min(m, n);
+  auto sm = std::to_string(m), sn = std::to_string(n), sk = std::to_string(k);
+  CheckExact(env, a, static_cast<size_t>(m) * n, "a", sm + " x " + sn);
+  Napi::Value sv, uvv = env.Null(), vtv = env.Null();
+  ArrayView s = OutArray(env, opts, "s", a.dtype, k, sk, &sv);
+  CheckNoOverlap(env, s, a, "options.s", "a");
+  ArrayView u, vt;
+  if (uv) {
+    int ku = full ? m : k, kv = full ? n : k;
+    u = OutArray(env, opts, "u", a.dtype, static_cast<size_t>(m) * ku, sm + " x " + std::to_string(ku), &uvv);
+    vt = OutArray(env, opts, "vt", a.dtype, static_cast<size_t>(kv) * n, std::to_string(kv) + " x " + sn, &vtv);
+    CheckNoOverlap(env, u, a, "options.u", "a");
+    CheckNoOverlap(env, vt, a, "options.vt", "a");
+    CheckNoOverlap(env, u, vt, "options.u", "options.vt");
+    CheckNoOverlap(env, u, s, "options.u", "options.s");
+    CheckNoOverlap(env, vt, s, "options.vt", "options.s");
+  }
+  p.job.dtype = a.dtype;
+  p.job.a = a.data;
+  p.job.s = s.data;
+  p.job.u = u.data;
+  p.job.vt = vt.data;
+  p.job.m = m;
+  p.job.n = n;
+  p.job.jobz = !uv ? 'N' : full ? 'A' : 'S';
+  p.job.overwrite = OptBool(opts, "overwrite", false);
+  p.job.checkFinite = OptBool(opts, "checkFinite", true);
+  auto r = Napi::Object::New(env);
+  r.Set("u", uvv);
+  r.Set("s", sv);
+  r.Set("vt", vtv);
+  p.result = r;
+  return p;
+}
+
+Napi::Value Svd(const Napi::CallbackInfo& info) {
+  auto p = ParseSvd(info);
+  RunSync(info.Env(), p.job);
+  return p.result;
+}
+Napi::Value SvdAsync(const Napi::CallbackInfo& info) {
+  auto p = ParseSvd(info);
+  return StartAsync(info.Env(), p.job, p.result, {p.input});
+}
+
+// gemm(a, b, c, m, n, k, options?) -> c
+struct ParsedGemm {
+  GemmJob job;
+  Napi::Value a, b, c;
+};
+ParsedGemm ParseGemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ParsedGemm p;
+  p.a = info.Length() > 0 ? info[0] : env.Undefined();
+  p.b = info.Length() > 1 ? info[1] : env.Undefined();
+  p.c = info.Length() > 2 ? info[2] : env.Undefined();
+  ArrayView a = ViewOf(env, p.a, "a"), b = ViewOf(env, p.b, "b"), c = ViewOf(env, p.c, "c");
+  CheckDType(env, b, a.dtype, "b");
+  CheckDType(env, c, a.dtype, "c");
+  int m = static_cast<int>(GetInt(info, 3, "m", 0, kMaxDim));
+  int n = static_cast<int>(GetInt(info, 4, "n", 0, kMaxDim));
+  int k = static_cast<int>(GetInt(info, 5, "k", 0, kMaxDim));
+  auto opts = GetOptions(info, 6);
+  bool ta = OptBool(opts, "transA", false), tb = OptBool(opts, "transB", false);
+  auto sm = std::to_string(m), sn = std::to_string(n), sk = std::to_string(k);
+  CheckExact(env, a, static_cast<size_t>(m) * k, "a", ta ? sk + " x " + sm + " (transA)" : sm + " x " + sk);
+  CheckExact(env, b, static_cast<size_t>(k) * n, "b", tb ? sn + " x " + sk + " (transB)" : sk + " x " + sn);
+  CheckExact(env, c, static_cast<size_t>(m) * n, "c", sm + " x " + sn);
+  CheckNoOverlap(env, c, a, "c", "a");
+  CheckNoOverlap(env, c, b, "c", "b");
+  p.job.dtype = a.dtype;
+  p.job.a = a.data;
+  p.job.b = b.data;
+  p.job.c = c.data;
+  p.job.m = m;
+  p.job.n = n;
+  p.job.k = k;
+  p.job.transA = ta;
+  p.job.transB = tb;
+  p.job.alpha = OptNumber(opts, "alpha", 1.0);
+  p.job.beta = OptNumber(opts, "beta", 0.0);
+  return p;
+}
+
+Napi::Value GemmSync(const Napi::CallbackInfo& info) {
+  auto p = ParseGemm(info);
+  RunSync(info.Env(), p.job);
+  return p.c;
+}
+Napi::Value GemmAsync(const Napi::CallbackInfo& info) {
+  auto p = ParseGemm(info);
+  return StartAsync(info.Env(), p.job, p.c, {p.a, p.b});
+}
+
+// syrkAccumulate(c, x, rows, n, alpha?) -> c
+struct ParsedSyrk {
+  SyrkJob job;
+  Napi::Value c, x;
+};
+ParsedSyrk ParseSyrk(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ParsedSyrk p;
+  p.c = info.Length() > 0 ? info[0] : env.Undefined();
+  p.x = info.Length() > 1 ? info[1] : env.Undefined();
+  ArrayView c = ViewOf(env, p.c, "c"), x = ViewOf(env, p.x, "x");
+  CheckDType(env, c, DType::F64, "c");
+  int rows = static_cast<int>(GetInt(info, 2, "rows", 0, kMaxDim));
+  int n = static_cast<int>(GetInt(info, 3, "n", 1, kMaxDim));
+  double alpha = 1.0;
+  if (info.Length() > 4 && !info[4].IsUndefined()) alpha = GetNumber(info, 4, "alpha");
+  if (!std::isfinite(alpha)) ThrowRangeError(env, "ERR_OUT_OF_RANGE", "alpha must be finite");
+  auto sn = std::to_string(n);
+  CheckExact(env, c, static_cast<size_t>(n) * n, "c", sn + " x " + sn);
+  CheckExact(env, x, static_cast<size_t>(rows) * n, "x", std::to_string(rows) + " x " + sn);
+  CheckNoOverlap(env, c, x, "c", "x");
+  p.job.c = c.as<double>();
+  p.job.x = x.data;
+  p.job.xdtype = x.dtype;
+  p.job.rows = rows;
+  p.job.n = n;
+  p.job.alpha = alpha;
+  return p;
+}
+
+Napi::Value SyrkSync(const Napi::CallbackInfo& info) {
+  auto p = ParseSyrk(info);
+  RunSync(info.Env(), p.job);
+  return p.c;
+}
+Napi::Value SyrkAsync(const Napi::CallbackInfo& info) {
+  auto p = ParseSyrk(info);
+  return StartAsync(info.Env(), p.job, p.c, {p.x});
+}
+
+}  // namespace
+
+void InitLinalg(Napi::Env env, Napi::Object exports) {
+  exports.Set("eigh", Napi::Function::New(env, Eigh, "eigh"));
+  exports.Set("eighAsync", Napi::Function::New(env, EighAsync, "eighAsync"));
+  exports.Set("svd", Napi::Function::New(env, Svd, "svd"));
+  exports.Set("svdAsync", Napi::Function::New(env, SvdAsync, "svdAsync"));
+  exports.Set("gemm", Napi::Function::New(env, GemmSync, "gemm"));
+  exports.Set("gemmAsync", Napi::Function::New(env, GemmAsync, "gemmAsync"));
+  exports.Set("syrkAccumulate", Napi::Function::New(env, SyrkSync, "syrkAccumulate"));
+  exports.Set("syrkAccumulateAsync", Napi::Function::New(env, SyrkAsync, "syrkAccumulateAsync"));
+}
+
+}  // namespace g2m
