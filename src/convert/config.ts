@@ -1,0 +1,90 @@
+/**
+ * config.json of a converted checkpoint, as transformers' DeepseekV3ForCausalLM reads it:
+ * every layer a dense SwiGLU MLP (first_k_dense_replace = num_hidden_layers, no routed
+ * experts), num_key_value_heads = num_attention_heads, qk_nope_head_dim = v_head_dim =
+ * the source head_dim, rope settings carried over for the rope head (rotate-half layout,
+ * so rope_interleave is false).
+ */
+import type { ModelSpec } from '../model/spec-types.js';
+import type { ResolvedOptions } from './options.js';
+
+/** Extra settings of the export. */
+export interface ExportSettings {
+  /** false: the engine must skip kv_a_layernorm (TransMLA's convention). */
+  qkLatentLayernorm: boolean;
+  /** q_proj carries a bias (gqa2mla extension, read by gqa2mla's engine). */
+  qBias: boolean;
+  /** kv_a_proj_with_mqa and o_proj carry biases. */
+  attentionBias: boolean;
+  dtype: string;
+}
+
+const COPIED_KEYS = [
+  'vocab_size',
+  'hidden_size',
+  'intermediate_size',
+  'num_hidden_layers',
+  'num_attention_heads',
+  'max_position_embeddings',
+  'rms_norm_eps',
+  'bos_token_id',
+  'eos_token_id',
+  'pad_token_id',
+  'initializer_range',
+  'tie_word_embeddings',
+  'hidden_act',
+];
+
+/** Builds the DeepSeek-V3 config.json object. */
+export function deepseekConfig(spec: ModelSpec, opt: ResolvedOptions, ex: ExportSettings): Record<string, unknown> {
+  const src = spec.raw;
+  const cfg: Record<string, unknown> = {
+    architectures: ['DeepseekV3ForCausalLM'],
+    model_type: 'deepseek_v3',
+  };
+  for (const k of COPIED_KEYS) if (k in src) cfg[k] = src[k];
+  cfg.hidden_act = src.hidden_act ?? 'silu';
+  cfg.tie_word_embeddings = spec.tieWordEmbeddings;
+  cfg.rms_norm_eps = spec.rmsNormEps;
+  Object.assign(cfg, {
+    num_key_value_heads: spec.numHeads,
+    q_lora_rank: null,
+    kv_lora_rank: opt.kvLoraRank,
+    qk_rope_head_dim: opt.qkRopeDim,
+    qk_nope_head_dim: spec.headDim,
+    v_head_dim: spec.headDim,
+    head_dim: opt.qkRopeDim,
+    rope_interleave: false,
+    attention_bias: ex.attentionBias,
+    attention_dropout: 0.0,
+    first_k_dense_replace: spec.numLayers,
+    n_routed_experts: null,
+    n_shared_experts: null,
+    moe_intermediate_size: spec.intermediateSize,
+    num_experts_per_tok: null,
+    moe_layer_freq: 1,
+    n_group: null,
+    topk_group: null,
+    routed_scaling_factor: 1.0,
+    norm_topk_prob: true,
+    dtype: ex.dtype,
+  });
+  // Rope: the same base and scaling; transformers computes inv_freq for qk_rope_head_dim,
+  // which yields every (head_dim / qk_rope_head_dim)-th original frequency.
+  if (src.rope_parameters && typeof src.rope_parameters === 'object') {
+    cfg.rope_parameters = { ...(src.rope_parameters as Record<string, unknown>) };
+  } else {
+    cfg.rope_theta = spec.rope.theta;
+    cfg.rope_scaling = src.rope_scaling ?? null;
+  }
+  if (!ex.qkLatentLayernorm) cfg.qk_latent_layernorm = false;
+  if (ex.qBias) cfg.gqa2mla_q_bias = true;
+  cfg.gqa2mla = {
+    source_model_type: spec.modelType,
+    source_num_key_value_heads: spec.numKvHeads,
+    freqfold: opt.freqfold,
+    balance_kv: opt.balanceKv,
+    calib_inputs: opt.calibInputs,
+  };
+  return cfg;
+}

@@ -1,0 +1,111 @@
+/**
+ * Dense float64 matrix helpers for the factorization (row-major storage). Products go
+ * through the native BLAS (dgemm); the helpers here only arrange shapes and slices.
+ */
+import { gemm } from '../linalg.js';
+
+/** A row-major float64 matrix. */
+export interface Mat {
+  rows: number;
+  cols: number;
+  data: Float64Array;
+}
+
+/** A new zero matrix. */
+export function zeros(rows: number, cols: number): Mat {
+  return { rows, cols, data: new Float64Array(rows * cols) };
+}
+
+/** Wraps float32 or float64 data as a float64 matrix (copies float32). */
+export function fromArray(data: Float32Array | Float64Array, rows: number, cols: number): Mat {
+  if (data.length !== rows * cols) throw new Error(`matrix data has ${data.length} values, expected ${rows}x${cols}`);
+  return { rows, cols, data: data instanceof Float64Array ? data : Float64Array.from(data) };
+}
+
+/** C = op(A) op(B), with op = transpose when the flag is set. */
+export function matmul(a: Mat, b: Mat, transA = false, transB = false): Mat {
+  const m = transA ? a.cols : a.rows;
+  const k = transA ? a.rows : a.cols;
+  const kb = transB ? b.cols : b.rows;
+  const n = transB ? b.rows : b.cols;
+  if (k !== kb) throw new Error(`matmul shape mismatch: ${m}x${k} times ${kb}x${n}`);
+  const c = zeros(m, n);
+  if (m === 0 || n === 0 || k === 0) return c;
+  gemm(a.data, b.data, c.data, m, n, k, { transA, transB });
+  return c;
+}
+
+/** Rows [r0, r1) of a matrix (copy). */
+export function rowSlice(a: Mat, r0: number, r1: number): Mat {
+  return { rows: r1 - r0, cols: a.cols, data: a.data.slice(r0 * a.cols, r1 * a.cols) };
+}
+
+/** Columns [c0, c1) of a matrix (copy). */
+export function colSlice(a: Mat, c0: number, c1: number): Mat {
+  const out = zeros(a.rows, c1 - c0);
+  for (let i = 0; i < a.rows; i++) out.data.set(a.data.subarray(i * a.cols + c0, i * a.cols + c1), i * out.cols);
+  return out;
+}
+
+/** Stacks matrices vertically. */
+export function vstack(parts: Mat[]): Mat {
+  const cols = parts[0].cols;
+  const rows = parts.reduce((s, p) => s + p.rows, 0);
+  const out = zeros(rows, cols);
+  let off = 0;
+  for (const p of parts) {
+    if (p.cols !== cols) throw new Error('vstack: column counts differ');
+    out.data.set(p.data, off);
+    off += p.data.length;
+  }
+  return out;
+}
+
+/** Transpose (copy). */
+export function transpose(a: Mat): Mat {
+  const out = zeros(a.cols, a.rows);
+  for (let i = 0; i < a.rows; i++) for (let j = 0; j < a.cols; j++) out.data[j * a.rows + i] = a.data[i * a.cols + j];
+  return out;
+}
+
+/** Multiplies row i by s[i] in place. */
+export function scaleRows(a: Mat, s: number | ArrayLike<number>): Mat {
+  for (let i = 0; i < a.rows; i++) {
+    const f = typeof s === 'number' ? s : s[i];
+    for (let j = 0; j < a.cols; j++) a.data[i * a.cols + j] *= f;
+  }
+  return a;
+}
+
+/** Trace of a square matrix. */
+export function trace(a: Mat): number {
+  let t = 0;
+  for (let i = 0; i < a.rows; i++) t += a.data[i * a.cols + i];
+  return t;
+}
+
+/** Matrix-vector product y = op(A) x. */
+export function matvec(a: Mat, x: ArrayLike<number>, transA = false): Float64Array {
+  const n = transA ? a.cols : a.rows;
+  const y = new Float64Array(n);
+  if (!transA) {
+    for (let i = 0; i < a.rows; i++) {
+      let s = 0;
+      const o = i * a.cols;
+      for (let j = 0; j < a.cols; j++) s += a.data[o + j] * x[j];
+      y[i] = s;
+    }
+  } else {
+    for (let i = 0; i < a.rows; i++) {
+      const xi = x[i];
+      const o = i * a.cols;
+      for (let j = 0; j < a.cols; j++) y[j] += a.data[o + j] * xi;
+    }
+  }
+  return y;
+}
+
+/** Float32 copy of a matrix's data. */
+export function toF32(a: Mat): Float32Array {
+  return Float32Array.from(a.data);
+}

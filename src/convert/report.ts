@@ -1,0 +1,57 @@
+/**
+ * conversion-report.json: what was done to each layer and what it cost.
+ */
+
+/** Per-layer outcome of the conversion. */
+export interface LayerReport {
+  layer: number;
+  freqfold: number;
+  /** attention-output relative error on held-out calibration windows, per freqfold tried */
+  candidates: Array<{ freqfold: number; attnRelError: number }>;
+  /** ||attn_mla(x) - attn_gqa(x)|| / ||attn_gqa(x)|| on held-out calibration windows */
+  attnRelError: number;
+  ropeVarianceKept: number;
+  pcaVarianceKept: number;
+  balanceScale: number;
+  /** eigenvalues: RoRoPE per group (descending), and the joint [K_nope, V] PCA */
+  ropeSpectrum: number[][];
+  pcaSpectrum: number[];
+  seconds: number;
+}
+
+/** Time per stage, seconds. */
+export interface StageTimes {
+  tokenize: number;
+  read: number;
+  forward: number;
+  statistics: number;
+  factorize: number;
+  evaluate: number;
+  write: number;
+  total: number;
+}
+
+/** The report written as conversion-report.json and returned by convert(). */
+export interface ConversionReport {
+  tool: { name: 'gqa2mla'; version: string };
+  source: { dir: string; modelType: string; numLayers: number; numHeads: number; numKvHeads: number; headDim: number };
+  output: { dir: string; shards: string[]; totalBytes: number };
+  settings: {
+    qkRopeDim: number;
+    kvLoraRank: number;
+    freqfold: number | 'auto';
+    balanceKv: number;
+    calibInputs: 'original' | 'converted';
+    calibSamples: number;
+    calibSeqlen: number;
+    heldOutSamples: number;
+    seed: number;
+    calibTokens: number;
+    qkLatentLayernorm: boolean;
+  };
+  kvValuesPerToken: { before: number; after: number; perLayerBefore: number; perLayerAfter: number; ratio: number };
+  layers: LayerReport[];
+  meanAttnRelError: number;
+  times: StageTimes;
+  resumedFromLayer?: number;
+}
