@@ -2,6 +2,7 @@ import { factorizeLayer, type GqaAttention } from '../src/convert/factorize.js';
 import { roropeRotation } from '../src/convert/rorope.js';
 import { MomentAccumulator, secondMoment } from '../src/convert/statistics.js';
 import { fromArray } from '../src/convert/mat.js';
+import { queryMetric } from '../src/convert/factorize.js';
 import type { ModelSpec } from '../src/model/spec-types.js';
 import { gqaAttentionRef, mlaAttentionRef, relErr, rotatedAttentionRef, type RotPair } from './helpers/ref-attention.js';
 
@@ -181,5 +182,54 @@ describe('factorizeLayer', () => {
       prevVar = f.pcaVarianceKept;
     }
     expect(prevVar).toBeCloseTo(1, 8);
+  });
+});
+
+describe('query-aware variants', () => {
+  test('query-aware RoRoPE map alone (freqfold 1, nothing cut) reproduces attention exactly', () => {
+    const c = makeCase(21, 4, 2, 16, true);
+    const m = moments(c);
+    const ck = secondMoment({ w: fromArray(c.w.wk, 32, 32), b: Float64Array.from(c.w.bk!) }, m);
+    const rope = roropeRotation(ck, 2, 16, 16, 1, queryMetric(c.spec, c.w, m));
+    expect(rope.qrot).not.toBe(rope.rot);
+    const pairs: RotPair[] = rope.pairs.map((p) => ({ re: p.re, im: p.im, theta: c.invFreq[p.freq] }));
+    const x = Float64Array.from(c.x);
+    const ref = gqaAttentionRef(x, c.T, dims(c), c.w, c.invFreq);
+    const rot = rotatedAttentionRef(x, c.T, dims(c), c.w, rope.rot.data, pairs, rope.qrot.data);
+    expect(relErr(rot, ref)).toBeLessThan(1e-9);
+  });
+
+  test.each([
+    ['qk', 'plain'],
+    ['qk', 'objective'],
+    ['key', 'objective'],
+  ] as const)('full rank equals partial-RoPE attention with rope=%s, kv metric=%s', (sel, metric) => {
+    const c = makeCase(23, 4, 2, 16, true);
+    const r = 4;
+    const L = 32;
+    const m = moments(c);
+    const f = factorizeLayer(c.spec, c.w, m, { qkRopeDim: r, kvLoraRank: 2 * L - r, freqfold: 4, balanceKv: 1, ropeSelection: sel, kvMetric: metric });
+    const ck = secondMoment({ w: fromArray(c.w.wk, L, 32), b: Float64Array.from(c.w.bk!) }, m);
+    const rope = roropeRotation(ck, 2, 16, r, 4, sel === 'qk' ? queryMetric(c.spec, c.w, m) : undefined);
+    const kept: RotPair[] = [];
+    for (let j = 0; j < r / 2; j++) kept.push({ re: j, im: j + r / 2, theta: c.invFreq[j * 4] });
+    const x = Float64Array.from(c.x);
+    const partial = rotatedAttentionRef(x, c.T, dims(c), c.w, rope.rot.data, kept, rope.qrot.data);
+    const ropeInv = new Float64Array(r / 2).map((_, j) => Math.pow(10000, (-2 * j) / r));
+    const mla = mlaAttentionRef(x, c.T, { hidden: 32, heads: 4, kvLoraRank: 2 * L - r, ropeDim: r, nopeDim: 16, vDim: 16 }, f.attention, ropeInv);
+    expect(relErr(mla, partial)).toBeLessThan(1e-4);
+  });
+
+  test('objective-aware compression beats plain PCA at a tight rank on the attention output', () => {
+    const c = makeCase(25, 4, 2, 16, false, 48);
+    const m = moments(c);
+    const x = Float64Array.from(c.x);
+    const ref = gqaAttentionRef(x, c.T, dims(c), c.w, c.invFreq);
+    const ropeInv = new Float64Array(4).map((_, j) => Math.pow(10000, (-2 * j) / 8));
+    const err = (metric: 'plain' | 'objective') => {
+      const f = factorizeLayer(c.spec, c.w, m, { qkRopeDim: 8, kvLoraRank: 16, freqfold: 2, balanceKv: 1, ropeSelection: 'qk', kvMetric: metric });
+      return relErr(mlaAttentionRef(x, c.T, { hidden: 32, heads: 4, kvLoraRank: 16, ropeDim: 8, nopeDim: 16, vDim: 16 }, f.attention, ropeInv), ref);
+    };
+    expect(err('objective')).toBeLessThan(err('plain'));
   });
 });

@@ -1,16 +1,20 @@
 /**
  * One decoder layer's attention: GQA/MHA weights + calibration moments -> DeepSeek-V3
- * MLA weights (TransMLA steps 1-4, from the math).
+ * MLA weights (TransMLA steps 1-4 from the math, plus gqa2mla's objective-aware variants).
  *
  * Notation: x the attention input, L = nKv * d the merged key latent (the concatenated KV
- * heads; step 1, exact), R the RoRoPE rotation (rorope.ts), r = ropeDim. For query head h
- * of KV group g, E_g picks group g's d dims out of L, so q_h . k_g = (R E_g q_h) . (R k).
- * - RoPE part: k_rope = R[:r] k (shared by all heads), q_rope,h = R[:r] E_g q_h.
- * - NoPE part: k' = R[r:] k loses its rotation. BKV-PCA: z = [s k'; v] with the balance
- *   s making the keys' RMS norm balanceKv times the values'; P = top kvLoraRank
- *   eigenvectors of E[z z^T]; latent c = P^T z (kv_a); k' ~ P_k c / s, v ~ P_v c.
- * - Absorb: q_nope,h = q_h (the original head query), k_nope,h = E_g^T R[r:]^T P_k c / s,
- *   v_h = E_g^T P_v c; so kv_b rows of head h are [E_g^T R[r:]^T P_k / s ; E_g^T P_v].
+ * heads; step 1, exact), T the RoRoPE map of the keys and S = T^{-T} its query side
+ * (rorope.ts; S = T for TransMLA's orthogonal rotation), r = ropeDim. For query head h of
+ * KV group g, E_g picks group g's d dims out of L, so q_h . k_g = (S E_g q_h) . (T k).
+ * - RoPE part: k_rope = T[:r] k (shared by all heads), q_rope,h = S[:r] E_g q_h.
+ * - NoPE part: k' = T[r:] k loses its rotation. BKV-PCA: z = [s Gk k'; Gv v], where Gk, Gv
+ *   are identity (TransMLA) or the square roots of the error metrics (objective-aware:
+ *   the logit metric of the queries reading k', and the output metric sum_h W_o,h^T W_o,h
+ *   of the heads reading v), and s balances the two parts (RMS of the key part =
+ *   balanceKv x RMS of the value part). P = top kvLoraRank eigenvectors of E[z z^T];
+ *   latent c = P^T z (kv_a); k' ~ Gk^{-1} P_k c / s, v ~ Gv^{-1} P_v c.
+ * - Absorb: q_nope,h = q_h (the original head query), k_nope,h = E_g^T S[r:]^T k'(c),
+ *   v_h = E_g^T v(c): kv_b rows of head h are [E_g^T S[r:]^T Gk^{-1} P_k / s ; E_g^T Gv^{-1} P_v].
  * - Softmax scale d^-1/2 becomes (d + r)^-1/2: q rows are multiplied by sqrt((d + r) / d).
  * Biases follow the same linear maps.
  */
@@ -18,7 +22,7 @@ import type { ModelSpec } from '../model/spec-types.js';
 import { eigh } from '../linalg.js';
 import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, trace, zeros } from './mat.js';
 import { type RopeRotation, roropeRotation } from './rorope.js';
-import { type Affine, type InputMoments, crossMoment, secondMoment } from './statistics.js';
+import { type Affine, type InputMoments, crossMoment, secondMoment, symmetrize } from './statistics.js';
 
 /** A GQA/MHA layer's attention weights as stored ([out, in] row-major). */
 export interface GqaAttention {
@@ -46,19 +50,28 @@ export interface MlaAttention {
   oBias: Float32Array | null;
 }
 
+/** How the RoPE directions are chosen: TransMLA's key PCA, or by attention-logit energy. */
+export type RopeSelection = 'key' | 'qk';
+/** The metric of the joint K/V compression: plain PCA (TransMLA) or the model's error metrics. */
+export type KvMetric = 'plain' | 'objective';
+
 /** Settings of one factorization. */
 export interface FactorizeOptions {
   qkRopeDim: number;
   kvLoraRank: number;
   freqfold: number;
   balanceKv: number;
+  /** default 'key' (TransMLA) */
+  ropeSelection?: RopeSelection;
+  /** default 'plain' (TransMLA) */
+  kvMetric?: KvMetric;
 }
 
 /** Result of factorizing one layer. */
 export interface LayerFactorization {
   attention: MlaAttention;
   freqfold: number;
-  /** share of the keys' second moment kept by the RoPE part */
+  /** share of the RoPE selection criterion (key variance or logit energy) kept */
   ropeVarianceKept: number;
   /** share of E[|z|^2] kept by the kvLoraRank principal directions */
   pcaVarianceKept: number;
@@ -72,37 +85,150 @@ function affine(w: Float32Array, b: Float32Array | null | undefined, rows: numbe
   return { w: fromArray(w, rows, cols), b: b ? Float64Array.from(b) : null };
 }
 
+/**
+ * The query heads' second moments summed into their KV group's block (L x L,
+ * block-diagonal): the logit metric of the keys.
+ */
+export function queryMetric(spec: ModelSpec, w: GqaAttention, m: InputMoments): Mat {
+  const { hiddenSize: hid, numHeads: H, numKvHeads: nKv, headDim: d } = spec;
+  const L = nKv * d;
+  const out = zeros(L, L);
+  const group = H / nKv;
+  for (let h = 0; h < H; h++) {
+    const g = Math.floor(h / group);
+    const qh = affine(w.wq.subarray(h * d * hid, (h + 1) * d * hid), w.bq ? w.bq.subarray(h * d, (h + 1) * d) : null, d, hid);
+    const c = secondMoment(qh, m);
+    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) out.data[(g * d + i) * L + g * d + j] += c.data[i * d + j];
+  }
+  return out;
+}
+
+/** The output metric of the values: blockdiag_g sum_{h in g} W_o,h^T W_o,h (L x L). */
+function valueMetric(spec: ModelSpec, wo: Float32Array): Mat {
+  const { hiddenSize: hid, numHeads: H, numKvHeads: nKv, headDim: d } = spec;
+  const L = nKv * d;
+  const out = zeros(L, L);
+  const group = H / nKv;
+  const W = fromArray(wo, hid, H * d);
+  for (let h = 0; h < H; h++) {
+    const g = Math.floor(h / group);
+    const woh = colSlice(W, h * d, (h + 1) * d); // hid x d
+    const c = matmul(woh, woh, true, false); // d x d
+    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) out.data[(g * d + i) * L + g * d + j] += c.data[i * d + j];
+  }
+  return out;
+}
+
+/** Symmetric square root and inverse square root (eigenvalues floored at 1e-10 x max). */
+function sqrtPair(a: Mat): { sqrt: Mat; isqrt: Mat } {
+  const n = a.rows;
+  const { values, vectors } = eigh(a.data.slice(), n);
+  const floor = Math.max(values[0], 1e-300) * 1e-10;
+  const sqrt = zeros(n, n);
+  const isqrt = zeros(n, n);
+  for (let c = 0; c < n; c++) {
+    const lam = Math.max(values[c], floor);
+    const s = Math.sqrt(lam);
+    for (let i = 0; i < n; i++) {
+      const vi = vectors[i * n + c];
+      if (vi === 0) continue;
+      for (let j = 0; j < n; j++) {
+        const p = vi * vectors[j * n + c];
+        sqrt.data[i * n + j] += p * s;
+        isqrt.data[i * n + j] += p / s;
+      }
+    }
+  }
+  return { sqrt, isqrt };
+}
+
+function identity(n: number): Mat {
+  const m = zeros(n, n);
+  for (let i = 0; i < n; i++) m.data[i * n + i] = 1;
+  return m;
+}
+
+/** Layer statistics shared by every factorization of a layer (freqfold / balance candidates). */
+export interface LayerMoments {
+  /** keys' second moment, L x L */
+  ck: Mat;
+  /** values' second moment, L x L */
+  cv: Mat;
+  /** query logit metric, L x L (only computed when needed) */
+  cq: Mat | null;
+  /** value output metric, L x L (only computed when needed) */
+  mv: Mat | null;
+}
+
+/** Computes the per-layer moments the factorization needs. */
+export function layerMoments(spec: ModelSpec, w: GqaAttention, m: InputMoments, needQuery: boolean): LayerMoments {
+  const L = spec.numKvHeads * spec.headDim;
+  const hid = spec.hiddenSize;
+  const ck = secondMoment(affine(w.wk, w.bk, L, hid), m);
+  const cv = secondMoment(affine(w.wv, w.bv, L, hid), m);
+  return { ck, cv, cq: needQuery ? queryMetric(spec, w, m) : null, mv: needQuery ? valueMetric(spec, w.wo) : null };
+}
+
 /** Factorizes one layer's attention into DeepSeek-V3 MLA weights. */
-export function factorizeLayer(spec: ModelSpec, w: GqaAttention, m: InputMoments, opt: FactorizeOptions): LayerFactorization {
+export function factorizeLayer(
+  spec: ModelSpec,
+  w: GqaAttention,
+  m: InputMoments,
+  opt: FactorizeOptions,
+  lm: LayerMoments = layerMoments(spec, w, m, opt.ropeSelection === 'qk' || opt.kvMetric === 'objective'),
+): LayerFactorization {
   const { hiddenSize: hid, numHeads: H, numKvHeads: nKv, headDim: d } = spec;
   const L = nKv * d;
   const r = opt.qkRopeDim;
   const R = opt.kvLoraRank;
   const group = H / nKv;
+  const nN = L - r;
   const k = affine(w.wk, w.bk, L, hid);
   const v = affine(w.wv, w.bv, L, hid);
+  const { ck, cv } = lm;
+  const objective = opt.kvMetric === 'objective';
+  if ((opt.ropeSelection === 'qk' || objective) && (!lm.cq || !lm.mv)) throw new Error('factorizeLayer: query/value metrics missing');
 
-  const ck = secondMoment(k, m);
-  const rope: RopeRotation = roropeRotation(ck, nKv, d, r, opt.freqfold);
-  const rotRope = rowSlice(rope.rot, 0, r);
-  const rotNope = rowSlice(rope.rot, r, L);
+  // ---- RoRoPE (step 2)
+  const rope: RopeRotation = roropeRotation(ck, nKv, d, r, opt.freqfold, opt.ropeSelection === 'qk' ? lm.cq! : undefined);
+  const tRope = rowSlice(rope.rot, 0, r);
+  const tNope = rowSlice(rope.rot, r, L);
+  const sRope = rope.qrot === rope.rot ? tRope : rowSlice(rope.qrot, 0, r);
+  const sNope = rope.qrot === rope.rot ? tNope : rowSlice(rope.qrot, r, L);
 
-  // Balance: RMS norm of s k' equals balanceKv x RMS norm of v.
-  const cNope = matmul(matmul(rotNope, ck), rotNope, false, true);
-  const cv = secondMoment(v, m);
-  const trNope = trace(cNope);
-  const s = L > r && trNope > 0 ? opt.balanceKv * Math.sqrt(trace(cv) / trNope) : 1;
+  // ---- metrics of the joint compression (step 3)
+  let gk = identity(nN);
+  let gkInv = gk;
+  let gv = identity(L);
+  let gvInv = gv;
+  if (objective && nN > 0) {
+    const qn = matmul(matmul(sNope, lm.cq!), sNope, false, true);
+    symmetrize(qn);
+    ({ sqrt: gk, isqrt: gkInv } = sqrtPair(qn));
+  }
+  if (objective) ({ sqrt: gv, isqrt: gvInv } = sqrtPair(lm.mv!));
 
-  // z = [s R[r:] k ; v] = Wz x + bz
-  const nz = 2 * L - r;
-  const kNope: Affine = { w: matmul(rotNope, k.w), b: k.b ? matvec(rotNope, k.b) : null };
-  for (let i = 0; i < kNope.w.data.length; i++) kNope.w.data[i] *= s;
-  if (kNope.b) for (let i = 0; i < kNope.b.length; i++) kNope.b[i] *= s;
-  const z: Affine = {
-    w: { rows: nz, cols: hid, data: concat(kNope.w.data, v.w.data) },
-    b: kNope.b || v.b ? concat(kNope.b ?? new Float64Array(L - r), v.b ?? new Float64Array(L)) : null,
-  };
-  const cz = zMoment(cNope, s, kNope, v, cv, m, L - r);
+  // key part a = Gk T[r:] k, value part b = Gv v (affine in x)
+  const kA: Affine = { w: matmul(matmul(gk, tNope), k.w), b: k.b ? matvec(gk, matvec(tNope, k.b)) : null };
+  const vB: Affine = objective ? { w: matmul(gv, v.w), b: v.b ? matvec(gv, v.b) : null } : v;
+  const cA = nN > 0 ? matmul(matmul(matmul(gk, tNope), ck), matmul(gk, tNope), false, true) : zeros(0, 0);
+  const cB = objective ? matmul(matmul(gv, cv), gv, false, true) : cv;
+  const trA = trace(cA);
+  const s = nN > 0 && trA > 0 ? opt.balanceKv * Math.sqrt(trace(cB) / trA) : 1;
+
+  // z = [s a ; b]
+  const nz = nN + L;
+  const cz = zeros(nz, nz);
+  const cross = nN > 0 ? crossMoment(kA, vB, m) : zeros(0, L);
+  for (let i = 0; i < nN; i++) {
+    for (let j = 0; j < nN; j++) cz.data[i * nz + j] = s * s * cA.data[i * nN + j];
+    for (let j = 0; j < L; j++) {
+      cz.data[i * nz + nN + j] = s * cross.data[i * L + j];
+      cz.data[(nN + j) * nz + i] = s * cross.data[i * L + j];
+    }
+  }
+  for (let i = 0; i < L; i++) for (let j = 0; j < L; j++) cz.data[(nN + i) * nz + nN + j] = cB.data[i * L + j];
+  symmetrize(cz);
   const { values, vectors } = eigh(cz.data, nz);
   const P = colSlice({ rows: nz, cols: nz, data: vectors }, 0, R); // nz x R
   let totalZ = 0;
@@ -112,23 +238,36 @@ export function factorizeLayer(spec: ModelSpec, w: GqaAttention, m: InputMoments
     if (i < R) keptZ += values[i];
   }
 
-  // kv_a: [P^T Wz ; R[:r] Wk]
-  const latentW = matmul(P, z.w, true, false); // R x hid
-  const ropeW = matmul(rotRope, k.w); // r x hid
+  // ---- kv_a = [P^T [s Wa; Wb] ; T[:r] Wk]
+  const Pk = rowSlice(P, 0, nN);
+  const Pv = rowSlice(P, nN, nz);
+  const latentW = nN > 0 ? matmul(Pk, kA.w, true, false) : zeros(R, hid);
+  if (nN > 0) for (let i = 0; i < latentW.data.length; i++) latentW.data[i] *= s;
+  const lv = matmul(Pv, vB.w, true, false);
+  for (let i = 0; i < latentW.data.length; i++) latentW.data[i] += lv.data[i];
+  const ropeW = matmul(tRope, k.w); // r x hid
   const kvA = new Float32Array((R + r) * hid);
   kvA.set(latentW.data);
   kvA.set(ropeW.data, R * hid);
   let kvABias: Float32Array | null = null;
-  if (z.b || k.b) {
+  if (k.b || v.b) {
+    const lb = new Float64Array(R);
+    if (kA.b && nN > 0) {
+      const t = matvec(Pk, kA.b, true);
+      for (let i = 0; i < R; i++) lb[i] += s * t[i];
+    }
+    if (vB.b) {
+      const t = matvec(Pv, vB.b, true);
+      for (let i = 0; i < R; i++) lb[i] += t[i];
+    }
     kvABias = new Float32Array(R + r);
-    if (z.b) kvABias.set(matvec(P, z.b, true));
-    if (k.b) kvABias.set(matvec(rotRope, k.b), R);
+    kvABias.set(lb);
+    if (k.b) kvABias.set(matvec(tRope, k.b), R);
   }
 
-  // kv_b per head: [E_g^T R[r:]^T P_k / s ; E_g^T P_v]
-  const Pk = rowSlice(P, 0, L - r);
-  const Pv = rowSlice(P, L - r, nz);
-  const upK = matmul(rotNope, Pk, true, false); // L x R  (R[r:]^T P_k)
+  // ---- kv_b per head: [E_g^T S[r:]^T Gk^{-1} P_k / s ; E_g^T Gv^{-1} P_v]
+  const upK = nN > 0 ? matmul(sNope, matmul(gkInv, Pk), true, false) : zeros(L, R); // L x R
+  const upV = objective ? matmul(gvInv, Pv) : Pv; // L x R
   const kvB = new Float32Array(H * 2 * d * R);
   for (let h = 0; h < H; h++) {
     const g = Math.floor(h / group);
@@ -137,26 +276,26 @@ export function factorizeLayer(spec: ModelSpec, w: GqaAttention, m: InputMoments
       const src = (g * d + i) * R;
       for (let c = 0; c < R; c++) {
         kvB[base + i * R + c] = upK.data[src + c] / s;
-        kvB[base + (d + i) * R + c] = Pv.data[src + c];
+        kvB[base + (d + i) * R + c] = upV.data[src + c];
       }
     }
   }
 
-  // q_proj per head: [q_h ; R[:r] E_g q_h] * sqrt((d + r) / d)
+  // ---- q_proj per head: [q_h ; S[:r] E_g q_h] * sqrt((d + r) / d)
   const qs = Math.sqrt((d + r) / d);
   const qProj = new Float32Array(H * (d + r) * hid);
   const qBias = w.bq ? new Float32Array(H * (d + r)) : null;
   for (let h = 0; h < H; h++) {
     const g = Math.floor(h / group);
     const qh = fromArray(w.wq.subarray(h * d * hid, (h + 1) * d * hid), d, hid);
-    const rg = colSlice(rotRope, g * d, (g + 1) * d); // r x d
-    const qRope = matmul(rg, qh); // r x hid
+    const sg = colSlice(sRope, g * d, (g + 1) * d); // r x d
+    const qRope = matmul(sg, qh); // r x hid
     const base = h * (d + r) * hid;
     for (let i = 0; i < d * hid; i++) qProj[base + i] = qh.data[i] * qs;
     for (let i = 0; i < r * hid; i++) qProj[base + d * hid + i] = qRope.data[i] * qs;
     if (qBias && w.bq) {
       const bh = w.bq.subarray(h * d, (h + 1) * d);
-      const bRope = matvec(rg, bh);
+      const bRope = matvec(sg, bh);
       for (let i = 0; i < d; i++) qBias[h * (d + r) + i] = bh[i] * qs;
       for (let i = 0; i < r; i++) qBias[h * (d + r) + d + i] = bRope[i] * qs;
     }
@@ -171,28 +310,4 @@ export function factorizeLayer(spec: ModelSpec, w: GqaAttention, m: InputMoments
     pcaSpectrum: Array.from(values),
     balanceScale: s,
   };
-}
-
-/** E[z z^T] for z = [s k'; v] from the already computed blocks. */
-function zMoment(cNope: Mat, s: number, kNopeScaled: Affine, v: Affine, cv: Mat, m: InputMoments, nNope: number): Mat {
-  const L = cv.rows;
-  const nz = nNope + L;
-  const out = zeros(nz, nz);
-  const cross = nNope > 0 ? crossMoment(kNopeScaled, v, m) : zeros(0, L); // s k' v^T
-  for (let i = 0; i < nNope; i++) {
-    for (let j = 0; j < nNope; j++) out.data[i * nz + j] = s * s * cNope.data[i * nNope + j];
-    for (let j = 0; j < L; j++) {
-      out.data[i * nz + nNope + j] = cross.data[i * L + j];
-      out.data[(nNope + j) * nz + i] = cross.data[i * L + j];
-    }
-  }
-  for (let i = 0; i < L; i++) for (let j = 0; j < L; j++) out.data[(nNope + i) * nz + nNope + j] = cv.data[i * L + j];
-  return out;
-}
-
-function concat(a: Float64Array, b: Float64Array): Float64Array {
-  const out = new Float64Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

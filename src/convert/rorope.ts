@@ -14,12 +14,22 @@
  * pair j = g / collapse + a of a rope head of ropeDim dims (every collapse-th original
  * frequency). All other directions become position-free (NoPE). With freqfold = 1
  * nothing is approximated before the NoPE directions lose their rotation.
+ *
+ * Query-aware selection (gqa2mla): any invertible T acting identically on the real and
+ * imaginary parts also commutes with RoPE, as long as queries get T^{-T}:
+ * (T^{-T} q).(T k) = q.k. Given the group's key moment A and query moment B (summed over
+ * the query heads that read the group), T = V^T A^{-1/2} with A^{1/2} B A^{1/2} = V L V^T
+ * makes both sides diagonal (T A T^T = I, T^{-T} B T^{-1} = L), so direction a carries
+ * logit energy L_a = E[q'_a^2] E[k'_a^2], and keeping the largest L_a keeps RoPE where
+ * the attention logits need it most.
  */
 import { eigh } from '../linalg.js';
 import { type Mat, zeros } from './mat.js';
 
 /** The orthogonal rotation of the merged key latent (nKv * headDim dims). */
 export interface RopeRotation {
+  /** Query-side map S = T^{-T} (equal to `rot` when the rotation is orthogonal). */
+  qrot: Mat;
   /**
    * L x L orthogonal matrix acting on the concatenated pre-RoPE keys. Rows [0, ropeDim)
    * are the RoPE part in rotate-half order (row j and row j + ropeDim/2 form pair j, which
@@ -30,7 +40,7 @@ export interface RopeRotation {
   freqfold: number;
   /** Eigenvalues of every group, each group's sorted descending, groups in order. */
   spectrum: number[][];
-  /** Share of the keys' second moment kept in the RoPE part. */
+  /** Share of the selection criterion kept in the RoPE part (key variance, or logit energy when query-aware). */
   varianceKept: number;
   /**
    * Every rotated pair before truncation: rows [re, im] and the original frequency index
@@ -43,8 +53,17 @@ export interface RopeRotation {
 /**
  * Computes the RoRoPE rotation from the keys' second moment.
  * @param keyMoment E[k k^T] of the pre-RoPE keys, L x L with L = nKv * headDim.
+ * @param queryMoment when given (L x L, the query heads' moments summed into their KV
+ *   group's block), the selection is query-aware (see the module comment).
  */
-export function roropeRotation(keyMoment: Mat, nKv: number, headDim: number, ropeDim: number, freqfold: number): RopeRotation {
+export function roropeRotation(
+  keyMoment: Mat,
+  nKv: number,
+  headDim: number,
+  ropeDim: number,
+  freqfold: number,
+  queryMoment?: Mat,
+): RopeRotation {
   const L = nKv * headDim;
   const half = headDim / 2;
   const collapse = headDim / ropeDim;
@@ -54,6 +73,7 @@ export function roropeRotation(keyMoment: Mat, nKv: number, headDim: number, rop
   const keep = freqfold / collapse;
   const nv = nKv * freqfold;
   const rot = zeros(L, L);
+  const qrot = queryMoment ? zeros(L, L) : rot;
   const spectrum: number[][] = [];
   let nopeRow = ropeDim;
   const pairs: Array<{ re: number; im: number; freq: number }> = [];
@@ -64,14 +84,16 @@ export function roropeRotation(keyMoment: Mat, nKv: number, headDim: number, rop
     // variable v = h * freqfold + f  <->  real dim h*headDim + g0 + f, imaginary dim + half
     const real = new Int32Array(nv);
     for (let h = 0; h < nKv; h++) for (let f = 0; f < freqfold; f++) real[h * freqfold + f] = h * headDim + g0 + f;
-    const G = new Float64Array(nv * nv);
-    for (let a = 0; a < nv; a++)
-      for (let b = 0; b < nv; b++) {
-        const ra = real[a];
-        const rb = real[b];
-        G[a * nv + b] = C[ra * L + rb] + C[(ra + half) * L + rb + half];
-      }
-    const { values, vectors } = eigh(G, nv);
+    const G = groupMoment(C, L, real, half);
+    let values: Float64Array;
+    let vectors: Float64Array; // nv x nv, column c = key-side direction c
+    let qvectors: Float64Array; // column c = query-side direction c
+    if (!queryMoment) {
+      ({ values, vectors } = eigh(G, nv));
+      qvectors = vectors;
+    } else {
+      ({ values, vectors, qvectors } = jointDirections(G, groupMoment(queryMoment.data, L, real, half), nv));
+    }
     spectrum.push(Array.from(values));
     for (let c = 0; c < nv; c++) {
       total += values[c];
@@ -92,10 +114,71 @@ export function roropeRotation(keyMoment: Mat, nKv: number, headDim: number, rop
         const u = vectors[v * nv + c];
         rot.data[rowRe * L + real[v]] = u;
         rot.data[rowIm * L + real[v] + half] = u;
+        if (queryMoment) {
+          const uq = qvectors[v * nv + c];
+          qrot.data[rowRe * L + real[v]] = uq;
+          qrot.data[rowIm * L + real[v] + half] = uq;
+        }
       }
     }
   }
-  return { rot, ropeDim, freqfold, spectrum, varianceKept: total > 0 ? kept / total : 1, pairs };
+  return { rot, qrot, ropeDim, freqfold, spectrum, varianceKept: total > 0 ? kept / total : 1, pairs };
+}
+
+/** The group's moment over its variables: real-real plus imaginary-imaginary blocks. */
+function groupMoment(C: Float64Array, L: number, real: Int32Array, half: number): Float64Array {
+  const nv = real.length;
+  const G = new Float64Array(nv * nv);
+  for (let a = 0; a < nv; a++)
+    for (let b = 0; b < nv; b++) G[a * nv + b] = C[real[a] * L + real[b]] + C[(real[a] + half) * L + real[b] + half];
+  return G;
+}
+
+/**
+ * Simultaneous diagonalization of the key moment A and query moment B: returns the
+ * logit energies (descending) and, as columns, the key-side rows of T = V^T A^{-1/2} and
+ * the query-side rows of S = V^T A^{1/2} = T^{-T}. Directions where A vanishes (no key
+ * energy) are regularized at 1e-12 of A's largest eigenvalue.
+ */
+function jointDirections(A: Float64Array, B: Float64Array, nv: number): { values: Float64Array; vectors: Float64Array; qvectors: Float64Array } {
+  const ea = eigh(A, nv);
+  const floor = Math.max(ea.values[0], 1e-300) * 1e-12;
+  const sq = new Float64Array(nv * nv); // A^{1/2}
+  const isq = new Float64Array(nv * nv); // A^{-1/2}
+  for (let i = 0; i < nv; i++)
+    for (let j = 0; j < nv; j++) {
+      let s1 = 0;
+      let s2 = 0;
+      for (let c = 0; c < nv; c++) {
+        const lam = Math.max(ea.values[c], floor);
+        const p = ea.vectors[i * nv + c] * ea.vectors[j * nv + c];
+        s1 += p * Math.sqrt(lam);
+        s2 += p / Math.sqrt(lam);
+      }
+      sq[i * nv + j] = s1;
+      isq[i * nv + j] = s2;
+    }
+  const M = mul(mul(sq, B, nv), sq, nv);
+  for (let i = 0; i < nv; i++)
+    for (let j = i + 1; j < nv; j++) {
+      const v = 0.5 * (M[i * nv + j] + M[j * nv + i]);
+      M[i * nv + j] = v;
+      M[j * nv + i] = v;
+    }
+  const em = eigh(M, nv);
+  // key-side direction c: column c of A^{-1/2} V ; query side: column c of A^{1/2} V
+  return { values: em.values, vectors: mul(isq, em.vectors, nv), qvectors: mul(sq, em.vectors, nv) };
+}
+
+function mul(a: Float64Array, b: Float64Array, n: number): Float64Array {
+  const c = new Float64Array(n * n);
+  for (let i = 0; i < n; i++)
+    for (let k = 0; k < n; k++) {
+      const v = a[i * n + k];
+      if (v === 0) continue;
+      for (let j = 0; j < n; j++) c[i * n + j] += v * b[k * n + j];
+    }
+  return c;
 }
 
 /** Legal freqfold values for a head: multiples of collapse that divide headDim / 2. */

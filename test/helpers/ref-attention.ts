@@ -131,6 +131,7 @@ export function rotatedAttentionRef(
   w: GqaW,
   rot: ArrayLike<number>,
   pairs: RotPair[],
+  qrot: ArrayLike<number> = rot,
 ): Float64Array {
   const { hidden, heads: H, kvHeads: G, headDim: d } = dm;
   const L = G * d;
@@ -143,7 +144,7 @@ export function rotatedAttentionRef(
     const out = new Float64Array(L);
     for (let i = 0; i < L; i++) {
       let s = 0;
-      for (let j = 0; j < d; j++) s += rot[i * L + g * d + j] * q[(t * H + h) * d + j];
+      for (let j = 0; j < d; j++) s += qrot[i * L + g * d + j] * q[(t * H + h) * d + j];
       out[i] = s;
     }
     rotatePairs(out, pairs, t);
