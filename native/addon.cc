@@ -4,6 +4,11 @@
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   g2m::InitInfo(env, exports);
   g2m::InitLinalg(env, exports);
+  g2m::InitForwardNorm(env, exports);
+  g2m::InitForwardLinear(env, exports);
+  g2m::InitForwardRope(env, exports);
+  g2m::InitForwardAttention(env, exports);
+  g2m::InitForwardLoss(env, exports);
   return exports;
 }
 

@@ -5,4 +5,9 @@
 namespace g2m {
 void InitInfo(Napi::Env env, Napi::Object exports);     // info.cc: build/runtime facts
 void InitLinalg(Napi::Env env, Napi::Object exports);   // linalg.cc: eigh, svd, gemm
+void InitForwardNorm(Napi::Env env, Napi::Object exports);       // forward_norm.cc: embedGather, rmsNorm
+void InitForwardLinear(Napi::Env env, Napi::Object exports);     // forward_linear.cc: linear, swiglu
+void InitForwardRope(Napi::Env env, Napi::Object exports);       // forward_rope.cc: rope
+void InitForwardAttention(Napi::Env env, Napi::Object exports);  // forward_attention.cc: attention
+void InitForwardLoss(Napi::Env env, Napi::Object exports);       // forward_loss.cc: logSoftmaxNll, lmHeadNll
 }  // namespace g2m

@@ -116,6 +116,132 @@ export interface NativeBinding {
 }
 
 /* ---- forward kernels (native/forward_*.cc) ---- */
+/** Options of `rmsNorm`: rows of `dim` values, optionally strided. */
+export interface NativeRmsNormOptions {
+  rows: number;
+  dim: number;
+  /** default 1e-6 */
+  eps?: number;
+  /** elements between row starts of x (default dim) */
+  xStride?: number;
+  /** elements between row starts of out (default dim) */
+  outStride?: number;
+}
+
+/** Options of `linear`. */
+export interface NativeLinearOptions {
+  rows: number;
+  inDim: number;
+  outDim: number;
+  /** outDim values added to every output row */
+  bias?: Float32Array | null;
+  /** elements between row starts of x (default inDim) */
+  xStride?: number;
+  /** elements between row starts of out (default outDim) */
+  outStride?: number;
+  /** add to out instead of overwriting it (residual connections) */
+  accumulate?: boolean;
+}
+
+/** Options of `rope`: which dims of which heads of each row rotate. */
+export interface NativeRopeOptions {
+  /** elements between row starts */
+  rowStride: number;
+  nHeads: number;
+  /** elements between head starts within a row */
+  headStride: number;
+  /** first rotated dim within a head (default 0) */
+  offset?: number;
+  /** rotated dims per head (even) */
+  rotDim: number;
+  /** cos/sin multiplier: the rope type's attention scaling (default 1) */
+  scale?: number;
+  /** pairs (2i, 2i+1) instead of HF rotate-half pairs (i, i + rotDim/2) (default false) */
+  interleave?: boolean;
+}
+
+/** Options of `attention` (see native/forward_attention.cc for the exact semantics). */
+export interface NativeAttentionOptions {
+  nSeq: number;
+  seqLen: number;
+  nHeads: number;
+  nKvHeads: number;
+  /** dims of the per-KV-head key part (and of the matching query prefix) */
+  qkDim: number;
+  vDim: number;
+  /** softmax scale applied to q.k */
+  scale: number;
+  /** defaults: dense [rows, heads, dim] layouts */
+  qRowStride?: number;
+  qHeadStride?: number;
+  kRowStride?: number;
+  kHeadStride?: number;
+  vRowStride?: number;
+  vHeadStride?: number;
+  /** MLA: one rope key per row shared by all heads, matched by q dims [qkDim, qkDim+ropeDim) */
+  kRope?: Float32Array | null;
+  ropeDim?: number;
+  kRopeRowStride?: number;
+  /** sliding window: keys u with t - u < window only (0 = unlimited) */
+  window?: number;
+}
+
+/** Options of `logSoftmaxNll`. */
+export interface NativeNllOptions {
+  rows: number;
+  vocab: number;
+}
+
+/** Options of `lmHeadNll`. */
+export interface NativeLmHeadOptions {
+  rows: number;
+  hiddenDim: number;
+  vocab: number;
+  /** rows of logits materialised at once (default ~16 MiB worth) */
+  chunkRows?: number;
+}
+
+// Forward-pass kernels, float32, multithreaded (GQA2MLA_THREADS), each also as a Promise
+// (`*Async`, libuv pool; argument errors throw synchronously). Arrays are read and written
+// in place; views (`subarray`) address strided parts of larger buffers.
+export interface NativeBinding {
+  /** out[r, :] = table[ids[r], :] (table [vocab, hidden]); ids outside [0, vocab) throw ERR_OUT_OF_RANGE. */
+  embedGather(table: Float32Array, ids: Int32Array, out: Float32Array, hidden: number): void;
+  embedGatherAsync(table: Float32Array, ids: Int32Array, out: Float32Array, hidden: number): Promise<void>;
+  /** out[r] = weight * x[r] / sqrt(mean(x[r]^2) + eps) (HF RMSNorm; weight null = none); out may be x. */
+  rmsNorm(x: Float32Array, weight: Float32Array | null, out: Float32Array, options: NativeRmsNormOptions): void;
+  rmsNormAsync(x: Float32Array, weight: Float32Array | null, out: Float32Array, options: NativeRmsNormOptions): Promise<void>;
+  /** out[r, :] (+)= x[r, :] W^T + bias, W [outDim, inDim] row-major (sgemm). out must not alias x. */
+  linear(x: Float32Array, w: Float32Array, out: Float32Array, options: NativeLinearOptions): void;
+  linearAsync(x: Float32Array, w: Float32Array, out: Float32Array, options: NativeLinearOptions): Promise<void>;
+  /** out[i] = silu(gate[i]) * up[i] for i < n; out may alias gate or up. */
+  swiglu(gate: Float32Array, up: Float32Array, out: Float32Array, n: number): void;
+  swigluAsync(gate: Float32Array, up: Float32Array, out: Float32Array, n: number): Promise<void>;
+  /** Rotary embedding in place; row r is at position positions[r]; invFreq has rotDim/2 entries. */
+  rope(x: Float32Array, positions: Int32Array, invFreq: Float32Array, options: NativeRopeOptions): void;
+  ropeAsync(x: Float32Array, positions: Int32Array, invFreq: Float32Array, options: NativeRopeOptions): Promise<void>;
+  /** Causal attention with an online softmax over key blocks; out is [nSeq*seqLen, nHeads*vDim]. */
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: NativeAttentionOptions): void;
+  attentionAsync(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, options: NativeAttentionOptions): Promise<void>;
+  /** out[r] = logsumexp(logits[r]) - logits[r, targets[r]] (0 where targets[r] < 0). */
+  logSoftmaxNll(logits: Float32Array, targets: Int32Array, out: Float64Array | Float32Array, options: NativeNllOptions): void;
+  logSoftmaxNllAsync(
+    logits: Float32Array,
+    targets: Int32Array,
+    out: Float64Array | Float32Array,
+    options: NativeNllOptions,
+  ): Promise<void>;
+  /** `logSoftmaxNll` of logits = hidden W^T (W [vocab, hiddenDim]), chunked over rows. */
+  lmHeadNll(hidden: Float32Array, w: Float32Array, targets: Int32Array, out: Float64Array | Float32Array, options: NativeLmHeadOptions): void;
+  lmHeadNllAsync(
+    hidden: Float32Array,
+    w: Float32Array,
+    targets: Int32Array,
+    out: Float64Array | Float32Array,
+    options: NativeLmHeadOptions,
+  ): Promise<void>;
+}
+
 /* ---- decode kernels (native/decode_*.cc) ---- */
 
 /** The addon's exports. */

@@ -1,0 +1,135 @@
+// Shared plumbing of the forward kernels (native/forward_*.cc): sync + Promise exports
+// from one parse function and one compute function, typed arrays read from option
+// objects, and a runtime-dispatched SIMD attribute for the hot loops.
+#pragma once
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+// Hot loops are compiled for AVX-512 / AVX2+FMA / baseline and picked at load time
+// (GCC function multiversioning; the build flags stay portable).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define G2M_HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define G2M_HOT
+#endif
+
+namespace g2m {
+namespace fwd {
+
+// exp(x) for float32 in branch-free form so loops over it vectorize: range reduction
+// x = n ln2 + r, |r| <= ln2/2, degree-6 minimax polynomial for e^r (Cephes' expf
+// coefficients), 2^n through the exponent bits. Relative error ~2 ulp; inputs are clamped
+// to [-87.3, 88] (so exp(-inf) gives ~1e-38, not 0).
+inline float FastExp(float x) {
+  x = x < -87.3f ? -87.3f : (x > 88.0f ? 88.0f : x);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return e * scale;
+}
+
+// JS values a kernel reads in place; pinned for the lifetime of an async call.
+using KeepList = std::vector<Napi::Value>;
+
+// Float32Array property `key` of `o`; nullptr when absent/null/undefined. Throws
+// TypeError when present but of another type.
+inline float* OptF32(const Napi::Object& o, const char* key, size_t* length, KeepList* keep) {
+  if (!o.Has(key)) return nullptr;
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    ThrowTypeError(o.Env(), "ERR_INVALID_ARG_TYPE", std::string(key) + " must be a Float32Array");
+  auto a = v.As<Napi::Float32Array>();
+  if (length) *length = a.ElementLength();
+  if (keep) keep->push_back(v);
+  return a.Data();
+}
+
+// Options object at info[i] (an empty object when absent or undefined).
+inline Napi::Object OptObject(const Napi::CallbackInfo& info, size_t i) {
+  if (i >= info.Length() || info[i].IsUndefined() || info[i].IsNull()) return Napi::Object::New(info.Env());
+  if (!info[i].IsObject()) ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", "options must be an object");
+  return info[i].As<Napi::Object>();
+}
+
+// Required non-negative integer option.
+inline int64_t ReqInt(const Napi::Object& o, const char* key, int64_t min, int64_t max) {
+  if (!o.Has(key) || !o.Get(key).IsNumber())
+    ThrowTypeError(o.Env(), "ERR_INVALID_ARG_TYPE", std::string("option ") + key + " must be a number");
+  double d = o.Get(key).As<Napi::Number>().DoubleValue();
+  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < static_cast<double>(min) || d > static_cast<double>(max))
+    ThrowRangeError(o.Env(), "ERR_OUT_OF_RANGE",
+                    std::string("option ") + key + " = " + std::to_string(d) + " must be an integer in [" +
+                        std::to_string(min) + ", " + std::to_string(max) + "]");
+  return static_cast<int64_t>(d);
+}
+
+// Elements a strided [rows, heads, dim] view touches: (rows-1)*rowStride + (heads-1)*headStride + dim.
+inline size_t Extent(size_t rows, size_t rowStride, size_t heads, size_t headStride, size_t dim) {
+  if (rows == 0 || heads == 0 || dim == 0) return 0;
+  return (rows - 1) * rowStride + (heads - 1) * headStride + dim;
+}
+
+// A kernel: parsed on the main thread into P (keeping the arrays it reads), run by `Run`.
+template <typename P>
+class KernelWorker : public PromiseWorker {
+ public:
+  KernelWorker(Napi::Env env, P p, void (*run)(const P&)) : PromiseWorker(env), p_(std::move(p)), run_(run) {}
+
+ protected:
+  void Run() override { run_(p_); }
+
+ private:
+  P p_;
+  void (*run_)(const P&);
+};
+
+// Synchronous export: parse, run on the calling thread, undefined.
+template <typename P, P (*Parse)(const Napi::CallbackInfo&, KeepList*), void (*RunFn)(const P&)>
+Napi::Value SyncExport(const Napi::CallbackInfo& info) {
+  P p = Parse(info, nullptr);
+  try {
+    RunFn(p);
+  } catch (const WorkError& e) {
+    throw MakeError(info.Env(), e);
+  }
+  return info.Env().Undefined();
+}
+
+// Promise export: parse on the main thread, run on the libuv pool.
+template <typename P, P (*Parse)(const Napi::CallbackInfo&, KeepList*), void (*RunFn)(const P&)>
+Napi::Value AsyncExport(const Napi::CallbackInfo& info) {
+  KeepList keep;
+  P p = Parse(info, &keep);
+  auto* w = new KernelWorker<P>(info.Env(), std::move(p), RunFn);
+  for (size_t i = 0; i < info.Length(); ++i) w->Keep(info[i]);
+  for (auto& v : keep) w->Keep(v);
+  return w->Start();
+}
+
+// Registers `name` and `nameAsync`.
+template <typename P, P (*Parse)(const Napi::CallbackInfo&, KeepList*), void (*RunFn)(const P&)>
+void RegisterKernel(Napi::Env env, Napi::Object exports, const std::string& name) {
+  exports.Set(name, Napi::Function::New(env, SyncExport<P, Parse, RunFn>, name));
+  exports.Set(name + "Async", Napi::Function::New(env, AsyncExport<P, Parse, RunFn>, name + "Async"));
+}
+
+}  // namespace fwd
+}  // namespace g2m

@@ -1,0 +1,106 @@
+// Linear projections through BLAS sgemm, and the SwiGLU activation.
+//   linear(x, w, out, {rows, inDim, outDim, bias?, xStride?, outStride?, accumulate?}):
+//     out[r, :] (+)= x[r, :inDim] W^T + b   with W [outDim, inDim] row-major as stored
+//   swiglu(gate, up, out, n): out = silu(gate) * up  (out may alias gate or up)
+#include <cblas.h>
+
+#include <cmath>
+
+#include "exports.h"
+#include "forward_common.h"
+#include "parallel.h"
+
+namespace g2m {
+namespace {
+
+struct LinearParams {
+  const float* x = nullptr;
+  const float* w = nullptr;
+  const float* bias = nullptr;
+  float* out = nullptr;
+  size_t rows = 0, inDim = 0, outDim = 0, xStride = 0, outStride = 0;
+  bool accumulate = false;
+};
+
+LinearParams ParseLinear(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
+  LinearParams p;
+  size_t xlen = 0, wlen = 0, olen = 0, blen = 0;
+  p.x = GetF32(info, 0, "x", &xlen);
+  p.w = GetF32(info, 1, "w", &wlen);
+  p.out = GetF32(info, 2, "out", &olen);
+  auto o = fwd::OptObject(info, 3);
+  p.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 40));
+  p.inDim = static_cast<size_t>(fwd::ReqInt(o, "inDim", 1, int64_t(1) << 30));
+  p.outDim = static_cast<size_t>(fwd::ReqInt(o, "outDim", 1, int64_t(1) << 30));
+  p.xStride = static_cast<size_t>(OptInt(o, "xStride", static_cast<int64_t>(p.inDim)));
+  p.outStride = static_cast<size_t>(OptInt(o, "outStride", static_cast<int64_t>(p.outDim)));
+  p.accumulate = OptBool(o, "accumulate", false);
+  p.bias = fwd::OptF32(o, "bias", &blen, keep);
+  if (p.xStride < p.inDim || p.outStride < p.outDim)
+    ThrowRangeError(info.Env(), "ERR_SHAPE", "xStride must be >= inDim and outStride >= outDim");
+  CheckLength(info.Env(), wlen, p.inDim * p.outDim, "w");
+  if (wlen != p.inDim * p.outDim)
+    ThrowRangeError(info.Env(), "ERR_SHAPE",
+                    "w has " + std::to_string(wlen) + " elements, expected outDim x inDim = " +
+                        std::to_string(p.outDim * p.inDim));
+  if (p.bias) CheckLength(info.Env(), blen, p.outDim, "bias");
+  CheckLength(info.Env(), xlen, fwd::Extent(p.rows, p.xStride, 1, 0, p.inDim), "x");
+  CheckLength(info.Env(), olen, fwd::Extent(p.rows, p.outStride, 1, 0, p.outDim), "out");
+  return p;
+}
+
+G2M_HOT void AddBias(float* y, const float* b, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] += b[i];
+}
+
+void RunLinear(const LinearParams& p) {
+  if (p.rows == 0) return;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(p.rows), static_cast<blasint>(p.outDim),
+              static_cast<blasint>(p.inDim), 1.0f, p.x, static_cast<blasint>(p.xStride), p.w,
+              static_cast<blasint>(p.inDim), p.accumulate ? 1.0f : 0.0f, p.out, static_cast<blasint>(p.outStride));
+  if (p.bias) {
+    ParallelFor(p.rows, 64, [&](size_t b, size_t e) {
+      for (size_t r = b; r < e; ++r) AddBias(p.out + r * p.outStride, p.bias, p.outDim);
+    });
+  }
+}
+
+struct SwigluParams {
+  const float* gate = nullptr;
+  const float* up = nullptr;
+  float* out = nullptr;
+  size_t n = 0;
+};
+
+SwigluParams ParseSwiglu(const Napi::CallbackInfo& info, fwd::KeepList*) {
+  SwigluParams p;
+  size_t glen = 0, ulen = 0, olen = 0;
+  p.gate = GetF32(info, 0, "gate", &glen);
+  p.up = GetF32(info, 1, "up", &ulen);
+  p.out = GetF32(info, 2, "out", &olen);
+  p.n = static_cast<size_t>(GetInt(info, 3, "n", 0, int64_t(1) << 40));
+  CheckLength(info.Env(), glen, p.n, "gate");
+  CheckLength(info.Env(), ulen, p.n, "up");
+  CheckLength(info.Env(), olen, p.n, "out");
+  return p;
+}
+
+G2M_HOT void SwigluSpan(const float* g, const float* u, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float x = g[i];
+    y[i] = x / (1.0f + fwd::FastExp(-x)) * u[i];
+  }
+}
+
+void RunSwiglu(const SwigluParams& p) {
+  ParallelFor(p.n, 1 << 14, [&](size_t b, size_t e) { SwigluSpan(p.gate + b, p.up + b, p.out + b, e - b); });
+}
+
+}  // namespace
+
+void InitForwardLinear(Napi::Env env, Napi::Object exports) {
+  fwd::RegisterKernel<LinearParams, ParseLinear, RunLinear>(env, exports, "linear");
+  fwd::RegisterKernel<SwigluParams, ParseSwiglu, RunSwiglu>(env, exports, "swiglu");
+}
+
+}  // namespace g2m
