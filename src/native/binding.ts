@@ -243,6 +243,165 @@ export interface NativeBinding {
 }
 
 /* ---- decode kernels (native/decode_*.cc) ---- */
+/** Options of `mlaDecodeCpuAsync` (native/decode_mla_cpu.cc); all arrays are read in place. */
+export interface NativeMlaDecodeCpuOptions {
+  /** [batch, qLen, heads, kvLoraRank] float32 (the query already multiplied by W_UK) */
+  qLat: Float32Array;
+  /** [batch, qLen, heads, ropeDim] float32 */
+  qRope: Float32Array;
+  /**
+   * Latent cache, one row of kvLoraRank + ropeDim values ([latent | k_rope]) per token,
+   * float32 or bf16 bit patterns (Uint16Array). Paged [numBlocks, pageSize, row] with a
+   * `blockTable`, else contiguous [batch, seqStride, row].
+   */
+  cache: Float32Array | Uint16Array;
+  /** tokens in the cache per request (>= 0) */
+  seqLens: Int32Array;
+  /** [batch, maxBlocks] block indices (paged layout); entries of used pages are range-checked */
+  blockTable?: Int32Array;
+  batch: number;
+  /** queries per request (1 or 2 for decode; causal when > 1); default 1 */
+  qLen?: number;
+  heads: number;
+  /** default 512 */
+  kvLoraRank?: number;
+  /** default 64 */
+  ropeDim?: number;
+  /** tokens per page (paged layout), default 64 */
+  pageSize?: number;
+  /** tokens per request (contiguous layout), default cache rows / batch */
+  seqStride?: number;
+  softmaxScale: number;
+  /** output [batch, qLen, heads, kvLoraRank] float32 */
+  out: Float32Array;
+  /** output log-sum-exp [batch, qLen, heads] (natural log; -Infinity for no visible token) */
+  lse: Float32Array;
+  /** false forces the scalar kernel (default true: AVX2/FMA when the CPU has it) */
+  simd?: boolean;
+  /** tokens per parallel piece of a request (default: enough pieces for all threads) */
+  pieceTokens?: number;
+}
+
+/** What `mlaDecodeCpuAsync` ran. */
+export interface NativeMlaDecodeCpuResult {
+  kernel: 'avx2-fma' | 'scalar';
+  pieces: number;
+  threads: number;
+}
+
+/** An allocation of GPU memory owned by a JS object (freed by `free` or when collected). */
+export interface NativeDeviceBuffer {
+  readonly bytes: number;
+  readonly handle: unknown;
+}
+
+/** A split schedule for one decode shape and one set of sequence lengths (`decodeCuda.plan`). */
+export interface NativeDecodePlan {
+  readonly handle: unknown;
+  readonly kind: 'mla' | 'gqa';
+  /** kernel instance, e.g. 'mla576x512.m16' */
+  readonly kernel: string;
+  /** persistent parts (grid rows) */
+  readonly numParts: number;
+  /** query-row blocks per KV head */
+  readonly mBlocks: number;
+  readonly numSegments: number;
+  /** partial-result slots of requests cut into several pieces */
+  readonly numSlots: number;
+  readonly maxSplits: number;
+  readonly ctasPerSm: number;
+  readonly rowsPerCta: number;
+  readonly smCount: number;
+}
+
+/** Options of `decodeCuda.plan`. */
+export interface NativeDecodePlanOptions {
+  kind: 'mla' | 'gqa';
+  seqLens: Int32Array;
+  batch: number;
+  qLen?: number;
+  /** query heads */
+  heads: number;
+  /** GQA only: KV heads (heads must be a multiple) */
+  kvHeads?: number;
+  /** MLA only: default 512 (the CUDA kernel is built for 512 + 64) */
+  kvLoraRank?: number;
+  ropeDim?: number;
+  /** GQA only: default 128 (the CUDA kernel is built for 128) */
+  headDim?: number;
+  /** paged layout: tokens per page (multiple of 32, default 64) and block-table row length */
+  pageSize?: number;
+  maxBlocks?: number;
+  /** contiguous layout: tokens per request */
+  seqStride?: number;
+}
+
+/**
+ * Device buffers of one decode call, all bf16 except `blockTable` (int32) and `lse`
+ * (float32). MLA: qLat, qRope, cache; GQA: q [batch, qLen, heads, headDim], kCache and
+ * vCache ([numBlocks, pageSize, kvHeads, headDim] paged, or [batch, seqStride, ...]).
+ */
+export interface NativeDecodeTensors {
+  qLat?: NativeDeviceBuffer;
+  qRope?: NativeDeviceBuffer;
+  cache?: NativeDeviceBuffer;
+  q?: NativeDeviceBuffer;
+  kCache?: NativeDeviceBuffer;
+  vCache?: NativeDeviceBuffer;
+  blockTable?: NativeDeviceBuffer;
+  /** [batch, qLen, heads, dv] bf16 */
+  out: NativeDeviceBuffer;
+  /** [batch, qLen, heads] float32 */
+  lse: NativeDeviceBuffer;
+}
+
+/** The CUDA decode kernels (native/decode_cuda.cc), present in the CUDA build only. */
+export interface NativeDecodeCuda {
+  deviceInfo(): {
+    name: string;
+    smCount: number;
+    computeCapability: string;
+    totalMemory: number;
+    l2Bytes: number;
+    runtimeVersion: number;
+    driverVersion: number;
+  };
+  alloc(bytes: number): NativeDeviceBuffer;
+  free(buffer: NativeDeviceBuffer): void;
+  /** Copies a TypedArray's bytes to `buffer` at `byteOffset` (synchronous). */
+  upload(buffer: NativeDeviceBuffer, source: ArrayBufferView, byteOffset?: number): void;
+  /** Copies `destination.byteLength` bytes from `buffer` at `byteOffset` (synchronous). */
+  download(buffer: NativeDeviceBuffer, destination: ArrayBufferView, byteOffset?: number): void;
+  /** Fills `count` bf16 values with uniform [-scale, scale) numbers hashed from (seed, index). */
+  fillRandomBf16(buffer: NativeDeviceBuffer, count: number, seed: number, scale: number): void;
+  /** Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written (median). */
+  copyBandwidth(bytes: number, iters: number): number;
+  plan(options: NativeDecodePlanOptions): NativeDecodePlan;
+  /** Runs the attention (and the LSE merge of split requests); resolves when the GPU is done. */
+  decodeAsync(plan: NativeDecodePlan, tensors: NativeDecodeTensors, softmaxScale: number): Promise<void>;
+  /**
+   * Times `iters` runs with CUDA events after `warmup` untimed ones; the L2 cache is flushed
+   * before each timed run.
+   */
+  benchAsync(
+    plan: NativeDecodePlan,
+    tensors: NativeDecodeTensors,
+    softmaxScale: number,
+    options?: { warmup?: number; iters?: number },
+  ): Promise<{ ms: number[]; medianMs: number; minMs: number }>;
+}
+
+// Decode attention kernels: absorbed MLA on the CPU, MLA and GQA on the GPU.
+export interface NativeBinding {
+  /**
+   * Absorbed MLA decode attention on the CPU (float32 math, AVX2/FMA or scalar,
+   * multithreaded). Argument errors throw synchronously (TypeError ERR_INVALID_ARG_TYPE,
+   * RangeError ERR_SHAPE / ERR_OUT_OF_RANGE).
+   */
+  mlaDecodeCpuAsync(options: NativeMlaDecodeCpuOptions): Promise<NativeMlaDecodeCpuResult>;
+  /** CUDA decode kernels; undefined unless the addon was built with -DGQA2MLA_CUDA=ON. */
+  decodeCuda?: NativeDecodeCuda;
+}
 
 /** The addon's exports. */
 export interface NativeBinding {
