@@ -8,7 +8,7 @@
  * ERR_OUT_OF_RANGE); solver failures reject with an Error carrying `code` and `info`.
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -427,6 +427,27 @@ function findAddon(): string {
 }
 
 const require = createRequire(import.meta.url);
+
+/**
+ * OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back to its generic
+ * Prescott kernels (about 4x slower GEMM). When the user has not chosen a core type, pick
+ * the kernel family the CPU supports before the library is loaded (it reads the variable
+ * once, at load). GQA2MLA_KEEP_BLAS_CORETYPE=1 leaves OpenBLAS's own detection alone.
+ */
+function chooseBlasCoreType(): void {
+  if (process.env.OPENBLAS_CORETYPE || process.env.GQA2MLA_KEEP_BLAS_CORETYPE || process.arch !== 'x64') return;
+  let flags = '';
+  try {
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    flags = /^flags\s*:(.*)$/m.exec(info)?.[1] ?? '';
+  } catch {
+    return;
+  }
+  const has = (f: string) => new RegExp(`\\b${f}\\b`).test(flags);
+  if (['avx512f', 'avx512bw', 'avx512vl', 'avx512dq'].every(has)) process.env.OPENBLAS_CORETYPE = 'SkylakeX';
+  else if (has('avx2') && has('fma')) process.env.OPENBLAS_CORETYPE = 'Haswell';
+}
+chooseBlasCoreType();
 
 /** The loaded native addon. */
 export const native: NativeBinding = require(findAddon()) as NativeBinding;
