@@ -13,6 +13,7 @@
 // out[r, h*vDim : (h+1)*vDim] = softmax(scores) . v[:, g, :vDim]   (out is [rows, nHeads*vDim]).
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -81,26 +82,92 @@ AttnParams ParseAttention(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
   return p;
 }
 
-// s[0:kBk] = sum_c q[c] * kt[c*kBk : (c+1)*kBk]
-G2M_HOT void ScoreRow(const float* __restrict q, const float* __restrict kt, float* __restrict s, size_t d) {
-  for (size_t j = 0; j < kBk; ++j) s[j] = 0.0f;
+using fwd::Load16;
+using fwd::Splat;
+using fwd::Store16;
+using fwd::v16;
+using fwd::vi16;
+constexpr size_t kRb = 4;  // query rows per register block
+
+// S[r, 0:kBk] = sum_c Q[r, c] Kt[c, 0:kBk] for the kRb rows at q (row stride ldq); 16 accumulators.
+G2M_HOT void ScoreBlock(const float* __restrict q, size_t ldq, const float* __restrict kt, size_t d, float* __restrict s) {
+  v16 a[kRb][4];
+  for (size_t r = 0; r < kRb; ++r)
+    for (size_t u = 0; u < 4; ++u) a[r][u] = v16{};
   for (size_t c = 0; c < d; ++c) {
-    const float qc = q[c];
-    const float* kr = kt + c * kBk;
-    for (size_t j = 0; j < kBk; ++j) s[j] += qc * kr[j];
+    const v16 k0 = Load16(kt + c * kBk), k1 = Load16(kt + c * kBk + 16), k2 = Load16(kt + c * kBk + 32),
+              k3 = Load16(kt + c * kBk + 48);
+    for (size_t r = 0; r < kRb; ++r) {
+      const v16 qv = Splat(q[r * ldq + c]);
+      a[r][0] += qv * k0;
+      a[r][1] += qv * k1;
+      a[r][2] += qv * k2;
+      a[r][3] += qv * k3;
+    }
   }
+  for (size_t r = 0; r < kRb; ++r)
+    for (size_t u = 0; u < 4; ++u) Store16(s + r * kBk + 16 * u, a[r][u]);
 }
 
-G2M_HOT void Axpy(float* __restrict y, const float* __restrict x, float a, size_t n) {
-  for (size_t i = 0; i < n; ++i) y[i] += a * x[i];
+// O[r, c0:c0+16*NV] += sum_j P[r, j] V[j, c0:...] for kRb rows, NV = 4 (64 columns).
+G2M_HOT void PvBlock4(const float* __restrict pm, const float* __restrict vb, size_t ldv, size_t nk, float* __restrict o, size_t ldo) {
+  v16 a[kRb][4];
+  for (size_t r = 0; r < kRb; ++r)
+    for (size_t u = 0; u < 4; ++u) a[r][u] = Load16(o + r * ldo + 16 * u);
+  for (size_t j = 0; j < nk; ++j) {
+    const v16 v0 = Load16(vb + j * ldv), v1 = Load16(vb + j * ldv + 16), v2 = Load16(vb + j * ldv + 32),
+              v3 = Load16(vb + j * ldv + 48);
+    for (size_t r = 0; r < kRb; ++r) {
+      const v16 pv = Splat(pm[r * kBk + j]);
+      a[r][0] += pv * v0;
+      a[r][1] += pv * v1;
+      a[r][2] += pv * v2;
+      a[r][3] += pv * v3;
+    }
+  }
+  for (size_t r = 0; r < kRb; ++r)
+    for (size_t u = 0; u < 4; ++u) Store16(o + r * ldo + 16 * u, a[r][u]);
 }
 
-// s[j] = exp(s[j] - m) for j < n; returns the sum.
-G2M_HOT float ExpShift(float* s, size_t n, float m) {
-  for (size_t j = 0; j < n; ++j) s[j] = fwd::FastExp(s[j] - m);
-  float sum = 0.0f;
-  for (size_t j = 0; j < n; ++j) sum += s[j];
-  return sum;
+// Same for 16 columns (the tail of a value row padded to a multiple of 16).
+G2M_HOT void PvBlock1(const float* __restrict pm, const float* __restrict vb, size_t ldv, size_t nk, float* __restrict o, size_t ldo) {
+  v16 a[kRb];
+  for (size_t r = 0; r < kRb; ++r) a[r] = Load16(o + r * ldo);
+  for (size_t j = 0; j < nk; ++j) {
+    const v16 v0 = Load16(vb + j * ldv);
+    for (size_t r = 0; r < kRb; ++r) a[r] += Splat(pm[r * kBk + j]) * v0;
+  }
+  for (size_t r = 0; r < kRb; ++r) Store16(o + r * ldo, a[r]);
+}
+
+// Online-softmax step of one row: scale, mask outside [lo, hi), new running max, p = exp(s - m)
+// (0 where masked); returns the correction factor exp(m_old - m_new) applied to l and o.
+G2M_HOT float SoftmaxRow(float* __restrict s, size_t lo, size_t hi, float scale, float* m, float* l) {
+  static_assert(kBk == 64, "SoftmaxRow handles 4 x 16 keys");
+  const v16 ninf = Splat(-std::numeric_limits<float>::infinity());
+  const vi16 iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const int32_t ilo = static_cast<int32_t>(lo), ihi = static_cast<int32_t>(hi);
+  v16 x[4];
+  for (int u = 0; u < 4; ++u) {
+    const vi16 idx = iota + 16 * u;
+    const vi16 valid = (idx >= ilo) & (idx < ihi);
+    x[u] = Load16(s + 16 * u) * Splat(scale);
+    x[u] = valid ? x[u] : ninf;
+  }
+  v16 a = x[0] > x[1] ? x[0] : x[1];
+  v16 b = x[2] > x[3] ? x[2] : x[3];
+  a = a > b ? a : b;
+  const float mnew = std::max(*m, fwd::HMax(a));
+  const float corr = (*m == -std::numeric_limits<float>::infinity()) ? 0.0f : fwd::FastExp(*m - mnew);
+  v16 sum = v16{};
+  for (int u = 0; u < 4; ++u) {
+    const v16 e = fwd::ExpV(x[u] - Splat(mnew));  // exp(-inf) = 0
+    Store16(s + 16 * u, e);
+    sum += e;
+  }
+  *l = *l * corr + fwd::HSum(sum);
+  *m = mnew;
+  return corr;
 }
 
 G2M_HOT void Scale(float* y, float a, size_t n) {
@@ -108,31 +175,48 @@ G2M_HOT void Scale(float* y, float a, size_t n) {
 }
 
 struct Scratch {
-  std::vector<float> qb, kt, s, acc, m, l;
+  size_t dq = 0, dvPad = 0;
+  std::vector<float> qb, kt, vb, s, acc, m, l;
+  Scratch(size_t dq_, size_t dv) : dq(dq_), dvPad((dv + 15) / 16 * 16) {
+    qb.assign(kBq * dq, 0.0f);
+    kt.assign(dq * kBk, 0.0f);
+    vb.assign(kBk * dvPad, 0.0f);
+    s.assign(kBq * kBk, 0.0f);
+    acc.assign(kBq * dvPad, 0.0f);
+    m.assign(kBq, 0.0f);
+    l.assign(kBq, 0.0f);
+  }
 };
 
 void AttendBlock(const AttnParams& p, size_t seq, size_t h, size_t qb, Scratch& w) {
-  const size_t dq = p.qkDim + p.ropeDim;
+  const size_t dq = w.dq;
+  const size_t dvPad = w.dvPad;
   const size_t g = h / (p.nHeads / p.nKvHeads);
   const size_t base = seq * p.seqLen;
   const size_t q0 = qb * kBq;
   const size_t q1 = std::min(p.seqLen, q0 + kBq);
   const size_t nq = q1 - q0;
+  const size_t nqPad = (nq + kRb - 1) / kRb * kRb;
   const float ninf = -std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < nq; ++i) {
-    const float* src = p.q + (base + q0 + i) * p.qRow + h * p.qHead;
-    std::copy(src, src + dq, w.qb.data() + i * dq);
+  for (size_t i = 0; i < nqPad; ++i) {
+    float* dst = w.qb.data() + i * dq;
+    if (i < nq) {
+      const float* src = p.q + (base + q0 + i) * p.qRow + h * p.qHead;
+      std::copy(src, src + dq, dst);
+    } else {
+      std::fill(dst, dst + dq, 0.0f);
+    }
     w.m[i] = ninf;
     w.l[i] = 0.0f;
   }
-  std::fill(w.acc.begin(), w.acc.begin() + nq * p.vDim, 0.0f);
+  std::fill(w.acc.begin(), w.acc.begin() + nqPad * dvPad, 0.0f);
   size_t kStart = 0;
   if (p.window > 0 && q0 + 1 > p.window) kStart = q0 + 1 - p.window;
-  float* s = w.s.data();
+  float* kt = w.kt.data();
+  float* vb = w.vb.data();
   for (size_t k0 = kStart; k0 < q1; k0 += kBk) {
     const size_t nk = std::min(kBk, q1 - k0);
-    // Transposed key block (zero-padded to kBk columns).
-    float* kt = w.kt.data();
+    // transposed keys (zero columns past nk) and dense values (zero-padded to dvPad)
     for (size_t j = 0; j < kBk; ++j) {
       if (j < nk) {
         const float* kr = p.k + (base + k0 + j) * p.kRow + g * p.kHead;
@@ -141,40 +225,41 @@ void AttendBlock(const AttnParams& p, size_t seq, size_t h, size_t qb, Scratch& 
           const float* rr = p.kRope + (base + k0 + j) * p.kRopeRow;
           for (size_t c = 0; c < p.ropeDim; ++c) kt[(p.qkDim + c) * kBk + j] = rr[c];
         }
+        const float* vr = p.v + (base + k0 + j) * p.vRow + g * p.vHead;
+        std::copy(vr, vr + p.vDim, vb + j * dvPad);
       } else {
         for (size_t c = 0; c < dq; ++c) kt[c * kBk + j] = 0.0f;
       }
     }
-    for (size_t i = 0; i < nq; ++i) {
-      const size_t t = q0 + i;
-      // valid keys u in [lo, hi): u <= t and t - u < window
-      size_t hi = std::min(nk, t + 1 > k0 ? t + 1 - k0 : 0);
-      size_t lo = 0;
-      if (p.window > 0 && t + 1 > p.window + k0) lo = t + 1 - p.window - k0;
-      if (lo >= hi) continue;
-      ScoreRow(w.qb.data() + i * dq, kt, s, dq);
-      float mx = ninf;
-      for (size_t j = lo; j < hi; ++j) {
-        s[j] *= p.scale;
-        mx = std::max(mx, s[j]);
+    for (size_t i0 = 0; i0 < nqPad; i0 += kRb) ScoreBlock(w.qb.data() + i0 * dq, dq, kt, dq, w.s.data() + i0 * kBk);
+    for (size_t i = 0; i < nqPad; ++i) {
+      float* srow = w.s.data() + i * kBk;
+      size_t lo = 0, hi = 0;
+      if (i < nq) {
+        const size_t t = q0 + i;
+        // valid keys u = k0 + j: u <= t and t - u < window
+        hi = std::min(nk, t + 1 > k0 ? t + 1 - k0 : 0);
+        if (p.window > 0 && t + 1 > p.window + k0) lo = std::min(hi, t + 1 - p.window - k0);
       }
-      const float mnew = std::max(w.m[i], mx);
-      float* acc = w.acc.data() + i * p.vDim;
-      if (w.m[i] != ninf && mnew != w.m[i]) {
-        const float corr = fwd::FastExp(w.m[i] - mnew);
-        w.l[i] *= corr;
-        Scale(acc, corr, p.vDim);
+      if (lo >= hi) {
+        std::fill(srow, srow + kBk, 0.0f);
+        continue;
       }
-      w.l[i] += ExpShift(s + lo, hi - lo, mnew);
-      for (size_t j = lo; j < hi; ++j) Axpy(acc, p.v + (base + k0 + j) * p.vRow + g * p.vHead, s[j], p.vDim);
-      w.m[i] = mnew;
+      const float corr = SoftmaxRow(srow, lo, hi, p.scale, &w.m[i], &w.l[i]);
+      if (corr != 1.0f) Scale(w.acc.data() + i * dvPad, corr, dvPad);
+    }
+    for (size_t i0 = 0; i0 < nqPad; i0 += kRb) {
+      size_t c0 = 0;
+      for (; c0 + 64 <= dvPad; c0 += 64)
+        PvBlock4(w.s.data() + i0 * kBk, vb + c0, dvPad, nk, w.acc.data() + i0 * dvPad + c0, dvPad);
+      for (; c0 < dvPad; c0 += 16) PvBlock1(w.s.data() + i0 * kBk, vb + c0, dvPad, nk, w.acc.data() + i0 * dvPad + c0, dvPad);
     }
   }
   const size_t outRow = p.nHeads * p.vDim;
   for (size_t i = 0; i < nq; ++i) {
     float* dst = p.out + (base + q0 + i) * outRow + h * p.vDim;
     const float inv = 1.0f / w.l[i];
-    const float* acc = w.acc.data() + i * p.vDim;
+    const float* acc = w.acc.data() + i * dvPad;
     for (size_t c = 0; c < p.vDim; ++c) dst[c] = acc[c] * inv;
   }
 }
@@ -189,13 +274,7 @@ void RunAttention(const AttnParams& p) {
   const size_t threads = std::min<size_t>(static_cast<size_t>(NumThreads()), total);
   // Dynamic scheduling, most expensive (last) query blocks first.
   ParallelFor(threads, 1, [&](size_t, size_t) {
-    Scratch w;
-    w.qb.resize(kBq * dq);
-    w.kt.resize(dq * kBk);
-    w.s.resize(kBk);
-    w.acc.resize(kBq * p.vDim);
-    w.m.resize(kBq);
-    w.l.resize(kBq);
+    Scratch w(dq, p.vDim);
     for (;;) {
       const size_t task = next.fetch_add(1);
       if (task >= total) break;

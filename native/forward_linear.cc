@@ -86,7 +86,12 @@ SwigluParams ParseSwiglu(const Napi::CallbackInfo& info, fwd::KeepList*) {
 }
 
 G2M_HOT void SwigluSpan(const float* g, const float* u, float* y, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const fwd::v16 x = fwd::Load16(g + i);
+    fwd::Store16(y + i, x / (fwd::Splat(1.0f) + fwd::ExpV(-x)) * fwd::Load16(u + i));
+  }
+  for (; i < n; ++i) {
     const float x = g[i];
     y[i] = x / (1.0f + fwd::FastExp(-x)) * u[i];
   }

@@ -21,25 +21,26 @@ namespace {
 
 constexpr size_t kLanes = 16;
 
-// Row maximum with independent lanes (vectorizes without reassociating).
+// Row maximum over 16 independent lanes.
 G2M_HOT float RowMax(const float* x, size_t n) {
-  float m[kLanes];
-  for (size_t k = 0; k < kLanes; ++k) m[k] = -std::numeric_limits<float>::infinity();
+  fwd::v16 m = fwd::Splat(-std::numeric_limits<float>::infinity());
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (size_t k = 0; k < kLanes; ++k) m[k] = x[i + k] > m[k] ? x[i + k] : m[k];
-  float r = -std::numeric_limits<float>::infinity();
-  for (size_t k = 0; k < kLanes; ++k) r = std::max(r, m[k]);
+  for (; i + kLanes <= n; i += kLanes) {
+    const fwd::v16 v = fwd::Load16(x + i);
+    m = v > m ? v : m;
+  }
+  float r = fwd::HMax(m);
   for (; i < n; ++i) r = std::max(r, x[i]);
   return r;
 }
 
-// sum_i exp(x[i] - mx), lane partial sums in float, combined in double.
+// sum_i exp(x[i] - mx): 16 lanes of float partial sums (each over vocab/16 terms <= 1),
+// combined in double.
 G2M_HOT double SumExp(const float* x, size_t n, float mx) {
-  float s[kLanes] = {0};
+  fwd::v16 s = fwd::v16{};
+  const fwd::v16 m = fwd::Splat(mx);
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (size_t k = 0; k < kLanes; ++k) s[k] += fwd::FastExp(x[i + k] - mx);
+  for (; i + kLanes <= n; i += kLanes) s += fwd::ExpV(fwd::Load16(x + i) - m);
   double r = 0;
   for (size_t k = 0; k < kLanes; ++k) r += s[k];
   for (; i < n; ++i) r += std::exp(static_cast<double>(x[i]) - mx);
