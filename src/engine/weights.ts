@@ -1,0 +1,141 @@
+/**
+ * Decoder-layer weights as plain float32 arrays keyed by their Hugging Face names relative
+ * to `model.layers.<i>.` — whether read from a checkpoint or built in memory (the
+ * conversion builds MLA layers this way and runs them through the same engine).
+ */
+import { GqaError } from '../errors.js';
+import type { ModelSpec } from '../model/spec-types.js';
+
+/** One tensor: row-major float32 data and its shape. */
+export interface WeightTensor {
+  data: Float32Array;
+  shape: number[];
+}
+
+/**
+ * All tensors of one decoder layer, keyed by name relative to `model.layers.<layer>.`,
+ * e.g. `self_attn.q_proj.weight`, `mlp.down_proj.weight`, `input_layernorm.weight`.
+ * Linear weights are [out, in] as stored by transformers.
+ */
+export interface LayerWeights {
+  /** decoder layer index (selects per-layer attention settings such as sliding windows) */
+  layer: number;
+  tensors: Record<string, WeightTensor>;
+}
+
+/** The subset of a checkpoint reader the engine needs (satisfied by `Checkpoint`). */
+export interface TensorSource {
+  has(name: string): boolean;
+  read(name: string): Promise<Float32Array>;
+}
+
+/** Prefix of decoder layer `layer`'s tensor names. */
+export function layerPrefix(layer: number): string {
+  return `model.layers.${layer}.`;
+}
+
+interface Wanted {
+  name: string;
+  shape: number[];
+  optional?: boolean;
+}
+
+/** The tensors (relative names and expected shapes) of one decoder layer of `spec`. */
+export function layerTensorSpecs(spec: ModelSpec): Wanted[] {
+  const H = spec.hiddenSize;
+  const I = spec.intermediateSize;
+  const out: Wanted[] = [
+    { name: 'input_layernorm.weight', shape: [H] },
+    { name: 'post_attention_layernorm.weight', shape: [H] },
+    { name: 'mlp.gate_proj.weight', shape: [I, H] },
+    { name: 'mlp.up_proj.weight', shape: [I, H] },
+    { name: 'mlp.down_proj.weight', shape: [H, I] },
+    { name: 'mlp.gate_proj.bias', shape: [I], optional: true },
+    { name: 'mlp.up_proj.bias', shape: [I], optional: true },
+    { name: 'mlp.down_proj.bias', shape: [H], optional: true },
+  ];
+  const nH = spec.numHeads;
+  if (spec.mla) {
+    const m = spec.mla;
+    const dq = m.qkNopeHeadDim + m.qkRopeHeadDim;
+    if (m.qLoraRank) {
+      out.push(
+        { name: 'self_attn.q_a_proj.weight', shape: [m.qLoraRank, H] },
+        { name: 'self_attn.q_a_proj.bias', shape: [m.qLoraRank], optional: true },
+        { name: 'self_attn.q_a_layernorm.weight', shape: [m.qLoraRank], optional: !m.qkLatentLayernorm },
+        { name: 'self_attn.q_b_proj.weight', shape: [nH * dq, m.qLoraRank] },
+        { name: 'self_attn.q_b_proj.bias', shape: [nH * dq], optional: true },
+      );
+    } else {
+      out.push(
+        { name: 'self_attn.q_proj.weight', shape: [nH * dq, H] },
+        { name: 'self_attn.q_proj.bias', shape: [nH * dq], optional: true },
+      );
+    }
+    out.push(
+      { name: 'self_attn.kv_a_proj_with_mqa.weight', shape: [m.kvLoraRank + m.qkRopeHeadDim, H] },
+      { name: 'self_attn.kv_a_proj_with_mqa.bias', shape: [m.kvLoraRank + m.qkRopeHeadDim], optional: true },
+      { name: 'self_attn.kv_a_layernorm.weight', shape: [m.kvLoraRank], optional: !m.qkLatentLayernorm },
+      { name: 'self_attn.kv_b_proj.weight', shape: [nH * (m.qkNopeHeadDim + m.vHeadDim), m.kvLoraRank] },
+      { name: 'self_attn.o_proj.weight', shape: [H, nH * m.vHeadDim] },
+      { name: 'self_attn.o_proj.bias', shape: [H], optional: true },
+    );
+  } else {
+    const d = spec.headDim;
+    const G = spec.numKvHeads;
+    out.push(
+      { name: 'self_attn.q_proj.weight', shape: [nH * d, H] },
+      { name: 'self_attn.k_proj.weight', shape: [G * d, H] },
+      { name: 'self_attn.v_proj.weight', shape: [G * d, H] },
+      { name: 'self_attn.o_proj.weight', shape: [H, nH * d] },
+      { name: 'self_attn.q_proj.bias', shape: [nH * d], optional: !spec.attentionBias },
+      { name: 'self_attn.k_proj.bias', shape: [G * d], optional: !spec.attentionBias },
+      { name: 'self_attn.v_proj.bias', shape: [G * d], optional: !spec.attentionBias },
+      { name: 'self_attn.o_proj.bias', shape: [H], optional: !spec.oBias },
+    );
+  }
+  return out;
+}
+
+const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/**
+ * Reads every tensor of decoder layer `layer` as float32 (BF16/F16/F32 upcast by the
+ * checkpoint reader). Required tensors that are missing, and tensors whose size does not
+ * match the config, raise GqaError ERR_TENSOR_MISSING / ERR_TENSOR_SHAPE naming the tensor.
+ */
+export async function loadLayerWeights(ckpt: TensorSource, spec: ModelSpec, layer: number): Promise<LayerWeights> {
+  if (!Number.isInteger(layer) || layer < 0 || layer >= spec.numLayers)
+    throw new GqaError('ERR_OUT_OF_RANGE', `layer ${layer} is outside [0, ${spec.numLayers})`, 'usage');
+  const prefix = layerPrefix(layer);
+  const tensors: Record<string, WeightTensor> = {};
+  for (const want of layerTensorSpecs(spec)) {
+    const full = prefix + want.name;
+    if (!ckpt.has(full)) {
+      if (want.optional) continue;
+      throw new GqaError('ERR_TENSOR_MISSING', `tensor ${full} is missing from the checkpoint (model_type ${spec.modelType})`);
+    }
+    const data = await ckpt.read(full);
+    if (data.length !== numel(want.shape))
+      throw new GqaError(
+        'ERR_TENSOR_SHAPE',
+        `tensor ${full} has ${data.length} elements, config implies [${want.shape.join(', ')}] = ${numel(want.shape)}`,
+      );
+    tensors[want.name] = { data, shape: want.shape };
+  }
+  return { layer, tensors };
+}
+
+/** Required tensor `name` of `w`, checked against `elements`. */
+export function req(w: LayerWeights, name: string, elements: number): Float32Array {
+  const t = w.tensors[name];
+  if (!t) throw new GqaError('ERR_TENSOR_MISSING', `layer ${w.layer}: weight ${name} is missing`);
+  if (t.data.length !== elements)
+    throw new GqaError('ERR_TENSOR_SHAPE', `layer ${w.layer}: weight ${name} has ${t.data.length} elements, expected ${elements}`);
+  return t.data;
+}
+
+/** Optional tensor `name` of `w` (null when absent), checked against `elements`. */
+export function opt(w: LayerWeights, name: string, elements: number): Float32Array | null {
+  return w.tensors[name] ? req(w, name, elements) : null;
+}
