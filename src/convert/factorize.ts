@@ -65,6 +65,13 @@ export interface FactorizeOptions {
   ropeSelection?: RopeSelection;
   /** default 'plain' (TransMLA) */
   kvMetric?: KvMetric;
+  /**
+   * Per query head h, E[cos(f_i * delta)] for each original frequency index i (headDim / 2
+   * values) under the head's attention distribution over relative distances delta. When
+   * given, each position-free logit term of head h is scaled by the expected cosine of the
+   * rotation it lost: the least-squares position-free stand-in for a rotating term.
+   */
+  nopeCos?: Float64Array[];
 }
 
 /** Result of factorizing one layer. */
@@ -266,12 +273,28 @@ export function factorizeLayer(
   }
 
   // ---- kv_b per head: [E_g^T S[r:]^T Gk^{-1} P_k / s ; E_g^T Gv^{-1} P_v]
-  const upK = nN > 0 ? matmul(sNope, matmul(gkInv, Pk), true, false) : zeros(L, R); // L x R
+  const kRec = nN > 0 ? matmul(gkInv, Pk) : zeros(0, R); // (L - r) x R: k' ~ kRec c / s
   const upV = objective ? matmul(gvInv, Pv) : Pv; // L x R
   const kvB = new Float32Array(H * 2 * d * R);
+  let upKShared: Mat | null = null;
   for (let h = 0; h < H; h++) {
     const g = Math.floor(h / group);
     const base = h * 2 * d * R;
+    let upK: Mat;
+    if (opt.nopeCos && nN > 0) {
+      // scale each NoPE row of k' by head h's expected cosine of the lost rotation
+      const scaled = { rows: kRec.rows, cols: R, data: kRec.data.slice() };
+      const cosH = opt.nopeCos[h];
+      for (const p of rope.nopeFreqWeights) {
+        let c = 0;
+        for (let f = 0; f < p.freqs.length; f++) c += p.weights[f] * cosH[p.freqs[f]];
+        for (const row of [p.re - r, p.im - r]) for (let j = 0; j < R; j++) scaled.data[row * R + j] *= c;
+      }
+      upK = matmul(sNope, scaled, true, false);
+    } else {
+      upKShared ??= nN > 0 ? matmul(sNope, kRec, true, false) : zeros(L, R);
+      upK = upKShared;
+    }
     for (let i = 0; i < d; i++) {
       const src = (g * d + i) * R;
       for (let c = 0; c < R; c++) {

@@ -31,16 +31,40 @@ export interface ConvertOptions {
   kvLoraRank?: number;
   /** Frequencies folded per RoRoPE group, or 'auto' to choose per layer (default 'auto'). */
   freqfold?: number | 'auto';
-  /** Norm ratio of NoPE keys to values before the joint PCA (default 1). */
-  balanceKv?: number;
+  /**
+   * Defaults of the factorization: 'gqa2mla' (query-aware RoPE selection, objective-aware
+   * compression, balance searched per layer) or 'transmla' (TransMLA's method: key PCA,
+   * plain joint PCA, balance 1). Explicit options below override the preset.
+   */
+  method?: 'gqa2mla' | 'transmla';
+  /** Norm ratio of NoPE keys to values before the joint PCA, or 'auto' to search per layer (default 'auto'). */
+  balanceKv?: number | 'auto';
+  /**
+   * How RoPE directions are chosen: 'key' (TransMLA: PCA of the keys) or 'qk' (by their
+   * attention-logit energy, query and key statistics together). Default 'qk'.
+   */
+  ropeSelection?: 'key' | 'qk';
+  /**
+   * Scale each position-free logit term by the expected cosine of the rotation it lost,
+   * measured from each head's attention distances on held-out calibration windows
+   * (default true; false in the 'transmla' preset).
+   */
+  nopeShrink?: boolean;
+  /** Metric of the joint K/V compression: 'plain' (TransMLA's PCA) or 'objective' (default). */
+  kvMetric?: 'plain' | 'objective';
+  /**
+   * 'exact' (default): scale the latent so that stock engines' kv_a_layernorm is an exact
+   * identity; 'off': write qk_latent_layernorm=false (TransMLA's convention, needs a patched engine).
+   */
+  latentNorm?: 'exact' | 'off';
   /** Inputs of each layer's calibration: the original model's or the converted one's (default 'original'). */
   calibInputs?: CalibInputs;
+  /** Stored dtype of the converted attention weights: 'auto' (the source's, default), BF16, F16 or F32. */
+  dtype?: 'auto' | 'BF16' | 'F16' | 'F32';
   /** Replace an existing output directory. */
   overwrite?: boolean;
   /** Continue an interrupted conversion of the same settings. */
   resume?: boolean;
-  /** Maximum shard size in bytes (default 5 GB). */
-  maxShardBytes?: number;
   /** Progress callback. */
   onProgress?: (p: ConvertProgress) => void;
   /** Aborts the conversion (the partial output stays resumable, never complete-looking). */
@@ -65,9 +89,19 @@ export interface ResolvedOptions {
   kvLoraRank: number;
   freqfold: number | 'auto';
   freqfoldCandidates: number[];
-  balanceKv: number;
+  method: 'gqa2mla' | 'transmla';
+  balanceKv: number | 'auto';
+  balanceCandidates: number[];
+  ropeSelection: 'key' | 'qk';
+  kvMetric: 'plain' | 'objective';
+  nopeShrink: boolean;
+  latentNorm: 'exact' | 'off';
   calibInputs: CalibInputs;
+  dtype: 'auto' | 'BF16' | 'F16' | 'F32';
 }
+
+/** Balance ratios tried per layer with balanceKv 'auto'. */
+export const BALANCE_CANDIDATES = [0.5, 1, 2, 4];
 
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v <= 0) throw usageError('ERR_BAD_OPTION', `${name} must be a positive integer (got ${v})`);
@@ -104,8 +138,20 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
         `freqfold ${ff} must be a multiple of head_dim / qkRopeDim = ${d / qkRopeDim} that divides head_dim / 2 = ${d / 2} (allowed: ${candidates.join(', ')})`,
       );
   }
-  const balanceKv = o.balanceKv ?? 1;
-  if (!(balanceKv > 0) || !Number.isFinite(balanceKv)) throw usageError('ERR_BAD_OPTION', `balanceKv must be a positive number (got ${balanceKv})`);
+  const method = o.method ?? 'gqa2mla';
+  if (method !== 'gqa2mla' && method !== 'transmla') throw usageError('ERR_BAD_OPTION', `method must be 'gqa2mla' or 'transmla' (got ${String(method)})`);
+  const tm = method === 'transmla';
+  const balanceKv = o.balanceKv ?? (tm ? 1 : 'auto');
+  if (balanceKv !== 'auto' && (!(balanceKv > 0) || !Number.isFinite(balanceKv)))
+    throw usageError('ERR_BAD_OPTION', `balanceKv must be a positive number or 'auto' (got ${balanceKv})`);
+  const ropeSelection = o.ropeSelection ?? (tm ? 'key' : 'qk');
+  if (ropeSelection !== 'key' && ropeSelection !== 'qk') throw usageError('ERR_BAD_OPTION', `ropeSelection must be 'key' or 'qk' (got ${String(ropeSelection)})`);
+  const kvMetric = o.kvMetric ?? (tm ? 'plain' : 'objective');
+  if (kvMetric !== 'plain' && kvMetric !== 'objective') throw usageError('ERR_BAD_OPTION', `kvMetric must be 'plain' or 'objective' (got ${String(kvMetric)})`);
+  const latentNorm = o.latentNorm ?? 'exact';
+  if (latentNorm !== 'exact' && latentNorm !== 'off') throw usageError('ERR_BAD_OPTION', `latentNorm must be 'exact' or 'off' (got ${String(latentNorm)})`);
+  const dtype = o.dtype ?? 'auto';
+  if (!['auto', 'BF16', 'F16', 'F32'].includes(dtype)) throw usageError('ERR_BAD_OPTION', `dtype must be auto, BF16, F16 or F32 (got ${String(dtype)})`);
   const calibInputs = o.calibInputs ?? 'original';
   if (calibInputs !== 'original' && calibInputs !== 'converted')
     throw usageError('ERR_BAD_OPTION', `calibInputs must be 'original' or 'converted' (got ${String(calibInputs)})`);
@@ -118,7 +164,14 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     kvLoraRank,
     freqfold: ff,
     freqfoldCandidates: ff === 'auto' ? candidates : [ff],
+    method,
     balanceKv,
+    balanceCandidates: balanceKv === 'auto' ? BALANCE_CANDIDATES : [balanceKv],
+    ropeSelection,
+    kvMetric,
+    nopeShrink: o.nopeShrink ?? !tm,
+    latentNorm,
     calibInputs,
+    dtype,
   };
 }

@@ -6,8 +6,9 @@
 export interface LayerReport {
   layer: number;
   freqfold: number;
-  /** attention-output relative error on held-out calibration windows, per freqfold tried */
-  candidates: Array<{ freqfold: number; attnRelError: number }>;
+  balanceKv: number;
+  /** attention-output relative error on held-out calibration windows, per candidate tried */
+  candidates: Array<{ freqfold: number; balanceKv: number; attnRelError: number }>;
   /** ||attn_mla(x) - attn_gqa(x)|| / ||attn_gqa(x)|| on held-out calibration windows */
   attnRelError: number;
   ropeVarianceKept: number;
@@ -16,6 +17,17 @@ export interface LayerReport {
   /** eigenvalues: RoRoPE per group (descending), and the joint [K_nope, V] PCA */
   ropeSpectrum: number[][];
   pcaSpectrum: number[];
+  /** exact latent norm (null with latentNorm 'off') */
+  latentNorm: {
+    alpha: number;
+    weight: number;
+    maxMeanSquare: number;
+    boundCalibration: number;
+    boundWithMargin: number;
+    margin: number;
+    minAbsCachedLatent: number;
+    subnormalWeights: number;
+  } | null;
   seconds: number;
 }
 
@@ -37,10 +49,16 @@ export interface ConversionReport {
   source: { dir: string; modelType: string; numLayers: number; numHeads: number; numKvHeads: number; headDim: number };
   output: { dir: string; shards: string[]; totalBytes: number };
   settings: {
+    method: 'gqa2mla' | 'transmla';
+    dtype: string;
     qkRopeDim: number;
     kvLoraRank: number;
     freqfold: number | 'auto';
-    balanceKv: number;
+    balanceKv: number | 'auto';
+    ropeSelection: 'key' | 'qk';
+    kvMetric: 'plain' | 'objective';
+    nopeShrink: boolean;
+    latentNorm: 'exact' | 'off';
     calibInputs: 'original' | 'converted';
     calibSamples: number;
     calibSeqlen: number;
@@ -54,4 +72,6 @@ export interface ConversionReport {
   meanAttnRelError: number;
   times: StageTimes;
   resumedFromLayer?: number;
+  /** perplexity of the source (before) and the converted model (after), when measured */
+  ppl?: { before?: number; after?: number; protocol: string };
 }

@@ -48,6 +48,12 @@ export interface RopeRotation {
    * freqfold = 1). Used to check that the rotation alone changes nothing.
    */
   pairs: Array<{ re: number; im: number; freq: number }>;
+  /**
+   * For every NoPE pair: the share of its key-side direction at each original frequency
+   * of its group (weights sum to 1). Used to shrink position-free logit terms by the
+   * expected cosine of their lost rotation.
+   */
+  nopeFreqWeights: Array<{ re: number; im: number; freqs: number[]; weights: number[] }>;
 }
 
 /**
@@ -77,6 +83,7 @@ export function roropeRotation(
   const spectrum: number[][] = [];
   let nopeRow = ropeDim;
   const pairs: Array<{ re: number; im: number; freq: number }> = [];
+  const nopeFreqWeights: RopeRotation['nopeFreqWeights'] = [];
   let kept = 0;
   let total = 0;
   const C = keyMoment.data;
@@ -109,6 +116,19 @@ export function roropeRotation(
         rowRe = nopeRow++;
         rowIm = nopeRow++;
         pairs.push({ re: rowRe, im: rowIm, freq: g0 });
+        const wts = new Array<number>(freqfold).fill(0);
+        let tot = 0;
+        for (let v = 0; v < nv; v++) {
+          const u2 = vectors[v * nv + c] ** 2;
+          wts[v % freqfold] += u2;
+          tot += u2;
+        }
+        nopeFreqWeights.push({
+          re: rowRe,
+          im: rowIm,
+          freqs: Array.from({ length: freqfold }, (_, f) => g0 + f),
+          weights: wts.map((w) => (tot > 0 ? w / tot : 1 / freqfold)),
+        });
       }
       for (let v = 0; v < nv; v++) {
         const u = vectors[v * nv + c];
@@ -122,7 +142,7 @@ export function roropeRotation(
       }
     }
   }
-  return { rot, qrot, ropeDim, freqfold, spectrum, varianceKept: total > 0 ? kept / total : 1, pairs };
+  return { rot, qrot, ropeDim, freqfold, spectrum, varianceKept: total > 0 ? kept / total : 1, pairs, nopeFreqWeights };
 }
 
 /** The group's moment over its variables: real-real plus imaginary-imaginary blocks. */

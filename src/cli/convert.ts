@@ -1,0 +1,146 @@
+/**
+ * `gqa2mla convert <model-dir> <out-dir> --calib <file> [...]`
+ */
+import type { Command } from 'commander';
+import { convert, convertSweep } from '../convert/convert.js';
+import type { ConvertProgress } from '../convert/options.js';
+import { attachPpl, formatSweep, summarizeSweep } from '../convert/sweep.js';
+import { usageError } from '../errors.js';
+import { createProgress } from './progress.js';
+
+function int(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw usageError('ERR_BAD_OPTION', `${name} must be an integer (got '${v}')`);
+    return n;
+  };
+}
+
+function intList(name: string) {
+  return (v: string): number[] => {
+    const parts = v.split(',').map((p) => p.trim());
+    return parts.map((p) => {
+      const n = Number(p);
+      if (p === '' || !Number.isInteger(n)) throw usageError('ERR_BAD_OPTION', `${name} must be an integer or a comma-separated list of integers (got '${v}')`);
+      return n;
+    });
+  };
+}
+
+/** Registers the command. */
+export function register(program: Command): void {
+  program
+    .command('convert')
+    .description('convert a GQA/MHA checkpoint to MLA in the DeepSeek-V3 format (layer by layer)')
+    .argument('<model-dir>', 'source checkpoint (llama, qwen2, mistral)')
+    .argument('<out-dir>', 'output directory (DeepSeek-V3 layout)')
+    .requiredOption('--calib <file>', 'calibration text (UTF-8)')
+    .option('--calib-samples <n>', 'calibration windows for statistics', int('--calib-samples'), 128)
+    .option('--calib-seqlen <n>', 'tokens per calibration window', int('--calib-seqlen'), 256)
+    .option('--held-out <n>', 'extra calibration windows for errors and per-layer choices', int('--held-out'))
+    .option('--seed <n>', 'seed of the calibration offsets', int('--seed'), 42)
+    .option('--qk-rope-dim <n[,n...]>', 'RoPE dims per head (qk_rope_head_dim); a list makes a sweep', intList('--qk-rope-dim'), [64])
+    .option('--kv-lora-rank <n[,n...]>', 'latent rank (kv_lora_rank); a list makes a sweep into <out-dir>/r<rank>-p<rope>/', intList('--kv-lora-rank'), [512])
+    .option('--eval-text <file>', 'after converting, measure ppl of the source and of each output on this text (eval-ppl protocol)')
+    .option('--eval-seq <n>', 'tokens per evaluation window', int('--eval-seq'), 512)
+    .option('--eval-windows <n>', 'evaluation windows', int('--eval-windows'), 40)
+    .option('--freqfold <n|auto>', "frequencies per RoRoPE group, or 'auto' (per layer)", 'auto')
+    .option('--balance-kv <x|auto>', "norm ratio of NoPE keys to values before the joint PCA, or 'auto' (searched per layer)")
+    .option('--method <name>', "defaults of the factorization: 'gqa2mla' (query-aware, objective-aware) or 'transmla' (TransMLA's PCA)", 'gqa2mla')
+    .option('--rope-selection <key|qk>', "RoPE directions by key PCA ('key', TransMLA) or attention-logit energy ('qk')")
+    .option('--kv-metric <plain|objective>', "joint K/V compression metric: plain PCA or the model's error metrics")
+    .option('--latent-norm <exact|off>', "'exact': stock engines' kv_a_layernorm becomes an exact identity; 'off': qk_latent_layernorm=false", 'exact')
+    .option('--calib-inputs <mode>', "'original' or 'converted' layer inputs for calibration", 'original')
+    .option('--dtype <auto|BF16|F16|F32>', "stored dtype of the converted attention weights ('auto': the source's)", 'auto')
+    .option('--force', 'replace an existing output directory')
+    .option('--resume', 'continue an interrupted conversion with the same settings')
+    .option('--json', 'print the conversion report as JSON on stdout')
+    .option('--quiet', 'no progress output')
+    .addHelpText(
+      'after',
+      '\nExamples:\n' +
+        '  gqa2mla convert test/fixtures/tiny-llama-gqa /tmp/tiny-mla --calib test/fixtures/pydocs-train-3M.txt --qk-rope-dim 32 --kv-lora-rank 96\n' +
+        '  gqa2mla convert ./Llama-3.1-8B ./Llama-3.1-8B-MLA --calib calib.txt --kv-lora-rank 512 --qk-rope-dim 64 --json\n' +
+        '  gqa2mla convert ./model ./model-mla-transmla --calib calib.txt --method transmla --freqfold 2 --balance-kv 1',
+    )
+    .action(async (modelDir: string, outDir: string, o: Record<string, unknown>) => {
+      let freqfold: number | 'auto' = 'auto';
+      if (o.freqfold !== 'auto') {
+        freqfold = Number(o.freqfold);
+        if (!Number.isInteger(freqfold)) throw usageError('ERR_BAD_OPTION', `--freqfold must be an integer or 'auto' (got '${String(o.freqfold)}')`);
+      }
+      let balanceKv: number | 'auto' | undefined;
+      if (o.balanceKv !== undefined && o.balanceKv !== 'auto') {
+        balanceKv = Number(o.balanceKv);
+        if (!Number.isFinite(balanceKv)) throw usageError('ERR_BAD_OPTION', `--balance-kv must be a number or 'auto' (got '${String(o.balanceKv)}')`);
+      } else if (o.balanceKv === 'auto') balanceKv = 'auto';
+      if (o.method !== 'gqa2mla' && o.method !== 'transmla') throw usageError('ERR_BAD_OPTION', `--method must be 'gqa2mla' or 'transmla' (got '${String(o.method)}')`);
+      const bar = createProgress(!o.json && !o.quiet);
+      const controller = new AbortController();
+      const onSig = () => controller.abort();
+      process.once('SIGINT', onSig);
+      let layers = 0;
+      try {
+        const base = {
+          modelDir,
+          calibFile: o.calib as string,
+          calibSamples: o.calibSamples as number,
+          calibSeqlen: o.calibSeqlen as number,
+          heldOutSamples: o.heldOut as number | undefined,
+          seed: o.seed as number,
+          freqfold,
+          method: o.method as 'gqa2mla' | 'transmla',
+          balanceKv,
+          ropeSelection: o.ropeSelection as 'key' | 'qk' | undefined,
+          kvMetric: o.kvMetric as 'plain' | 'objective' | undefined,
+          latentNorm: o.latentNorm as 'exact' | 'off',
+          dtype: o.dtype as 'auto' | 'BF16' | 'F16' | 'F32',
+          calibInputs: o.calibInputs as 'original' | 'converted',
+          overwrite: Boolean(o.force),
+          resume: Boolean(o.resume),
+          signal: controller.signal,
+          onProgress: (p: ConvertProgress) => {
+            if (layers !== p.layers) {
+              layers = p.layers;
+              bar.start(p.layers, 'layers');
+            }
+            bar.update(p.layer ?? (p.stage === 'done' ? p.layers : 0), `${p.stage}${p.message ? ` ${p.message}` : ''}`);
+          },
+        };
+        const ranks = o.kvLoraRank as number[];
+        const ropes = o.qkRopeDim as number[];
+        const evalOpts = o.evalText ? { textFile: o.evalText as string, seq: o.evalSeq as number, windows: o.evalWindows as number } : null;
+        if (ranks.length > 1 || ropes.length > 1) {
+          const sweep = await convertSweep({ ...base, outDir, kvLoraRanks: ranks, qkRopeDims: ropes });
+          const summary = await summarizeSweep(sweep, modelDir, evalOpts, (m) => bar.update(layers, m));
+          bar.stop();
+          if (o.json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+          else if (!o.quiet) process.stdout.write(formatSweep(summary));
+          return;
+        }
+        const report = await convert({ ...base, outDir, kvLoraRank: ranks[0], qkRopeDim: ropes[0] });
+        if (evalOpts) await attachPpl(report, modelDir, outDir, evalOpts);
+        bar.stop();
+        if (o.json) {
+          process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        } else if (!o.quiet) {
+          const kv = report.kvValuesPerToken;
+          process.stdout.write(
+            `converted ${report.source.numLayers} layers in ${report.times.total.toFixed(1)} s -> ${outDir}\n` +
+              `KV values per token per layer: ${kv.perLayerBefore} -> ${kv.perLayerAfter} (${kv.ratio.toFixed(2)}x smaller)\n` +
+              report.layers
+                .map(
+                  (l) =>
+                    `  layer ${String(l.layer).padStart(3)}  freqfold ${String(l.freqfold).padStart(2)}  attn rel err ${l.attnRelError.toFixed(4)}  ` +
+                    `rope var ${(100 * l.ropeVarianceKept).toFixed(1)}%  pca var ${(100 * l.pcaVarianceKept).toFixed(1)}%`,
+                )
+                .join('\n') +
+              '\n',
+          );
+        }
+      } finally {
+        bar.stop();
+        process.off('SIGINT', onSig);
+      }
+    });
+}

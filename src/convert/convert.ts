@@ -1,0 +1,456 @@
+/**
+ * convert(): a GQA/MHA checkpoint -> a DeepSeek-V3 (MLA) checkpoint, one decoder layer at
+ * a time. The pipeline reads top-down:
+ *
+ *   checkpoint -> calibrate -> per layer: statistics -> factorize (each candidate)
+ *   -> evaluate on held-out windows -> export -> propagate hidden states -> next layer
+ *
+ * Only one layer's weights, the calibration hidden states and that layer's statistics
+ * are in memory; each layer's tensors are written as soon as it is done, so peak memory
+ * does not grow with depth.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Checkpoint } from '../checkpoint/checkpoint.js';
+import { loadModelSpec, parseModelSpec } from '../model/spec.js';
+import type { ModelSpec } from '../model/spec-types.js';
+import { loadTokenizer } from '../tokenize.js';
+import { native } from '../native/binding.js';
+import { attentionForward } from '../engine/attention.js';
+import { layerForward } from '../engine/layer.js';
+import { type LayerWeights, loadLayerWeights } from '../engine/weights.js';
+import { GqaError, usageError } from '../errors.js';
+import { drawCalibration } from './calibration.js';
+import { deepseekConfig, type ExportSettings } from './config.js';
+import { factorizeLayer, type LayerFactorization, layerMoments } from './factorize.js';
+import { chooseLatentScaling, countSubnormal, maxLatentMeanSquare } from './latent-norm.js';
+import { relativeError, roundToDtype } from './layer-ops.js';
+import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { type OutTensor, OutputSink } from './output.js';
+import type { ConversionReport, LayerReport, StageTimes } from './report.js';
+import { MomentAccumulator } from './statistics.js';
+import { distanceProfile } from './distance.js';
+
+export type { ConvertOptions, ConversionReport };
+
+const now = () => performance.now() / 1000;
+
+function checkAbort(signal?: AbortSignal): void {
+  if (signal?.aborted)
+    throw new GqaError('ERR_ABORTED', 'conversion aborted; the partial output can be continued with --resume', 'runtime');
+}
+
+/** One output of a conversion run: its budget, resolved options and output state. */
+interface Target {
+  opt: ResolvedOptions;
+  outDir: string;
+  sink: OutputSink;
+  config: Record<string, unknown>;
+  mlaSpec: ModelSpec;
+  exportSettings: ExportSettings;
+  layers: LayerReport[];
+  times: StageTimes;
+  startLayer: number;
+}
+
+/** A budget of a sweep. */
+export interface Budget {
+  kvLoraRank: number;
+  qkRopeDim: number;
+}
+
+/** Options of {@link convertSweep}: {@link ConvertOptions} with lists of budgets. */
+export interface SweepOptions extends Omit<ConvertOptions, 'kvLoraRank' | 'qkRopeDim'> {
+  kvLoraRanks: number[];
+  qkRopeDims: number[];
+}
+
+/** Result of a sweep: one report per budget, written to `<outDir>/r<rank>-p<rope>/`. */
+export interface SweepResult {
+  outDir: string;
+  budgets: Array<{ kvLoraRank: number; qkRopeDim: number; dir: string; report: ConversionReport }>;
+  seconds: number;
+}
+
+/**
+ * Converts a checkpoint to Multi-Head Latent Attention in the DeepSeek-V3 format.
+ * Settings are checked before any work; the output appears under `outDir` only when
+ * complete (an interrupted run leaves `<outDir>.partial`, continued by `resume: true`).
+ */
+export async function convert(options: ConvertOptions): Promise<ConversionReport> {
+  const spec = await loadModelSpec(options.modelDir);
+  const opt = resolveOptions(spec, options);
+  const [report] = await run(spec, options, [{ opt, outDir: options.outDir }]);
+  return report;
+}
+
+/**
+ * Converts to several budgets from one calibration pass (statistics do not depend on the
+ * budget; only the factorization and export run per budget). Needs calibInputs 'original'
+ * (converted inputs depend on the budget). Each output equals the single-budget conversion.
+ */
+export async function convertSweep(options: SweepOptions): Promise<SweepResult> {
+  const t0 = now();
+  const spec = await loadModelSpec(options.modelDir);
+  if ((options.calibInputs ?? 'original') !== 'original')
+    throw usageError('ERR_BAD_OPTION', "a budget sweep needs --calib-inputs original (converted inputs differ per budget); run one conversion per budget instead");
+  if (options.kvLoraRanks.length === 0 || options.qkRopeDims.length === 0) throw usageError('ERR_BAD_OPTION', 'a sweep needs at least one rank and one rope dim');
+  const targets: Array<{ opt: ResolvedOptions; outDir: string }> = [];
+  for (const p of options.qkRopeDims)
+    for (const r of options.kvLoraRanks) {
+      const o = { ...options, kvLoraRank: r, qkRopeDim: p };
+      targets.push({ opt: resolveOptions(spec, o), outDir: join(options.outDir, `r${r}-p${p}`) });
+    }
+  if (existsSync(options.outDir) && !options.overwrite && !options.resume)
+    throw usageError('ERR_OUTPUT_EXISTS', `output directory ${options.outDir} already exists (use --force to replace it)`);
+  await mkdir(options.outDir, { recursive: true });
+  const reports = await run(spec, { ...options, kvLoraRank: undefined, qkRopeDim: undefined, outDir: options.outDir }, targets);
+  return {
+    outDir: options.outDir,
+    budgets: reports.map((report, i) => ({ kvLoraRank: report.settings.kvLoraRank, qkRopeDim: report.settings.qkRopeDim, dir: targets[i].outDir, report })),
+    seconds: now() - t0,
+  };
+}
+
+async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: ResolvedOptions; outDir: string }>): Promise<ConversionReport[]> {
+  const t0 = now();
+  const shared: StageTimes = { tokenize: 0, read: 0, forward: 0, statistics: 0, factorize: 0, evaluate: 0, write: 0, total: 0 };
+  const opt0 = outs[0].opt;
+  const { hiddenSize: hid, numLayers } = spec;
+  const progress = (stage: Parameters<NonNullable<ConvertOptions['onProgress']>>[0]['stage'], layer?: number, message?: string) =>
+    options.onProgress?.({ stage, layer, layers: numLayers, message });
+
+  const ckpt = await Checkpoint.open(options.modelDir);
+  try {
+    // ---- calibrate: tokenize and draw windows
+    let t = now();
+    progress('tokenize');
+    const text = options.calibText ?? (await readCalibText(options.calibFile));
+    const tokenizer = await loadTokenizer(options.modelDir);
+    const tokens = tokenizer.encode(text);
+    const calib = drawCalibration(tokens, opt0.calibSamples, opt0.heldOutSamples, opt0.calibSeqlen, opt0.seed);
+    shared.tokenize += now() - t;
+    const count = calib.samples + calib.heldOut;
+    const S = opt0.calibSeqlen;
+    const statRows = calib.samples * S;
+    const allRows = count * S;
+
+    const targets: Target[] = [];
+    for (const o of outs) {
+      const opt = o.opt;
+      const dtype = opt.dtype === 'auto' ? storedDtype(ckpt.info('model.embed_tokens.weight').dtype) : opt.dtype;
+      const exportSettings: ExportSettings = {
+        qkLatentLayernorm: opt.latentNorm === 'exact',
+        qBias: Boolean(spec.attentionBias),
+        attentionBias: spec.attentionBias || spec.oBias,
+        dtype,
+      };
+      const config = deepseekConfig(spec, opt, exportSettings);
+      const mlaSpec = parseModelSpec(config, `${o.outDir}/config.json`);
+      const sink = await OutputSink.open({ ...options, outDir: o.outDir }, opt, numLayers, {
+        source: options.modelDir,
+        opt,
+        calibTokens: tokens.length,
+        calibOffsets: calib.offsets,
+      });
+      targets.push({ opt, outDir: o.outDir, sink, config, mlaSpec, exportSettings, layers: [], times: { ...shared }, startLayer: 0 });
+    }
+
+    // ---- embeddings (or the state of an interrupted run)
+    t = now();
+    progress('embed');
+    let hidden: Float32Array | null = null;
+    let startLayer = 0;
+    if (targets.length === 1) {
+      const resumed = await targets[0].sink.resumeState(allRows * hid);
+      if (resumed) {
+        hidden = resumed.hidden;
+        startLayer = resumed.nextLayer;
+        targets[0].layers.push(...(resumed.layers as LayerReport[]));
+        targets[0].startLayer = startLayer;
+      }
+    }
+    if (!hidden) {
+      const table = await ckpt.read('model.embed_tokens.weight');
+      hidden = new Float32Array(allRows * hid);
+      await native.embedGatherAsync(table, calib.ids, hidden, hid);
+      for (const tg of targets) await tg.sink.writeShard(1, [await rawTensor(ckpt, 'model.embed_tokens.weight')]);
+    }
+    shared.forward += now() - t;
+
+    const x = new Float32Array(allRows * hid);
+    for (let l = startLayer; l < numLayers; l++) {
+      checkAbort(options.signal);
+      const tl = now();
+      t = now();
+      const w = await loadLayerWeights(ckpt, spec, l);
+      shared.read += now() - t;
+
+      // ---- statistics of the attention input (calibration windows only)
+      t = now();
+      progress('statistics', l);
+      await native.rmsNormAsync(hidden, w.tensors['input_layernorm.weight'].data, x, { rows: allRows, dim: hid, eps: spec.rmsNormEps });
+      const acc = new MomentAccumulator(hid);
+      const chunk = 8192;
+      for (let r0 = 0; r0 < statRows; r0 += chunk) {
+        const r1 = Math.min(statRows, r0 + chunk);
+        acc.add(x.subarray(r0 * hid, r1 * hid), r1 - r0);
+      }
+      const moments = acc.moments();
+      const gqa = gqaAttention(w);
+      const needQ = targets.some((tg) => tg.opt.ropeSelection === 'qk' || tg.opt.kvMetric === 'objective');
+      const lm = layerMoments(spec, gqa, moments, needQ);
+      shared.statistics += now() - t;
+
+      // ---- reference attention output on the held-out windows
+      t = now();
+      const xHeld = x.subarray(statRows * hid);
+      const ref = await attentionForward(spec, w, xHeld, calib.heldOut, S);
+      const profile = targets.some((tg) => tg.opt.nopeShrink) ? distanceProfile(spec, gqa, xHeld, calib.heldOut, S) : null;
+      shared.evaluate += now() - t;
+
+      for (const tg of targets) {
+        const { opt, mlaSpec } = tg;
+        const dtype = tg.exportSettings.dtype;
+        // ---- factorize every candidate, keep the best on the held-out windows
+        let best: { f: LayerFactorization; mw: LayerWeights; err: number; balance: number; norm: LayerReport['latentNorm'] } | null = null;
+        const candidates: LayerReport['candidates'] = [];
+        for (const ff of opt.freqfoldCandidates) {
+          for (const balance of opt.balanceCandidates) {
+            checkAbort(options.signal);
+            t = now();
+            progress('factorize', l, `freqfold ${ff}, balance ${balance}`);
+            const f = factorizeLayer(
+              spec,
+              gqa,
+              moments,
+              {
+                qkRopeDim: opt.qkRopeDim,
+                kvLoraRank: opt.kvLoraRank,
+                freqfold: ff,
+                balanceKv: balance,
+                ropeSelection: opt.ropeSelection,
+                kvMetric: opt.kvMetric,
+                nopeCos: opt.nopeShrink && profile ? profile.cos : undefined,
+              },
+              lm,
+            );
+            const { weights: mw, norm } = mlaLayerWeights(spec, w, f, opt, dtype, x, statRows);
+            tg.times.factorize += now() - t;
+            t = now();
+            progress('evaluate', l, `freqfold ${ff}, balance ${balance}`);
+            const out = await attentionForward(mlaSpec, mw, xHeld, calib.heldOut, S);
+            const err = relativeError(out, ref);
+            tg.times.evaluate += now() - t;
+            candidates.push({ freqfold: ff, balanceKv: balance, attnRelError: err });
+            if (!best || err < best.err) best = { f, mw, err, balance, norm };
+          }
+        }
+        const chosen = best!;
+        t = now();
+        progress('write', l);
+        await tg.sink.writeShard(tg.sink.layerShard(l), layerTensors(l, chosen.mw, dtype));
+        tg.times.write += now() - t;
+        tg.layers.push({
+          layer: l,
+          freqfold: chosen.f.freqfold,
+          balanceKv: chosen.balance,
+          candidates,
+          attnRelError: chosen.err,
+          ropeVarianceKept: chosen.f.ropeVarianceKept,
+          pcaVarianceKept: chosen.f.pcaVarianceKept,
+          balanceScale: chosen.f.balanceScale,
+          ropeSpectrum: chosen.f.ropeSpectrum,
+          pcaSpectrum: chosen.f.pcaSpectrum,
+          latentNorm: chosen.norm,
+          seconds: now() - tl,
+        });
+        // ---- propagate through the converted layer (single target with converted inputs)
+        if (opt.calibInputs === 'converted') {
+          t = now();
+          progress('propagate', l);
+          await layerForward(mlaSpec, chosen.mw, hidden, count, S);
+          shared.forward += now() - t;
+        }
+      }
+      if (opt0.calibInputs === 'original') {
+        t = now();
+        progress('propagate', l);
+        await layerForward(spec, w, hidden, count, S);
+        shared.forward += now() - t;
+      }
+      t = now();
+      for (const tg of targets) await tg.sink.layerDone(l, hidden, tg.layers);
+      shared.write += now() - t;
+    }
+
+    // ---- final norm, lm_head, config, tokenizer files, report
+    checkAbort(options.signal);
+    const reports: ConversionReport[] = [];
+    for (const tg of targets) {
+      t = now();
+      const last: OutTensor[] = [await rawTensor(ckpt, 'model.norm.weight')];
+      if (!spec.tieWordEmbeddings) last.push(await rawTensor(ckpt, 'lm_head.weight'));
+      await tg.sink.writeShard(tg.sink.finalShard, last);
+      const report = buildReport(spec, options.modelDir, tg, tokens.length);
+      for (const k of Object.keys(shared) as Array<keyof StageTimes>) tg.times[k] += shared[k];
+      tg.times.write += now() - t;
+      tg.times.total = now() - t0;
+      report.times = tg.times;
+      await tg.sink.finish(options.modelDir, tg.config, report);
+      reports.push(report);
+    }
+    progress('done', numLayers);
+    return reports;
+  } finally {
+    await ckpt.close();
+  }
+}
+
+function buildReport(spec: ModelSpec, modelDir: string, tg: Target, calibTokens: number): ConversionReport {
+  const opt = tg.opt;
+  const perLayerBefore = 2 * spec.numKvHeads * spec.headDim;
+  const perLayerAfter = opt.kvLoraRank + opt.qkRopeDim;
+  const report: ConversionReport = {
+    tool: { name: 'gqa2mla', version: tg.sink.toolVersion },
+    source: { dir: modelDir, modelType: spec.modelType, numLayers: spec.numLayers, numHeads: spec.numHeads, numKvHeads: spec.numKvHeads, headDim: spec.headDim },
+    output: { dir: tg.outDir, shards: Object.keys(tg.sink.shardBytes).sort(), totalBytes: Object.values(tg.sink.shardBytes).reduce((a, b) => a + b, 0) },
+    settings: {
+      method: opt.method,
+      qkRopeDim: opt.qkRopeDim,
+      kvLoraRank: opt.kvLoraRank,
+      freqfold: opt.freqfold,
+      balanceKv: opt.balanceKv,
+      ropeSelection: opt.ropeSelection,
+      kvMetric: opt.kvMetric,
+      nopeShrink: opt.nopeShrink,
+      latentNorm: opt.latentNorm,
+      calibInputs: opt.calibInputs,
+      calibSamples: opt.calibSamples,
+      calibSeqlen: opt.calibSeqlen,
+      heldOutSamples: opt.heldOutSamples,
+      seed: opt.seed,
+      calibTokens,
+      qkLatentLayernorm: tg.exportSettings.qkLatentLayernorm,
+      dtype: tg.exportSettings.dtype,
+    },
+    kvValuesPerToken: {
+      before: perLayerBefore * spec.numLayers,
+      after: perLayerAfter * spec.numLayers,
+      perLayerBefore,
+      perLayerAfter,
+      ratio: perLayerBefore / perLayerAfter,
+    },
+    layers: tg.layers,
+    meanAttnRelError: tg.layers.reduce((s, r) => s + r.attnRelError, 0) / Math.max(1, tg.layers.length),
+    times: tg.times,
+  };
+  if (tg.startLayer > 0) report.resumedFromLayer = tg.startLayer;
+  return report;
+}
+
+async function readCalibText(file?: string): Promise<string> {
+  if (!file) throw new GqaError('ERR_NO_CALIB', 'a calibration text is required (--calib <file>)', 'usage');
+  try {
+    return await readFile(file, 'utf8');
+  } catch (e) {
+    throw new GqaError('ERR_CALIB_READ', `cannot read calibration text ${file}: ${(e as Error).message}`, 'input');
+  }
+}
+
+function storedDtype(d: string): string {
+  return d === 'F32' || d === 'F16' || d === 'BF16' ? d : 'F32';
+}
+
+async function rawTensor(ckpt: Checkpoint, name: string): Promise<OutTensor> {
+  const r = await ckpt.readRaw(name);
+  return { name, dtype: r.dtype, shape: r.shape, data: r.data };
+}
+
+function gqaAttention(w: LayerWeights) {
+  const t = (n: string) => w.tensors[`self_attn.${n}`]?.data ?? null;
+  return { wq: t('q_proj.weight')!, wk: t('k_proj.weight')!, wv: t('v_proj.weight')!, wo: t('o_proj.weight')!, bq: t('q_proj.bias'), bk: t('k_proj.bias'), bv: t('v_proj.bias'), bo: t('o_proj.bias') };
+}
+
+/**
+ * The converted layer as the engine reads it, rounded to the stored dtype (what is
+ * evaluated is what is written), with the exact latent norm applied when enabled.
+ */
+function mlaLayerWeights(
+  spec: ModelSpec,
+  w: LayerWeights,
+  f: LayerFactorization,
+  opt: ResolvedOptions,
+  dtype: string,
+  x: Float32Array,
+  statRows: number,
+): { weights: LayerWeights; norm: LayerReport['latentNorm'] } {
+  const hid = spec.hiddenSize;
+  const R = opt.kvLoraRank;
+  const r = opt.qkRopeDim;
+  const H = spec.numHeads;
+  const d = spec.headDim;
+  const a = f.attention;
+  const kvA = a.kvA;
+  const kvABias = a.kvABias;
+  let normWeight = 1;
+  let norm: LayerReport['latentNorm'] = null;
+  if (opt.latentNorm === 'exact') {
+    const { maxMs, minAbs } = maxLatentMeanSquare(kvA, kvABias, R, hid, x, statRows);
+    const sc = chooseLatentScaling(maxMs, minAbs, spec.rmsNormEps);
+    for (let i = 0; i < R * hid; i++) kvA[i] *= sc.alpha;
+    if (kvABias) for (let i = 0; i < R; i++) kvABias[i] *= sc.alpha;
+    normWeight = sc.weight;
+    norm = {
+      alpha: sc.alpha,
+      weight: sc.weight,
+      maxMeanSquare: sc.maxMeanSquare,
+      boundCalibration: sc.boundCalibration,
+      boundWithMargin: sc.boundWithMargin,
+      margin: sc.margin,
+      minAbsCachedLatent: sc.minAbsLatent,
+      subnormalWeights: 0,
+    };
+  }
+  const rd = (v: Float32Array) => roundToDtype(v, dtype);
+  const tensors: LayerWeights['tensors'] = {};
+  for (const [name, t] of Object.entries(w.tensors)) if (!name.startsWith('self_attn.')) tensors[name] = t;
+  tensors['self_attn.q_proj.weight'] = { data: rd(a.qProj), shape: [H * (d + r), hid] };
+  if (a.qBias) tensors['self_attn.q_proj.bias'] = { data: rd(a.qBias), shape: [H * (d + r)] };
+  tensors['self_attn.kv_a_proj_with_mqa.weight'] = { data: rd(kvA), shape: [R + r, hid] };
+  const attnBias = spec.attentionBias || spec.oBias;
+  if (attnBias) tensors['self_attn.kv_a_proj_with_mqa.bias'] = { data: rd(kvABias ?? new Float32Array(R + r)), shape: [R + r] };
+  tensors['self_attn.kv_a_layernorm.weight'] = { data: new Float32Array(R).fill(normWeight), shape: [R] };
+  tensors['self_attn.kv_b_proj.weight'] = { data: rd(a.kvB), shape: [H * 2 * d, R] };
+  tensors['self_attn.o_proj.weight'] = { data: a.oProj, shape: [hid, H * d] };
+  if (attnBias) tensors['self_attn.o_proj.bias'] = { data: a.oBias ?? new Float32Array(hid), shape: [hid] };
+  if (norm) norm.subnormalWeights = countSubnormal(tensors['self_attn.kv_a_proj_with_mqa.weight'].data, dtype);
+  return { weights: { layer: w.layer, tensors }, norm };
+}
+
+const LAYER_ORDER = [
+  'input_layernorm.weight',
+  'self_attn.q_proj.weight',
+  'self_attn.q_proj.bias',
+  'self_attn.kv_a_proj_with_mqa.weight',
+  'self_attn.kv_a_proj_with_mqa.bias',
+  'self_attn.kv_a_layernorm.weight',
+  'self_attn.kv_b_proj.weight',
+  'self_attn.o_proj.weight',
+  'self_attn.o_proj.bias',
+  'post_attention_layernorm.weight',
+  'mlp.gate_proj.weight',
+  'mlp.up_proj.weight',
+  'mlp.down_proj.weight',
+];
+
+/** The tensors of converted layer `l` in a fixed order (float32 values, stored as `dtype`). */
+function layerTensors(l: number, w: LayerWeights, dtype: string): OutTensor[] {
+  const out: OutTensor[] = [];
+  for (const n of LAYER_ORDER) {
+    const t = w.tensors[n];
+    if (t) out.push({ name: `model.layers.${l}.${n}`, dtype, shape: t.shape, data: t.data });
+  }
+  return out;
+}

@@ -1,0 +1,99 @@
+/**
+ * How far each head looks: from the original layer's attention on held-out calibration
+ * windows, the distribution p_h(delta) of attention mass over relative distances, and
+ * from it E_h[cos(f_i delta)] for every RoPE frequency f_i. A logit term that loses its
+ * rotation (NoPE) is best replaced, in least squares, by its value at delta = 0 times this
+ * expected cosine: ~1 for slow frequencies, ~0 for fast ones whose rotation averages out.
+ */
+import type { ModelSpec } from '../model/spec-types.js';
+import { ropeFor } from '../engine/attention.js';
+import { gemm } from '../linalg.js';
+import type { GqaAttention } from './factorize.js';
+
+/** Attention-mass distribution over distances per head, and the expected cosines. */
+export interface DistanceProfile {
+  /** per head: p(delta) for delta = 0..seqLen-1 (sums to 1) */
+  mass: Float64Array[];
+  /** per head: E[cos(f_i delta)] for i < headDim / 2 */
+  cos: Float64Array[];
+}
+
+function project(x: Float32Array, rows: number, hid: number, w: Float32Array, b: Float32Array | null | undefined, out: number): Float32Array {
+  const y = new Float32Array(rows * out);
+  gemm(x.subarray(0, rows * hid), w, y, rows, out, hid, { transB: true });
+  if (b) for (let r = 0; r < rows; r++) for (let j = 0; j < out; j++) y[r * out + j] += b[j];
+  return y;
+}
+
+function rotate(a: Float32Array, rows: number, heads: number, d: number, seqLen: number, inv: Float32Array, scale: number): void {
+  const half = d / 2;
+  for (let r = 0; r < rows; r++) {
+    const pos = r % seqLen;
+    for (let h = 0; h < heads; h++) {
+      const o = (r * heads + h) * d;
+      for (let i = 0; i < half; i++) {
+        const ang = pos * inv[i];
+        const c = Math.cos(ang) * scale;
+        const s = Math.sin(ang) * scale;
+        const x0 = a[o + i];
+        const x1 = a[o + i + half];
+        a[o + i] = x0 * c - x1 * s;
+        a[o + i + half] = x1 * c + x0 * s;
+      }
+    }
+  }
+}
+
+/**
+ * Measures the distance profile of a GQA layer on `nSeq` windows of `seqLen` normalised
+ * attention inputs `x` (the held-out calibration windows; at most `maxWindows` are used).
+ */
+export function distanceProfile(spec: ModelSpec, w: GqaAttention, x: Float32Array, nSeq: number, seqLen: number, maxWindows = 4): DistanceProfile {
+  const { hiddenSize: hid, numHeads: H, numKvHeads: G, headDim: d } = spec;
+  const n = Math.min(nSeq, maxWindows);
+  const rows = n * seqLen;
+  const tables = ropeFor(spec, seqLen - 1);
+  const inv = tables.invFreq;
+  const q = project(x, rows, hid, w.wq, w.bq, H * d);
+  const k = project(x, rows, hid, w.wk, w.bk, G * d);
+  rotate(q, rows, H, d, seqLen, inv, tables.attentionScaling);
+  rotate(k, rows, G, d, seqLen, inv, tables.attentionScaling);
+  const scale = 1 / Math.sqrt(d);
+  const mass = Array.from({ length: H }, () => new Float64Array(seqLen));
+  const scores = new Float64Array(seqLen);
+  const grp = H / G;
+  for (let s = 0; s < n; s++)
+    for (let h = 0; h < H; h++) {
+      const g = Math.floor(h / grp);
+      for (let t = 0; t < seqLen; t++) {
+        const qo = ((s * seqLen + t) * H + h) * d;
+        let mx = -Infinity;
+        for (let u = 0; u <= t; u++) {
+          const ko = ((s * seqLen + u) * G + g) * d;
+          let dot = 0;
+          for (let i = 0; i < d; i++) dot += q[qo + i] * k[ko + i];
+          scores[u] = dot * scale;
+          if (scores[u] > mx) mx = scores[u];
+        }
+        let z = 0;
+        for (let u = 0; u <= t; u++) {
+          scores[u] = Math.exp(scores[u] - mx);
+          z += scores[u];
+        }
+        for (let u = 0; u <= t; u++) mass[h][t - u] += scores[u] / z;
+      }
+    }
+  const cos = mass.map((m) => {
+    let tot = 0;
+    for (const v of m) tot += v;
+    for (let i = 0; i < m.length; i++) m[i] /= tot;
+    const c = new Float64Array(d / 2);
+    for (let i = 0; i < d / 2; i++) {
+      let e = 0;
+      for (let delta = 0; delta < m.length; delta++) e += m[delta] * Math.cos(inv[i] * delta);
+      c[i] = e;
+    }
+    return c;
+  });
+  return { mass, cos };
+}

@@ -1,0 +1,247 @@
+/**
+ * The conversion's output directory, written so that an interrupted run never leaves a
+ * complete-looking checkpoint and can be resumed bit-identically.
+ *
+ * Everything is written under `<out>.partial/` and renamed to `<out>` at the very end.
+ * Shards are per stage: shard 1 holds the embeddings, shard 2 + l decoder layer l, the last
+ * one the final norm (and lm_head when untied); the index maps every tensor. After each
+ * layer, `journal.json` records the finished layers and their reports, and `hidden.f32`
+ * the calibration hidden states entering the next layer, so `--resume` continues from
+ * there. The journal also stores the settings; a resume with different settings is refused.
+ */
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { GqaError, usageError } from '../errors.js';
+import type { ConvertOptions, ResolvedOptions } from './options.js';
+
+/** A tensor to store: float32 values converted to `dtype`, or raw bytes already in it. */
+export interface OutTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  data: Float32Array | Uint8Array;
+}
+
+const DTYPE_BYTES: Record<string, number> = { BF16: 2, F16: 2, F32: 4, F64: 8, I64: 8 };
+
+/** Encodes float32 values in a stored dtype (BF16 round-to-nearest-even, F16 via Math.fround path). */
+export function encodeFloats(a: Float32Array, dtype: string): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  if (dtype === 'BF16') {
+    const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
+    const out = new Uint16Array(a.length);
+    for (let i = 0; i < a.length; i++) {
+      const b = u[i];
+      if ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff) out[i] = (b >>> 16) | 0x40;
+      else out[i] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+    }
+    return new Uint8Array(out.buffer);
+  }
+  if (dtype === 'F16') {
+    const out = new Uint16Array(a.length);
+    for (let i = 0; i < a.length; i++) out[i] = toHalf(a[i]);
+    return new Uint8Array(out.buffer);
+  }
+  throw new GqaError('ERR_DTYPE', `cannot store float values as ${dtype}`, 'runtime');
+}
+
+function toHalf(v: number): number {
+  const f = new Float32Array([v]);
+  const x = new Uint32Array(f.buffer)[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    if (rem > halfway || (rem === halfway && h & 1)) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
+  return sign | h;
+}
+
+/** Writes one safetensors file (header padded to 8 bytes, metadata {"format":"pt"}). */
+async function writeShard(path: string, tensors: OutTensor[]): Promise<number> {
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
+  const blobs: Uint8Array[] = [];
+  let off = 0;
+  for (const t of tensors) {
+    const bytes = t.data instanceof Uint8Array ? t.data : encodeFloats(t.data, t.dtype);
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    if (bytes.byteLength !== numel * DTYPE_BYTES[t.dtype])
+      throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${t.name}: ${bytes.byteLength} bytes for shape [${t.shape}] ${t.dtype}`, 'runtime');
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes.byteLength] };
+    off += bytes.byteLength;
+    blobs.push(bytes);
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  const tmp = `${path}.tmp`;
+  const fh = await open(tmp, 'w');
+  try {
+    await fh.write(head);
+    await fh.write(Buffer.from(json));
+    for (const b of blobs) await fh.write(b);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  return off;
+}
+
+interface Journal {
+  settingsKey: string;
+  layersDone: number;
+  layers: unknown[];
+  shardBytes: Record<string, number>;
+  weightMap: Record<string, string>;
+}
+
+/** The partial output directory of a conversion. */
+export class OutputSink {
+  readonly toolVersion = '0.1.0';
+  private journal: Journal;
+  private constructor(
+    readonly outDir: string,
+    readonly partialDir: string,
+    readonly numLayers: number,
+    private readonly overwrite: boolean,
+    journal: Journal,
+  ) {
+    this.journal = journal;
+  }
+
+  /**
+   * Prepares `<out>.partial/`: refuses an existing output unless overwrite, refuses an
+   * existing partial directory unless resume (or overwrite, which starts afresh).
+   */
+  static async open(o: ConvertOptions, opt: ResolvedOptions, numLayers: number, settings: unknown): Promise<OutputSink> {
+    const out = o.outDir.replace(/\/+$/, '');
+    const partial = `${out}.partial`;
+    if (existsSync(out) && !o.overwrite)
+      throw usageError('ERR_OUTPUT_EXISTS', `output directory ${out} already exists (use --force to replace it)`);
+    const settingsKey = createHash('sha256').update(JSON.stringify(settings)).digest('hex');
+    const fresh: Journal = { settingsKey, layersDone: 0, layers: [], shardBytes: {}, weightMap: {} };
+    if (existsSync(partial)) {
+      if (o.resume) {
+        let j: Journal;
+        try {
+          j = JSON.parse(await readFile(join(partial, 'journal.json'), 'utf8')) as Journal;
+        } catch {
+          throw new GqaError('ERR_RESUME', `cannot resume: ${partial}/journal.json is missing or unreadable (rerun without --resume, with --force)`, 'input');
+        }
+        if (j.settingsKey !== settingsKey)
+          throw usageError('ERR_RESUME', `cannot resume: ${partial} was started with different settings or inputs (rerun with --force to start afresh)`);
+        return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), j);
+      }
+      if (!o.overwrite)
+        throw usageError('ERR_OUTPUT_EXISTS', `an interrupted conversion is in ${partial}: use --resume to continue it or --force to start afresh`);
+      await rm(partial, { recursive: true, force: true });
+    } else if (o.resume) {
+      // nothing to resume: start normally
+    }
+    await mkdir(partial, { recursive: true });
+    await writeFile(join(partial, 'journal.json'), JSON.stringify(fresh));
+    void opt;
+    return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), fresh);
+  }
+
+  private shardName(index: number): string {
+    const total = this.numLayers + 2;
+    const w = Math.max(5, String(total).length);
+    return `model-${String(index).padStart(w, '0')}-of-${String(total).padStart(w, '0')}.safetensors`;
+  }
+
+  /** Writes the tensors of shard `index` (1-based) and records them. */
+  async writeShard(index: number, tensors: OutTensor[]): Promise<void> {
+    const name = this.shardName(index);
+    const bytes = await writeShard(join(this.partialDir, name), tensors);
+    this.journal.shardBytes[name] = bytes;
+    for (const t of tensors) this.journal.weightMap[t.name] = name;
+  }
+
+  /** Layers already finished by an earlier, interrupted run, with the hidden states to go on from. */
+  async resumeState(hiddenLength: number): Promise<{ nextLayer: number; hidden: Float32Array; layers: unknown[] } | null> {
+    if (this.journal.layersDone === 0) return null;
+    const path = join(this.partialDir, 'hidden.f32');
+    const st = await stat(path).catch(() => null);
+    if (!st || st.size !== hiddenLength * 4)
+      throw new GqaError('ERR_RESUME', `cannot resume: ${path} is missing or has the wrong size`, 'input');
+    const buf = await readFile(path);
+    const hidden = new Float32Array(hiddenLength);
+    new Uint8Array(hidden.buffer).set(buf);
+    return { nextLayer: this.journal.layersDone, hidden, layers: this.journal.layers };
+  }
+
+  /** Records layer `layer` as finished (after its shard is written). */
+  async layerDone(layer: number, hidden: Float32Array, layers: unknown[]): Promise<void> {
+    const tmp = join(this.partialDir, 'hidden.f32.tmp');
+    await writeFile(tmp, new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength));
+    await rename(tmp, join(this.partialDir, 'hidden.f32'));
+    this.journal.layersDone = layer + 1;
+    this.journal.layers = layers;
+    const jt = join(this.partialDir, 'journal.json.tmp');
+    await writeFile(jt, JSON.stringify(this.journal));
+    await rename(jt, join(this.partialDir, 'journal.json'));
+  }
+
+  /** Bytes of every shard written so far, by file name. */
+  get shardBytes(): Record<string, number> {
+    return this.journal.shardBytes;
+  }
+
+  /** Index of shard holding layer `l`. */
+  layerShard(l: number): number {
+    return l + 2;
+  }
+
+  /** Index of the last shard (final norm, lm_head). */
+  get finalShard(): number {
+    return this.numLayers + 2;
+  }
+
+  /**
+   * Writes the index, config, copied tokenizer/generation files and the report, then
+   * renames the partial directory to the output directory.
+   */
+  async finish(sourceDir: string, config: unknown, report: unknown): Promise<{ shards: string[]; totalSize: number }> {
+    const shards = Object.keys(this.journal.shardBytes).sort();
+    const totalSize = Object.values(this.journal.shardBytes).reduce((a, b) => a + b, 0);
+    const weightMap: Record<string, string> = {};
+    for (const k of Object.keys(this.journal.weightMap).sort()) weightMap[k] = this.journal.weightMap[k];
+    const p = this.partialDir;
+    await writeFile(join(p, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2)}\n`);
+    await writeFile(join(p, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json', 'tokenizer.model']) {
+      if (existsSync(join(sourceDir, f))) await copyFile(join(sourceDir, f), join(p, f));
+    }
+    await writeFile(join(p, 'conversion-report.json'), `${JSON.stringify(report, null, 2)}\n`);
+    await rm(join(p, 'hidden.f32'), { force: true });
+    await rm(join(p, 'journal.json'), { force: true });
+    if (existsSync(this.outDir)) {
+      if (!this.overwrite) throw usageError('ERR_OUTPUT_EXISTS', `output directory ${this.outDir} appeared during the conversion`);
+      const old = `${this.outDir}.old-${process.pid}`;
+      await rename(this.outDir, old);
+      await rename(p, this.outDir);
+      await rm(old, { recursive: true, force: true });
+    } else {
+      await rename(p, this.outDir);
+    }
+    return { shards, totalSize };
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * End-to-end conversion on the real fixtures: exactness settings (a)-(c) of the
+ * conversion-core issue, resume after abort, and refusal of impossible settings.
+ */
+import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { convert } from '../src/convert/convert.js';
+import { Checkpoint } from '../src/checkpoint/checkpoint.js';
+import { loadModelSpec } from '../src/model/spec.js';
+import { loadLayerWeights } from '../src/engine/weights.js';
+import { roropeRotation } from '../src/convert/rorope.js';
+import { fromArray } from '../src/convert/mat.js';
+import { MomentAccumulator, secondMoment } from '../src/convert/statistics.js';
+import { native } from '../src/native/binding.js';
+import { evalPpl } from '../src/eval/ppl.js';
+import { gqaAttentionRef, relErr, rotatedAttentionRef, type RotPair } from './helpers/ref-attention.js';
+
+const FIX = join(__dirname, 'fixtures');
+const LLAMA = join(FIX, 'tiny-llama-gqa');
+const QWEN = join(FIX, 'tiny-qwen2-gqa');
+const CALIB = readFileSync(join(FIX, 'pydocs-train-3M.txt'), 'utf8').slice(0, 400_000);
+const EVAL = join(FIX, 'pydocs-eval.txt');
+let tmp: string;
+
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'gqa2mla-conv-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const small = { calibText: CALIB, calibSamples: 16, calibSeqlen: 128, heldOutSamples: 4 };
+
+test.each([
+  ['tiny-llama-gqa', LLAMA],
+  ['tiny-qwen2-gqa', QWEN],
+])('(a) %s: merge + RoRoPE rotation without truncation reproduces every layer (float64)', async (_n, dir) => {
+  const spec = await loadModelSpec(dir);
+  const ck = await Checkpoint.open(dir);
+  try {
+    const T = 40;
+    const ids = Int32Array.from({ length: T }, (_, i) => (i * 37 + 11) % spec.vocabSize);
+    const table = await ck.read('model.embed_tokens.weight');
+    const h = new Float32Array(T * spec.hiddenSize);
+    native.embedGather(table, ids, h, spec.hiddenSize);
+    const invFreq = new Float64Array(spec.headDim / 2).map((_, i) => Math.pow(spec.rope.theta, (-2 * i) / spec.headDim));
+    for (let l = 0; l < spec.numLayers; l++) {
+      const w = await loadLayerWeights(ck, spec, l);
+      const x = new Float32Array(T * spec.hiddenSize);
+      native.rmsNorm(h, w.tensors['input_layernorm.weight'].data, x, { rows: T, dim: spec.hiddenSize, eps: spec.rmsNormEps });
+      const acc = new MomentAccumulator(spec.hiddenSize);
+      acc.add(x, T);
+      const L = spec.numKvHeads * spec.headDim;
+      const t = (n: string) => w.tensors[`self_attn.${n}`]?.data ?? null;
+      const gw = { wq: t('q_proj.weight')!, wk: t('k_proj.weight')!, wv: t('v_proj.weight')!, wo: t('o_proj.weight')!, bq: t('q_proj.bias'), bk: t('k_proj.bias'), bv: t('v_proj.bias') };
+      const ckm = secondMoment({ w: fromArray(gw.wk, L, spec.hiddenSize), b: gw.bk ? Float64Array.from(gw.bk) : null }, acc.moments());
+      const rope = roropeRotation(ckm, spec.numKvHeads, spec.headDim, spec.headDim, 1);
+      const pairs: RotPair[] = rope.pairs.map((p) => ({ re: p.re, im: p.im, theta: invFreq[p.freq] }));
+      const dims = { hidden: spec.hiddenSize, heads: spec.numHeads, kvHeads: spec.numKvHeads, headDim: spec.headDim };
+      const xd = Float64Array.from(x);
+      const ref = gqaAttentionRef(xd, T, dims, gw, invFreq);
+      const rot = rotatedAttentionRef(xd, T, dims, gw, rope.rot.data, pairs);
+      expect(relErr(rot, ref)).toBeLessThan(1e-10);
+    }
+  } finally {
+    await ck.close();
+  }
+});
+
+test('(c) tiny-qwen2-gqa lossless setting (qkRopeDim 128, kvLoraRank 128, freqfold 1) equals the original', async () => {
+  const out = join(tmp, 'qwen-lossless');
+  const report = await convert({ modelDir: QWEN, outDir: out, ...small, qkRopeDim: 128, kvLoraRank: 128, freqfold: 1, dtype: 'F32' });
+  expect(report.kvValuesPerToken.perLayerAfter).toBe(256);
+  for (const l of report.layers) expect(l.attnRelError).toBeLessThan(1e-5);
+  const a = await evalPpl({ modelDir: QWEN, textFile: EVAL, seq: 128, windows: 4 });
+  const b = await evalPpl({ modelDir: out, textFile: EVAL, seq: 128, windows: 4 });
+  expect(Math.abs(b.ppl - a.ppl) / a.ppl).toBeLessThan(1e-5);
+  let maxDiff = 0;
+  for (let i = 0; i < a.window0Nll.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a.window0Nll[i] - b.window0Nll[i]));
+  expect(maxDiff).toBeLessThan(1e-4);
+}, 300000);
+
+test('(b) full rank (kvLoraRank = 2L - qkRopeDim) gives the same ppl whatever the factorization', async () => {
+  const ppls: number[] = [];
+  for (const [i, o] of [
+    { method: 'transmla' as const, freqfold: 4 },
+    { method: 'gqa2mla' as const, freqfold: 4, kvMetric: 'objective' as const, ropeSelection: 'key' as const, balanceKv: 3 },
+  ].entries()) {
+    const out = join(tmp, `llama-full-${i}`);
+    await convert({ modelDir: LLAMA, outDir: out, ...small, qkRopeDim: 32, kvLoraRank: 2 * 128 - 32, dtype: 'F32', ...o });
+    ppls.push((await evalPpl({ modelDir: out, textFile: EVAL, seq: 256, windows: 4 })).ppl);
+  }
+  expect(Math.abs(ppls[1] - ppls[0]) / ppls[0]).toBeLessThan(1e-4);
+}, 300000);
+
+test('impossible settings fail before any work, naming the limit', async () => {
+  const out = join(tmp, 'bad');
+  await expect(convert({ modelDir: LLAMA, outDir: out, ...small, qkRopeDim: 32, kvLoraRank: 300 })).rejects.toThrow(/kvLoraRank 300 exceeds the maximum .* = 224/);
+  await expect(convert({ modelDir: LLAMA, outDir: out, ...small, qkRopeDim: 24 })).rejects.toThrow(/qkRopeDim 24 must be even and divide head_dim 64/);
+  await expect(convert({ modelDir: LLAMA, outDir: out, ...small, qkRopeDim: 32, freqfold: 3 })).rejects.toThrow(/freqfold 3 must be a multiple of head_dim \/ qkRopeDim = 2/);
+  await expect(convert({ modelDir: LLAMA, outDir: out, ...small, qkRopeDim: 32, freqfold: 64 })).rejects.toThrow(/freqfold 64/);
+  expect(existsSync(out)).toBe(false);
+  expect(existsSync(`${out}.partial`)).toBe(false);
+});
+
+test('abort after layer 2 of 4, then --resume: byte-identical to an uninterrupted run', async () => {
+  const opts = { modelDir: LLAMA, ...small, qkRopeDim: 32, kvLoraRank: 96, calibInputs: 'converted' as const };
+  const full = join(tmp, 'full');
+  await convert({ ...opts, outDir: full });
+  const part = join(tmp, 'resumed');
+  const ac = new AbortController();
+  await expect(
+    convert({
+      ...opts,
+      outDir: part,
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (p.stage === 'statistics' && p.layer === 2) ac.abort();
+      },
+    }),
+  ).rejects.toThrow(/aborted/);
+  expect(existsSync(part)).toBe(false);
+  expect(existsSync(`${part}.partial`)).toBe(true);
+  await expect(convert({ ...opts, outDir: part })).rejects.toThrow(/--resume/);
+  const report = await convert({ ...opts, outDir: part, resume: true });
+  expect(report.resumedFromLayer).toBe(2);
+  const files = readdirSync(full).filter((f) => f.endsWith('.safetensors') || f === 'model.safetensors.index.json' || f === 'config.json');
+  expect(files.length).toBeGreaterThan(4);
+  for (const f of files) expect(Buffer.compare(readFileSync(join(full, f)), readFileSync(join(part, f)))).toBe(0);
+}, 300000);
