@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -587,10 +588,40 @@ Napi::Value MlaDecodeCpuAsync(const Napi::CallbackInfo& info) {
   return w->Start();
 }
 
+// cpuCopyBandwidth(bytes, iters) -> {gbps, threads}: memcpy of `bytes` split over all
+// threads, median of `iters` runs, counting bytes read plus bytes written (the yardstick
+// of the decode benchmark, measured in the same process).
+Napi::Value CpuCopyBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t bytes = static_cast<size_t>(GetInt(info, 0, "bytes", 1 << 20, int64_t(1) << 36));
+  const int iters = static_cast<int>(GetInt(info, 1, "iters", 1, 1000));
+  std::vector<char> src(bytes, 1), dst(bytes, 2);
+  const size_t threads = static_cast<size_t>(NumThreads());
+  std::vector<double> secs;
+  for (int it = 0; it < iters + 1; ++it) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ParallelFor(threads, 1, [&](size_t b, size_t e) {
+      for (size_t t = b; t < e; ++t) {
+        const size_t lo = bytes * t / threads, hi = bytes * (t + 1) / threads;
+        std::memcpy(dst.data() + lo, src.data() + lo, hi - lo);
+      }
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (it > 0) secs.push_back(s);
+  }
+  std::sort(secs.begin(), secs.end());
+  auto o = Napi::Object::New(env);
+  o.Set("gbps", Napi::Number::New(env, 2.0 * static_cast<double>(bytes) / secs[secs.size() / 2] / 1e9));
+  o.Set("threads", Napi::Number::New(env, static_cast<double>(threads)));
+  o.Set("check", Napi::Number::New(env, static_cast<double>(dst[bytes / 2])));
+  return o;
+}
+
 }  // namespace
 
 void InitDecodeMlaCpu(Napi::Env env, Napi::Object exports) {
   exports.Set("mlaDecodeCpuAsync", Napi::Function::New(env, MlaDecodeCpuAsync, "mlaDecodeCpuAsync"));
+  exports.Set("cpuCopyBandwidth", Napi::Function::New(env, CpuCopyBandwidth, "cpuCopyBandwidth"));
 }
 
 }  // namespace g2m

@@ -399,6 +399,11 @@ export interface NativeBinding {
    * RangeError ERR_SHAPE / ERR_OUT_OF_RANGE).
    */
   mlaDecodeCpuAsync(options: NativeMlaDecodeCpuOptions): Promise<NativeMlaDecodeCpuResult>;
+  /**
+   * memcpy bandwidth of this machine over all threads (median of `iters` copies of `bytes`),
+   * in GB/s counting bytes read plus bytes written; `check` is a byte of the copy.
+   */
+  cpuCopyBandwidth(bytes: number, iters: number): { gbps: number; threads: number; check: number };
   /** CUDA decode kernels; undefined unless the addon was built with -DGQA2MLA_CUDA=ON. */
   decodeCuda?: NativeDecodeCuda;
 }

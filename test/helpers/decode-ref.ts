@@ -135,36 +135,47 @@ export function decodeRef(p: {
   const lse = new Float64Array(batch * qLen * heads);
   const qv = new Float64Array(dqk);
   for (let b = 0; b < batch; b++)
-    for (let i = 0; i < qLen; i++)
-      for (let h = 0; h < heads; h++) {
-        const row = (b * qLen + i) * heads + h;
-        const n = Math.max(0, p.lens[b] - qLen + 1 + i);
-        if (n === 0) {
-          lse[row] = -Infinity;
-          continue;
-        }
-        const kvh = Math.floor(h / group);
-        for (let d = 0; d < dqk; d++) qv[d] = p.q(b, i, h, d);
-        const s = new Float64Array(n);
-        let mx = -Infinity;
-        for (let t = 0; t < n; t++) {
-          let acc = 0;
-          for (let d = 0; d < dqk; d++) acc += qv[d] * p.k(b, t, kvh, d);
-          s[t] = acc * p.scale;
-          if (s[t] > mx) mx = s[t];
-        }
-        let sum = 0;
-        for (let t = 0; t < n; t++) {
-          s[t] = Math.exp(s[t] - mx);
-          sum += s[t];
-        }
-        lse[row] = mx + Math.log(sum);
-        const o = out.subarray(row * dv, (row + 1) * dv);
-        for (let t = 0; t < n; t++) {
-          const w = s[t] / sum;
-          for (let d = 0; d < dv; d++) o[d] += w * p.v(b, t, kvh, d);
-        }
+    for (let kvh = 0; kvh < p.kvHeads; kvh++) {
+      // gather this request's keys and values once for all heads of the group
+      const len = p.lens[b];
+      const K = new Float64Array(len * dqk);
+      const V = new Float64Array(len * dv);
+      for (let t = 0; t < len; t++) {
+        for (let d = 0; d < dqk; d++) K[t * dqk + d] = p.k(b, t, kvh, d);
+        for (let d = 0; d < dv; d++) V[t * dv + d] = p.v(b, t, kvh, d);
       }
+      for (let i = 0; i < qLen; i++)
+        for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+          const row = (b * qLen + i) * heads + h;
+          const n = Math.max(0, len - qLen + 1 + i);
+          if (n === 0) {
+            lse[row] = -Infinity;
+            continue;
+          }
+          for (let d = 0; d < dqk; d++) qv[d] = p.q(b, i, h, d);
+          const s = new Float64Array(n);
+          let mx = -Infinity;
+          for (let t = 0; t < n; t++) {
+            let acc = 0;
+            const off = t * dqk;
+            for (let d = 0; d < dqk; d++) acc += qv[d] * K[off + d];
+            s[t] = acc * p.scale;
+            if (s[t] > mx) mx = s[t];
+          }
+          let sum = 0;
+          for (let t = 0; t < n; t++) {
+            s[t] = Math.exp(s[t] - mx);
+            sum += s[t];
+          }
+          lse[row] = mx + Math.log(sum);
+          const o = out.subarray(row * dv, (row + 1) * dv);
+          for (let t = 0; t < n; t++) {
+            const w = s[t] / sum;
+            const off = t * dv;
+            for (let d = 0; d < dv; d++) o[d] += w * V[off + d];
+          }
+        }
+    }
   return { out, lse };
 }
 

@@ -1,0 +1,64 @@
+#!/bin/bash
+# Decode-kernel run on the GPU machine (device tool), from the repository root:
+#   source .devkit/env.sh && bash bench/device/run-decode.sh [--quick] [--no-torch] [--no-tests]
+# Builds the CUDA addon with cmake-js, runs the CUDA decode tests, benchmarks our kernels
+# (bench/mla-decode/cuda.ts) and the PyTorch references (bench/mla-decode/torch_ref.py),
+# and writes everything to $OUT (at most 8 files): smi.txt, build.log, test.log,
+# bench.log, ours.json, torch.json, mla-decode-results.json, mla-decode.md.
+set -uo pipefail
+OUT=${OUT:-/tmp/decode-out}
+mkdir -p "$OUT"
+QUICK=""
+TORCH=1
+TESTS=1
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=--quick ;;
+    --no-torch) TORCH=0 ;;
+    --no-tests) TESTS=0 ;;
+  esac
+done
+export PYTHONUNBUFFERED=1
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader > "$OUT/smi.txt" 2>&1
+stamp "GPU: $(cat "$OUT/smi.txt")"
+
+# cmake-js wants a Node "dist" folder with include/node/node.h; the devkit carries only
+# the Node-API headers, which are all the addon includes.
+mkdir -p /tmp/nodedir/include/node
+cp "${NODE_API_INCLUDE:?source .devkit/env.sh first}"/*.h /tmp/nodedir/include/node/
+touch /tmp/nodedir/include/node/node.h
+export npm_config_nodedir=/tmp/nodedir
+stamp "building the CUDA addon (cmake-js, -DGQA2MLA_CUDA=ON)"
+if ! timeout 300 node node_modules/.bin/cmake-js compile --CDGQA2MLA_CUDA=ON -p 16 > "$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"
+  stamp "BUILD FAILED"
+  exit 1
+fi
+node -e "const m=require('./build/Release/gqa2mla.node'); console.log('buildInfo.cuda =', m.buildInfo().cuda, JSON.stringify(m.decodeCuda.deviceInfo()))" | tee -a "$OUT/build.log"
+
+if [ "$TESTS" = 1 ]; then
+  stamp "CUDA decode tests"
+  GQA2MLA_TEST_VERBOSE=1 timeout 240 node --experimental-vm-modules --no-warnings node_modules/jest/bin/jest.js \
+    test/decode-cuda.test.ts > "$OUT/test.log" 2>&1
+  rc=$?
+  grep -E "rel |✓|✕|Tests:" "$OUT/test.log" | cut -c1-160
+  stamp "tests exit $rc"
+fi
+
+stamp "bench: our kernels"
+timeout 300 node node_modules/.bin/tsx bench/mla-decode/cuda.ts --out "$OUT/ours.json" $QUICK > "$OUT/bench.log" 2>&1
+stamp "ours exit $?"
+if [ "$TORCH" = 1 ]; then
+  stamp "bench: torch references"
+  timeout 300 python3 bench/mla-decode/torch_ref.py --out "$OUT/torch.json" $QUICK >> "$OUT/bench.log" 2>&1
+  stamp "torch exit $?"
+fi
+tail -5 "$OUT/bench.log"
+if [ -f "$OUT/ours.json" ]; then
+  node node_modules/.bin/tsx bench/mla-decode/report.ts --ours "$OUT/ours.json" --torch "$OUT/torch.json" \
+    --smi "$OUT/smi.txt" --out "$OUT/mla-decode-results.json" --md "$OUT/mla-decode.md"
+fi
+stamp "done"
