@@ -31,6 +31,10 @@ import { type OutTensor, OutputSink } from './output.js';
 import type { ConversionReport, LayerReport, StageTimes } from './report.js';
 import { MomentAccumulator } from './statistics.js';
 import { distanceProfile } from './distance.js';
+import { refitValues } from './refit.js';
+
+/** Calibration windows used by the value refit (bounded for time). */
+const REFIT_WINDOWS = 64;
 
 export type { ConvertOptions, ConversionReport };
 
@@ -248,6 +252,26 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           }
         }
         const chosen = best!;
+        let refit: LayerReport['valueRefit'] = null;
+        if (opt.valueRefit) {
+          // ---- closed-form value refit under the converted attention (calibration windows)
+          t = now();
+          progress('factorize', l, 'value refit');
+          const nFit = Math.min(calib.samples, REFIT_WINDOWS);
+          const kvb = await refitValues(spec, mlaSpec, w, chosen.mw, x, nFit, S);
+          const mw2: LayerWeights = { layer: chosen.mw.layer, tensors: { ...chosen.mw.tensors } };
+          mw2.tensors['self_attn.kv_b_proj.weight'] = { data: roundToDtype(kvb, dtype), shape: chosen.mw.tensors['self_attn.kv_b_proj.weight'].shape };
+          tg.times.factorize += now() - t;
+          t = now();
+          const out = await attentionForward(mlaSpec, mw2, xHeld, calib.heldOut, S);
+          const err = relativeError(out, ref);
+          tg.times.evaluate += now() - t;
+          refit = { windows: nFit, errBefore: chosen.err, errAfter: err, kept: err < chosen.err };
+          if (err < chosen.err) {
+            chosen.mw = mw2;
+            chosen.err = err;
+          }
+        }
         t = now();
         progress('write', l);
         await tg.sink.writeShard(tg.sink.layerShard(l), layerTensors(l, chosen.mw, dtype));
@@ -264,6 +288,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           ropeSpectrum: chosen.f.ropeSpectrum,
           pcaSpectrum: chosen.f.pcaSpectrum,
           latentNorm: chosen.norm,
+          valueRefit: refit,
           seconds: now() - tl,
         });
         // ---- propagate through the converted layer (single target with converted inputs)
@@ -325,6 +350,7 @@ function buildReport(spec: ModelSpec, modelDir: string, tg: Target, calibTokens:
       ropeSelection: opt.ropeSelection,
       kvMetric: opt.kvMetric,
       nopeShrink: opt.nopeShrink,
+      valueRefit: opt.valueRefit,
       latentNorm: opt.latentNorm,
       calibInputs: opt.calibInputs,
       calibSamples: opt.calibSamples,

@@ -50,6 +50,11 @@ export interface ConvertOptions {
    * (default true; false in the 'transmla' preset).
    */
   nopeShrink?: boolean;
+  /**
+   * Refit the value up-projection in closed form under the converted attention, kept only
+   * when it lowers the held-out error (default true; false in the 'transmla' preset).
+   */
+  valueRefit?: boolean;
   /** Metric of the joint K/V compression: 'plain' (TransMLA's PCA) or 'objective' (default). */
   kvMetric?: 'plain' | 'objective';
   /**
@@ -95,6 +100,7 @@ export interface ResolvedOptions {
   ropeSelection: 'key' | 'qk';
   kvMetric: 'plain' | 'objective';
   nopeShrink: boolean;
+  valueRefit: boolean;
   latentNorm: 'exact' | 'off';
   calibInputs: CalibInputs;
   dtype: 'auto' | 'BF16' | 'F16' | 'F32';
@@ -170,6 +176,7 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     ropeSelection,
     kvMetric,
     nopeShrink: o.nopeShrink ?? !tm,
+    valueRefit: o.valueRefit ?? !tm,
     latentNorm,
     calibInputs,
     dtype,

@@ -28,6 +28,8 @@ export interface LayerReport {
     minAbsCachedLatent: number;
     subnormalWeights: number;
   } | null;
+  /** closed-form value refit: held-out error before/after, kept when it helped */
+  valueRefit: { windows: number; errBefore: number; errAfter: number; kept: boolean } | null;
   seconds: number;
 }
 
@@ -58,6 +60,7 @@ export interface ConversionReport {
     ropeSelection: 'key' | 'qk';
     kvMetric: 'plain' | 'objective';
     nopeShrink: boolean;
+    valueRefit: boolean;
     latentNorm: 'exact' | 'off';
     calibInputs: 'original' | 'converted';
     calibSamples: number;

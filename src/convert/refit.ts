@@ -1,0 +1,153 @@
+/**
+ * Value refit under the converted attention (training-free, calibration data only).
+ *
+ * The converted layer attends with new probabilities P' (partial RoPE, compressed keys).
+ * Its value path is linear in the attended latent z_h(t) = sum_s P'_h(t, s) c(s), so the
+ * value up-projection W_uv,h (the v rows of kv_b_proj for head h) can be chosen in closed
+ * form to reproduce the original head output o_h(t) = sum_s P_h(t, s) v(s):
+ *   W_uv,h = argmin sum_t |W z_h(t) - o_h(t)|^2 + ridge = B_h (A_h + lambda I)^-1,
+ *   A_h = sum_t z_h z_h^T (R x R), B_h = sum_t o_h z_h^T (d x R), in float64.
+ * o_proj is shared and linear, so matching every head's output matches the layer output.
+ */
+import type { ModelSpec } from '../model/spec-types.js';
+import { native } from '../native/binding.js';
+import { ropeFor } from '../engine/attention.js';
+import type { LayerWeights } from '../engine/weights.js';
+import { mlaSoftmaxScale } from '../model/rope.js';
+import { eigh, gemm } from '../linalg.js';
+
+function positions(rows: number, seqLen: number): Int32Array {
+  const p = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) p[r] = r % seqLen;
+  return p;
+}
+
+const t = (w: LayerWeights, n: string) => w.tensors[`self_attn.${n}`]?.data ?? null;
+
+/** Per-head attention outputs before o_proj of the original GQA layer: [rows, H, d]. */
+async function originalHeadOutputs(spec: ModelSpec, w: LayerWeights, x: Float32Array, nSeq: number, seqLen: number): Promise<Float32Array> {
+  const { hiddenSize: hid, numHeads: H, numKvHeads: G, headDim: d } = spec;
+  const rows = nSeq * seqLen;
+  const q = new Float32Array(rows * H * d);
+  const k = new Float32Array(rows * G * d);
+  const v = new Float32Array(rows * G * d);
+  await native.linearAsync(x, t(w, 'q_proj.weight')!, q, { rows, inDim: hid, outDim: H * d, bias: t(w, 'q_proj.bias') });
+  await native.linearAsync(x, t(w, 'k_proj.weight')!, k, { rows, inDim: hid, outDim: G * d, bias: t(w, 'k_proj.bias') });
+  await native.linearAsync(x, t(w, 'v_proj.weight')!, v, { rows, inDim: hid, outDim: G * d, bias: t(w, 'v_proj.bias') });
+  const rope = ropeFor(spec, seqLen - 1);
+  const pos = positions(rows, seqLen);
+  const ro = { headStride: d, rotDim: rope.rotDim, scale: rope.attentionScaling };
+  await native.ropeAsync(q, pos, rope.invFreq, { ...ro, rowStride: H * d, nHeads: H });
+  await native.ropeAsync(k, pos, rope.invFreq, { ...ro, rowStride: G * d, nHeads: G });
+  const o = new Float32Array(rows * H * d);
+  await native.attentionAsync(q, k, v, o, { nSeq, seqLen, nHeads: H, nKvHeads: G, qkDim: d, vDim: d, scale: 1 / Math.sqrt(d) });
+  return o;
+}
+
+/** Attended latents of the converted layer, z = P' c per head: [rows, H, R]. */
+async function attendedLatents(mla: ModelSpec, w: LayerWeights, x: Float32Array, nSeq: number, seqLen: number): Promise<Float32Array> {
+  const m = mla.mla!;
+  const { hiddenSize: hid, numHeads: H } = mla;
+  const dn = m.qkNopeHeadDim;
+  const dr = m.qkRopeHeadDim;
+  const dv = m.vHeadDim;
+  const R = m.kvLoraRank;
+  const dq = dn + dr;
+  const rows = nSeq * seqLen;
+  const q = new Float32Array(rows * H * dq);
+  await native.linearAsync(x, t(w, 'q_proj.weight')!, q, { rows, inDim: hid, outDim: H * dq, bias: t(w, 'q_proj.bias') });
+  const kva = new Float32Array(rows * (R + dr));
+  await native.linearAsync(x, t(w, 'kv_a_proj_with_mqa.weight')!, kva, { rows, inDim: hid, outDim: R + dr, bias: t(w, 'kv_a_proj_with_mqa.bias') });
+  const latent = new Float32Array(rows * R);
+  if (m.qkLatentLayernorm) {
+    await native.rmsNormAsync(kva, t(w, 'kv_a_layernorm.weight')!, latent, { rows, dim: R, eps: mla.rmsNormEps, xStride: R + dr });
+  } else {
+    for (let r = 0; r < rows; r++) latent.set(kva.subarray(r * (R + dr), r * (R + dr) + R), r * R);
+  }
+  // k_nope per head from the k rows of kv_b
+  const kvb = t(w, 'kv_b_proj.weight')!;
+  const wuk = new Float32Array(H * dn * R);
+  for (let h = 0; h < H; h++) wuk.set(kvb.subarray(h * (dn + dv) * R, (h * (dn + dv) + dn) * R), h * dn * R);
+  const kn = new Float32Array(rows * H * dn);
+  await native.linearAsync(latent, wuk, kn, { rows, inDim: R, outDim: H * dn });
+  const rope = ropeFor(mla, seqLen - 1);
+  const pos = positions(rows, seqLen);
+  const scale = rope.attentionScaling;
+  const interleave = m.ropeInterleave;
+  await native.ropeAsync(q, pos, rope.invFreq, { rowStride: H * dq, nHeads: H, headStride: dq, offset: dn, rotDim: dr, scale, interleave });
+  await native.ropeAsync(kva, pos, rope.invFreq, { rowStride: R + dr, nHeads: 1, headStride: R + dr, offset: R, rotDim: dr, scale, interleave });
+  const z = new Float32Array(rows * H * R);
+  await native.attentionAsync(q, kn, latent, z, {
+    nSeq,
+    seqLen,
+    nHeads: H,
+    nKvHeads: H,
+    qkDim: dn,
+    vDim: R,
+    scale: mlaSoftmaxScale(mla),
+    kHeadStride: dn,
+    kRowStride: H * dn,
+    vHeadStride: 0,
+    vRowStride: R,
+    kRope: kva.subarray(R),
+    ropeDim: dr,
+    kRopeRowStride: R + dr,
+  });
+  return z;
+}
+
+/**
+ * Returns the refit value rows of kv_b_proj ([H * (d + d), R] with the v rows replaced),
+ * from `nSeq` calibration windows of normalised attention inputs `x`.
+ */
+export async function refitValues(
+  spec: ModelSpec,
+  mla: ModelSpec,
+  orig: LayerWeights,
+  conv: LayerWeights,
+  x: Float32Array,
+  nSeq: number,
+  seqLen: number,
+  ridge = 1e-4,
+): Promise<Float32Array> {
+  const H = spec.numHeads;
+  const d = spec.headDim;
+  const R = mla.mla!.kvLoraRank;
+  const dn = mla.mla!.qkNopeHeadDim;
+  const dv = mla.mla!.vHeadDim;
+  const rows = nSeq * seqLen;
+  const o = await originalHeadOutputs(spec, orig, x, nSeq, seqLen);
+  const z = await attendedLatents(mla, conv, x, nSeq, seqLen);
+  const kvb = t(conv, 'kv_b_proj.weight')!.slice();
+  const zh = new Float64Array(rows * R);
+  const oh = new Float64Array(rows * d);
+  for (let h = 0; h < H; h++) {
+    for (let r = 0; r < rows; r++) {
+      for (let j = 0; j < R; j++) zh[r * R + j] = z[(r * H + h) * R + j];
+      for (let j = 0; j < d; j++) oh[r * d + j] = o[(r * H + h) * d + j];
+    }
+    const A = new Float64Array(R * R);
+    gemm(zh, zh, A, R, R, rows, { transA: true });
+    const B = new Float64Array(d * R);
+    gemm(oh, zh, B, d, R, rows, { transA: true });
+    let tr = 0;
+    for (let i = 0; i < R; i++) tr += A[i * R + i];
+    const lam = (ridge * tr) / R;
+    // (A + lam I)^-1 via eigh
+    const { values, vectors } = eigh(A, R);
+    const inv = new Float64Array(R * R);
+    for (let c = 0; c < R; c++) {
+      const s = 1 / (Math.max(values[c], 0) + lam);
+      for (let i = 0; i < R; i++) {
+        const vi = vectors[i * R + c] * s;
+        if (vi === 0) continue;
+        for (let j = 0; j < R; j++) inv[i * R + j] += vi * vectors[j * R + c];
+      }
+    }
+    const W = new Float64Array(d * R);
+    gemm(B, inv, W, d, R, R);
+    const base = (h * (dn + dv) + dn) * R;
+    for (let i = 0; i < d * R; i++) kvb[base + i] = W[i];
+  }
+  return kvb;
+}
