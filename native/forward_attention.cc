@@ -89,14 +89,15 @@ using fwd::v16;
 using fwd::vi16;
 constexpr size_t kRb = 4;  // query rows per register block
 
-// S[r, 0:kBk] = sum_c Q[r, c] Kt[c, 0:kBk] for the kRb rows at q (row stride ldq); 16 accumulators.
-G2M_HOT void ScoreBlock(const float* __restrict q, size_t ldq, const float* __restrict kt, size_t d, float* __restrict s) {
+// S[r, 0:kBk] = sum_c Q[r, c] Kt[c, 0:kBk] for the kRb rows at q (row stride ldq), Kt rows ldk apart;
+// 16 accumulators.
+G2M_HOT void ScoreBlock(const float* __restrict q, size_t ldq, const float* __restrict kt, size_t ldk, size_t d, float* __restrict s) {
   v16 a[kRb][4];
   for (size_t r = 0; r < kRb; ++r)
     for (size_t u = 0; u < 4; ++u) a[r][u] = v16{};
   for (size_t c = 0; c < d; ++c) {
-    const v16 k0 = Load16(kt + c * kBk), k1 = Load16(kt + c * kBk + 16), k2 = Load16(kt + c * kBk + 32),
-              k3 = Load16(kt + c * kBk + 48);
+    const float* kr = kt + c * ldk;
+    const v16 k0 = Load16(kr), k1 = Load16(kr + 16), k2 = Load16(kr + 32), k3 = Load16(kr + 48);
     for (size_t r = 0; r < kRb; ++r) {
       const v16 qv = Splat(q[r * ldq + c]);
       a[r][0] += qv * k0;
@@ -140,32 +141,25 @@ G2M_HOT void PvBlock1(const float* __restrict pm, const float* __restrict vb, si
   for (size_t r = 0; r < kRb; ++r) Store16(o + r * ldo, a[r]);
 }
 
-// Online-softmax step of one row: scale, mask outside [lo, hi), new running max, p = exp(s - m)
-// (0 where masked); returns the correction factor exp(m_old - m_new) applied to l and o.
-G2M_HOT float SoftmaxRow(float* __restrict s, size_t lo, size_t hi, float scale, float* m, float* l) {
+// Online-softmax step of one row of kBk scores: scale, new running max, p = exp(s - m) in
+// place (masked entries must already be -inf: they give exactly 0); returns the correction
+// factor exp(m_old - m_new) to apply to the row's running sum (done here) and output.
+G2M_HOT float SoftmaxRow(float* __restrict s, float scale, float* m, float* l) {
   static_assert(kBk == 64, "SoftmaxRow handles 4 x 16 keys");
-  const v16 ninf = Splat(-std::numeric_limits<float>::infinity());
-  const vi16 iota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  const int32_t ilo = static_cast<int32_t>(lo), ihi = static_cast<int32_t>(hi);
-  v16 x[4];
-  for (int u = 0; u < 4; ++u) {
-    const vi16 idx = iota + 16 * u;
-    const vi16 valid = (idx >= ilo) & (idx < ihi);
-    x[u] = Load16(s + 16 * u) * Splat(scale);
-    x[u] = valid ? x[u] : ninf;
-  }
-  v16 a = x[0] > x[1] ? x[0] : x[1];
-  v16 b = x[2] > x[3] ? x[2] : x[3];
+  const v16 sc = Splat(scale);
+  const v16 x0 = Load16(s) * sc, x1 = Load16(s + 16) * sc, x2 = Load16(s + 32) * sc, x3 = Load16(s + 48) * sc;
+  v16 a = x0 > x1 ? x0 : x1;
+  const v16 b = x2 > x3 ? x2 : x3;
   a = a > b ? a : b;
   const float mnew = std::max(*m, fwd::HMax(a));
   const float corr = (*m == -std::numeric_limits<float>::infinity()) ? 0.0f : fwd::FastExp(*m - mnew);
-  v16 sum = v16{};
-  for (int u = 0; u < 4; ++u) {
-    const v16 e = fwd::ExpV(x[u] - Splat(mnew));  // exp(-inf) = 0
-    Store16(s + 16 * u, e);
-    sum += e;
-  }
-  *l = *l * corr + fwd::HSum(sum);
+  const v16 mv = Splat(mnew);
+  const v16 e0 = fwd::ExpV(x0 - mv), e1 = fwd::ExpV(x1 - mv), e2 = fwd::ExpV(x2 - mv), e3 = fwd::ExpV(x3 - mv);
+  Store16(s, e0);
+  Store16(s + 16, e1);
+  Store16(s + 32, e2);
+  Store16(s + 48, e3);
+  *l = *l * corr + fwd::HSum((e0 + e1) + (e2 + e3));
   *m = mnew;
   return corr;
 }
@@ -174,13 +168,18 @@ G2M_HOT void Scale(float* y, float a, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] *= a;
 }
 
+// Per-thread scratch. A "unit" is one sequence's keys/values of one KV head: its keys are
+// transposed once into kt [dq][tPad] (zero columns past seqLen) and its values packed into
+// vb [tPad][dvPad], then reused by every query block of every query head of the group.
 struct Scratch {
-  size_t dq = 0, dvPad = 0;
+  size_t dq = 0, dvPad = 0, tPad = 0;
   std::vector<float> qb, kt, vb, s, acc, m, l;
-  Scratch(size_t dq_, size_t dv) : dq(dq_), dvPad((dv + 15) / 16 * 16) {
+  size_t unit = static_cast<size_t>(-1);
+  Scratch(size_t dq_, size_t dv, size_t seqLen)
+      : dq(dq_), dvPad((dv + 15) / 16 * 16), tPad((seqLen + kBk - 1) / kBk * kBk) {
     qb.assign(kBq * dq, 0.0f);
-    kt.assign(dq * kBk, 0.0f);
-    vb.assign(kBk * dvPad, 0.0f);
+    kt.assign(dq * tPad, 0.0f);
+    vb.assign(tPad * dvPad, 0.0f);
     s.assign(kBq * kBk, 0.0f);
     acc.assign(kBq * dvPad, 0.0f);
     m.assign(kBq, 0.0f);
@@ -188,10 +187,27 @@ struct Scratch {
   }
 };
 
+void PrepareUnit(const AttnParams& p, size_t seq, size_t g, Scratch& w) {
+  const size_t base = seq * p.seqLen;
+  const size_t T = p.seqLen;
+  float* kt = w.kt.data();
+  for (size_t t = 0; t < T; ++t) {
+    const float* kr = p.k + (base + t) * p.kRow + g * p.kHead;
+    for (size_t c = 0; c < p.qkDim; ++c) kt[c * w.tPad + t] = kr[c];
+    if (p.kRope) {
+      const float* rr = p.kRope + (base + t) * p.kRopeRow;
+      for (size_t c = 0; c < p.ropeDim; ++c) kt[(p.qkDim + c) * w.tPad + t] = rr[c];
+    }
+    const float* vr = p.v + (base + t) * p.vRow + g * p.vHead;
+    std::copy(vr, vr + p.vDim, w.vb.data() + t * w.dvPad);
+  }
+  // columns past T stay zero (scores there are masked anyway; zero keeps them finite)
+  for (size_t c = 0; c < w.dq; ++c) std::fill(kt + c * w.tPad + T, kt + (c + 1) * w.tPad, 0.0f);
+}
+
 void AttendBlock(const AttnParams& p, size_t seq, size_t h, size_t qb, Scratch& w) {
   const size_t dq = w.dq;
   const size_t dvPad = w.dvPad;
-  const size_t g = h / (p.nHeads / p.nKvHeads);
   const size_t base = seq * p.seqLen;
   const size_t q0 = qb * kBq;
   const size_t q1 = std::min(p.seqLen, q0 + kBq);
@@ -211,27 +227,11 @@ void AttendBlock(const AttnParams& p, size_t seq, size_t h, size_t qb, Scratch& 
   }
   std::fill(w.acc.begin(), w.acc.begin() + nqPad * dvPad, 0.0f);
   size_t kStart = 0;
-  if (p.window > 0 && q0 + 1 > p.window) kStart = q0 + 1 - p.window;
-  float* kt = w.kt.data();
-  float* vb = w.vb.data();
+  if (p.window > 0 && q0 + 1 > p.window) kStart = (q0 + 1 - p.window) / kBk * kBk;
   for (size_t k0 = kStart; k0 < q1; k0 += kBk) {
     const size_t nk = std::min(kBk, q1 - k0);
-    // transposed keys (zero columns past nk) and dense values (zero-padded to dvPad)
-    for (size_t j = 0; j < kBk; ++j) {
-      if (j < nk) {
-        const float* kr = p.k + (base + k0 + j) * p.kRow + g * p.kHead;
-        for (size_t c = 0; c < p.qkDim; ++c) kt[c * kBk + j] = kr[c];
-        if (p.kRope) {
-          const float* rr = p.kRope + (base + k0 + j) * p.kRopeRow;
-          for (size_t c = 0; c < p.ropeDim; ++c) kt[(p.qkDim + c) * kBk + j] = rr[c];
-        }
-        const float* vr = p.v + (base + k0 + j) * p.vRow + g * p.vHead;
-        std::copy(vr, vr + p.vDim, vb + j * dvPad);
-      } else {
-        for (size_t c = 0; c < dq; ++c) kt[c * kBk + j] = 0.0f;
-      }
-    }
-    for (size_t i0 = 0; i0 < nqPad; i0 += kRb) ScoreBlock(w.qb.data() + i0 * dq, dq, kt, dq, w.s.data() + i0 * kBk);
+    for (size_t i0 = 0; i0 < nqPad; i0 += kRb)
+      ScoreBlock(w.qb.data() + i0 * dq, dq, w.kt.data() + k0, w.tPad, dq, w.s.data() + i0 * kBk);
     for (size_t i = 0; i < nqPad; ++i) {
       float* srow = w.s.data() + i * kBk;
       size_t lo = 0, hi = 0;
@@ -245,9 +245,14 @@ void AttendBlock(const AttnParams& p, size_t seq, size_t h, size_t qb, Scratch& 
         std::fill(srow, srow + kBk, 0.0f);
         continue;
       }
-      const float corr = SoftmaxRow(srow, lo, hi, p.scale, &w.m[i], &w.l[i]);
+      if (lo > 0 || hi < kBk) {  // diagonal / window-edge / last block: mask
+        std::fill(srow, srow + lo, ninf);
+        std::fill(srow + hi, srow + kBk, ninf);
+      }
+      const float corr = SoftmaxRow(srow, p.scale, &w.m[i], &w.l[i]);
       if (corr != 1.0f) Scale(w.acc.data() + i * dvPad, corr, dvPad);
     }
+    const float* vb = w.vb.data() + k0 * dvPad;
     for (size_t i0 = 0; i0 < nqPad; i0 += kRb) {
       size_t c0 = 0;
       for (; c0 + 64 <= dvPad; c0 += 64)
@@ -267,20 +272,30 @@ void AttendBlock(const AttnParams& p, size_t seq, size_t h, size_t qb, Scratch& 
 void RunAttention(const AttnParams& p) {
   if (p.nSeq == 0) return;
   const size_t nqb = (p.seqLen + kBq - 1) / kBq;
-  const size_t perBlock = p.nSeq * p.nHeads;
-  const size_t total = nqb * perBlock;
+  const size_t grp = p.nHeads / p.nKvHeads;
+  const size_t perUnit = nqb * grp;
+  const size_t total = p.nSeq * p.nKvHeads * perUnit;
   const size_t dq = p.qkDim + p.ropeDim;
   std::atomic<size_t> next{0};
   const size_t threads = std::min<size_t>(static_cast<size_t>(NumThreads()), total);
-  // Dynamic scheduling, most expensive (last) query blocks first.
+  // Dynamic scheduling over (unit, query block, head of the group), most expensive query
+  // blocks of a unit first; threads move through the units together, so each unit's keys
+  // are transposed about once per thread.
   ParallelFor(threads, 1, [&](size_t, size_t) {
-    Scratch w(dq, p.vDim);
+    Scratch w(dq, p.vDim, p.seqLen);
     for (;;) {
       const size_t task = next.fetch_add(1);
       if (task >= total) break;
-      const size_t qb = nqb - 1 - task / perBlock;
-      const size_t rest = task % perBlock;
-      AttendBlock(p, rest / p.nHeads, rest % p.nHeads, qb, w);
+      const size_t unit = task / perUnit;
+      const size_t rest = task % perUnit;
+      const size_t seq = unit / p.nKvHeads;
+      const size_t g = unit % p.nKvHeads;
+      if (w.unit != unit) {
+        PrepareUnit(p, seq, g, w);
+        w.unit = unit;
+      }
+      const size_t qb = nqb - 1 - rest / grp;
+      AttendBlock(p, seq, g * grp + rest % grp, qb, w);
     }
   });
 }
