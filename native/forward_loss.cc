@@ -125,8 +125,8 @@ HeadParams ParseHead(const Napi::CallbackInfo& info, fwd::KeepList*) {
   p.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 40));
   p.hiddenDim = static_cast<size_t>(fwd::ReqInt(o, "hiddenDim", 1, int64_t(1) << 30));
   p.vocab = static_cast<size_t>(fwd::ReqInt(o, "vocab", 1, int64_t(1) << 30));
-  // default: ~16 MiB of logits per chunk
-  const int64_t dflt = std::max<int64_t>(8, std::min<int64_t>(512, (int64_t(1) << 22) / static_cast<int64_t>(p.vocab)));
+  // default: ~32 MiB of logits per chunk (sgemm efficiency drops below ~128 rows)
+  const int64_t dflt = std::max<int64_t>(32, std::min<int64_t>(1024, (int64_t(1) << 23) / static_cast<int64_t>(p.vocab)));
   p.chunk = static_cast<size_t>(OptInt(o, "chunkRows", dflt));
   if (p.chunk == 0) ThrowRangeError(info.Env(), "ERR_OUT_OF_RANGE", "chunkRows must be >= 1");
   if (wlen != p.vocab * p.hiddenDim)

@@ -76,8 +76,16 @@ NormParams ParseNorm(const Napi::CallbackInfo& info, fwd::KeepList*) {
 }
 
 G2M_HOT void NormRow(const float* x, const float* w, float* y, size_t n, double eps) {
+  // sum of squares: 16 float lanes (each over n/16 terms), combined in double
+  fwd::v16 acc = fwd::v16{};
+  size_t i0 = 0;
+  for (; i0 + 16 <= n; i0 += 16) {
+    const fwd::v16 v = fwd::Load16(x + i0);
+    acc += v * v;
+  }
   double ss = 0;
-  for (size_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  for (int k = 0; k < 16; ++k) ss += acc[k];
+  for (size_t i = i0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
   const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
   if (w) {
     for (size_t i = 0; i < n; ++i) y[i] = w[i] * (x[i] * inv);

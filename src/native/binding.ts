@@ -197,7 +197,7 @@ export interface NativeLmHeadOptions {
   rows: number;
   hiddenDim: number;
   vocab: number;
-  /** rows of logits materialised at once (default ~16 MiB worth) */
+  /** rows of logits materialised at once (default ~32 MiB worth, 32..1024 rows) */
   chunkRows?: number;
 }
 
