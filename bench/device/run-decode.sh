@@ -3,8 +3,8 @@
 #   source .devkit/env.sh && bash bench/device/run-decode.sh [--quick] [--no-torch] [--no-tests]
 # Builds the CUDA addon with cmake-js, runs the CUDA decode tests, benchmarks our kernels
 # (bench/mla-decode/cuda.ts) and the PyTorch references (bench/mla-decode/torch_ref.py),
-# and writes everything to $OUT (at most 8 files): smi.txt, build.log, test.log,
-# bench.log, ours.json, torch.json, mla-decode-results.json, mla-decode.md.
+# and writes everything to $OUT (7 files, the device tool returns at most 8): build.log,
+# test.log, bench.log, ours.json, torch.json, mla-decode-results.json, mla-decode.md.
 set -uo pipefail
 OUT=${OUT:-/tmp/decode-out}
 mkdir -p "$OUT"
@@ -22,8 +22,9 @@ export PYTHONUNBUFFERED=1
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader > "$OUT/smi.txt" 2>&1
-stamp "GPU: $(cat "$OUT/smi.txt")"
+SMI=/tmp/decode-smi.txt
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader > "$SMI" 2>&1
+stamp "GPU: $(cat "$SMI")"
 
 # cmake-js wants a Node "dist" folder with include/node/node.h; the devkit carries only
 # the Node-API headers, which are all the addon includes.
@@ -37,6 +38,7 @@ if ! timeout 300 node node_modules/.bin/cmake-js compile --CDGQA2MLA_CUDA=ON -p 
   stamp "BUILD FAILED"
   exit 1
 fi
+cat "$SMI" >> "$OUT/build.log"
 node -e "const m=require('./build/Release/gqa2mla.node'); console.log('buildInfo.cuda =', m.buildInfo().cuda, JSON.stringify(m.decodeCuda.deviceInfo()))" | tee -a "$OUT/build.log"
 
 if [ "$TESTS" = 1 ]; then
@@ -59,6 +61,6 @@ fi
 tail -5 "$OUT/bench.log"
 if [ -f "$OUT/ours.json" ]; then
   node node_modules/.bin/tsx bench/mla-decode/report.ts --ours "$OUT/ours.json" --torch "$OUT/torch.json" \
-    --smi "$OUT/smi.txt" --out "$OUT/mla-decode-results.json" --md "$OUT/mla-decode.md"
+    --smi "$SMI" --out "$OUT/mla-decode-results.json" --md "$OUT/mla-decode.md"
 fi
 stamp "done"

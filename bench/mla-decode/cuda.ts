@@ -60,17 +60,30 @@ interface Cfg {
   lens: Int32Array;
 }
 
-/** Pipeline-depth variant (GQA2MLA_MLA_STAGES=4) on the 16/32-row MLA blocks, fixed lengths. */
-function variantConfigs(): Cfg[] {
-  const list: Cfg[] = [];
+/**
+ * Pipeline variants on the 16/32-row MLA blocks, fixed lengths: GQA2MLA_MLA_STAGES=4 (4
+ * stages) and, for 16-row blocks, =2 (2 stages, 2 blocks per SM).
+ */
+function variantConfigs(): Array<Cfg & { stages: number }> {
+  const list: Array<Cfg & { stages: number }> = [];
   for (const batch of quick ? [128] : [64, 128])
     for (const sk of quick ? [8192] : [4096, 8192, 32768])
-      for (const [heads, qLen] of [
-        [16, 1],
-        [32, 1],
-        [16, 2],
+      for (const [heads, qLen, stages] of [
+        [16, 1, 2],
+        [16, 1, 4],
+        [32, 1, 4],
       ])
-        list.push({ kind: 'mla', batch, sk, heads, kvHeads: 1, qLen, varied: false, lens: lengths(batch, sk, qLen, false, 0) });
+        list.push({
+          kind: 'mla',
+          batch,
+          sk,
+          heads,
+          kvHeads: 1,
+          qLen,
+          varied: false,
+          lens: lengths(batch, sk, qLen, false, 0),
+          stages,
+        });
   return list;
 }
 
@@ -94,7 +107,7 @@ async function main() {
   const copyBefore = dc.copyBandwidth(2 ** 31, 10);
   const main = configs();
   const variants = variantConfigs();
-  const cfgs = [...main, ...variants];
+  const cfgs: Array<Cfg & { stages?: number }> = [...main, ...variants];
   const pagesOf = (c: Cfg) => c.lens.reduce((a, l) => a + Math.ceil(l / PAGE), 0);
   const poolPages = Math.max(...cfgs.map(pagesOf)) + 8;
   const maxRows = Math.max(...cfgs.map((c) => c.batch * c.qLen * c.heads));
@@ -136,7 +149,7 @@ async function main() {
   let done = 0;
   for (const [ci, c] of cfgs.entries()) {
     const variant = ci >= main.length;
-    if (variant) process.env.GQA2MLA_MLA_STAGES = '4';
+    if (variant) process.env.GQA2MLA_MLA_STAGES = String(c.stages);
     const maxBlocks = Math.ceil(Math.max(...c.lens) / PAGE);
     const bt = new Int32Array(c.batch * maxBlocks);
     let next = 0;
@@ -168,7 +181,7 @@ async function main() {
     const flops = 2 * c.heads * c.qLen * total * (dqk + dv);
     delete process.env.GQA2MLA_MLA_STAGES;
     rows.push({
-      kind: variant ? 'mla-stages4' : c.kind,
+      kind: variant ? `mla-stages${c.stages}` : c.kind,
       batch: c.batch,
       sk: c.sk,
       heads: c.heads,

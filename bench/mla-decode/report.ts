@@ -94,15 +94,18 @@ for (const g of oursRows.filter((x) => x.kind === 'gqa')) {
   );
 }
 say();
-const variants = oursRows.filter((r) => r.kind === 'mla-stages4');
+const variants = oursRows.filter((r) => r.kind.startsWith('mla-stages'));
 if (variants.length) {
-  say('### Pipeline depth: 3 stages (default) vs 4 (GQA2MLA_MLA_STAGES=4), fixed lengths', true);
+  say('### Pipeline variants vs the default (3 stages, 1 block/SM), fixed lengths', true);
   say();
-  say('| batch | s_k | heads | q_len | 3 stages ms | % copy | 4 stages ms | % copy |', true);
-  say('|---:|---:|---:|---:|---:|---:|---:|---:|');
+  say('| batch | s_k | heads | q_len | default ms | % copy | variant | ms | % copy |', true);
+  say('|---:|---:|---:|---:|---:|---:|---|---:|---:|');
   for (const v of variants) {
     const d = find(oursRows, 'mla', key(v));
-    say(`| ${v.batch} | ${skName(v.sk)} | ${v.heads} | ${v.qLen} | ${f(d?.ms, 3)} | ${f(d?.pctCopy)} | ${f(v.ms, 3)} | ${f(v.pctCopy)} |`, true);
+    say(
+      `| ${v.batch} | ${skName(v.sk)} | ${v.heads} | ${v.qLen} | ${f(d?.ms, 3)} | ${f(d?.pctCopy)} | ${v.kernel} | ${f(v.ms, 3)} | ${f(v.pctCopy)} |`,
+      true,
+    );
   }
   say();
 }

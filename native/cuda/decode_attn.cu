@@ -121,9 +121,10 @@ __device__ __forceinline__ float WarpSum(float v) {
 // n-tiles of 8 tokens) and k-slice w % KS of the head dimension; the KS partial sums meet
 // in shared memory. Each Q fragment is read once per warp and K fragments are shared by
 // the warp's n-tiles.
-template <int DQK_, int DV_, int MT_, int NW_, int STAGES_, bool SHARED_, int NH_, int KS_>
+template <int DQK_, int DV_, int MT_, int NW_, int STAGES_, bool SHARED_, int NH_, int KS_, int MINB_ = 1>
 struct Cfg {
   static constexpr int DQK = DQK_, DV = DV_, MT = MT_, NW = NW_, STAGES = STAGES_, NH = NH_, KS = KS_;
+  static constexpr int MINB = MINB_;  // blocks per SM the register budget must allow
   static constexpr bool SHARED = SHARED_;
   static constexpr int M = 16 * MT;
   static constexpr int THREADS = NW * 32;
@@ -154,7 +155,7 @@ struct Cfg {
 };
 
 template <class C>
-__global__ void __launch_bounds__(C::THREADS, 1) DecodeKernel(const KArgs a) {
+__global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs a) {
   G2M_DYN_SMEM(smem);
   bf16* sQ = reinterpret_cast<bf16*>(smem);
   bf16* sK = reinterpret_cast<bf16*>(smem + C::Q_BYTES);
@@ -454,6 +455,7 @@ __global__ void FillBf16Kernel(bf16* dst, size_t n, uint64_t seed, float scale) 
 using MlaM16 = Cfg<576, 512, 1, 8, 3, true, 2, 4>;
 using MlaM32 = Cfg<576, 512, 2, 8, 3, true, 1, 4>;
 using MlaM64 = Cfg<576, 512, 4, 8, 3, true, 1, 2>;
+using MlaM16S2 = Cfg<576, 512, 1, 8, 2, true, 2, 4, 2>;  // 2 stages, 2 blocks/SM (GQA2MLA_MLA_STAGES=2)
 using MlaM16S4 = Cfg<576, 512, 1, 8, 4, true, 2, 4>;  // 4-stage variants (GQA2MLA_MLA_STAGES=4)
 using MlaM32S4 = Cfg<576, 512, 2, 8, 4, true, 1, 4>;
 using GqaM16 = Cfg<128, 128, 1, 4, 4, false, 2, 2>;
@@ -482,6 +484,7 @@ const Instance& InstanceAt(int i) {
       Make<MlaM64>("mla576x512.m64"),      Make<MlaM16S4>("mla576x512.m16.s4"),
       Make<MlaM32S4>("mla576x512.m32.s4"), Make<GqaM16>("gqa128.m16"),
       Make<GqaM32>("gqa128.m32"),          Make<GqaM64>("gqa128.m64"),
+      Make<MlaM16S2>("mla576x512.m16.s2"),
   };
   return table[i];
 }
@@ -489,14 +492,16 @@ const Instance& InstanceAt(int i) {
 int RowsOf(const Shape& s) { return s.q_len * (s.heads / s.kv_heads); }
 
 // Picks the instance for a shape. GQA2MLA_MLA_STAGES=4 selects the 4-stage pipeline for
-// 16/32-row MLA blocks (a benchmark knob).
+// 16/32-row MLA blocks, =2 the 2-stage one with 2 blocks per SM for 16-row blocks
+// (benchmark knobs).
 int Select(const Shape& s) {
   const int r = RowsOf(s);
   const int mt = r <= 16 ? 1 : r <= 32 ? 2 : 4;
   if (IsMla(s)) {
     const char* st = std::getenv("GQA2MLA_MLA_STAGES");
-    const bool s4 = st != nullptr && std::atoi(st) == 4;
-    if (s4 && mt <= 2) return mt == 1 ? 3 : 4;
+    const int stages = st != nullptr ? std::atoi(st) : 3;
+    if (stages == 4 && mt <= 2) return mt == 1 ? 3 : 4;
+    if (stages == 2 && mt == 1) return 8;
     return mt == 1 ? 0 : mt == 2 ? 1 : 2;
   }
   return mt == 1 ? 5 : mt == 2 ? 6 : 7;
@@ -549,8 +554,11 @@ std::string MakePlan(const Shape& s, const int32_t* seqlens, Plan* plan) {
   const int target_parts = std::max(1, dev.sm_count * ctas / blocks_per_part);
 
   // Cost model: a piece costs its tiles plus a fixed overhead (query load, pipeline
-  // fill, epilogue) of about kFixed tiles; parts get equal cost.
-  constexpr int kFixed = 2;
+  // fill, epilogue, merge) of about kFixed tiles. At most one part per resident block
+  // (a part more would run in a second wave and double the time), each given about
+  // 1/P of the remaining cost; pieces are at least kMinTiles tiles, and the last part
+  // takes whatever is left.
+  constexpr int kFixed = 2, kMinTiles = 2;
   std::vector<int> tiles(s.batch);
   int64_t total = 0;
   for (int b = 0; b < s.batch; ++b) {
@@ -558,45 +566,62 @@ std::string MakePlan(const Shape& s, const int32_t* seqlens, Plan* plan) {
     tiles[b] = (seqlens[b] + TN - 1) / TN;
     if (tiles[b] > 0) total += tiles[b] + kFixed;
   }
-  const int64_t per_part = std::max<int64_t>(kFixed + 1, (total + target_parts - 1) / target_parts);
+  const int P = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(target_parts, total / (kFixed + kMinTiles))));
   std::vector<SegHost> segs;
   std::vector<int> part_off{0};
   int b = 0, pos = 0;
-  while (b < s.batch) {
-    int64_t cap = per_part;
+  for (int part = 0; part < P && b < s.batch; ++part) {
+    int64_t remaining = 0;  // cost still unassigned
+    for (int i = b; i < s.batch; ++i)
+      if (tiles[i] > (i == b ? pos : 0)) remaining += tiles[i] - (i == b ? pos : 0) + kFixed;
+    if (remaining == 0) break;
+    const bool last = part == P - 1;
+    // parts that start inside a request add a piece (kFixed) each: count them in
+    const int64_t cap = (remaining + kFixed * (P - part - 1) + (P - part) - 1) / (P - part);
+    int64_t used = 0;
     bool any = false;
-    while (b < s.batch && cap > 0) {
+    while (b < s.batch) {
       if (tiles[b] == 0) {
         ++b;
         pos = 0;
         continue;
       }
       const int rem = tiles[b] - pos;
-      if (rem + kFixed <= cap || rem <= kFixed) {  // take the rest (no tiny remainders)
+      if (last || used + rem + kFixed <= cap) {  // the rest of this request fits
         segs.push_back({b, pos, tiles[b], 0});
-        cap -= rem + kFixed;
+        used += rem + kFixed;
         ++b;
         pos = 0;
         any = true;
-      } else {
-        int64_t take = cap - kFixed;
-        if (take < 1) {
-          if (any) break;
-          take = 1;
-        }
-        if (rem - take <= kFixed) take = rem;
-        segs.push_back({b, pos, pos + static_cast<int>(take), 0});
-        pos += static_cast<int>(take);
-        if (pos >= tiles[b]) {
-          ++b;
-          pos = 0;
-        }
-        cap = 0;
-        any = true;
+        continue;
       }
+      int64_t take = cap - used - kFixed;
+      if (take < kMinTiles) {
+        if (any) break;  // part full
+        take = std::min<int64_t>(rem, kMinTiles);
+      }
+      if (rem - take < kMinTiles) take = rem;  // no tiny remainder
+      segs.push_back({b, pos, pos + static_cast<int>(take), 0});
+      used += take + kFixed;
+      pos += static_cast<int>(take);
+      if (pos >= tiles[b]) {
+        ++b;
+        pos = 0;
+      }
+      any = true;
+      break;  // a request was cut: the part is full
     }
     if (any) part_off.push_back(static_cast<int>(segs.size()));
   }
+  // Whatever a rounding left over goes to the last part (never a new one).
+  while (b < s.batch) {
+    if (tiles[b] > pos) segs.push_back({b, pos, tiles[b], 0});
+    ++b;
+    pos = 0;
+  }
+  if (part_off.size() == 1 && !segs.empty()) part_off.push_back(0);
+  part_off.back() = static_cast<int>(segs.size());
   std::vector<int> splits(s.batch, 0), slot_base(s.batch, 0);
   for (const auto& sg : segs) splits[sg.b]++;
   int slots = 0, max_splits = 0, empty = 0;

@@ -24,7 +24,7 @@ struct Case {
   bool paged;
   int sms;
   bool late;
-  bool stages4 = false;  // GQA2MLA_MLA_STAGES=4 variant
+  int stages = 0;  // GQA2MLA_MLA_STAGES variant (0 = default)
 };
 
 double RunCase(const Case& c, uint32_t seed, double* lse_err) {
@@ -84,8 +84,8 @@ double RunCase(const Case& c, uint32_t seed, double* lse_err) {
   for (auto& x : qb) x = ToBf16(U(rng));
   const float scale = c.mla ? 0.1f : 1.f / std::sqrt(128.f);
 
-  if (c.stages4)
-    setenv("GQA2MLA_MLA_STAGES", "4", 1);
+  if (c.stages)
+    setenv("GQA2MLA_MLA_STAGES", std::to_string(c.stages).c_str(), 1);
   else
     unsetenv("GQA2MLA_MLA_STAGES");
   g2m_emu::g_sm_count = c.sms;
@@ -169,7 +169,69 @@ double RunCase(const Case& c, uint32_t seed, double* lse_err) {
 
 }  // namespace
 
+// Schedule check for the benchmark shapes on a 132-SM device: parts never exceed the
+// resident blocks, and the per-part cost (tiles + 2 per piece) is balanced.
+int CheckPlans() {
+  g2m_emu::g_sm_count = 132;
+  int bad = 0;
+  std::mt19937 rng(5);
+  for (int mla = 1; mla >= 0; --mla)
+    for (int batch : {1, 16, 64, 128})
+      for (int sk : {1024, 4096, 8192, 32768})
+        for (int heads : mla ? std::vector<int>{16, 32, 128} : std::vector<int>{32})
+          for (int q_len : {1, 2})
+            for (int varied = 0; varied < 2; ++varied) {
+              Shape s;
+              s.batch = batch;
+              s.q_len = q_len;
+              s.heads = heads;
+              s.kv_heads = mla ? 1 : 8;
+              s.dqk = mla ? 576 : 128;
+              s.dv = mla ? 512 : 128;
+              s.mla = mla;
+              s.seq_stride = 80000;
+              std::vector<int> lens(batch, sk);
+              std::normal_distribution<double> N(sk, sk / 2.0);
+              if (varied)
+                for (auto& l : lens) l = std::max(q_len, static_cast<int>(std::lround(N(rng))));
+              Plan p;
+              std::string e = MakePlan(s, lens.data(), &p);
+              if (!e.empty()) {
+                std::printf("MakePlan: %s\n", e.c_str());
+                return 1;
+              }
+              const int resident = 132 * p.ctas_per_sm / (s.kv_heads * p.m_blocks);
+              const int* off = static_cast<const int*>(p.d_part_offsets);
+              const int4* sg = static_cast<const int4*>(p.d_segments);
+              long mx = 0, mn = 1L << 60, tot = 0;
+              std::vector<long> covered(batch, 0);
+              for (int i = 0; i < p.num_parts; ++i) {
+                long c = 0;
+                for (int j = off[i]; j < off[i + 1]; ++j) {
+                  c += (sg[j].z - sg[j].y + 31) / 32 + 2;
+                  covered[sg[j].x] += sg[j].z - sg[j].y;
+                }
+                mx = std::max(mx, c);
+                mn = std::min(mn, c);
+                tot += c;
+              }
+              bool ok = p.num_parts <= std::max(1, resident) && off[p.num_parts] == p.num_segments;
+              for (int b2 = 0; b2 < batch; ++b2) ok = ok && covered[b2] == lens[b2];
+              const double imb = p.num_parts ? mx / (static_cast<double>(tot) / p.num_parts) : 1.0;
+              if (!ok || (batch * sk >= 16 * 4096 && imb > 1.15)) {
+                ++bad;
+                std::printf("%s b%d sk%d h%d q%d %s: parts %d (resident %d) max/mean cost %.2f%s\n", mla ? "MLA" : "GQA",
+                            batch, sk, heads, q_len, varied ? "varied" : "fixed", p.num_parts, resident, imb,
+                            ok ? "" : " COVERAGE/COUNT FAIL");
+              }
+              FreePlan(&p);
+            }
+  std::printf("plan check: %s (%d flagged)\n", bad ? "FLAGGED" : "ok", bad);
+  return bad ? 1 : 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "--plans") return CheckPlans();
   const uint32_t seed = argc > 1 ? static_cast<uint32_t>(std::atoi(argv[1])) : static_cast<uint32_t>(time(nullptr));
   std::printf("seed %u\n", seed);
   std::vector<Case> cases = {
@@ -185,15 +247,17 @@ int main(int argc, char** argv) {
       {false, 16, 2, 2, {3, 200}, true, 8, true},
       {false, 64, 1, 1, {129, 1}, true, 132, false},
       {true, 16, 1, 1, {0, 0}, true, 4, false},
-      {true, 16, 1, 1, {3, 1, 200}, true, 8, true, true},
-      {true, 32, 1, 1, {0, 170, 64}, false, 132, true, true},
+      {true, 16, 1, 1, {3, 1, 200}, true, 8, true, 4},
+      {true, 32, 1, 1, {0, 170, 64}, false, 132, true, 4},
+      {true, 16, 1, 1, {0, 1, 77, 300}, true, 132, true, 2},
+      {true, 16, 1, 1, {5, 130, 64, 1}, false, 4, false, 2},
   };
   int failed = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
     std::printf("case %zu: %s heads %d/%d q_len %d %s sms %d copies %s%s lens", i, c.mla ? "MLA" : "GQA", c.heads,
                 c.kv_heads, c.q_len, c.paged ? "paged" : "contiguous", c.sms, c.late ? "late" : "early",
-                c.stages4 ? " stages 4" : "");
+                c.stages == 4 ? " stages 4" : c.stages == 2 ? " stages 2" : "");
     for (int l : c.lens) std::printf(" %d", l);
     std::printf("\n");
     double lse_err = 0;
