@@ -80,12 +80,16 @@ function gqaRefBatch(spec: ModelSpec, w: LayerWeights, x: Float32Array, nSeq: nu
 
 describe('GQA attention (llama / qwen2 semantics) vs float64 reference', () => {
   test.each([
-    { heads: 4, kv: 2, d: 64, bias: false, T: 45 },
-    { heads: 2, kv: 1, d: 128, bias: true, T: 70 },
-    { heads: 8, kv: 1, d: 32, bias: false, T: 33 },
-    { heads: 4, kv: 4, d: 64, bias: true, T: 20 },
-  ])('heads=$heads kv=$kv d=$d bias=$bias T=$T', async ({ heads, kv, d, bias, T }) => {
-    const spec = gqaSpec({ hiddenSize: 96, numHeads: heads, numKvHeads: kv, headDim: d, attentionBias: bias, rope: rope(bias ? 1e6 : 1e4) });
+    { heads: 4, kv: 2, d: 64, bias: false, T: 45, llama3: false },
+    { heads: 2, kv: 1, d: 128, bias: true, T: 70, llama3: false },
+    { heads: 8, kv: 1, d: 32, bias: false, T: 33, llama3: false },
+    { heads: 4, kv: 4, d: 64, bias: true, T: 20, llama3: false },
+    { heads: 8, kv: 2, d: 64, bias: false, T: 65, llama3: true },
+  ])('heads=$heads kv=$kv d=$d bias=$bias T=$T llama3=$llama3', async ({ heads, kv, d, bias, T, llama3 }) => {
+    const r: RopeSpec = llama3
+      ? { type: 'llama3', theta: 5e5, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 32, partialRotaryFactor: 1 }
+      : rope(bias ? 1e6 : 1e4);
+    const spec = gqaSpec({ hiddenSize: 96, numHeads: heads, numKvHeads: kv, headDim: d, attentionBias: bias, rope: r });
     const w = gqaWeights(spec, 100 + d, bias);
     const nSeq = 2;
     const x = randn(nSeq * T * spec.hiddenSize, 7);
