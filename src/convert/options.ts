@@ -107,7 +107,7 @@ export interface ResolvedOptions {
 }
 
 /** Balance ratios tried per layer with balanceKv 'auto'. */
-export const BALANCE_CANDIDATES = [0.5, 1, 2, 4];
+export const BALANCE_CANDIDATES = [0.25, 0.5, 1, 2, 4];
 
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v <= 0) throw usageError('ERR_BAD_OPTION', `${name} must be a positive integer (got ${v})`);
