@@ -16,7 +16,7 @@ import { native } from '../src/native/binding.js';
 import { evalPpl } from '../src/eval/ppl.js';
 import { gqaAttentionRef, relErr, rotatedAttentionRef, type RotPair } from './helpers/ref-attention.js';
 
-const FIX = join(__dirname, 'fixtures');
+const FIX = join(new URL('.', import.meta.url).pathname, 'fixtures');
 const LLAMA = join(FIX, 'tiny-llama-gqa');
 const QWEN = join(FIX, 'tiny-qwen2-gqa');
 const CALIB = readFileSync(join(FIX, 'pydocs-train-3M.txt'), 'utf8').slice(0, 400_000);
@@ -68,7 +68,7 @@ test.each([
 
 test('(c) tiny-qwen2-gqa lossless setting (qkRopeDim 128, kvLoraRank 128, freqfold 1) equals the original', async () => {
   const out = join(tmp, 'qwen-lossless');
-  const report = await convert({ modelDir: QWEN, outDir: out, ...small, qkRopeDim: 128, kvLoraRank: 128, freqfold: 1, dtype: 'F32' });
+  const report = await convert({ modelDir: QWEN, outDir: out, ...small, qkRopeDim: 128, kvLoraRank: 128, freqfold: 1, dtype: 'F32', method: 'transmla' });
   expect(report.kvValuesPerToken.perLayerAfter).toBe(256);
   for (const l of report.layers) expect(l.attnRelError).toBeLessThan(1e-5);
   const a = await evalPpl({ modelDir: QWEN, textFile: EVAL, seq: 128, windows: 4 });
@@ -83,7 +83,7 @@ test('(b) full rank (kvLoraRank = 2L - qkRopeDim) gives the same ppl whatever th
   const ppls: number[] = [];
   for (const [i, o] of [
     { method: 'transmla' as const, freqfold: 4 },
-    { method: 'gqa2mla' as const, freqfold: 4, kvMetric: 'objective' as const, ropeSelection: 'key' as const, balanceKv: 3 },
+    { method: 'gqa2mla' as const, freqfold: 4, kvMetric: 'objective' as const, ropeSelection: 'key' as const, balanceKv: 3, nopeShrink: false, valueRefit: false },
   ].entries()) {
     const out = join(tmp, `llama-full-${i}`);
     await convert({ modelDir: LLAMA, outDir: out, ...small, qkRopeDim: 32, kvLoraRank: 2 * 128 - 32, dtype: 'F32', ...o });
@@ -103,7 +103,7 @@ test('impossible settings fail before any work, naming the limit', async () => {
 });
 
 test('abort after layer 2 of 4, then --resume: byte-identical to an uninterrupted run', async () => {
-  const opts = { modelDir: LLAMA, ...small, qkRopeDim: 32, kvLoraRank: 96, calibInputs: 'converted' as const };
+  const opts = { modelDir: LLAMA, ...small, qkRopeDim: 32, kvLoraRank: 96, calibInputs: 'converted' as const, method: 'transmla' as const, freqfold: 'auto' as const };
   const full = join(tmp, 'full');
   await convert({ ...opts, outDir: full });
   const part = join(tmp, 'resumed');

@@ -86,6 +86,7 @@ export function syntheticReport(o: SyntheticOptions = {}): ConversionReport {
         minAbsCachedLatent: 1e-3,
         subnormalWeights: 0,
       },
+      valueRefit: { windows: 64, errBefore: base * 1.1, errAfter: base, kept: true },
       seconds: 1.2 + rnd(),
     });
   }
@@ -105,6 +106,7 @@ export function syntheticReport(o: SyntheticOptions = {}): ConversionReport {
       ropeSelection: 'qk',
       kvMetric: 'objective',
       nopeShrink: true,
+      valueRefit: true,
       latentNorm: 'exact',
       calibInputs: 'original',
       calibSamples: 128,

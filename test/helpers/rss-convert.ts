@@ -1,0 +1,21 @@
+/**
+ * Child process of the conversion memory test: converts a model directory and prints the
+ * process's peak resident set size (process.resourceUsage().maxRSS, KiB).
+ * Usage: tsx test/helpers/rss-convert.ts <model-dir> <out-dir> <calib-text-file>
+ */
+import { convert } from '../../src/convert/convert.js';
+
+const [modelDir, outDir, calibFile] = process.argv.slice(2);
+const r = await convert({
+  modelDir,
+  outDir,
+  calibFile,
+  calibSamples: 16,
+  calibSeqlen: 128,
+  heldOutSamples: 4,
+  qkRopeDim: 32,
+  kvLoraRank: 64,
+  freqfold: 2,
+  method: 'transmla',
+});
+process.stdout.write(`${JSON.stringify({ layers: r.layers.length, maxRssKiB: process.resourceUsage().maxRSS })}\n`);
