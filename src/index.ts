@@ -7,3 +7,20 @@ export { computeRope, modelRope, ropeDimOf, mlaSoftmaxScale, type RopeTables, ty
 export * from './engine/index.js';
 export { loadTokenizer, type ModelTokenizer } from './tokenize.js';
 export { evalPpl, type EvalPplOptions, type PplResult, type PplProgress } from './eval/ppl.js';
+export {
+  mlaDecodeCpu,
+  mlaDecodeCudaHost,
+  gqaDecodeCudaHost,
+  getDecodeCuda,
+  cudaDecodeAvailable,
+  f32ToBf16,
+  bf16ToF32,
+  type MlaDecodeCpuInput,
+  type MlaDecodeCpuResult,
+  type DecodeCudaHostInput,
+  type DecodeCudaHostResult,
+} from './decode.js';
+export { convert, convertSweep, type ConvertOptions, type ConversionReport, type SweepOptions, type SweepResult, type Budget } from './convert/convert.js';
+export type { ConvertProgress } from './convert/options.js';
+export type { LayerReport, StageTimes } from './convert/report.js';
+export { attachPpl, summarizeSweep, type SweepSummary, type SweepRow } from './convert/sweep.js';

@@ -30,6 +30,7 @@ import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './opt
 import { type OutTensor, OutputSink } from './output.js';
 import type { ConversionReport, LayerReport, StageTimes } from './report.js';
 import { MomentAccumulator } from './statistics.js';
+import { writeReportHtml } from '../report/html.js';
 import { distanceProfile } from './distance.js';
 import { refitValues } from './refit.js';
 
@@ -324,6 +325,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
       tg.times.total = now() - t0;
       report.times = tg.times;
       await tg.sink.finish(options.modelDir, tg.config, report);
+      await writeReportHtml(tg.outDir);
       reports.push(report);
     }
     progress('done', numLayers);

@@ -4,6 +4,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { evalPpl } from '../eval/ppl.js';
+import { writeReportHtml } from '../report/html.js';
 import type { SweepResult } from './convert.js';
 import type { ConversionReport } from './report.js';
 
@@ -32,6 +33,7 @@ export async function attachPpl(report: ConversionReport, sourceDir: string, out
   const ppl = { before: b, after: a, protocol: protocol(e) };
   (report as ConversionReport & { ppl?: PplSummary }).ppl = ppl;
   await writeFile(join(outDir, 'conversion-report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  await writeReportHtml(outDir);
   return ppl;
 }
 
