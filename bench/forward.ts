@@ -45,19 +45,24 @@ export function forwardFlops(spec: ModelSpec, windows: number, seq: number): num
   return dense + attn;
 }
 
-/** Best-of-n GFLOP/s of native.linear (sgemm, x W^T) at rows x inDim -> outDim. */
-function sgemmGflops(rows: number, inDim: number, outDim: number, reps = 5): number {
+/** Best-of-n GFLOP/s (wall) of native.linear (sgemm, x W^T) at rows x inDim -> outDim, and GFLOP per CPU-second of that run. */
+function sgemmGflops(rows: number, inDim: number, outDim: number, reps = 7): { gflops: number; gflopPerCpuSecond: number } {
   const x = new Float32Array(rows * inDim).map((_, i) => Math.sin(i));
   const w = new Float32Array(outDim * inDim).map((_, i) => Math.cos(i) * 0.01);
   const y = new Float32Array(rows * outDim);
   native.linear(x, w, y, { rows, inDim, outDim });
   let best = Infinity;
+  let bestCpu = Infinity;
   for (let r = 0; r < reps; r++) {
     const t = performance.now();
+    const c0 = process.cpuUsage();
     native.linear(x, w, y, { rows, inDim, outDim });
+    const c = process.cpuUsage(c0);
     best = Math.min(best, (performance.now() - t) / 1000);
+    bestCpu = Math.min(bestCpu, (c.user + c.system) / 1e6);
   }
-  return (2 * rows * inDim * outDim) / best / 1e9;
+  const f = 2 * rows * inDim * outDim;
+  return { gflops: f / best / 1e9, gflopPerCpuSecond: f / bestCpu / 1e9 };
 }
 
 interface ModelRow {
@@ -71,23 +76,37 @@ interface ModelRow {
   ppl: number;
   seconds: number;
   forwardSeconds: number;
+  /** user + system CPU seconds of this process during the forward (all threads) */
+  cpuSeconds: number;
   tokensPerSecond: number;
   gflop: number;
   gflopsAchieved: number;
+  /** GFLOP per CPU-second: the kernels' efficiency regardless of other load on the cores */
+  gflopPerCpuSecond: number;
+  loadAverageAfter: number;
 }
 
 async function measure(name: string, dir: string, windows: number, seq: number): Promise<ModelRow> {
   const spec = await loadModelSpec(dir);
   let tStart = 0;
   let tEnd = 0;
+  let cStart: NodeJS.CpuUsage = process.cpuUsage();
+  let cpu = 0;
   const r = await evalPpl({
     modelDir: dir,
     textFile: evalText,
     seq,
     windows,
     onProgress: (p) => {
-      if (p.stage === 'embed' && tStart === 0) tStart = performance.now();
-      if (p.stage === 'done') tEnd = performance.now();
+      if (p.stage === 'embed' && tStart === 0) {
+        tStart = performance.now();
+        cStart = process.cpuUsage();
+      }
+      if (p.stage === 'done') {
+        tEnd = performance.now();
+        const c = process.cpuUsage(cStart);
+        cpu = (c.user + c.system) / 1e6;
+      }
     },
   });
   const forwardSeconds = (tEnd - tStart) / 1000;
@@ -108,9 +127,12 @@ async function measure(name: string, dir: string, windows: number, seq: number):
     ppl: r.ppl,
     seconds: r.seconds,
     forwardSeconds,
+    cpuSeconds: cpu,
     tokensPerSecond: (r.windows * seq) / forwardSeconds,
     gflop: flops / 1e9,
     gflopsAchieved: flops / forwardSeconds / 1e9,
+    gflopPerCpuSecond: flops / cpu / 1e9,
+    loadAverageAfter: os.loadavg()[0],
   };
 }
 
@@ -137,9 +159,9 @@ async function mainBench(): Promise<void> {
     { shape: 'tiny lm_head 512x256 -> 4096', rows: 512, inDim: 256, outDim: 4096 },
     { shape: 'SmolLM MLP 2048x576 -> 1536', rows: 2048, inDim: 576, outDim: 1536 },
     { shape: 'SmolLM down 2048x1536 -> 576', rows: 2048, inDim: 1536, outDim: 576 },
-  ].map((s) => ({ ...s, gflops: sgemmGflops(s.rows, s.inDim, s.outDim) }));
-  console.log('\nsgemm (native.linear, best of 5):');
-  for (const s of sgemm) console.log(`  ${s.shape.padEnd(32)} ${s.gflops.toFixed(1).padStart(7)} GFLOP/s`);
+  ].map((s) => ({ ...s, ...sgemmGflops(s.rows, s.inDim, s.outDim) }));
+  console.log('\nsgemm (native.linear, best of 7):');
+  for (const s of sgemm) console.log(`  ${s.shape.padEnd(32)} ${s.gflops.toFixed(1).padStart(7)} GFLOP/s  ${s.gflopPerCpuSecond.toFixed(1).padStart(7)} GFLOP/cpu-s`);
 
   const tmp = mkdtempSync(join(os.tmpdir(), 'g2m-bench-fwd-'));
   const rows: ModelRow[] = [];
@@ -165,12 +187,12 @@ async function mainBench(): Promise<void> {
   }
 
   console.log(`\neval-ppl, ${windows} windows x ${seq} tokens:`);
-  console.log('model                    layers  params(M)  tokens  fwd s   tokens/s  GFLOP  GFLOP/s   ppl');
+  console.log('model                    layers  params(M)  tokens  fwd s   tokens/s  GFLOP  GFLOP/s  GFLOP/cpu-s   ppl');
   for (const r of rows)
     console.log(
       `${r.model.padEnd(24)} ${String(r.layers).padStart(6)} ${(r.params / 1e6).toFixed(1).padStart(10)} ${String(r.tokens).padStart(7)} ${r.forwardSeconds
         .toFixed(2)
-        .padStart(6)} ${r.tokensPerSecond.toFixed(0).padStart(10)} ${r.gflop.toFixed(0).padStart(6)} ${r.gflopsAchieved.toFixed(1).padStart(8)} ${r.ppl.toFixed(3).padStart(9)}`,
+        .padStart(6)} ${r.tokensPerSecond.toFixed(0).padStart(10)} ${r.gflop.toFixed(0).padStart(6)} ${r.gflopsAchieved.toFixed(1).padStart(8)} ${r.gflopPerCpuSecond.toFixed(1).padStart(11)} ${r.ppl.toFixed(3).padStart(9)}`,
     );
 
   const out = {
@@ -178,6 +200,7 @@ async function mainBench(): Promise<void> {
     date: new Date().toISOString(),
     machine,
     notes:
+      'GFLOP/cpu-s divides by the CPU time of all threads of this process (kernel efficiency independent of other load; 2 threads busy = 2 cpu-s per second); ' +
       'eval-ppl protocol (tokens 1..seq-1 of each window scored); forwardSeconds = first embedding to last NLL; GFLOP counts projections, MLP, lm_head and causal attention matmuls only; synthetic model has random weights (its ppl is meaningless)',
     sgemm,
     models: rows,

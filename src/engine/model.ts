@@ -5,7 +5,9 @@
  * states of the batch + one micro-batch of activations + the embedding / lm_head matrix,
  * whatever the depth.
  */
+import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { GqaError } from '../errors.js';
+import { loadModelSpec } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { native } from '../native/binding.js';
 import { type LayerHooks, layerForward, throwIfAborted } from './layer.js';
@@ -138,8 +140,6 @@ export class ModelRunner {
 
   /** Opens `modelDir` (config.json + safetensors) for streamed runs. */
   static async open(modelDir: string, options: RunnerOptions = {}): Promise<ModelRunner> {
-    const { Checkpoint } = await import('../checkpoint/checkpoint.js');
-    const { loadModelSpec } = await import('../model/spec.js');
     const spec = await loadModelSpec(modelDir);
     const ckpt = await Checkpoint.open(modelDir);
     return new ModelRunner(ckpt, spec, options);
