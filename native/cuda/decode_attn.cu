@@ -491,18 +491,20 @@ const Instance& InstanceAt(int i) {
 
 int RowsOf(const Shape& s) { return s.q_len * (s.heads / s.kv_heads); }
 
-// Picks the instance for a shape. GQA2MLA_MLA_STAGES=4 selects the 4-stage pipeline for
-// 16/32-row MLA blocks, =2 the 2-stage one with 2 blocks per SM for 16-row blocks
-// (benchmark knobs).
+// Picks the instance for a shape. 16-row MLA blocks default to the 2-stage pipeline with
+// 2 blocks per SM (on an H100 it streamed at 80-95% of the copy bandwidth where the
+// 3-stage, 1-block version gave 69-77%: bench/results/mla-decode-h100.md). Benchmark
+// knob GQA2MLA_MLA_STAGES: 3 or 4 selects the 1-block 3/4-stage pipelines instead.
 int Select(const Shape& s) {
   const int r = RowsOf(s);
   const int mt = r <= 16 ? 1 : r <= 32 ? 2 : 4;
   if (IsMla(s)) {
     const char* st = std::getenv("GQA2MLA_MLA_STAGES");
-    const int stages = st != nullptr ? std::atoi(st) : 3;
+    const int stages = st != nullptr ? std::atoi(st) : 0;
     if (stages == 4 && mt <= 2) return mt == 1 ? 3 : 4;
-    if (stages == 2 && mt == 1) return 8;
-    return mt == 1 ? 0 : mt == 2 ? 1 : 2;
+    if (stages == 3 && mt == 1) return 0;
+    if (mt == 1) return 8;
+    return mt == 2 ? 1 : 2;
   }
   return mt == 1 ? 5 : mt == 2 ? 6 : 7;
 }
