@@ -109,6 +109,29 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
         }
     });
 
+  // Pipeline variants behind the GQA2MLA_MLA_STAGES knob (the default for 16-row blocks is
+  // the 2-stage, 2-blocks/SM kernel; 3 and 4 select the 1-block pipelines).
+  for (const stages of ['3', '4'])
+    test(`GQA2MLA_MLA_STAGES=${stages} variants (heads 16 and 32, q_len 1)`, async () => {
+      process.env.GQA2MLA_MLA_STAGES = stages;
+      try {
+        for (const heads of [16, 32]) {
+          const c = makeMlaCase({ seed: nextSeed(), qLen: 1, heads, lens: [0, 1, 333, 1200], paged: true, bf16: true, scale: 0.1 });
+          const run = await runCuda(
+            { kind: 'mla', seqLens: Int32Array.from(c.lens), batch: c.batch, qLen: 1, heads, ...layoutOpts(c.layout) },
+            { qLat: bf16Bits(c.qLat), qRope: bf16Bits(c.qRope), cache: bf16Bits(c.cache), blockTable: c.layout.blockTable },
+            c.batch * heads,
+            512,
+            c.scale,
+          );
+          if (heads === 16 || stages === '4') expect(run.plan.kernel).toMatch(new RegExp(`\\.m${heads}(\\.s4)?$`));
+          check(run, c.ref, `mla h${heads} stages ${stages}`);
+        }
+      } finally {
+        delete process.env.GQA2MLA_MLA_STAGES;
+      }
+    });
+
   test('unsupported dims are ERR_UNSUPPORTED', () => {
     expect(() =>
       getDecodeCuda().plan({ kind: 'mla', seqLens: Int32Array.from([4]), batch: 1, heads: 16, kvLoraRank: 256, seqStride: 64 }),

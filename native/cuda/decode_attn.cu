@@ -4,7 +4,7 @@
 // head for GQA) and walks a range of the request's KV sequence in tiles of 32 tokens:
 //   S = Q K^T (tensor-core mma.sync, bf16 -> fp32), online softmax in the log2 domain,
 //   O += P V (V is the first dv columns of the same shared-memory tile for MLA).
-// Tiles stream through a 3-4 stage cp.async pipeline of 16-byte copies into padded
+// Tiles stream through a 2-4 stage cp.async pipeline of 16-byte copies into padded
 // shared-memory rows (row stride = 16 bytes mod 128, so ldmatrix is conflict-free); slots
 // past the sequence length are zero-filled by the copy itself, so NaN garbage there
 // never reaches the tensor cores. The grid is persistent: a host-built schedule cuts the
