@@ -7,11 +7,19 @@
 // The cache row of token t is [latent | k_rope] (kv_lora_rank + rope_dim values, float32
 // or bf16), paged (block table) or contiguous. All heads of a request are processed
 // together, one chunk of 64 tokens at a time, so each cache row is read from memory once:
-// S = Q K^T and O += P V become small matrix products held in registers (AVX2/FMA
-// micro-kernels chosen at run time, scalar fallback), with an online softmax between.
+// S = Q K^T and O += P V become small matrix products held in registers (AVX-512 or
+// AVX2/FMA micro-kernels chosen at run time, scalar fallback), with an online softmax
+// between.
 // Long requests are cut into pieces that run in parallel (g2m::ParallelFor) and are
 // merged by their log-sum-exp.
+// GCC 12 reports its own AVX-512 intrinsics (`__m512i __Y = __Y;` in the _undefined_
+// helpers) as uninitialized once they are inlined under a target pragma; the warnings
+// point into the header, so silence them for the header's lines only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 
 #include <algorithm>
 #include <atomic>
@@ -45,7 +53,7 @@ struct MlaCpuArgs {
   float scale = 1.f;
   float* out = nullptr;  // [batch, q_len, heads, dl]
   float* lse = nullptr;  // [batch, q_len, heads]
-  bool simd = true;
+  int simd = 2;          // widest instruction set allowed: 0 scalar, 1 AVX2/FMA, 2 AVX-512
   int piece_tokens = 0;  // 0 = automatic
 };
 
@@ -245,7 +253,155 @@ struct Avx2Kernels {
 };
 
 #pragma GCC pop_options
+
+// ---- AVX-512 micro-kernels (32 vector registers: 4 x 6 score and 6 x 4 output blocks) ----
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+
+inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 Load16(const uint16_t* p) {
+  __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+// exp(x) for x <= 0, same reduction and polynomial as Exp8.
+inline __m512 Exp16(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.3f);
+  const __mmask16 ok = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
+  x = _mm512_max_ps(x, lo);
+  __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
+  fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.f)));
+  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mov_ps(ok, _mm512_mul_ps(y, _mm512_castsi512_ps(e)));
+}
+
+template <int RB, int TB, typename CT>
+inline void ScoreBlock16(int D, const float* Q, const CT* const* rows, float* S, int ldS) {
+  __m512 acc[RB][TB];
+  for (int i = 0; i < RB; ++i)
+    for (int j = 0; j < TB; ++j) acc[i][j] = _mm512_setzero_ps();
+  const int D16 = D & ~15;
+  for (int d = 0; d < D16; d += 16) {
+    __m512 k[TB];
+    for (int j = 0; j < TB; ++j) k[j] = Load16(rows[j] + d);
+    for (int i = 0; i < RB; ++i) {
+      const __m512 q = _mm512_loadu_ps(Q + static_cast<size_t>(i) * D + d);
+      for (int j = 0; j < TB; ++j) acc[i][j] = _mm512_fmadd_ps(q, k[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < RB; ++i)
+    for (int j = 0; j < TB; ++j) {
+      float s = _mm512_reduce_add_ps(acc[i][j]);
+      for (int d = D16; d < D; ++d) s += Q[static_cast<size_t>(i) * D + d] * LoadScalar(rows[j], d);
+      S[i * ldS + j] = s;
+    }
+}
+
+template <int RB, typename CT>
+inline void ScoreRows16(int n, int D, const float* Q, const CT* const* rows, float* S, int ldS) {
+  int t = 0;
+  for (; t + 6 <= n; t += 6) ScoreBlock16<RB, 6>(D, Q, rows + t, S + t, ldS);
+  switch (n - t) {
+    case 5: ScoreBlock16<RB, 5>(D, Q, rows + t, S + t, ldS); break;
+    case 4: ScoreBlock16<RB, 4>(D, Q, rows + t, S + t, ldS); break;
+    case 3: ScoreBlock16<RB, 3>(D, Q, rows + t, S + t, ldS); break;
+    case 2: ScoreBlock16<RB, 2>(D, Q, rows + t, S + t, ldS); break;
+    case 1: ScoreBlock16<RB, 1>(D, Q, rows + t, S + t, ldS); break;
+    default: break;
+  }
+}
+
+template <int RB, int DB, typename CT>
+inline void PVBlock16(int n, int dl, int d0, const float* P, int ldP, const CT* const* rows, float* O) {
+  __m512 acc[RB][DB];
+  for (int i = 0; i < RB; ++i)
+    for (int j = 0; j < DB; ++j) acc[i][j] = _mm512_loadu_ps(O + static_cast<size_t>(i) * dl + d0 + 16 * j);
+  for (int t = 0; t < n; ++t) {
+    __m512 v[DB];
+    for (int j = 0; j < DB; ++j) v[j] = Load16(rows[t] + d0 + 16 * j);
+    for (int i = 0; i < RB; ++i) {
+      const __m512 p = _mm512_set1_ps(P[i * ldP + t]);
+      for (int j = 0; j < DB; ++j) acc[i][j] = _mm512_fmadd_ps(p, v[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < RB; ++i)
+    for (int j = 0; j < DB; ++j) _mm512_storeu_ps(O + static_cast<size_t>(i) * dl + d0 + 16 * j, acc[i][j]);
+}
+
+template <int RB, typename CT>
+inline void PVRows16(int n, int dl, const float* P, int ldP, const CT* const* rows, float* O) {
+  int d = 0;
+  for (; d + 64 <= dl; d += 64) PVBlock16<RB, 4>(n, dl, d, P, ldP, rows, O);
+  for (; d + 16 <= dl; d += 16) PVBlock16<RB, 1>(n, dl, d, P, ldP, rows, O);
+  for (; d < dl; ++d)
+    for (int i = 0; i < RB; ++i) {
+      float acc = O[static_cast<size_t>(i) * dl + d];
+      for (int t = 0; t < n; ++t) acc += P[i * ldP + t] * LoadScalar(rows[t], d);
+      O[static_cast<size_t>(i) * dl + d] = acc;
+    }
+}
+
+struct Avx512Kernels {
+  template <typename CT>
+  static void Scores(int R, int n, int D, const float* Q, const CT* const* rows, float* S, int ldS) {
+    int r = 0;
+    for (; r + 4 <= R; r += 4) ScoreRows16<4>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS);
+    switch (R - r) {
+      case 3: ScoreRows16<3>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS); break;
+      case 2: ScoreRows16<2>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS); break;
+      case 1: ScoreRows16<1>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS); break;
+      default: break;
+    }
+  }
+  template <typename CT>
+  static void PV(int R, int n, int dl, const float* P, int ldP, const CT* const* rows, float* O) {
+    int r = 0;
+    for (; r + 6 <= R; r += 6) PVRows16<6>(n, dl, P + r * ldP, ldP, rows, O + static_cast<size_t>(r) * dl);
+    float* o = O + static_cast<size_t>(r) * dl;
+    const float* p = P + r * ldP;
+    switch (R - r) {
+      case 5: PVRows16<5>(n, dl, p, ldP, rows, o); break;
+      case 4: PVRows16<4>(n, dl, p, ldP, rows, o); break;
+      case 3: PVRows16<3>(n, dl, p, ldP, rows, o); break;
+      case 2: PVRows16<2>(n, dl, p, ldP, rows, o); break;
+      case 1: PVRows16<1>(n, dl, p, ldP, rows, o); break;
+      default: break;
+    }
+  }
+  static void ExpShift(float* x, int n, float m) {
+    const __m512 mv = _mm512_set1_ps(m);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, Exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv)));
+    for (; i < n; ++i) x[i] = std::exp(x[i] - m);
+  }
+  static void Scale(float* o, int n, float a) {
+    const __m512 av = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, _mm512_mul_ps(_mm512_loadu_ps(o + i), av));
+    for (; i < n; ++i) o[i] *= a;
+  }
+};
+
+#pragma GCC pop_options
 #endif
+
+bool CpuHasAvx512() {
+#ifdef G2M_HAVE_X86
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
 
 bool CpuHasAvx2Fma() {
 #ifdef G2M_HAVE_X86
@@ -477,7 +633,10 @@ class MlaCpuWorker : public PromiseWorker {
   void Run() override {
     std::string err;
 #ifdef G2M_HAVE_X86
-    if (a_.simd && CpuHasAvx2Fma()) {
+    if (a_.simd >= 2 && CpuHasAvx512()) {
+      kernel_ = "avx512";
+      err = a_.bf16 ? RunAll<Avx512Kernels, uint16_t>(a_, &pieces_) : RunAll<Avx512Kernels, float>(a_, &pieces_);
+    } else if (a_.simd >= 1 && CpuHasAvx2Fma()) {
       kernel_ = "avx2-fma";
       err = a_.bf16 ? RunAll<Avx2Kernels, uint16_t>(a_, &pieces_) : RunAll<Avx2Kernels, float>(a_, &pieces_);
     } else
@@ -516,7 +675,21 @@ Napi::Value MlaDecodeCpuAsync(const Napi::CallbackInfo& info) {
   a.dr = IntProp(o, "ropeDim", 64, 0, 1 << 16, false);
   a.page_size = IntProp(o, "pageSize", 64, 1, 1 << 20, false);
   a.piece_tokens = IntProp(o, "pieceTokens", 0, 0, 1 << 30, false);
-  a.simd = OptBool(o, "simd", true);
+  {
+    // simd: true (widest available, default), false (scalar), 'avx2' or 'avx512' (at most that)
+    Napi::Value sv = o.Get("simd");
+    if (sv.IsUndefined() || (sv.IsBoolean() && sv.As<Napi::Boolean>().Value())) {
+      a.simd = 2;
+    } else if (sv.IsBoolean()) {
+      a.simd = 0;
+    } else if (sv.IsString() && sv.As<Napi::String>().Utf8Value() == "avx2") {
+      a.simd = 1;
+    } else if (sv.IsString() && sv.As<Napi::String>().Utf8Value() == "avx512") {
+      a.simd = 2;
+    } else {
+      ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "simd must be a boolean, 'avx2' or 'avx512'");
+    }
+  }
   Napi::Value sv = o.Get("softmaxScale");
   if (!sv.IsNumber()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "softmaxScale must be a number");
   a.scale = sv.As<Napi::Number>().FloatValue();

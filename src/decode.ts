@@ -14,7 +14,7 @@
  * contiguous (`seqStride` tokens per request).
  *
  * - CPU ({@link mlaDecodeCpu}): float32 or bf16 cache, float32 queries and outputs,
- *   AVX2/FMA when the CPU has it, all threads (GQA2MLA_THREADS).
+ *   AVX-512 or AVX2/FMA when the CPU has them (else scalar), all threads (GQA2MLA_THREADS).
  * - CUDA ({@link getDecodeCuda}, {@link mlaDecodeCudaHost}): bf16 everything, float32
  *   LSE, Hopper (sm_90a) build; device buffers and split plans come from the native
  *   `decodeCuda` object.
@@ -66,8 +66,8 @@ export interface MlaDecodeCpuInput {
   /** preallocated outputs */
   out?: Float32Array;
   lse?: Float32Array;
-  /** false forces the scalar kernel */
-  simd?: boolean;
+  /** widest instruction set: true (default, widest the CPU has), 'avx2', 'avx512', or false (scalar) */
+  simd?: boolean | 'avx2' | 'avx512';
   /** tokens per parallel piece of one request (default automatic) */
   pieceTokens?: number;
 }
@@ -78,7 +78,7 @@ export interface MlaDecodeCpuResult {
   out: Float32Array;
   /** [batch, qLen, heads], natural log */
   lse: Float32Array;
-  /** 'avx2-fma' or 'scalar' */
+  /** 'avx512', 'avx2-fma' or 'scalar' */
   kernel: string;
   /** parallel pieces the requests were cut into */
   pieces: number;

@@ -47,12 +47,15 @@ interface Shape {
   heads: number;
   qLen: number;
   dtype: 'float32' | 'bf16';
+  /** instruction-set cap (default: widest the CPU has) */
+  simd?: 'avx2';
 }
 
 const shapes: Shape[] = quick
   ? [{ batch: 16, sk: 8192, heads: 32, qLen: 1, dtype: 'float32' }]
   : [
       { batch: 16, sk: 8192, heads: 32, qLen: 1, dtype: 'float32' },
+      { batch: 16, sk: 8192, heads: 32, qLen: 1, dtype: 'float32', simd: 'avx2' },
       { batch: 16, sk: 8192, heads: 32, qLen: 1, dtype: 'bf16' },
       { batch: 16, sk: 8192, heads: 32, qLen: 2, dtype: 'float32' },
       { batch: 16, sk: 8192, heads: 16, qLen: 1, dtype: 'float32' },
@@ -101,7 +104,20 @@ async function main() {
     const lse = new Float32Array(R);
     const cache = s.dtype === 'float32' ? cacheF32 : cacheBf16;
     const run = () =>
-      mlaDecodeCpu({ qLat, qRope, cache, seqLens, blockTable, batch: s.batch, qLen: s.qLen, heads: s.heads, softmaxScale: 0.07, out, lse });
+      mlaDecodeCpu({
+        qLat,
+        qRope,
+        cache,
+        seqLens,
+        blockTable,
+        batch: s.batch,
+        qLen: s.qLen,
+        heads: s.heads,
+        softmaxScale: 0.07,
+        out,
+        lse,
+        simd: s.simd ?? true,
+      });
     const first = await run(); // warm-up (page faults, thread start)
     const iters = quick ? 3 : s.batch * s.sk * s.heads > 16 * 8192 * 32 ? 3 : 5;
     const times: number[] = [];
@@ -118,6 +134,7 @@ async function main() {
     const flops = 2 * s.heads * s.qLen * totalSeq * (D + DL);
     rows.push({
       ...s,
+      simd: s.simd ?? 'widest',
       kernel: first.kernel,
       pieces: first.pieces,
       ms,

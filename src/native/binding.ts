@@ -276,15 +276,18 @@ export interface NativeMlaDecodeCpuOptions {
   out: Float32Array;
   /** output log-sum-exp [batch, qLen, heads] (natural log; -Infinity for no visible token) */
   lse: Float32Array;
-  /** false forces the scalar kernel (default true: AVX2/FMA when the CPU has it) */
-  simd?: boolean;
+  /**
+   * Widest instruction set to use: true (default: AVX-512, else AVX2/FMA, as the CPU has
+   * them), 'avx2' (at most AVX2/FMA), 'avx512', or false (scalar kernel).
+   */
+  simd?: boolean | 'avx2' | 'avx512';
   /** tokens per parallel piece of a request (default: enough pieces for all threads) */
   pieceTokens?: number;
 }
 
 /** What `mlaDecodeCpuAsync` ran. */
 export interface NativeMlaDecodeCpuResult {
-  kernel: 'avx2-fma' | 'scalar';
+  kernel: 'avx512' | 'avx2-fma' | 'scalar';
   pieces: number;
   threads: number;
 }
@@ -394,7 +397,7 @@ export interface NativeDecodeCuda {
 // Decode attention kernels: absorbed MLA on the CPU, MLA and GQA on the GPU.
 export interface NativeBinding {
   /**
-   * Absorbed MLA decode attention on the CPU (float32 math, AVX2/FMA or scalar,
+   * Absorbed MLA decode attention on the CPU (float32 math, AVX-512, AVX2/FMA or scalar,
    * multithreaded). Argument errors throw synchronously (TypeError ERR_INVALID_ARG_TYPE,
    * RangeError ERR_SHAPE / ERR_OUT_OF_RANGE).
    */
