@@ -119,7 +119,7 @@ export function register(program: Command): void {
           return;
         }
         const report = await convert({ ...base, outDir, kvLoraRank: ranks[0], qkRopeDim: ropes[0] });
-        if (evalOpts) await attachPpl(report, modelDir, outDir, evalOpts);
+        const ppl = evalOpts ? await attachPpl(report, modelDir, outDir, evalOpts) : null;
         bar.stop();
         if (o.json) {
           process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -135,7 +135,9 @@ export function register(program: Command): void {
                     `rope var ${(100 * l.ropeVarianceKept).toFixed(1)}%  pca var ${(100 * l.pcaVarianceKept).toFixed(1)}%`,
                 )
                 .join('\n') +
-              '\n',
+              '\n' +
+              (ppl ? `ppl ${ppl.before.toFixed(3)} -> ${ppl.after.toFixed(3)} (${ppl.protocol})\n` : '') +
+              `report: ${outDir}/report.html\n`,
           );
         }
       } finally {
