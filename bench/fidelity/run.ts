@@ -34,6 +34,7 @@ const configs: Array<{ name: string; opts: Cfg }> = [
   { name: '+ value refit', opts: { ...tm, valueRefit: true } },
   { name: '+ balance searched per layer', opts: { ...tm, balanceKv: 'auto' } },
   { name: '+ sequential calibration', opts: { ...tm, calibInputs: 'converted' } },
+  { name: 'gqa2mla, rope qk + metric objective fixed', opts: { ropeSelection: 'qk', kvMetric: 'objective' } },
   { name: 'gqa2mla default', opts: {} },
   { name: 'gqa2mla default + sequential calibration', opts: { calibInputs: 'converted' } },
 ];
@@ -42,7 +43,7 @@ const rows: Array<Record<string, unknown>> = [];
 const tmp = join(root, 'tmpwork', 'fidelity');
 mkdirSync(tmp, { recursive: true });
 for (const b of budgets) {
-  for (const c of quick ? [configs[0], configs[7]] : configs) {
+  for (const c of quick ? configs.filter((c) => c.name === 'transmla-equivalent' || c.name === 'gqa2mla default') : configs) {
     const out = join(tmp, 'out');
     rmSync(out, { recursive: true, force: true });
     const t0 = performance.now();

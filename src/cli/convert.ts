@@ -47,8 +47,8 @@ export function register(program: Command): void {
     .option('--freqfold <n|auto>', "frequencies per RoRoPE group, or 'auto' (per layer)", 'auto')
     .option('--balance-kv <x|auto>', "norm ratio of NoPE keys to values before the joint PCA, or 'auto' (searched per layer)")
     .option('--method <name>', "defaults of the factorization: 'gqa2mla' (query-aware, objective-aware) or 'transmla' (TransMLA's PCA)", 'gqa2mla')
-    .option('--rope-selection <key|qk>', "RoPE directions by key PCA ('key', TransMLA) or attention-logit energy ('qk')")
-    .option('--kv-metric <plain|objective>', "joint K/V compression metric: plain PCA or the model's error metrics")
+    .option('--rope-selection <key|qk|auto>', "RoPE directions by key PCA ('key', TransMLA) or attention-logit energy ('qk')")
+    .option('--kv-metric <plain|objective|auto>', "joint K/V compression metric: plain PCA or the model's error metrics")
     .option('--latent-norm <exact|off>', "'exact': stock engines' kv_a_layernorm becomes an exact identity; 'off': qk_latent_layernorm=false", 'exact')
     .option('--calib-inputs <mode>', "'original' or 'converted' layer inputs for calibration", 'original')
     .option('--dtype <auto|BF16|F16|F32>', "stored dtype of the converted attention weights ('auto': the source's)", 'auto')
@@ -91,8 +91,8 @@ export function register(program: Command): void {
           freqfold,
           method: o.method as 'gqa2mla' | 'transmla',
           balanceKv,
-          ropeSelection: o.ropeSelection as 'key' | 'qk' | undefined,
-          kvMetric: o.kvMetric as 'plain' | 'objective' | undefined,
+          ropeSelection: o.ropeSelection as 'key' | 'qk' | 'auto' | undefined,
+          kvMetric: o.kvMetric as 'plain' | 'objective' | 'auto' | undefined,
           latentNorm: o.latentNorm as 'exact' | 'off',
           dtype: o.dtype as 'auto' | 'BF16' | 'F16' | 'F32',
           calibInputs: o.calibInputs as 'original' | 'converted',

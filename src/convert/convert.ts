@@ -35,7 +35,7 @@ import { distanceProfile } from './distance.js';
 import { refitValues } from './refit.js';
 
 /** Calibration windows used by the value refit (bounded for time). */
-const REFIT_WINDOWS = 64;
+const REFIT_WINDOWS = 128;
 
 export type { ConvertOptions, ConversionReport };
 
@@ -204,7 +204,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
       }
       const moments = acc.moments();
       const gqa = gqaAttention(w);
-      const needQ = targets.some((tg) => tg.opt.ropeSelection === 'qk' || tg.opt.kvMetric === 'objective');
+      const needQ = targets.some((tg) => tg.opt.ropeSelection !== 'key' || tg.opt.kvMetric !== 'plain');
       const lm = layerMoments(spec, gqa, moments, needQ);
       shared.statistics += now() - t;
 
@@ -219,38 +219,48 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
         const { opt, mlaSpec } = tg;
         const dtype = tg.exportSettings.dtype;
         // ---- factorize every candidate, keep the best on the held-out windows
-        let best: { f: LayerFactorization; mw: LayerWeights; err: number; balance: number; norm: LayerReport['latentNorm'] } | null = null;
+        let best: { f: LayerFactorization; mw: LayerWeights; err: number; balance: number; norm: LayerReport['latentNorm']; sel: 'key' | 'qk'; metric: 'plain' | 'objective' } | null = null;
         const candidates: LayerReport['candidates'] = [];
-        for (const ff of opt.freqfoldCandidates) {
-          for (const balance of opt.balanceCandidates) {
-            checkAbort(options.signal);
-            t = now();
-            progress('factorize', l, `freqfold ${ff}, balance ${balance}`);
-            const f = factorizeLayer(
-              spec,
-              gqa,
-              moments,
-              {
-                qkRopeDim: opt.qkRopeDim,
-                kvLoraRank: opt.kvLoraRank,
-                freqfold: ff,
-                balanceKv: balance,
-                ropeSelection: opt.ropeSelection,
-                kvMetric: opt.kvMetric,
-                nopeCos: opt.nopeShrink && profile ? profile.cos : undefined,
-              },
-              lm,
-            );
-            const { weights: mw, norm } = mlaLayerWeights(spec, w, f, opt, dtype, x, statRows);
-            tg.times.factorize += now() - t;
-            t = now();
-            progress('evaluate', l, `freqfold ${ff}, balance ${balance}`);
-            const out = await attentionForward(mlaSpec, mw, xHeld, calib.heldOut, S);
-            const err = relativeError(out, ref);
-            tg.times.evaluate += now() - t;
-            candidates.push({ freqfold: ff, balanceKv: balance, attnRelError: err });
-            if (!best || err < best.err) best = { f, mw, err, balance, norm };
-          }
+        const tryCandidate = async (ff: number, balance: number, sel: 'key' | 'qk', metric: 'plain' | 'objective') => {
+          checkAbort(options.signal);
+          t = now();
+          const label = `freqfold ${ff}, balance ${balance}, rope ${sel}, metric ${metric}`;
+          progress('factorize', l, label);
+          const f = factorizeLayer(
+            spec,
+            gqa,
+            moments,
+            {
+              qkRopeDim: opt.qkRopeDim,
+              kvLoraRank: opt.kvLoraRank,
+              freqfold: ff,
+              balanceKv: balance,
+              ropeSelection: sel,
+              kvMetric: metric,
+              nopeCos: opt.nopeShrink && profile ? profile.cos : undefined,
+            },
+            lm,
+          );
+          const { weights: mw, norm } = mlaLayerWeights(spec, w, f, opt, dtype, x, statRows);
+          tg.times.factorize += now() - t;
+          t = now();
+          progress('evaluate', l, label);
+          const out = await attentionForward(mlaSpec, mw, xHeld, calib.heldOut, S);
+          const err = relativeError(out, ref);
+          tg.times.evaluate += now() - t;
+          candidates.push({ freqfold: ff, balanceKv: balance, ropeSelection: sel, kvMetric: metric, attnRelError: err });
+          if (!best || err < best.err) best = { f, mw, err, balance, norm, sel, metric };
+        };
+        const sels = opt.ropeSelection === 'auto' ? (['qk', 'key'] as const) : [opt.ropeSelection];
+        const metrics = opt.kvMetric === 'auto' ? (['objective', 'plain'] as const) : [opt.kvMetric];
+        if (sels.length * metrics.length === 1) {
+          for (const ff of opt.freqfoldCandidates) for (const balance of opt.balanceCandidates) await tryCandidate(ff, balance, sels[0], metrics[0]);
+        } else {
+          // greedy: structure (rope selection, metric, freqfold) at balance 1, then the balance
+          const b0 = opt.balanceCandidates.includes(1) ? 1 : opt.balanceCandidates[0];
+          for (const sel of sels) for (const metric of metrics) for (const ff of opt.freqfoldCandidates) await tryCandidate(ff, b0, sel, metric);
+          const s0 = best!;
+          for (const balance of opt.balanceCandidates) if (balance !== b0) await tryCandidate(s0.f.freqfold, balance, s0.sel, s0.metric);
         }
         const chosen = best!;
         let refit: LayerReport['valueRefit'] = null;
@@ -281,6 +291,8 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           layer: l,
           freqfold: chosen.f.freqfold,
           balanceKv: chosen.balance,
+          ropeSelection: chosen.sel,
+          kvMetric: chosen.metric,
           candidates,
           attnRelError: chosen.err,
           ropeVarianceKept: chosen.f.ropeVarianceKept,

@@ -40,10 +40,11 @@ export interface ConvertOptions {
   /** Norm ratio of NoPE keys to values before the joint PCA, or 'auto' to search per layer (default 'auto'). */
   balanceKv?: number | 'auto';
   /**
-   * How RoPE directions are chosen: 'key' (TransMLA: PCA of the keys) or 'qk' (by their
-   * attention-logit energy, query and key statistics together). Default 'qk'.
+   * How RoPE directions are chosen: 'key' (TransMLA: PCA of the keys), 'qk' (by their
+   * attention-logit energy, query and key statistics together), or 'auto' (per layer, on
+   * held-out calibration windows). Default 'auto'.
    */
-  ropeSelection?: 'key' | 'qk';
+  ropeSelection?: 'key' | 'qk' | 'auto';
   /**
    * Scale each position-free logit term by the expected cosine of the rotation it lost,
    * measured from each head's attention distances on held-out calibration windows
@@ -55,8 +56,8 @@ export interface ConvertOptions {
    * when it lowers the held-out error (default true; false in the 'transmla' preset).
    */
   valueRefit?: boolean;
-  /** Metric of the joint K/V compression: 'plain' (TransMLA's PCA) or 'objective' (default). */
-  kvMetric?: 'plain' | 'objective';
+  /** Metric of the joint K/V compression: 'plain' (TransMLA's PCA), 'objective' or 'auto' (per layer; default). */
+  kvMetric?: 'plain' | 'objective' | 'auto';
   /**
    * 'exact' (default): scale the latent so that stock engines' kv_a_layernorm is an exact
    * identity; 'off': write qk_latent_layernorm=false (TransMLA's convention, needs a patched engine).
@@ -97,8 +98,8 @@ export interface ResolvedOptions {
   method: 'gqa2mla' | 'transmla';
   balanceKv: number | 'auto';
   balanceCandidates: number[];
-  ropeSelection: 'key' | 'qk';
-  kvMetric: 'plain' | 'objective';
+  ropeSelection: 'key' | 'qk' | 'auto';
+  kvMetric: 'plain' | 'objective' | 'auto';
   nopeShrink: boolean;
   valueRefit: boolean;
   latentNorm: 'exact' | 'off';
@@ -150,10 +151,10 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
   const balanceKv = o.balanceKv ?? (tm ? 1 : 'auto');
   if (balanceKv !== 'auto' && (!(balanceKv > 0) || !Number.isFinite(balanceKv)))
     throw usageError('ERR_BAD_OPTION', `balanceKv must be a positive number or 'auto' (got ${balanceKv})`);
-  const ropeSelection = o.ropeSelection ?? (tm ? 'key' : 'qk');
-  if (ropeSelection !== 'key' && ropeSelection !== 'qk') throw usageError('ERR_BAD_OPTION', `ropeSelection must be 'key' or 'qk' (got ${String(ropeSelection)})`);
-  const kvMetric = o.kvMetric ?? (tm ? 'plain' : 'objective');
-  if (kvMetric !== 'plain' && kvMetric !== 'objective') throw usageError('ERR_BAD_OPTION', `kvMetric must be 'plain' or 'objective' (got ${String(kvMetric)})`);
+  const ropeSelection = o.ropeSelection ?? (tm ? 'key' : 'auto');
+  if (!['key', 'qk', 'auto'].includes(ropeSelection)) throw usageError('ERR_BAD_OPTION', `ropeSelection must be 'key', 'qk' or 'auto' (got ${String(ropeSelection)})`);
+  const kvMetric = o.kvMetric ?? (tm ? 'plain' : 'auto');
+  if (!['plain', 'objective', 'auto'].includes(kvMetric)) throw usageError('ERR_BAD_OPTION', `kvMetric must be 'plain', 'objective' or 'auto' (got ${String(kvMetric)})`);
   const latentNorm = o.latentNorm ?? 'exact';
   if (latentNorm !== 'exact' && latentNorm !== 'off') throw usageError('ERR_BAD_OPTION', `latentNorm must be 'exact' or 'off' (got ${String(latentNorm)})`);
   const dtype = o.dtype ?? 'auto';

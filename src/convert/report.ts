@@ -7,8 +7,10 @@ export interface LayerReport {
   layer: number;
   freqfold: number;
   balanceKv: number;
+  ropeSelection: 'key' | 'qk';
+  kvMetric: 'plain' | 'objective';
   /** attention-output relative error on held-out calibration windows, per candidate tried */
-  candidates: Array<{ freqfold: number; balanceKv: number; attnRelError: number }>;
+  candidates: Array<{ freqfold: number; balanceKv: number; ropeSelection?: 'key' | 'qk'; kvMetric?: 'plain' | 'objective'; attnRelError: number }>;
   /** ||attn_mla(x) - attn_gqa(x)|| / ||attn_gqa(x)|| on held-out calibration windows */
   attnRelError: number;
   ropeVarianceKept: number;
@@ -57,8 +59,8 @@ export interface ConversionReport {
     kvLoraRank: number;
     freqfold: number | 'auto';
     balanceKv: number | 'auto';
-    ropeSelection: 'key' | 'qk';
-    kvMetric: 'plain' | 'objective';
+    ropeSelection: 'key' | 'qk' | 'auto';
+    kvMetric: 'plain' | 'objective' | 'auto';
     nopeShrink: boolean;
     valueRefit: boolean;
     latentNorm: 'exact' | 'off';

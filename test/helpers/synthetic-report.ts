@@ -68,6 +68,8 @@ export function syntheticReport(o: SyntheticOptions = {}): ConversionReport {
     layers.push({
       layer: l,
       freqfold: ff,
+      ropeSelection: 'qk',
+      kvMetric: 'objective',
       balanceKv: 1,
       candidates,
       attnRelError: base,
