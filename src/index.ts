@@ -24,3 +24,9 @@ export { convert, convertSweep, type ConvertOptions, type ConversionReport, type
 export type { ConvertProgress } from './convert/options.js';
 export type { LayerReport, StageTimes } from './convert/report.js';
 export { attachPpl, summarizeSweep, type SweepSummary, type SweepRow } from './convert/sweep.js';
+export { Checkpoint, INDEX_FILE, type CheckpointTensorInfo, type RawTensor } from './checkpoint/checkpoint.js';
+export { SafetensorsFile, MAX_HEADER_BYTES, type TensorInfo } from './checkpoint/safetensors-reader.js';
+export { CheckpointWriter, WRITER_JOURNAL, type WriterOptions, type WriterResult } from './checkpoint/safetensors-writer.js';
+export { DTYPE_SIZE, toFloat32, encodeFloat32, floatBitsToBf16, floatBitsToHalf, halfBitsToFloat, numelOf, type Dtype } from './checkpoint/dtype.js';
+export { loadModelSpec, parseModelSpec, parseRope, SUPPORTED_MODEL_TYPES, SUPPORTED_ROPE_TYPES } from './model/spec.js';
+export { inspectModel, formatInspect, kvValuesPerTokenPerLayer, type InspectResult } from './cli/inspect.js';

@@ -34,14 +34,26 @@ export async function loadModelSpec(dir: string): Promise<ModelSpec> {
   return parseModelSpec(cfg as Record<string, unknown>, path);
 }
 
-/** Builds a ModelSpec from a parsed config object; `source` names it in errors. */
-export function parseModelSpec(config: Record<string, unknown>, source = 'config.json'): ModelSpec {
-  const c = config;
+/** max_position_embeddings of each model type's transformers config class, used when absent. */
+const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2048, mistral: 131072, qwen2: 32768, deepseek_v3: 4096 };
+
+/**
+ * Builds a ModelSpec from a parsed config.json object; `source` names it in errors.
+ * Defaults follow transformers' config classes (tie_word_embeddings false, rms_norm_eps 1e-6,
+ * num_key_value_heads = num_attention_heads, head_dim = hidden_size / heads). Biases follow
+ * the modeling code: llama's attention_bias covers q/k/v and o_proj; qwen2 always has q/k/v
+ * biases and never an o_proj bias; mistral has none; deepseek_v3's attention_bias covers
+ * q_a_proj / kv_a_proj_with_mqa and o_proj. For deepseek_v3, headDim is qk_nope_head_dim.
+ * Throws ERR_UNSUPPORTED_MODEL, ERR_UNSUPPORTED_ROPE or ERR_BAD_CONFIG (naming the field).
+ */
+export function parseModelSpec(config: object, source = 'config.json'): ModelSpec {
+  if (!config || typeof config !== 'object' || Array.isArray(config)) throw new GqaError('ERR_BAD_CONFIG', `${source}: not a JSON object`, 'input');
+  const c = config as Record<string, unknown>;
   const fail = (field: string, why: string) => new GqaError('ERR_BAD_CONFIG', `${source}: ${field} ${why}`, 'input');
   const int = (k: string, dflt?: number): number => {
     const v = c[k] ?? dflt;
     if (v === undefined || v === null) throw fail(k, 'is missing');
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw fail(k, `must be a positive integer (got ${JSON.stringify(v)})`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw fail(k, `must be a positive integer (got ${JSON.stringify(v)})`);
     return v;
   };
   const mt = c.model_type;
@@ -52,86 +64,136 @@ export function parseModelSpec(config: Record<string, unknown>, source = 'config
       'input',
     );
   const modelType = mt as ModelSpec['modelType'];
+  if (c.hidden_act !== undefined && c.hidden_act !== 'silu' && c.hidden_act !== 'swish')
+    throw new GqaError('ERR_UNSUPPORTED_MODEL', `${source}: hidden_act ${JSON.stringify(c.hidden_act)} is not supported (supported: silu)`, 'input');
+  const numLayers = int('num_hidden_layers');
   const hiddenSize = int('hidden_size');
   const numHeads = int('num_attention_heads');
   const numKvHeads = int('num_key_value_heads', numHeads);
   if (numHeads % numKvHeads !== 0) throw fail('num_key_value_heads', `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);
   const eps = c.rms_norm_eps ?? 1e-6;
-  if (typeof eps !== 'number' || !(eps > 0)) throw fail('rms_norm_eps', 'must be a positive number');
+  if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) throw fail('rms_norm_eps', `must be a positive number (got ${JSON.stringify(eps)})`);
+  const bool = (k: string, dflt: boolean): boolean => {
+    const v = c[k];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'boolean') throw fail(k, `must be true or false (got ${JSON.stringify(v)})`);
+    return v;
+  };
   let headDim: number;
   let mla: ModelSpec['mla'];
   if (modelType === 'deepseek_v3') {
-    const nope = int('qk_nope_head_dim');
     const qlr = c.q_lora_rank;
-    if (qlr !== null && qlr !== undefined && (typeof qlr !== 'number' || !Number.isInteger(qlr) || qlr <= 0)) throw fail('q_lora_rank', 'must be null or a positive integer');
-    if (c.n_routed_experts && (typeof c.first_k_dense_replace !== 'number' || c.first_k_dense_replace < int('num_hidden_layers')))
-      throw new GqaError('ERR_UNSUPPORTED_MODEL', `${source}: mixture-of-experts DeepSeek-V3 layers are not supported (only dense layers: first_k_dense_replace = num_hidden_layers)`, 'input');
+    if (qlr !== null && qlr !== undefined && (typeof qlr !== 'number' || !Number.isSafeInteger(qlr) || qlr <= 0))
+      throw fail('q_lora_rank', `must be null or a positive integer (got ${JSON.stringify(qlr)})`);
+    if (c.n_routed_experts && (typeof c.first_k_dense_replace !== 'number' || c.first_k_dense_replace < numLayers))
+      throw new GqaError(
+        'ERR_UNSUPPORTED_MODEL',
+        `${source}: mixture-of-experts DeepSeek-V3 layers are not supported (only dense layers: first_k_dense_replace >= num_hidden_layers)`,
+        'input',
+      );
     mla = {
       qLoraRank: (qlr as number | null | undefined) ?? null,
       kvLoraRank: int('kv_lora_rank'),
       qkRopeHeadDim: int('qk_rope_head_dim'),
-      qkNopeHeadDim: nope,
+      qkNopeHeadDim: int('qk_nope_head_dim'),
       vHeadDim: int('v_head_dim'),
-      ropeInterleave: c.rope_interleave === undefined ? true : Boolean(c.rope_interleave),
-      qkLatentLayernorm: c.qk_latent_layernorm === undefined ? true : Boolean(c.qk_latent_layernorm),
-      qBias: Boolean(c.gqa2mla_q_bias),
+      ropeInterleave: bool('rope_interleave', true),
+      qkLatentLayernorm: bool('qk_latent_layernorm', true),
+      qBias: bool('gqa2mla_q_bias', false),
     };
-    headDim = nope;
+    if (mla.qkRopeHeadDim % 2 !== 0) throw fail('qk_rope_head_dim', `must be even (got ${mla.qkRopeHeadDim})`);
+    headDim = mla.qkNopeHeadDim;
   } else {
     headDim = c.head_dim === undefined || c.head_dim === null ? hiddenSize / numHeads : int('head_dim');
     if (!Number.isInteger(headDim)) throw fail('hidden_size', `(${hiddenSize}) is not divisible by num_attention_heads (${numHeads}) and head_dim is absent`);
   }
-  const attentionBias = modelType === 'qwen2' ? true : Boolean(c.attention_bias);
-  const rope = parseRope(c, source, modelType === 'deepseek_v3' ? mla!.qkRopeHeadDim : headDim);
-  const vocab = int('vocab_size');
+  const llamaBias = modelType === 'llama' ? bool('attention_bias', false) : false;
+  const dsBias = modelType === 'deepseek_v3' ? bool('attention_bias', false) : false;
+  const attentionBias = modelType === 'qwen2' ? true : modelType === 'llama' ? llamaBias : dsBias;
+  const oBias = modelType === 'llama' ? llamaBias : dsBias;
+  const maxPos = c.max_position_embeddings ?? DEFAULT_MAX_POSITIONS[modelType];
+  if (typeof maxPos !== 'number' || !Number.isSafeInteger(maxPos) || maxPos <= 0)
+    throw fail('max_position_embeddings', `must be a positive integer (got ${JSON.stringify(maxPos)})`);
+  const rope = parseRope(c, source);
   return {
     modelType,
-    numLayers: int('num_hidden_layers'),
+    numLayers,
     hiddenSize,
     numHeads,
     numKvHeads,
     headDim,
     intermediateSize: int('intermediate_size'),
-    vocabSize: vocab,
+    vocabSize: int('vocab_size'),
     rmsNormEps: eps,
-    tieWordEmbeddings: c.tie_word_embeddings === undefined ? modelType === 'qwen2' : Boolean(c.tie_word_embeddings),
-    attentionBias: modelType === 'deepseek_v3' ? Boolean(c.attention_bias) : attentionBias,
-    oBias: modelType === 'qwen2' ? false : Boolean(c.attention_bias),
-    maxPositionEmbeddings: typeof c.max_position_embeddings === 'number' ? c.max_position_embeddings : 2048,
+    tieWordEmbeddings: bool('tie_word_embeddings', false),
+    attentionBias,
+    oBias,
+    maxPositionEmbeddings: maxPos,
     rope,
     mla,
-    raw: config,
+    raw: c,
   };
 }
 
-function parseRope(c: Record<string, unknown>, source: string, _dim: number): RopeSpec {
-  const params = (c.rope_parameters && typeof c.rope_parameters === 'object' ? c.rope_parameters : null) as Record<string, unknown> | null;
-  const scaling = (c.rope_scaling && typeof c.rope_scaling === 'object' ? c.rope_scaling : null) as Record<string, unknown> | null;
-  const src: Record<string, unknown> = { ...(scaling ?? {}), ...(params ?? {}) };
-  const theta = (params?.rope_theta ?? c.rope_theta ?? 10000) as unknown;
-  if (typeof theta !== 'number' || !(theta > 0)) throw new GqaError('ERR_BAD_CONFIG', `${source}: rope_theta must be a positive number`, 'input');
-  const type = (src.rope_type ?? src.type ?? 'default') as string;
-  if (!(SUPPORTED_ROPE_TYPES as readonly string[]).includes(type))
+/**
+ * RoPE settings from `rope_parameters` (transformers 5: theta, type and scaling fields in
+ * one object) or `rope_theta` + `rope_scaling` ("rope_type" or legacy "type").
+ */
+export function parseRope(c: Record<string, unknown>, source = 'config.json'): RopeSpec {
+  const bad = (field: string, why: string) => new GqaError('ERR_BAD_CONFIG', `${source}: ${field} ${why}`, 'input');
+  const objOrNull = (k: string): Record<string, unknown> | null => {
+    const v = c[k];
+    if (v === undefined || v === null) return null;
+    if (typeof v !== 'object' || Array.isArray(v)) throw bad(k, `must be an object or null (got ${JSON.stringify(v)})`);
+    return v as Record<string, unknown>;
+  };
+  const params = objOrNull('rope_parameters');
+  const scaling = objOrNull('rope_scaling');
+  const field = params ? 'rope_parameters' : 'rope_scaling';
+  const src: Record<string, unknown> = params ?? scaling ?? {};
+  const theta = params?.rope_theta ?? c.rope_theta ?? 10000;
+  if (typeof theta !== 'number' || !(theta > 0) || !Number.isFinite(theta))
+    throw bad(params?.rope_theta !== undefined ? 'rope_parameters.rope_theta' : 'rope_theta', `must be a positive number (got ${JSON.stringify(theta)})`);
+  const type = src.rope_type ?? src.type ?? 'default';
+  if (typeof type !== 'string' || !(SUPPORTED_ROPE_TYPES as readonly string[]).includes(type))
     throw new GqaError('ERR_UNSUPPORTED_ROPE', `${source}: rope type ${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_ROPE_TYPES.join(', ')})`, 'input');
-  const num = (k: string): number | undefined => (typeof src[k] === 'number' ? (src[k] as number) : undefined);
-  const factor = num('factor') ?? 1;
-  if (type !== 'default' && !(factor > 0)) throw new GqaError('ERR_BAD_CONFIG', `${source}: rope scaling factor must be positive`, 'input');
-  const prf = (params?.partial_rotary_factor ?? c.partial_rotary_factor ?? 1) as number;
-  const spec: RopeSpec = { type: type as RopeSpec['type'], theta, factor: type === 'default' ? 1 : factor, partialRotaryFactor: prf };
-  if (type === 'llama3') {
-    spec.lowFreqFactor = num('low_freq_factor') ?? 1;
-    spec.highFreqFactor = num('high_freq_factor') ?? 4;
+  const num = (k: string, required: boolean): number | undefined => {
+    const v = src[k];
+    if (v === undefined || v === null) {
+      if (required) throw bad(`${field}.${k}`, `is missing (needed by rope type ${type})`);
+      return undefined;
+    }
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(`${field}.${k}`, `must be a number (got ${JSON.stringify(v)})`);
+    return v;
+  };
+  const prf = params?.partial_rotary_factor ?? c.partial_rotary_factor ?? 1;
+  if (typeof prf !== 'number' || !(prf > 0 && prf <= 1)) throw bad('partial_rotary_factor', `must be in (0, 1] (got ${JSON.stringify(prf)})`);
+  const spec: RopeSpec = { type: type as RopeSpec['type'], theta, factor: 1, partialRotaryFactor: prf };
+  if (type === 'default') return spec;
+  const factor = num('factor', true)!;
+  if (!(factor > 0)) throw bad(`${field}.factor`, `must be positive (got ${factor})`);
+  spec.factor = factor;
+  const orig = num('original_max_position_embeddings', type === 'llama3');
+  if (orig !== undefined) {
+    if (!(orig > 0)) throw bad(`${field}.original_max_position_embeddings`, `must be positive (got ${orig})`);
+    spec.originalMaxPositionEmbeddings = orig;
   }
-  const orig = num('original_max_position_embeddings') ?? (type === 'dynamic' && typeof c.max_position_embeddings === 'number' ? c.max_position_embeddings : undefined);
-  if (orig !== undefined) spec.originalMaxPositionEmbeddings = orig;
-  if (type === 'llama3' && spec.originalMaxPositionEmbeddings === undefined)
-    throw new GqaError('ERR_BAD_CONFIG', `${source}: llama3 rope scaling needs original_max_position_embeddings`, 'input');
+  if (type === 'llama3') {
+    spec.lowFreqFactor = num('low_freq_factor', true);
+    spec.highFreqFactor = num('high_freq_factor', true);
+    if (!(spec.highFreqFactor! > spec.lowFreqFactor!)) throw bad(`${field}.high_freq_factor`, `(${spec.highFreqFactor}) must exceed low_freq_factor (${spec.lowFreqFactor})`);
+  }
   if (type === 'yarn') {
-    spec.betaFast = num('beta_fast') ?? 32;
-    spec.betaSlow = num('beta_slow') ?? 1;
-    if (num('mscale') !== undefined) spec.mscale = num('mscale');
-    if (num('mscale_all_dim') !== undefined) spec.mscaleAllDim = num('mscale_all_dim');
-    if (num('attention_factor') !== undefined) spec.attentionFactor = num('attention_factor');
+    spec.betaFast = num('beta_fast', false) ?? 32;
+    spec.betaSlow = num('beta_slow', false) ?? 1;
+    for (const [k, key] of [
+      ['mscale', 'mscale'],
+      ['mscale_all_dim', 'mscaleAllDim'],
+      ['attention_factor', 'attentionFactor'],
+    ] as const) {
+      const v = num(k, false);
+      if (v !== undefined) spec[key] = v;
+    }
   }
   return spec;
 }
