@@ -14,6 +14,7 @@ import { copyFile, mkdir, open, readFile, rename, rm, stat, writeFile } from 'no
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { GqaError, usageError } from '../errors.js';
+import { DTYPE_SIZE, type Dtype, encodeFloat32 } from '../checkpoint/dtype.js';
 import type { ConvertOptions, ResolvedOptions } from './options.js';
 
 /** A tensor to store: float32 values converted to `dtype`, or raw bytes already in it. */
@@ -24,63 +25,15 @@ export interface OutTensor {
   data: Float32Array | Uint8Array;
 }
 
-const DTYPE_BYTES: Record<string, number> = { BF16: 2, F16: 2, F32: 4, F64: 8, I64: 8 };
-
-/** Encodes float32 values in a stored dtype (BF16 round-to-nearest-even, F16 via Math.fround path). */
-export function encodeFloats(a: Float32Array, dtype: string): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-  if (dtype === 'BF16') {
-    const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
-    const out = new Uint16Array(a.length);
-    for (let i = 0; i < a.length; i++) {
-      const b = u[i];
-      if ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff) out[i] = (b >>> 16) | 0x40;
-      else out[i] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-    }
-    return new Uint8Array(out.buffer);
-  }
-  if (dtype === 'F16') {
-    const out = new Uint16Array(a.length);
-    for (let i = 0; i < a.length; i++) out[i] = toHalf(a[i]);
-    return new Uint8Array(out.buffer);
-  }
-  throw new GqaError('ERR_DTYPE', `cannot store float values as ${dtype}`, 'runtime');
-}
-
-function toHalf(v: number): number {
-  const f = new Float32Array([v]);
-  const x = new Uint32Array(f.buffer)[0];
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    if (rem > halfway || (rem === halfway && h & 1)) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
-  return sign | h;
-}
-
 /** Writes one safetensors file (header padded to 8 bytes, metadata {"format":"pt"}). */
 async function writeShard(path: string, tensors: OutTensor[]): Promise<number> {
   const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
   const blobs: Uint8Array[] = [];
   let off = 0;
   for (const t of tensors) {
-    const bytes = t.data instanceof Uint8Array ? t.data : encodeFloats(t.data, t.dtype);
+    const bytes = t.data instanceof Uint8Array ? t.data : encodeFloat32(t.data, t.dtype as Dtype, t.name);
     const numel = t.shape.reduce((a, b) => a * b, 1);
-    if (bytes.byteLength !== numel * DTYPE_BYTES[t.dtype])
+    if (bytes.byteLength !== numel * DTYPE_SIZE[t.dtype as Dtype])
       throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${t.name}: ${bytes.byteLength} bytes for shape [${t.shape}] ${t.dtype}`, 'runtime');
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes.byteLength] };
     off += bytes.byteLength;
