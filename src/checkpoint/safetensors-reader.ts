@@ -42,11 +42,30 @@ function bad(code: string, file: string, msg: string): GqaError {
   return new GqaError(code, `${file}: ${msg}`, 'input');
 }
 
-/** Reads exactly `length` bytes at `position` into `buf` at `offset` (looping over short reads). */
-async function readFully(fh: FileHandle, buf: Uint8Array, offset: number, length: number, position: number, path: string, what: string): Promise<void> {
+/**
+ * Largest length passed to one positional read or write: Node's fs binding asserts (and
+ * aborts the process) on lengths of 2 GiB and more, which single tensors can reach.
+ */
+export const IO_CHUNK_BYTES = 1 << 30;
+
+/**
+ * Reads exactly `length` bytes at `position` into `buf` at `offset`, at most `chunk` bytes
+ * per read, looping over short reads; a file that ends early is ERR_SAFETENSORS_TRUNCATED
+ * naming `path` and `what`.
+ */
+export async function readFully(
+  fh: FileHandle,
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  position: number,
+  path: string,
+  what: string,
+  chunk = IO_CHUNK_BYTES,
+): Promise<void> {
   let done = 0;
   while (done < length) {
-    const { bytesRead } = await fh.read(buf, offset + done, length - done, position + done);
+    const { bytesRead } = await fh.read(buf, offset + done, Math.min(length - done, chunk), position + done);
     if (bytesRead === 0) throw bad('ERR_SAFETENSORS_TRUNCATED', path, `${what}: the file ended while reading (it changed after it was opened?)`);
     done += bytesRead;
   }

@@ -33,7 +33,7 @@ import { dirname, isAbsolute, join, normalize, sep } from 'node:path';
 import { GqaError, usageError } from '../errors.js';
 import { DTYPE_SIZE, type Dtype, encodeFloat32, isDtype, numelOf } from './dtype.js';
 import { INDEX_FILE } from './checkpoint.js';
-import { MAX_HEADER_BYTES } from './safetensors-reader.js';
+import { IO_CHUNK_BYTES, MAX_HEADER_BYTES } from './safetensors-reader.js';
 
 /** Options of {@link CheckpointWriter.create} and {@link CheckpointWriter.resume}. */
 export interface WriterOptions {
@@ -116,7 +116,7 @@ function isAlive(pid: number): boolean {
 async function writeFully(fh: FileHandle, buf: Uint8Array, position: number): Promise<void> {
   let done = 0;
   while (done < buf.byteLength) {
-    const { bytesWritten } = await fh.write(buf, done, buf.byteLength - done, position + done);
+    const { bytesWritten } = await fh.write(buf, done, Math.min(buf.byteLength - done, IO_CHUNK_BYTES), position + done);
     done += bytesWritten;
   }
 }
