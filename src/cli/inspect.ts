@@ -173,7 +173,10 @@ export function formatInspect(r: InspectResult): string {
     ['layers', String(r.numLayers)],
     ['hidden size', String(r.hiddenSize)],
     ['attention heads', String(r.numHeads)],
-    ['kv heads', `${r.numKvHeads}${r.numKvHeads === r.numHeads ? ' (MHA)' : ` (GQA, ${r.numHeads / r.numKvHeads} queries per kv head)`}`],
+    [
+      'kv heads',
+      `${r.numKvHeads}${r.mla ? ' (MLA: one shared latent per token)' : r.numKvHeads === r.numHeads ? ' (MHA)' : ` (GQA, ${r.numHeads / r.numKvHeads} queries per kv head)`}`,
+    ],
     ['head dim', String(r.headDim)],
     ['intermediate size', String(r.intermediateSize)],
     ['vocab size', String(r.vocabSize)],
