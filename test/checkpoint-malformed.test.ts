@@ -5,9 +5,10 @@
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
-import { SafetensorsFile } from '../src/checkpoint/safetensors-reader.js';
+import { IO_CHUNK_BYTES, SafetensorsFile, readFully } from '../src/checkpoint/safetensors-reader.js';
 import { GqaError } from '../src/errors.js';
 import { normalGenerator } from './helpers/synthetic.js';
 
@@ -156,6 +157,26 @@ describe('malformed safetensors', () => {
     await expectCode(write(build({ ...header, b: { dtype: 'BF16', shape: [4, -1], data_offsets: [24, 32] } }, data)), 'ERR_SAFETENSORS_ENTRY', ['b']);
     await expectCode(write(build({ ...header, b: { dtype: 'BF16', shape: '4', data_offsets: [24, 32] } }, data)), 'ERR_SAFETENSORS_ENTRY', ['b']);
     await expectCode(write(build({ ...header, b: 7 }, data)), 'ERR_SAFETENSORS_ENTRY', ['b']);
+  });
+
+  test('chunked positional reads (large tensors are read at most IO_CHUNK_BYTES at a time) reassemble the bytes', async () => {
+    expect(IO_CHUNK_BYTES).toBeLessThan(2 ** 31); // Node's fs binding aborts the process on reads of 2 GiB or more
+    const g = normalGenerator(4);
+    const bytes = Buffer.from(Array.from({ length: 1000 }, () => Math.floor(Math.abs(g()) * 97) & 0xff));
+    const p = write(bytes);
+    const fh = await open(p, 'r');
+    try {
+      for (const chunk of [1, 7, 64, 1 << 20]) {
+        const buf = new Uint8Array(1003);
+        await readFully(fh, buf, 3, 990, 10, p, 'probe', chunk);
+        expect(Buffer.compare(Buffer.from(buf.subarray(3, 993)), bytes.subarray(10))).toBe(0);
+        expect(Array.from(buf.subarray(0, 3)).concat(Array.from(buf.subarray(993)))).toEqual(new Array(13).fill(0)); // nothing written outside [3, 993)
+      }
+      const err = await readFully(fh, new Uint8Array(100), 0, 100, 950, p, 'tensor z', 16).catch((e) => e);
+      expect(err).toMatchObject({ code: 'ERR_SAFETENSORS_TRUNCATED', message: expect.stringContaining('tensor z') });
+    } finally {
+      await fh.close();
+    }
   });
 
   test('random corruption never raises anything but a GqaError', async () => {

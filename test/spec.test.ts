@@ -335,6 +335,17 @@ describe('deepseek_v3 (converted checkpoints)', () => {
   test('mixture-of-experts layers are refused', () => {
     fails({ ...deepseekDense, num_hidden_layers: 61, first_k_dense_replace: 3, n_routed_experts: 256 }, 'ERR_UNSUPPORTED_MODEL', ['mixture-of-experts']);
   });
+
+  test("absent n_routed_experts / first_k_dense_replace take transformers' defaults (256 experts after 3 dense layers)", () => {
+    const { n_routed_experts: _e, first_k_dense_replace: _f, ...bare } = deepseekDense;
+    fails(bare, 'ERR_UNSUPPORTED_MODEL', ['layers 3..3', '256 routed experts']);
+    expect(parseModelSpec({ ...bare, num_hidden_layers: 3 }).numLayers).toBe(3); // all 3 layers dense by default
+    expect(parseModelSpec({ ...bare, first_k_dense_replace: 4 }).mla?.kvLoraRank).toBe(512);
+    expect(parseModelSpec({ ...bare, n_routed_experts: null }).numLayers).toBe(4);
+    expect(parseModelSpec({ ...bare, n_routed_experts: 0, first_k_dense_replace: 0 }).numLayers).toBe(4);
+    fails({ ...bare, n_routed_experts: 'many' }, 'ERR_BAD_CONFIG', ['n_routed_experts']);
+    fails({ ...bare, first_k_dense_replace: '4' }, 'ERR_BAD_CONFIG', ['first_k_dense_replace']);
+  });
 });
 
 describe('errors', () => {

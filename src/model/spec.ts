@@ -43,7 +43,9 @@ const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2
  * num_key_value_heads = num_attention_heads, head_dim = hidden_size / heads). Biases follow
  * the modeling code: llama's attention_bias covers q/k/v and o_proj; qwen2 always has q/k/v
  * biases and never an o_proj bias; mistral has none; deepseek_v3's attention_bias covers
- * q_a_proj / kv_a_proj_with_mqa and o_proj. For deepseek_v3, headDim is qk_nope_head_dim.
+ * q_a_proj / kv_a_proj_with_mqa and o_proj. For deepseek_v3, headDim is qk_nope_head_dim, and
+ * only dense models are read: n_routed_experts null (or 0) or first_k_dense_replace >=
+ * num_hidden_layers, with transformers' defaults (256 experts, 3 dense layers) when absent.
  * Throws ERR_UNSUPPORTED_MODEL, ERR_UNSUPPORTED_ROPE or ERR_BAD_CONFIG (naming the field).
  */
 export function parseModelSpec(config: object, source = 'config.json'): ModelSpec {
@@ -85,12 +87,22 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
     const qlr = c.q_lora_rank;
     if (qlr !== null && qlr !== undefined && (typeof qlr !== 'number' || !Number.isSafeInteger(qlr) || qlr <= 0))
       throw fail('q_lora_rank', `must be null or a positive integer (got ${JSON.stringify(qlr)})`);
-    if (c.n_routed_experts && (typeof c.first_k_dense_replace !== 'number' || c.first_k_dense_replace < numLayers))
-      throw new GqaError(
-        'ERR_UNSUPPORTED_MODEL',
-        `${source}: mixture-of-experts DeepSeek-V3 layers are not supported (only dense layers: first_k_dense_replace >= num_hidden_layers)`,
-        'input',
-      );
+    // transformers' DeepseekV3Config defaults: n_routed_experts 256, first_k_dense_replace 3
+    const experts = c.n_routed_experts === undefined ? 256 : c.n_routed_experts;
+    const firstDense = c.first_k_dense_replace ?? 3;
+    if (experts !== null && experts !== 0) {
+      if (typeof experts !== 'number' || !Number.isSafeInteger(experts) || experts < 0)
+        throw fail('n_routed_experts', `must be null or a non-negative integer (got ${JSON.stringify(experts)})`);
+      if (typeof firstDense !== 'number' || !Number.isSafeInteger(firstDense) || firstDense < 0)
+        throw fail('first_k_dense_replace', `must be a non-negative integer (got ${JSON.stringify(firstDense)})`);
+      if (firstDense < numLayers)
+        throw new GqaError(
+          'ERR_UNSUPPORTED_MODEL',
+          `${source}: mixture-of-experts DeepSeek-V3 layers are not supported (layers ${firstDense}..${numLayers - 1} would be MoE with ${experts} routed experts; ` +
+            `only dense models: n_routed_experts null or first_k_dense_replace >= num_hidden_layers)`,
+          'input',
+        );
+    }
     mla = {
       qLoraRank: (qlr as number | null | undefined) ?? null,
       kvLoraRank: int('kv_lora_rank'),
