@@ -58,12 +58,12 @@ export LIBRARY_PATH="/tmp/interop-libs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 
 # ---- build the CPU addon
 stamp "node-gyp rebuild (-j $JOBS, nodedir $npm_config_nodedir)"
-if ! timeout 240 node node_modules/.bin/node-gyp rebuild -j "$JOBS" --nodedir="$npm_config_nodedir" > "$OUT/build.log" 2>&1; then
+if ! timeout 120 node node_modules/.bin/node-gyp rebuild -j "$JOBS" --nodedir="$npm_config_nodedir" > "$OUT/build.log" 2>&1; then
   tail -25 "$OUT/build.log"
   stamp "node-gyp failed; trying cmake-js (CPU)"
   mkdir -p /tmp/nodedir/include/node
   cp "$NODE_API_INCLUDE"/*.h /tmp/nodedir/include/node/ && touch /tmp/nodedir/include/node/node.h
-  if ! npm_config_nodedir=/tmp/nodedir timeout 240 node node_modules/.bin/cmake-js compile -p "$JOBS" >> "$OUT/build.log" 2>&1; then
+  if ! npm_config_nodedir=/tmp/nodedir timeout 100 node node_modules/.bin/cmake-js compile -p "$JOBS" >> "$OUT/build.log" 2>&1; then
     tail -25 "$OUT/build.log"
     stamp "BUILD FAILED"
     exit 1
@@ -74,7 +74,7 @@ node -e "const m=require('./build/Release/gqa2mla.node'); console.log('addon:', 
 # ---- our side
 WORK=/tmp/interop-work
 stamp "ours.ts: convert + score (calib $CALIB x 256, $WINDOWS windows of 512)"
-if ! timeout 300 node node_modules/.bin/tsx bench/interop/ours.ts --work "$WORK" --calib-samples "$CALIB" --windows "$WINDOWS"; then
+if ! timeout 170 node node_modules/.bin/tsx bench/interop/ours.ts --work "$WORK" --calib-samples "$CALIB" --windows "$WINDOWS"; then
   stamp "ours.ts FAILED"
   exit 1
 fi
@@ -83,7 +83,7 @@ cp "$WORK/manifest.json" "$OUT/manifest.json"
 # ---- transformers' side
 stamp "hf_check.py"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
-timeout 240 python3 bench/interop/hf_check.py --work "$WORK" --out "$OUT/interop.json"
+timeout 110 python3 bench/interop/hf_check.py --work "$WORK" --out "$OUT/interop.json"
 rc=$?
 stamp "done (hf_check exit $rc)"
 exit $rc
