@@ -1,8 +1,9 @@
 /**
- * `gqa2mla inspect`: the CLI (run from the TypeScript sources through tsx, so the test never
- * depends on a stale dist/) on the fixtures, sharded synthetic checkpoints and a DeepSeek-V3
- * (MLA) checkpoint; exit status 3 with one line naming the file for malformed checkpoints,
- * 2 for usage errors.
+ * `gqa2mla inspect` on the fixtures, sharded synthetic checkpoints and a DeepSeek-V3 (MLA)
+ * checkpoint; exit status 3 with one line naming the file for malformed checkpoints, 2 for
+ * usage errors. A few runs go through a real child process (the CLI entry run from the
+ * TypeScript sources through tsx, so the test never depends on a stale dist/) to check the
+ * process's exit status and streams; the rest call main() in-process (faster).
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync, statSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { CheckpointWriter } from '../src/checkpoint/safetensors-writer.js';
 import { inspectModel } from '../src/cli/inspect.js';
 import { layerPrefix, layerTensorSpecs } from '../src/engine/weights.js';
 import { parseModelSpec } from '../src/model/spec.js';
+import { runCli } from './helpers/run-cli.js';
 import { normalGenerator, writeSyntheticModel } from './helpers/synthetic.js';
 
 let tmp: string;
@@ -26,10 +28,16 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** Runs `gqa2mla <args>` and returns its status and output. */
+/** Runs `gqa2mla <args>` in a child process and returns its status and output. */
 function cli(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', entry, ...args], { encoding: 'utf8', timeout: 60000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs `gqa2mla <args>` in-process through main(). */
+async function inproc(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  const r = await runCli(...args);
+  return { status: r.code, stdout: r.out, stderr: r.err };
 }
 
 test('inspect --json on tiny-llama-gqa', () => {
@@ -81,8 +89,8 @@ test('inspect --json on tiny-llama-gqa', () => {
   expect(j.totalBytes).toBe(2 * params);
 });
 
-test('inspect (table) on tiny-qwen2-gqa: aligned rows, biases shown', () => {
-  const r = cli('inspect', 'test/fixtures/tiny-qwen2-gqa');
+test('inspect (table) on tiny-qwen2-gqa: aligned rows, biases shown', async () => {
+  const r = await inproc('inspect', 'test/fixtures/tiny-qwen2-gqa');
   expect(r.status).toBe(0);
   const lines = r.stdout.split('\n');
   const block = lines.slice(0, lines.indexOf(''));
@@ -119,7 +127,7 @@ test('sharded synthetic checkpoints: shards, dtypes and parameter count', async 
     tokenizerFrom: 'test/fixtures/tiny-llama-gqa',
   });
   expect(w.shards.length).toBeGreaterThan(2);
-  const r = cli('inspect', dir, '--json');
+  const r = await inproc('inspect', dir, '--json');
   expect(r.status).toBe(0);
   const j = JSON.parse(r.stdout);
   expect(j).toMatchObject({ modelType: 'mistral', numKvHeads: 2, headDim: 8, tieWordEmbeddings: false, shards: w.shards, numParams: w.numParams, kvValuesPerTokenPerLayer: 32 });
@@ -173,7 +181,7 @@ test('a DeepSeek-V3 (MLA) checkpoint: kv values = kv_lora_rank + qk_rope_head_di
   const j = await inspectModel(dir);
   expect(j).toMatchObject({ modelType: 'deepseek_v3', headDim: 16, kvValuesPerTokenPerLayer: 32, kvValuesPerToken: 64, kvCacheBf16BytesPerToken: 128 });
   expect(j.mla).toMatchObject({ kvLoraRank: 24, qkRopeHeadDim: 8, ropeInterleave: false, qkLatentLayernorm: false });
-  const r = cli('inspect', dir);
+  const r = await inproc('inspect', dir);
   expect(r.status).toBe(0);
   expect(r.stdout).toMatch(/kv_lora_rank\s+24/);
 });
@@ -193,29 +201,34 @@ describe('failures', () => {
     expect(r.stderr).toMatch(/truncated/);
   });
 
-  test('a tensor whose shape disagrees with config.json: exit 3 naming tensor and file', () => {
+  test('a tensor whose shape disagrees with config.json: exit 3 naming tensor and file', async () => {
     const dir = join(tmp, 'mismatch');
     mkdirSync(dir);
     copyFileSync('test/fixtures/tiny-llama-gqa/model.safetensors', join(dir, 'model.safetensors'));
     const cfg = JSON.parse(readFileSync('test/fixtures/tiny-llama-gqa/config.json', 'utf8'));
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, intermediate_size: 512 }));
-    const r = cli('inspect', dir);
+    const r = await inproc('inspect', dir);
     expect(r.status).toBe(3);
     expect(r.stderr).toMatch(/model\.safetensors: tensor model\.layers\.0\.mlp\.gate_proj\.weight has shape \[768, 256\] but config\.json implies \[512, 256\]/);
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, tie_word_embeddings: false }));
-    const m = cli('inspect', dir);
+    const m = await inproc('inspect', dir);
     expect(m.status).toBe(3);
     expect(m.stderr).toContain('lm_head.weight is missing');
   });
 
-  test('unsupported model type: exit 3; usage errors: exit 2', () => {
+  test('unsupported model type: exit 3; usage errors: exit 2', async () => {
     const dir = join(tmp, 'gpt2');
     mkdirSync(dir);
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'gpt2' }));
-    const u = cli('inspect', dir);
+    const u = await inproc('inspect', dir);
     expect(u.status).toBe(3);
     expect(u.stderr).toContain(join(dir, 'config.json'));
     expect(cli('inspect').status).toBe(2);
-    expect(cli('inspect', 'test/fixtures/tiny-llama-gqa', '--bogus').status).toBe(2);
+    expect((await inproc('inspect', 'test/fixtures/tiny-llama-gqa', '--bogus')).status).toBe(2);
+    const h = await inproc('inspect', '--help');
+    expect(h.status).toBe(0);
+    expect(h.stdout).toContain('Usage: gqa2mla inspect [options] <model-dir>');
+    expect(h.stdout).toContain('--json');
+    expect(h.stdout).toContain('gqa2mla inspect test/fixtures/tiny-llama-gqa');
   });
 });
