@@ -264,6 +264,8 @@ describe('malformed checkpoints and indexes', () => {
     await expectOpenCode(bad, 'ERR_INDEX_JSON', ['model.safetensors.index.json']);
     writeFileSync(join(bad, 'model.safetensors.index.json'), '{"metadata": {}}');
     await expectOpenCode(bad, 'ERR_INDEX_JSON', ['weight_map']);
+    writeFileSync(join(bad, 'model.safetensors.index.json'), '{"metadata": {"total_size": 0}, "weight_map": {}}');
+    await expectOpenCode(bad, 'ERR_INDEX_JSON', ['weight_map is empty']);
     await expectOpenCode(sharded('escape', { a: '../case-0.safetensors' }), 'ERR_INDEX_JSON', ['../case-0.safetensors']);
   });
 

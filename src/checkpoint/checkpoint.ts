@@ -5,7 +5,7 @@
  * tensors are then read one at a time.
  *
  * Index errors (exit status 3, message naming the index file): ERR_INDEX_JSON (not JSON, no
- * weight_map object, a non-string or unsafe shard name), ERR_INDEX_MISSING_SHARD (a shard
+ * or an empty weight_map object, a non-string or unsafe shard name), ERR_INDEX_MISSING_SHARD (a shard
  * named by the index is not in the directory), ERR_INDEX_MISSING_TENSOR (weight_map names a
  * tensor its shard does not hold). Other: ERR_FILE_MISSING, ERR_NO_WEIGHTS,
  * ERR_DUPLICATE_TENSOR (two shards hold the same name), ERR_TENSOR_MISSING (read of an
@@ -72,7 +72,13 @@ export class Checkpoint {
     } else if ((await kindOf(join(dir, 'model.safetensors'))) === 'file') {
       shardNames = ['model.safetensors'];
     } else {
-      shardNames = (await readdir(dir)).filter((f) => f.endsWith('.safetensors')).sort();
+      let entries: string[];
+      try {
+        entries = await readdir(dir);
+      } catch (e) {
+        throw new GqaError('ERR_FILE_MISSING', `${dir}: cannot list the directory (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'input');
+      }
+      shardNames = entries.filter((f) => f.endsWith('.safetensors')).sort();
       if (shardNames.length === 0) throw new GqaError('ERR_NO_WEIGHTS', `${dir}: no model.safetensors, ${INDEX_FILE} or other *.safetensors file`, 'input');
     }
     const files: SafetensorsFile[] = [];
@@ -163,14 +169,21 @@ export class Checkpoint {
 }
 
 async function readIndex(indexPath: string): Promise<Record<string, string>> {
+  let text: string;
+  try {
+    text = await readFile(indexPath, 'utf8');
+  } catch (e) {
+    throw new GqaError('ERR_FILE_MISSING', `${indexPath}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'input');
+  }
   let idx: unknown;
   try {
-    idx = JSON.parse(await readFile(indexPath, 'utf8'));
+    idx = JSON.parse(text);
   } catch (e) {
     throw new GqaError('ERR_INDEX_JSON', `${indexPath}: not valid JSON (${(e as Error).message})`, 'input');
   }
   const wm = (idx as { weight_map?: unknown } | null)?.weight_map;
   if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new GqaError('ERR_INDEX_JSON', `${indexPath}: no weight_map object`, 'input');
+  if (Object.keys(wm).length === 0) throw new GqaError('ERR_INDEX_JSON', `${indexPath}: weight_map is empty (it names no tensor)`, 'input');
   for (const [name, shard] of Object.entries(wm)) {
     if (typeof shard !== 'string' || shard === '' || isAbsolute(shard) || shard.split(/[\\/]/).includes('..'))
       throw new GqaError('ERR_INDEX_JSON', `${indexPath}: weight_map entry for ${name} is ${JSON.stringify(shard)}, not a shard file name in the directory`, 'input');
