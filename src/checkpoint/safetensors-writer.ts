@@ -187,7 +187,7 @@ export class CheckpointWriter {
     if (existsSync(partial)) {
       const owner = await readJournal(partial).then((j) => j.pid).catch(() => 0);
       if (owner !== process.pid && isAlive(owner))
-        throw usageError('ERR_OUTPUT_BUSY', `${partial} is being written by process ${owner}; wait for it or stop it first`);
+        throw usageError('ERR_OUTPUT_BUSY', `${partial} is being written by process ${owner}; wait for it or stop it first (if no gqa2mla is running, remove ${partial})`);
       if (!opts.overwrite)
         throw usageError('ERR_OUTPUT_EXISTS', `an interrupted write is in ${partial}: resume it (--resume) or use --force to start afresh`);
       await rm(partial, { recursive: true, force: true });
@@ -215,7 +215,7 @@ export class CheckpointWriter {
     } catch (e) {
       throw new GqaError('ERR_RESUME', `cannot resume ${partial}: ${(e as Error).message} (use --force to start afresh)`, 'input');
     }
-    if (j.pid !== process.pid && isAlive(j.pid)) throw usageError('ERR_OUTPUT_BUSY', `${partial} is being written by process ${j.pid}; wait for it or stop it first`);
+    if (j.pid !== process.pid && isAlive(j.pid)) throw usageError('ERR_OUTPUT_BUSY', `${partial} is being written by process ${j.pid}; wait for it or stop it first (if no gqa2mla is running, remove ${partial})`);
     if (existsSync(out) && !opts.overwrite) throw usageError('ERR_OUTPUT_EXISTS', `output directory ${out} already exists (use --force to replace it)`);
     if (opts.metadata !== undefined && JSON.stringify(checkMetadata(opts.metadata)) !== JSON.stringify(j.metadata))
       throw usageError('ERR_RESUME', `cannot resume ${partial}: it was started with different metadata`);
