@@ -30,3 +30,7 @@ export { CheckpointWriter, WRITER_JOURNAL, type WriterOptions, type WriterResult
 export { DTYPE_SIZE, toFloat32, encodeFloat32, floatBitsToBf16, floatBitsToHalf, halfBitsToFloat, numelOf, type Dtype } from './checkpoint/dtype.js';
 export { loadModelSpec, parseModelSpec, parseRope, SUPPORTED_MODEL_TYPES, SUPPORTED_ROPE_TYPES } from './model/spec.js';
 export { inspectModel, formatInspect, kvValuesPerTokenPerLayer, type InspectResult } from './cli/inspect.js';
+export { renderReportHtml, writeReportHtml, REPORT_HTML, CHART_NAMES, type WrittenReport } from './report/html.js';
+export { readConversionReport, validateConversionReport, REPORT_JSON } from './report/read.js';
+export { kvBytesPerToken, kvGiBPerSequence, kvCacheRows, REPORT_CONTEXT_LENGTHS, type KvCacheRow } from './report/kv-cache.js';
+export { plan, planForSpec, allowedFreqfolds, validQkRopeDims, type PlanOptions, type PlanResult, type PlanBudget, type KvCost } from './plan.js';

@@ -64,7 +64,12 @@ describe('renderReportHtml', () => {
     expect(count(c.get('stage-times')!, /<rect class="mark"/g)).toBe(7);
     expect(count(c.get('ppl')!, /<rect class="mark"/g)).toBe(2);
     // candidates other than the chosen one are drawn as dots
-    const others = r.layers.reduce((a, l) => a + l.candidates.filter((x) => !(x.freqfold === l.freqfold && x.balanceKv === l.balanceKv)).length, 0);
+    const others = r.layers.reduce(
+      (a, l) =>
+        a + l.candidates.filter((x) => !(x.freqfold === l.freqfold && x.balanceKv === l.balanceKv && x.ropeSelection === l.ropeSelection && x.kvMetric === l.kvMetric)).length,
+      0,
+    );
+    expect(others).toBe(r.layers.reduce((a, l) => a + l.candidates.length - 1, 0));
     expect(count(c.get('attn-error')!, /<circle class="mark dot"/g)).toBe(others);
   });
 

@@ -77,7 +77,7 @@ export function register(program: Command): void {
     .option('--kv-lora-rank <list>', 'candidate latent ranks, comma-separated (default 64,128,256,512 capped to the maximum)', intList('--kv-lora-rank'))
     .option('--qk-rope-dim <list>', 'candidate RoPE dims per head, comma-separated (default 32,64 filtered to valid ones)', intList('--qk-rope-dim'))
     .option('--context <tokens>', 'sequence length for the per-sequence size', positiveInt('--context'), 32768)
-    .option('--json', 'print {"model","original","contextTokens","bytesPerValue","limits","warnings","budgets"} on stdout')
+    .option('--json', 'print the plan as JSON: {model, original, limits, budgets, ...}')
     .addHelpText(
       'after',
       '\nSizes assume bf16 (2 bytes per cached value) and count all layers. Invalid combinations are\n' +

@@ -10,7 +10,7 @@ export function register(program: Command): void {
     .command('report')
     .description('write report.html (self-contained charts) from the conversion-report.json of a converted directory')
     .argument('<converted-dir>', 'output directory of `gqa2mla convert`')
-    .option('--json', 'print {"reportHtml","source","layers","bytes","charts","kvValuesPerToken","meanAttnRelError"} on stdout')
+    .option('--json', 'print {reportHtml, layers, charts, ...} as JSON')
     .addHelpText(
       'after',
       '\nThe page has no scripts and loads nothing from the network: open it in any browser.\n\n' +

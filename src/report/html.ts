@@ -49,8 +49,8 @@ svg.chart{display:block;width:100%;height:auto}
 .legend-html i.bar{border-radius:2px}
 .legend-html i.line{height:2px;width:16px;border-radius:0;vertical-align:3px}
 table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
-th{font-weight:600;color:var(--muted);font-size:12px}
+th,td{padding:5px 7px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+th{font-weight:600;color:var(--muted);font-size:12px;white-space:normal;vertical-align:bottom}
 th:first-child,td:first-child{text-align:left}
 tbody tr:nth-child(even){background:#fafbfc}
 table.kv th:last-child{text-align:left}
@@ -218,8 +218,20 @@ function pplSection(r: ConversionReport): string {
   );
 }
 
-function sameCandidate(c: { freqfold: number; balanceKv?: number }, l: LayerReport): boolean {
-  return c.freqfold === l.freqfold && (c.balanceKv === undefined || l.balanceKv === undefined || c.balanceKv === l.balanceKv);
+type Candidate = LayerReport['candidates'][number];
+
+/** Whether a candidate is the configuration the layer kept (fields absent on either side are ignored). */
+function sameCandidate(c: Candidate, l: LayerReport): boolean {
+  const eq = <T>(a: T | undefined, b: T | undefined) => a === undefined || b === undefined || a === b;
+  return c.freqfold === l.freqfold && eq(c.balanceKv, l.balanceKv) && eq(c.ropeSelection, l.ropeSelection) && eq(c.kvMetric, l.kvMetric);
+}
+
+function describeChoice(c: { freqfold: number; balanceKv?: number; ropeSelection?: string; kvMetric?: string }): string {
+  let s = `freqfold ${c.freqfold}`;
+  if (c.balanceKv !== undefined) s += `, balance ${fmt(c.balanceKv)}`;
+  if (c.ropeSelection !== undefined) s += `, RoPE by ${c.ropeSelection}`;
+  if (c.kvMetric !== undefined) s += `, ${c.kvMetric} metric`;
+  return s;
 }
 
 function errorSection(r: ConversionReport): string {
@@ -230,7 +242,7 @@ function errorSection(r: ConversionReport): string {
       .map((c) => ({
         group: gi,
         value: c.attnRelError,
-        tip: `layer ${l.layer}, freqfold ${c.freqfold}${c.balanceKv !== undefined ? `, balance ${fmt(c.balanceKv)}` : ''}: ${fmt(c.attnRelError, 4)} (not chosen)`,
+        tip: `layer ${l.layer}, ${describeChoice(c)}: ${fmt(c.attnRelError, 4)} (not chosen)`,
       })),
   );
   const m = r.meanAttnRelError ?? mean(layers.map((l) => l.attnRelError));
@@ -245,7 +257,7 @@ function errorSection(r: ConversionReport): string {
         name: 'chosen',
         color: COLORS.after,
         values: layers.map((l) => l.attnRelError),
-        tips: layers.map((l) => `layer ${l.layer}: ${fmt(l.attnRelError, 4)} (freqfold ${l.freqfold}${l.balanceKv !== undefined ? `, balance ${fmt(l.balanceKv)}` : ''})`),
+        tips: layers.map((l) => `layer ${l.layer}: ${fmt(l.attnRelError, 4)} (${describeChoice(l)})`),
       },
     ],
     dots,
@@ -257,7 +269,7 @@ function errorSection(r: ConversionReport): string {
   return (
     '<section><h2>Attention-output error per layer</h2>' +
     '<p class="note">||attn<sub>MLA</sub>(x) &minus; attn<sub>GQA</sub>(x)|| / ||attn<sub>GQA</sub>(x)|| on held-out calibration windows. ' +
-    'Bars: the configuration kept for the layer; circles: the other freqfold / balance candidates evaluated from the same statistics.</p>' +
+    'Bars: the configuration kept for the layer; circles: the other candidates (freqfold, balance, RoPE selection, K/V metric) evaluated from the same statistics.</p>' +
     `<figure>${chart}</figure></section>`
   );
 }
@@ -280,7 +292,7 @@ function varianceSection(r: ConversionReport): string {
   });
   return (
     '<section><h2>Variance kept per layer</h2>' +
-    `<p class="note">RoRoPE: share of the RoPE selection criterion (${esc(r.settings.ropeSelection === 'qk' ? 'attention-logit energy' : 'key variance')}) in the ${esc(String(r.settings.qkRopeDim))} RoPE dims; ` +
+    `<p class="note">RoRoPE: share of the layer's RoPE selection criterion (key variance with selection 'key', attention-logit energy with 'qk'; setting: ${esc(String(r.settings.ropeSelection))}) in the ${esc(String(r.settings.qkRopeDim))} RoPE dims; ` +
     `PCA: share of E[|z|&sup2;] of the (balanced) [K<sub>nope</sub>, V] latent kept by kv_lora_rank = ${esc(String(r.settings.kvLoraRank))} directions.</p>` +
     `<figure>${chart}</figure></section>`
   );
@@ -352,21 +364,29 @@ function pcaSection(r: ConversionReport): string {
 
 function layerTable(r: ConversionReport): string {
   const hasNorm = r.layers.some((l) => l.latentNorm);
-  const head = ['layer', 'freqfold', 'balance', 'attn rel. error', 'best / worst candidate', 'RoRoPE kept', 'PCA kept', 'balance scale'];
+  const hasSel = r.layers.some((l) => l.ropeSelection !== undefined || l.kvMetric !== undefined);
+  const hasRefit = r.layers.some((l) => l.valueRefit);
+  const head = ['layer', 'freqfold', 'balance'];
+  if (hasSel) head.push('RoPE sel.', 'K/V metric');
+  head.push('attn rel. error', 'best / worst of candidates', 'RoRoPE kept', 'PCA kept', 'balance scale');
+  if (hasRefit) head.push('value refit: error before \u2192 after');
   if (hasNorm) head.push('latent-norm \u03b1');
   head.push('seconds');
   const rows = r.layers.map((l) => {
     const errs = (l.candidates ?? []).map((c) => c.attnRelError).filter((v) => Number.isFinite(v));
-    const row = [
-      String(l.layer),
-      String(l.freqfold),
-      fmt(l.balanceKv),
+    const row = [String(l.layer), String(l.freqfold), fmt(l.balanceKv)];
+    if (hasSel) row.push(l.ropeSelection ?? '\u2014', l.kvMetric ?? '\u2014');
+    row.push(
       fmt(l.attnRelError, 4),
       errs.length ? `${fmt(Math.min(...errs), 4)} / ${fmt(Math.max(...errs), 4)} (${errs.length})` : '\u2014',
       pct(l.ropeVarianceKept),
       pct(l.pcaVarianceKept),
       fmt(l.balanceScale),
-    ];
+    );
+    if (hasRefit) {
+      const v = l.valueRefit;
+      row.push(v ? `${fmt(v.errBefore, 4)} \u2192 ${fmt(v.errAfter, 4)} ${v.kept ? 'kept' : 'dropped'}` : '\u2014');
+    }
     if (hasNorm) row.push(l.latentNorm ? fmt(l.latentNorm.alpha) : '\u2014');
     row.push(fixed(l.seconds, 2));
     return row;

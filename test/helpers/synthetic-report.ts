@@ -62,9 +62,17 @@ export function syntheticReport(o: SyntheticOptions = {}): ConversionReport {
     const pcaTotal = pcaSpectrum.reduce((a, b) => a + b, 0);
     const pcaKept = pcaSpectrum.slice(0, rank).reduce((a, b) => a + b, 0);
     const base = 0.08 + 0.05 * l + 0.02 * rnd();
-    const candidates = candidatesFf.flatMap((f) =>
-      [0.5, 1, 2].map((b) => ({ freqfold: f, balanceKv: b, attnRelError: f === ff && b === 1 ? base : base * (1.05 + 0.5 * rnd()) })),
+    const candidates: LayerReport['candidates'] = candidatesFf.flatMap((f) =>
+      [0.5, 1, 2].map((b) => ({
+        freqfold: f,
+        balanceKv: b,
+        ropeSelection: 'qk' as const,
+        kvMetric: 'objective' as const,
+        attnRelError: f === ff && b === 1 ? base : base * (1.05 + 0.5 * rnd()),
+      })),
     );
+    // TransMLA's choices at the kept freqfold and balance: same freqfold/balance, other selection and metric
+    candidates.push({ freqfold: ff, balanceKv: 1, ropeSelection: 'key', kvMetric: 'plain', attnRelError: base * 1.3 });
     layers.push({
       layer: l,
       freqfold: ff,

@@ -1,0 +1,211 @@
+/**
+ * `gqa2mla report` and `gqa2mla plan` through the real CLI entry point (in-process):
+ * --json output shape, text output, --help, usage errors (2) and input errors (3).
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jest } from '@jest/globals';
+import { main } from '../src/cli/main.js';
+import { syntheticReport } from './helpers/synthetic-report.js';
+
+const LLAMA = 'test/fixtures/tiny-llama-gqa';
+
+interface Run {
+  code: number;
+  out: string;
+  err: string;
+}
+
+async function cli(...args: string[]): Promise<Run> {
+  let out = '';
+  let err = '';
+  const o = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
+    out += String(s);
+    return true;
+  });
+  const e = jest.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
+    err += String(s);
+    return true;
+  });
+  try {
+    const code = await main(['node', 'gqa2mla', ...args]);
+    return { code, out, err };
+  } finally {
+    o.mockRestore();
+    e.mockRestore();
+  }
+}
+
+/** A GqaError reaches the user as exactly one line naming the file. */
+function oneLine(r: Run, mention: string): void {
+  const lines = r.err.trimEnd().split('\n');
+  expect(lines).toHaveLength(1);
+  expect(lines[0].startsWith('gqa2mla: ')).toBe(true);
+  expect(lines[0]).toContain(mention);
+}
+
+let tmp: string;
+let converted: string;
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'gqa2mla-cli-rp-'));
+  converted = join(tmp, 'converted');
+  await mkdir(converted);
+  await writeFile(
+    join(converted, 'conversion-report.json'),
+    JSON.stringify(syntheticReport({ ppl: { before: 15.9, after: 27.1, protocol: 'eval-ppl 40 x 512' } }), null, 2),
+  );
+});
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+describe('gqa2mla report', () => {
+  test('--json shape; writes report.html', async () => {
+    await rm(join(converted, 'report.html'), { force: true });
+    const r = await cli('report', converted, '--json');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(Object.keys(j).sort()).toEqual(['bytes', 'charts', 'kvValuesPerToken', 'layers', 'meanAttnRelError', 'ppl', 'reportHtml', 'source'].sort());
+    expect(j.reportHtml).toBe(join(converted, 'report.html'));
+    expect(j.source).toBe(join(converted, 'conversion-report.json'));
+    expect(j.layers).toBe(4);
+    expect(j.charts).toEqual(['kv-cache', 'ppl', 'attn-error', 'variance-kept', 'rope-spectrum', 'pca-spectrum', 'stage-times']);
+    expect(j.kvValuesPerToken).toEqual({ before: 1024, after: 512, perLayerBefore: 256, perLayerAfter: 128, ratio: 2 });
+    expect(typeof j.meanAttnRelError).toBe('number');
+    expect(j.ppl.after).toBe(27.1);
+    const html = await readFile(j.reportHtml, 'utf8');
+    expect(j.bytes).toBe(Buffer.byteLength(html));
+    for (const c of j.charts) expect(html).toContain(`data-chart="${c}"`);
+  });
+
+  test('text output', async () => {
+    const r = await cli('report', converted);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(new RegExp(`^wrote ${join(converted, 'report.html').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(4 layers, [0-9.]+ KiB\\)\\n$`));
+  });
+
+  test('--help has examples', async () => {
+    const r = await cli('report', '--help');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('Usage: gqa2mla report [options] <converted-dir>');
+    expect(r.out).toContain('Examples:');
+    expect(r.out).toContain('--json');
+  });
+
+  test('usage errors exit 2', async () => {
+    expect((await cli('report')).code).toBe(2);
+    expect((await cli('report', converted, '--bogus')).code).toBe(2);
+    expect((await cli('report', converted, 'extra')).code).toBe(2);
+  });
+
+  test('input errors exit 3 with one line naming the file', async () => {
+    const missing = join(tmp, 'missing');
+    let r = await cli('report', missing);
+    expect(r.code).toBe(3);
+    oneLine(r, missing);
+    const empty = join(tmp, 'empty');
+    await mkdir(empty);
+    r = await cli('report', empty, '--json');
+    expect(r.code).toBe(3);
+    expect(r.out).toBe('');
+    oneLine(r, join(empty, 'conversion-report.json'));
+    const bad = join(tmp, 'bad');
+    await mkdir(bad);
+    await writeFile(join(bad, 'conversion-report.json'), '{"source": {');
+    r = await cli('report', bad);
+    expect(r.code).toBe(3);
+    oneLine(r, join(bad, 'conversion-report.json'));
+    expect(existsSync(join(bad, 'report.html'))).toBe(false);
+  });
+});
+
+describe('gqa2mla plan', () => {
+  test('--json shape', async () => {
+    const r = await cli('plan', LLAMA, '--json');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(Object.keys(j).sort()).toEqual(['budgets', 'bytesPerValue', 'contextTokens', 'limits', 'model', 'original', 'warnings']);
+    expect(Object.keys(j.model).sort()).toEqual(['dir', 'headDim', 'hiddenSize', 'maxPositionEmbeddings', 'modelType', 'numHeads', 'numKvHeads', 'numLayers']);
+    expect(Object.keys(j.original).sort()).toEqual(['bytesPerToken', 'gibPerSequence', 'valuesPerToken', 'valuesPerTokenPerLayer']);
+    expect(j.original.valuesPerTokenPerLayer).toBe(256);
+    expect(j.budgets).toHaveLength(6);
+    for (const b of j.budgets)
+      expect(Object.keys(b).sort()).toEqual(
+        [
+          'bytesPerToken',
+          'collapse',
+          'compressionRatio',
+          'freqfolds',
+          'gibPerSequence',
+          'kvLoraRank',
+          'maxKvLoraRank',
+          'qkRopeDim',
+          'reasons',
+          'savedFraction',
+          'valid',
+          'valuesPerToken',
+          'valuesPerTokenPerLayer',
+        ].sort(),
+      );
+  });
+
+  test('lists and --context; invalid combos shown, not fatal', async () => {
+    let r = await cli('plan', LLAMA, '--kv-lora-rank', '96,300', '--qk-rope-dim', '32,48', '--context', '131072', '--json');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.contextTokens).toBe(131072);
+    expect(j.budgets.map((b: { qkRopeDim: number; kvLoraRank: number; valid: boolean }) => [b.qkRopeDim, b.kvLoraRank, b.valid])).toEqual([
+      [32, 96, true],
+      [32, 300, false],
+      [48, 96, false],
+      [48, 300, false],
+    ]);
+    r = await cli('plan', LLAMA, '--kv-lora-rank', '96,300', '--qk-rope-dim', '32,48');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('original 256 KV values/token/layer');
+    expect(r.out).toContain('GiB/32K');
+    expect(r.out).toMatch(/^32\s+96\s+128\s+512\s+1\.00 KiB\s+0\.0313\s+2\.00x\s+50\.0%\s+2,4,8,16,32\s+ok$/m);
+    expect(r.out).toContain('invalid: kvLoraRank 300 exceeds the maximum 2 x kv_heads x head_dim - qkRopeDim = 224');
+    expect(r.out).toContain('invalid: qkRopeDim 48 must divide head_dim 64');
+  });
+
+  test('--help has examples', async () => {
+    const r = await cli('plan', '--help');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('Usage: gqa2mla plan [options] <model-dir>');
+    expect(r.out).toContain('Examples:');
+    expect(r.out).toContain('--kv-lora-rank <list>');
+  });
+
+  test('usage errors exit 2', async () => {
+    expect((await cli('plan')).code).toBe(2);
+    expect((await cli('plan', LLAMA, '--bogus')).code).toBe(2);
+    for (const bad of ['abc', '64,,128', '0', '64.5', '-64']) {
+      const r = await cli('plan', LLAMA, '--kv-lora-rank', bad);
+      expect(r.code).toBe(2);
+      expect(r.out).toBe('');
+    }
+    const r = await cli('plan', LLAMA, '--qk-rope-dim', 'x');
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('--qk-rope-dim');
+    expect((await cli('plan', LLAMA, '--context', '0')).code).toBe(2);
+  });
+
+  test('input errors exit 3 with one line naming the file', async () => {
+    const missing = join(tmp, 'no-model');
+    let r = await cli('plan', missing, '--json');
+    expect(r.code).toBe(3);
+    expect(r.out).toBe('');
+    oneLine(r, join(missing, 'config.json'));
+    const broken = join(tmp, 'broken-model');
+    await mkdir(broken);
+    await writeFile(join(broken, 'config.json'), '{"model_type": "llama",');
+    r = await cli('plan', broken);
+    expect(r.code).toBe(3);
+    oneLine(r, join(broken, 'config.json'));
+  });
+});
