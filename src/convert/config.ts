@@ -90,3 +90,35 @@ export function deepseekConfig(spec: ModelSpec, opt: ResolvedOptions, ex: Export
   };
   return cfg;
 }
+
+/** Keys whose values transformers' strict configs type as floats. */
+const FLOAT_KEYS = new Set([
+  'rms_norm_eps',
+  'rope_theta',
+  'routed_scaling_factor',
+  'attention_dropout',
+  'initializer_range',
+  'factor',
+  'low_freq_factor',
+  'high_freq_factor',
+  'beta_fast',
+  'beta_slow',
+  'mscale',
+  'mscale_all_dim',
+  'attention_factor',
+  'partial_rotary_factor',
+]);
+
+/**
+ * config.json text: like JSON.stringify(config, null, 2), but float-typed fields keep a
+ * decimal point (1.0, not 1), as Python writes them; transformers 5 validates types strictly.
+ */
+export function stringifyConfig(config: Record<string, unknown>): string {
+  const marker = '\u0000float:';
+  const text = JSON.stringify(
+    config,
+    (key, value) => (FLOAT_KEYS.has(key) && typeof value === 'number' && Number.isInteger(value) ? `${marker}${value}.0` : value),
+    2,
+  );
+  return `${text.replace(/"\\u0000float:([-0-9.e+]+)"/g, '$1')}\n`;
+}

@@ -15,6 +15,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { GqaError, usageError } from '../errors.js';
 import { DTYPE_SIZE, type Dtype, encodeFloat32 } from '../checkpoint/dtype.js';
+import { stringifyConfig } from './config.js';
 import type { ConvertOptions, ResolvedOptions } from './options.js';
 
 /** A tensor to store: float32 values converted to `dtype`, or raw bytes already in it. */
@@ -179,7 +180,7 @@ export class OutputSink {
     for (const k of Object.keys(this.journal.weightMap).sort()) weightMap[k] = this.journal.weightMap[k];
     const p = this.partialDir;
     await writeFile(join(p, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2)}\n`);
-    await writeFile(join(p, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+    await writeFile(join(p, 'config.json'), stringifyConfig(config as Record<string, unknown>));
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json', 'tokenizer.model']) {
       if (existsSync(join(sourceDir, f))) await copyFile(join(sourceDir, f), join(p, f));
     }
