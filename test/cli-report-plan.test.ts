@@ -6,45 +6,13 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { jest } from '@jest/globals';
-import { main } from '../src/cli/main.js';
+import { expectOneLineError, runCli } from './helpers/run-cli.js';
 import { syntheticReport } from './helpers/synthetic-report.js';
 
 const LLAMA = 'test/fixtures/tiny-llama-gqa';
 
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
-
-async function cli(...args: string[]): Promise<Run> {
-  let out = '';
-  let err = '';
-  const o = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
-    out += String(s);
-    return true;
-  });
-  const e = jest.spyOn(process.stderr, 'write').mockImplementation((s: string | Uint8Array) => {
-    err += String(s);
-    return true;
-  });
-  try {
-    const code = await main(['node', 'gqa2mla', ...args]);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
-
-/** A GqaError reaches the user as exactly one line naming the file. */
-function oneLine(r: Run, mention: string): void {
-  const lines = r.err.trimEnd().split('\n');
-  expect(lines).toHaveLength(1);
-  expect(lines[0].startsWith('gqa2mla: ')).toBe(true);
-  expect(lines[0]).toContain(mention);
-}
+const cli = runCli;
+const oneLine = expectOneLineError;
 
 let tmp: string;
 let converted: string;
