@@ -134,9 +134,9 @@ export class Checkpoint {
   }
 
   /** Tensor `name` as float32 (BF16/F16/F32 exact, F64 rounded, I64 through a double). */
-  async read(name: string): Promise<Float32Array> {
+  async read(name: string, into?: Float32Array): Promise<Float32Array> {
     const { file } = this.get(name);
-    return file.readFloat32(name);
+    return file.readFloat32(name, into);
   }
 
   /** Tensor `name`'s stored bytes with its dtype and shape. */

@@ -139,13 +139,14 @@ export class SafetensorsFile {
   /**
    * Tensor `name` as float32 (BF16/F16/F32 exact, F64 rounded, I64 through a double).
    * 16-bit data is read into the upper half of the result's buffer and widened in place,
-   * so no second buffer is allocated.
+   * so no second buffer is allocated. `into`, when given with exactly the tensor's element
+   * count, receives the values instead of a new array (lets callers reuse buffers).
    */
-  async readFloat32(name: string): Promise<Float32Array> {
+  async readFloat32(name: string, into?: Float32Array): Promise<Float32Array> {
     const t = this.get(name);
     const n = t.byteLength / DTYPE_SIZE[t.dtype];
     if (t.dtype === 'F32' || t.dtype === 'BF16' || t.dtype === 'F16') {
-      const out = new Float32Array(n);
+      const out = into && into.length === n && into.byteOffset === 0 && into.buffer.byteLength === 4 * n ? into : new Float32Array(n);
       const bytes = new Uint8Array(out.buffer);
       const at = t.dtype === 'F32' ? 0 : 2 * n;
       await readFully(this.fh, bytes, at, t.byteLength, t.offset, this.path, `tensor ${name}`);

@@ -11,7 +11,7 @@ import { loadModelSpec } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { native } from '../native/binding.js';
 import { type LayerHooks, layerForward, throwIfAborted } from './layer.js';
-import { type TensorSource, loadLayerWeights } from './weights.js';
+import { type LayerWeights, type TensorSource, loadLayerWeights } from './weights.js';
 import { Workspace } from './workspace.js';
 
 export const EMBED_NAME = 'model.embed_tokens.weight';
@@ -164,9 +164,10 @@ export class ModelRunner {
     const h = this.buffer(nSeq * seqLen * spec.hiddenSize);
     await embedTokens(this.source, spec, ids, h);
     opts.onStep?.({ stage: 'embed', done: ++done, total });
+    let w: LayerWeights | undefined;
     for (let l = 0; l < spec.numLayers; l++) {
       throwIfAborted(opts.signal);
-      const w = await loadLayerWeights(this.source, spec, l);
+      w = await loadLayerWeights(this.source, spec, l, w);
       const hooks: LayerHooks | undefined = opts.onAttnInput ? { onAttnInput: (x, info) => opts.onAttnInput!(l, x, info) } : undefined;
       await layerForward(spec, w, h, nSeq, seqLen, hooks, {
         workspace: this.ws,

@@ -26,7 +26,8 @@ export interface LayerWeights {
 /** The subset of a checkpoint reader the engine needs (satisfied by `Checkpoint`). */
 export interface TensorSource {
   has(name: string): boolean;
-  read(name: string): Promise<Float32Array>;
+  /** `into`: a buffer of the right size the reader may fill instead of allocating */
+  read(name: string, into?: Float32Array): Promise<Float32Array>;
 }
 
 /** Prefix of decoder layer `layer`'s tensor names. */
@@ -103,8 +104,10 @@ const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
  * Reads every tensor of decoder layer `layer` as float32 (BF16/F16/F32 upcast by the
  * checkpoint reader). Required tensors that are missing, and tensors whose size does not
  * match the config, raise GqaError ERR_TENSOR_MISSING / ERR_TENSOR_SHAPE naming the tensor.
+ * `reuse`: the previous layer's weights, no longer needed; their buffers are refilled
+ * (same names and sizes), so streaming layers allocates no new weight memory.
  */
-export async function loadLayerWeights(ckpt: TensorSource, spec: ModelSpec, layer: number): Promise<LayerWeights> {
+export async function loadLayerWeights(ckpt: TensorSource, spec: ModelSpec, layer: number, reuse?: LayerWeights): Promise<LayerWeights> {
   if (!Number.isInteger(layer) || layer < 0 || layer >= spec.numLayers)
     throw new GqaError('ERR_OUT_OF_RANGE', `layer ${layer} is outside [0, ${spec.numLayers})`, 'usage');
   const prefix = layerPrefix(layer);
@@ -115,7 +118,7 @@ export async function loadLayerWeights(ckpt: TensorSource, spec: ModelSpec, laye
       if (want.optional) continue;
       throw new GqaError('ERR_TENSOR_MISSING', `tensor ${full} is missing from the checkpoint (model_type ${spec.modelType})`);
     }
-    const data = await ckpt.read(full);
+    const data = await ckpt.read(full, reuse?.tensors[want.name]?.data);
     if (data.length !== numel(want.shape))
       throw new GqaError(
         'ERR_TENSOR_SHAPE',
