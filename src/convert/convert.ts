@@ -185,11 +185,13 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
     shared.forward += now() - t;
 
     const x = new Float32Array(allRows * hid);
+    let prev: LayerWeights | undefined; // refilled by the next layer: weight memory stays flat
     for (let l = startLayer; l < numLayers; l++) {
       checkAbort(options.signal);
       const tl = now();
       t = now();
-      const w = await loadLayerWeights(ckpt, spec, l);
+      const w = await loadLayerWeights(ckpt, spec, l, prev);
+      prev = w;
       shared.read += now() - t;
 
       // ---- statistics of the attention input (calibration windows only)
