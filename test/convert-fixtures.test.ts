@@ -71,6 +71,28 @@ test('(c) tiny-qwen2-gqa lossless setting (qkRopeDim 128, kvLoraRank 128, freqfo
   const report = await convert({ modelDir: QWEN, outDir: out, ...small, qkRopeDim: 128, kvLoraRank: 128, freqfold: 1, dtype: 'F32', method: 'transmla' });
   expect(report.kvValuesPerToken.perLayerAfter).toBe(256);
   for (const l of report.layers) expect(l.attnRelError).toBeLessThan(1e-5);
+  // the query bias lives in the stock parameter set: q_a_proj's bias channel -> q_b_proj
+  const cfg = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  expect(cfg.q_lora_rank).toBe(257); // lossless: min(hidden 256, heads x qk_head_dim 512) + 1
+  expect(cfg.attention_bias).toBe(true);
+  expect(cfg.gqa2mla_q_bias).toBeUndefined();
+  const ck = await Checkpoint.open(out);
+  try {
+    expect(ck.has('model.layers.0.self_attn.q_proj.weight')).toBe(false);
+    expect(ck.has('model.layers.0.self_attn.q_proj.bias')).toBe(false);
+    const qab = await ck.read('model.layers.0.self_attn.q_a_proj.bias');
+    expect(Array.from(qab).filter((v) => v !== 0)).toHaveLength(1);
+    expect(qab[256]).toBeGreaterThan(0);
+    const ob = await ck.read('model.layers.0.self_attn.o_proj.bias');
+    expect(ob.every((v) => v === 0)).toBe(true);
+    expect(ck.has('model.layers.0.self_attn.q_a_layernorm.weight')).toBe(true);
+  } finally {
+    await ck.close();
+  }
+  for (const l of report.layers) {
+    expect(l.queryCompression!.lossless).toBe(true);
+    expect(l.queryCompression!.norm!.boundWithMargin).toBeLessThanOrEqual(1e-4);
+  }
   const a = await evalPpl({ modelDir: QWEN, textFile: EVAL, seq: 128, windows: 4 });
   const b = await evalPpl({ modelDir: out, textFile: EVAL, seq: 128, windows: 4 });
   expect(Math.abs(b.ppl - a.ppl) / a.ppl).toBeLessThan(1e-5);

@@ -50,6 +50,7 @@ export function register(program: Command): void {
     .option('--rope-selection <key|qk|auto>', "RoPE directions by key PCA ('key', TransMLA) or attention-logit energy ('qk')")
     .option('--kv-metric <plain|objective|auto>', "joint K/V compression metric: plain PCA or the model's error metrics")
     .option('--latent-norm <exact|off>', "'exact': stock engines' kv_a_layernorm becomes an exact identity; 'off': qk_latent_layernorm=false", 'exact')
+    .option('--q-lora-rank <n>', 'compress the queries too (q_a_proj/q_b_proj, q_lora_rank); default: none, or lossless when the source has a query bias', int('--q-lora-rank'))
     .option('--calib-inputs <mode>', "'original' or 'converted' layer inputs for calibration", 'original')
     .option('--dtype <auto|BF16|F16|F32>', "stored dtype of the converted attention weights ('auto': the source's)", 'auto')
     .option('--force', 'replace an existing output directory')
@@ -95,6 +96,7 @@ export function register(program: Command): void {
           kvMetric: o.kvMetric as 'plain' | 'objective' | 'auto' | undefined,
           latentNorm: o.latentNorm as 'exact' | 'off',
           dtype: o.dtype as 'auto' | 'BF16' | 'F16' | 'F32',
+          qLoraRank: o.qLoraRank as number | undefined,
           calibInputs: o.calibInputs as 'original' | 'converted',
           overwrite: Boolean(o.force),
           resume: Boolean(o.resume),

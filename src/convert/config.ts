@@ -12,8 +12,14 @@ import type { ResolvedOptions } from './options.js';
 export interface ExportSettings {
   /** false: the engine must skip kv_a_layernorm (TransMLA's convention). */
   qkLatentLayernorm: boolean;
-  /** q_proj carries a bias (gqa2mla extension, read by gqa2mla's engine). */
+  /**
+   * q_proj carries a bias (gqa2mla's engine reads it; stock engines have no q_proj bias).
+   * Only used for the intermediate candidates during conversion: written outputs carry a
+   * query bias through q_a_proj / q_b_proj (q-compress.ts).
+   */
   qBias: boolean;
+  /** q_lora_rank (q_a_proj / q_a_layernorm / q_b_proj), or null for q_proj */
+  qLoraRank: number | null;
   /** kv_a_proj_with_mqa and o_proj carry biases. */
   attentionBias: boolean;
   dtype: string;
@@ -48,7 +54,7 @@ export function deepseekConfig(spec: ModelSpec, opt: ResolvedOptions, ex: Export
   cfg.rms_norm_eps = spec.rmsNormEps;
   Object.assign(cfg, {
     num_key_value_heads: spec.numHeads,
-    q_lora_rank: null,
+    q_lora_rank: ex.qLoraRank,
     kv_lora_rank: opt.kvLoraRank,
     qk_rope_head_dim: opt.qkRopeDim,
     qk_nope_head_dim: spec.headDim,
@@ -80,7 +86,7 @@ export function deepseekConfig(spec: ModelSpec, opt: ResolvedOptions, ex: Export
     cfg.rope_scaling = src.rope_scaling ?? null;
   }
   if (!ex.qkLatentLayernorm) cfg.qk_latent_layernorm = false;
-  if (ex.qBias) cfg.gqa2mla_q_bias = true;
+  if (ex.qBias && ex.qLoraRank === null) cfg.gqa2mla_q_bias = true;
   cfg.gqa2mla = {
     source_model_type: spec.modelType,
     source_num_key_value_heads: spec.numKvHeads,
@@ -88,6 +94,7 @@ export function deepseekConfig(spec: ModelSpec, opt: ResolvedOptions, ex: Export
     balance_kv: opt.balanceKv,
     calib_inputs: opt.calibInputs,
   };
+  if (ex.qLoraRank !== null) (cfg.gqa2mla as Record<string, unknown>).q_lora = opt.qLoraLossless ? 'lossless: carries the query bias' : 'pca';
   return cfg;
 }
 

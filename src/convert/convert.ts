@@ -33,6 +33,7 @@ import { MomentAccumulator } from './statistics.js';
 import { writeReportHtml } from '../report/html.js';
 import { distanceProfile } from './distance.js';
 import { refitValues } from './refit.js';
+import { compressQuery, type QueryCompression } from './q-compress.js';
 
 /** Calibration windows used by the value refit (bounded for time). */
 const REFIT_WINDOWS = 128;
@@ -52,7 +53,10 @@ interface Target {
   outDir: string;
   sink: OutputSink;
   config: Record<string, unknown>;
+  /** the converted layer's spec during the candidate search (q_proj, before query compression) */
   mlaSpec: ModelSpec;
+  /** the written model's spec (q_a/q_b when q_lora_rank is set) */
+  outSpec: ModelSpec;
   exportSettings: ExportSettings;
   layers: LayerReport[];
   times: StageTimes;
@@ -148,18 +152,20 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
       const exportSettings: ExportSettings = {
         qkLatentLayernorm: opt.latentNorm === 'exact',
         qBias: Boolean(spec.attentionBias),
+        qLoraRank: opt.qLoraRank,
         attentionBias: spec.attentionBias || spec.oBias,
         dtype,
       };
       const config = deepseekConfig(spec, opt, exportSettings);
-      const mlaSpec = parseModelSpec(config, `${o.outDir}/config.json`);
+      const outSpec = parseModelSpec(config, `${o.outDir}/config.json`);
+      const mlaSpec = opt.qLoraRank === null ? outSpec : parseModelSpec(deepseekConfig(spec, opt, { ...exportSettings, qLoraRank: null }), `${o.outDir}/config.json`);
       const sink = await OutputSink.open({ ...options, outDir: o.outDir }, opt, numLayers, {
         source: options.modelDir,
         opt,
         calibTokens: tokens.length,
         calibOffsets: calib.offsets,
       });
-      targets.push({ opt, outDir: o.outDir, sink, config, mlaSpec, exportSettings, layers: [], times: { ...shared }, startLayer: 0 });
+      targets.push({ opt, outDir: o.outDir, sink, config, mlaSpec, outSpec, exportSettings, layers: [], times: { ...shared }, startLayer: 0 });
     }
 
     // ---- embeddings (or the state of an interrupted run)
@@ -285,6 +291,47 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
             chosen.err = err;
           }
         }
+        let queryCompression: LayerReport['queryCompression'] = null;
+        if (opt.qLoraRank !== null) {
+          // ---- query compression (q_a / q_a_layernorm / q_b), after the candidate choice
+          t = now();
+          progress('factorize', l, 'query compression');
+          // the query as evaluated (a later stage may have changed it), stored-dtype values
+          const qw = chosen.mw.tensors['self_attn.q_proj.weight'].data;
+          const qb = chosen.mw.tensors['self_attn.q_proj.bias']?.data ?? null;
+          const M = spec.numHeads * (spec.headDim + opt.qkRopeDim);
+          const qc = compressQuery(qw, qb, M, hid, opt.qLoraRank, moments, x, statRows, spec.rmsNormEps, opt.latentNorm === 'exact');
+          const mw3 = withQueryCompression(chosen.mw, qc, dtype, tg.exportSettings.attentionBias);
+          tg.times.factorize += now() - t;
+          t = now();
+          const out = await attentionForward(tg.outSpec, mw3, xHeld, calib.heldOut, S);
+          const err = relativeError(out, ref);
+          tg.times.evaluate += now() - t;
+          queryCompression = {
+            qLoraRank: qc.qLoraRank,
+            pcaRank: qc.pcaRank,
+            lossless: opt.qLoraLossless,
+            biasChannel: qc.biasChannel,
+            kappa: qc.kappa,
+            varianceKept: qc.varianceKept,
+            errBefore: chosen.err,
+            errAfter: err,
+            norm: qc.scaling
+              ? {
+                  alpha: qc.scaling.alpha,
+                  weight: qc.scaling.weight,
+                  maxMeanSquare: qc.scaling.maxMeanSquare,
+                  boundCalibration: qc.scaling.boundCalibration,
+                  boundWithMargin: qc.scaling.boundWithMargin,
+                  margin: qc.scaling.margin,
+                  minAbsCachedLatent: qc.scaling.minAbsLatent,
+                  subnormalWeights: countSubnormal(mw3.tensors['self_attn.q_a_proj.weight'].data, dtype),
+                }
+              : null,
+          };
+          chosen.mw = mw3;
+          chosen.err = err;
+        }
         t = now();
         progress('write', l);
         await tg.sink.writeShard(tg.sink.layerShard(l), layerTensors(l, chosen.mw, dtype));
@@ -304,13 +351,14 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           pcaSpectrum: chosen.f.pcaSpectrum,
           latentNorm: chosen.norm,
           valueRefit: refit,
+          queryCompression,
           seconds: now() - tl,
         });
         // ---- propagate through the converted layer (single target with converted inputs)
         if (opt.calibInputs === 'converted') {
           t = now();
           progress('propagate', l);
-          await layerForward(mlaSpec, chosen.mw, hidden, count, S);
+          await layerForward(tg.outSpec, chosen.mw, hidden, count, S);
           shared.forward += now() - t;
         }
       }
@@ -368,6 +416,7 @@ function buildReport(spec: ModelSpec, modelDir: string, tg: Target, calibTokens:
       nopeShrink: opt.nopeShrink,
       valueRefit: opt.valueRefit,
       latentNorm: opt.latentNorm,
+      qLoraRank: opt.qLoraRank,
       calibInputs: opt.calibInputs,
       calibSamples: opt.calibSamples,
       calibSeqlen: opt.calibSeqlen,
@@ -471,10 +520,32 @@ function mlaLayerWeights(
   return { weights: { layer: w.layer, tensors }, norm };
 }
 
+/**
+ * `w` with q_proj replaced by the compressed query path. A q bias is carried by q_a_proj's
+ * bias channel (q-compress.ts); with attention_bias, stock engines build q_a_proj with a
+ * bias, so it is written (zeros) even when the source had no query bias.
+ */
+function withQueryCompression(w: LayerWeights, qc: QueryCompression, dtype: string, attentionBias: boolean): LayerWeights {
+  const tensors: LayerWeights['tensors'] = {};
+  for (const [name, t] of Object.entries(w.tensors)) if (name !== 'self_attn.q_proj.weight' && name !== 'self_attn.q_proj.bias') tensors[name] = t;
+  const N = qc.qLoraRank;
+  const M = qc.qB.length / N;
+  const hid = qc.qA.length / N;
+  tensors['self_attn.q_a_proj.weight'] = { data: roundToDtype(qc.qA, dtype), shape: [N, hid] };
+  if (qc.qABias || attentionBias) tensors['self_attn.q_a_proj.bias'] = { data: roundToDtype(qc.qABias ?? new Float32Array(N), dtype), shape: [N] };
+  tensors['self_attn.q_a_layernorm.weight'] = { data: new Float32Array(N).fill(qc.normWeight), shape: [N] };
+  tensors['self_attn.q_b_proj.weight'] = { data: roundToDtype(qc.qB, dtype), shape: [M, N] };
+  return { layer: w.layer, tensors };
+}
+
 const LAYER_ORDER = [
   'input_layernorm.weight',
   'self_attn.q_proj.weight',
   'self_attn.q_proj.bias',
+  'self_attn.q_a_proj.weight',
+  'self_attn.q_a_proj.bias',
+  'self_attn.q_a_layernorm.weight',
+  'self_attn.q_b_proj.weight',
   'self_attn.kv_a_proj_with_mqa.weight',
   'self_attn.kv_a_proj_with_mqa.bias',
   'self_attn.kv_a_layernorm.weight',

@@ -4,6 +4,7 @@
 import type { ModelSpec } from '../model/spec-types.js';
 import { usageError } from '../errors.js';
 import { freqfoldCandidates } from './rorope.js';
+import { checkQLoraRank, losslessQLoraRank } from './q-compress.js';
 
 /** Where each layer's calibration inputs come from. */
 export type CalibInputs = 'original' | 'converted';
@@ -67,6 +68,14 @@ export interface ConvertOptions {
   calibInputs?: CalibInputs;
   /** Stored dtype of the converted attention weights: 'auto' (the source's, default), BF16, F16 or F32. */
   dtype?: 'auto' | 'BF16' | 'F16' | 'F32';
+  /**
+   * Compress the queries too (DeepSeek-V3 q_lora_rank: q_a_proj, q_a_layernorm, q_b_proj; PCA
+   * of the converted queries, exact norm as for the KV latent). With a query bias (Qwen2) one
+   * of the channels carries the bias, and when this is not given the rank defaults to the
+   * lossless min(hidden, heads x qk_head_dim) + 1: stock DeepSeek-V3 has no q_proj bias, so
+   * that is the only exact place for it. Without a bias the default is no compression (q_proj).
+   */
+  qLoraRank?: number | null;
   /** Replace an existing output directory. */
   overwrite?: boolean;
   /** Continue an interrupted conversion of the same settings. */
@@ -105,6 +114,10 @@ export interface ResolvedOptions {
   latentNorm: 'exact' | 'off';
   calibInputs: CalibInputs;
   dtype: 'auto' | 'BF16' | 'F16' | 'F32';
+  /** q_lora_rank of the output, null for q_proj (no query compression) */
+  qLoraRank: number | null;
+  /** the q_lora_rank was chosen automatically as the lossless rank (query bias, no qLoraRank given) */
+  qLoraLossless: boolean;
 }
 
 /** Balance ratios tried per layer with balanceKv 'auto'. */
@@ -162,6 +175,12 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
   const calibInputs = o.calibInputs ?? 'original';
   if (calibInputs !== 'original' && calibInputs !== 'converted')
     throw usageError('ERR_BAD_OPTION', `calibInputs must be 'original' or 'converted' (got ${String(calibInputs)})`);
+  const qDim = spec.numHeads * (d + qkRopeDim);
+  const hasQBias = Boolean(spec.attentionBias);
+  let qLoraRank: number | null = o.qLoraRank ?? null;
+  if (qLoraRank !== null) checkQLoraRank(qLoraRank, spec.hiddenSize, qDim, hasQBias);
+  const qLoraLossless = qLoraRank === null && hasQBias;
+  if (qLoraLossless) qLoraRank = losslessQLoraRank(spec.hiddenSize, qDim, true);
   return {
     calibSamples,
     calibSeqlen,
@@ -181,5 +200,7 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     latentNorm,
     calibInputs,
     dtype,
+    qLoraRank,
+    qLoraLossless,
   };
 }

@@ -2,6 +2,24 @@
  * conversion-report.json: what was done to each layer and what it cost.
  */
 
+/** The exact-norm scaling of a latent (kv_a_layernorm or q_a_layernorm). */
+export interface LatentNormReport {
+  alpha: number;
+  /** the norm weight sqrt(eps) / alpha (a power of two) */
+  weight: number;
+  /** largest per-token mean square of the unscaled latent on calibration tokens */
+  maxMeanSquare: number;
+  /** bound on the relative error of RMSNorm(alpha c) vs c on calibration tokens */
+  boundCalibration: number;
+  /** the same for tokens with `margin` times that mean square */
+  boundWithMargin: number;
+  margin: number;
+  /** smallest non-zero |alpha c| (must be a normal number of the stored dtype) */
+  minAbsCachedLatent: number;
+  /** stored weights below the dtype's smallest normal */
+  subnormalWeights: number;
+}
+
 /** Per-layer outcome of the conversion. */
 export interface LayerReport {
   layer: number;
@@ -20,18 +38,24 @@ export interface LayerReport {
   ropeSpectrum: number[][];
   pcaSpectrum: number[];
   /** exact latent norm (null with latentNorm 'off') */
-  latentNorm: {
-    alpha: number;
-    weight: number;
-    maxMeanSquare: number;
-    boundCalibration: number;
-    boundWithMargin: number;
-    margin: number;
-    minAbsCachedLatent: number;
-    subnormalWeights: number;
-  } | null;
+  latentNorm: LatentNormReport | null;
   /** closed-form value refit: held-out error before/after, kept when it helped */
   valueRefit: { windows: number; errBefore: number; errAfter: number; kept: boolean } | null;
+  /**
+   * query compression (q_lora_rank): PCA rank, the bias channel (query bias carried through
+   * q_b_proj), the held-out attention error before/after, and the exact q_a_layernorm scaling
+   */
+  queryCompression?: {
+    qLoraRank: number;
+    pcaRank: number;
+    lossless: boolean;
+    biasChannel: number | null;
+    kappa: number | null;
+    varianceKept: number;
+    errBefore: number;
+    errAfter: number;
+    norm: LatentNormReport | null;
+  } | null;
   seconds: number;
 }
 
@@ -64,6 +88,8 @@ export interface ConversionReport {
     nopeShrink: boolean;
     valueRefit: boolean;
     latentNorm: 'exact' | 'off';
+    /** q_lora_rank, null without query compression */
+    qLoraRank?: number | null;
     calibInputs: 'original' | 'converted';
     calibSamples: number;
     calibSeqlen: number;
