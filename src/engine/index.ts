@@ -13,3 +13,4 @@ export {
   type RunnerOptions,
   type ClosableSource,
 } from './model.js';
+export { MlaDecoder, type MlaDecoderOptions } from './mla-decoder.js';

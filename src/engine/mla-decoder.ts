@@ -1,0 +1,268 @@
+/**
+ * Incremental decoding of a DeepSeek-V3 (MLA) checkpoint in the absorbed form, the way
+ * vLLM / SGLang / FlashMLA serve MLA: each layer caches one row per token,
+ * `[latent c (kv_lora_rank) | k_rope (qk_rope_head_dim)]` (c after kv_a_layernorm, k_rope
+ * after RoPE), and attention runs directly over that cache:
+ *
+ *   q_lat,h = W_UK,h^T q_nope,h            (W_UK,h: head h's key rows of kv_b_proj)
+ *   s_j     = scale (q_lat,h . c_j + q_rope,h . k_rope,j)
+ *   o_lat,h = softmax(s) . c               (the CPU decode kernel, src/decode.ts)
+ *   o_h     = W_UV,h o_lat,h               (W_UV,h: head h's value rows of kv_b_proj)
+ *
+ * so per-head keys and values are never formed. The prefill path (src/engine/attention.ts)
+ * computes the same function in the non-absorbed order; the two agree to float32
+ * round-off (tested). The cache is paged (64-token pages), all layers' weights stay resident.
+ */
+import { Checkpoint } from '../checkpoint/checkpoint.js';
+import { mlaDecodeCpu } from '../decode.js';
+import { GqaError } from '../errors.js';
+import { loadModelSpec } from '../model/spec.js';
+import { mlaSoftmaxScale } from '../model/rope.js';
+import type { ModelSpec } from '../model/spec-types.js';
+import { native } from '../native/binding.js';
+import { ropeFor } from './attention.js';
+import { mlpInto } from './layer.js';
+import { EMBED_NAME, NORM_NAME, readLmHead } from './model.js';
+import { type LayerWeights, loadLayerWeights, opt, req, type TensorSource } from './weights.js';
+import { Workspace } from './workspace.js';
+
+/** Options of {@link MlaDecoder}. */
+export interface MlaDecoderOptions {
+  /** tokens per cache page (default 64, as FlashMLA) */
+  pageSize?: number;
+}
+
+/** One layer's weights plus the absorbed key projections and its latent cache. */
+interface DecoderLayer {
+  w: LayerWeights;
+  /** per head W_UK,h^T [kv_lora_rank, qk_nope_head_dim] (row-major), heads concatenated */
+  ukT: Float32Array;
+  /** pages of [pageSize, kv_lora_rank + qk_rope_head_dim] */
+  cache: Float32Array;
+}
+
+/**
+ * Absorbed-form incremental decoder over a converted (deepseek_v3) checkpoint.
+ *
+ * @example
+ * const dec = await MlaDecoder.open('out/tiny-mla');
+ * const promptLogits = await dec.append(promptIds);   // [prompt.length, vocab]
+ * const next = await dec.append(Int32Array.of(tok));  // [1, vocab]
+ */
+export class MlaDecoder {
+  readonly spec: ModelSpec;
+  readonly pageSize: number;
+  private readonly layers: DecoderLayer[];
+  private readonly source: TensorSource & { close?(): void | Promise<void> };
+  private readonly embed: Float32Array;
+  private readonly norm: Float32Array;
+  private readonly head: Float32Array;
+  private readonly ws = new Workspace();
+  private len = 0;
+  private pages = 0;
+
+  private constructor(
+    source: TensorSource & { close?(): void | Promise<void> },
+    spec: ModelSpec,
+    layers: DecoderLayer[],
+    embed: Float32Array,
+    norm: Float32Array,
+    head: Float32Array,
+    pageSize: number,
+  ) {
+    this.source = source;
+    this.embed = embed;
+    this.spec = spec;
+    this.layers = layers;
+    this.norm = norm;
+    this.head = head;
+    this.pageSize = pageSize;
+  }
+
+  /** Opens a converted checkpoint directory and loads every layer (weights stay resident). */
+  static async open(modelDir: string, options: MlaDecoderOptions = {}): Promise<MlaDecoder> {
+    const spec = await loadModelSpec(modelDir);
+    const ckpt = await Checkpoint.open(modelDir);
+    try {
+      return await MlaDecoder.fromSource(ckpt, spec, options);
+    } catch (e) {
+      await ckpt.close();
+      throw e;
+    }
+  }
+
+  /** Builds a decoder over an open tensor source (closed by {@link close}). */
+  static async fromSource(source: TensorSource & { close?(): void | Promise<void> }, spec: ModelSpec, options: MlaDecoderOptions = {}): Promise<MlaDecoder> {
+    const m = spec.mla;
+    if (!m) throw new GqaError('ERR_MODEL_TYPE', `absorbed decoding needs a deepseek_v3 (MLA) checkpoint, got model_type ${spec.modelType}`, 'usage');
+    const pageSize = options.pageSize ?? 64;
+    if (!Number.isInteger(pageSize) || pageSize < 1) throw new GqaError('ERR_INVALID_ARG', `pageSize must be a positive integer (got ${pageSize})`, 'usage');
+    const { kvLoraRank: R, qkNopeHeadDim: dn, vHeadDim: dv } = m;
+    const nH = spec.numHeads;
+    const layers: DecoderLayer[] = [];
+    for (let l = 0; l < spec.numLayers; l++) {
+      const w = await loadLayerWeights(source, spec, l);
+      const kvb = req(w, 'self_attn.kv_b_proj.weight', nH * (dn + dv) * R);
+      const ukT = new Float32Array(nH * R * dn);
+      for (let h = 0; h < nH; h++)
+        for (let i = 0; i < dn; i++) {
+          const src = (h * (dn + dv) + i) * R;
+          for (let c = 0; c < R; c++) ukT[h * R * dn + c * dn + i] = kvb[src + c];
+        }
+      layers.push({ w, ukT, cache: new Float32Array(0) });
+    }
+    const H = spec.hiddenSize;
+    if (!source.has(NORM_NAME)) throw new GqaError('ERR_TENSOR_MISSING', `tensor ${NORM_NAME} is missing from the checkpoint`);
+    const norm = await source.read(NORM_NAME);
+    if (norm.length !== H) throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${NORM_NAME} has ${norm.length} elements, expected ${H}`);
+    const head = await readLmHead(source, spec);
+    if (!source.has(EMBED_NAME)) throw new GqaError('ERR_TENSOR_MISSING', `tensor ${EMBED_NAME} is missing from the checkpoint`);
+    const embed = spec.tieWordEmbeddings || !source.has('lm_head.weight') ? head : await source.read(EMBED_NAME);
+    if (embed.length !== spec.vocabSize * H) throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${EMBED_NAME} has ${embed.length} elements, expected ${spec.vocabSize * H}`);
+    return new MlaDecoder(source, spec, layers, embed, norm, head, pageSize);
+  }
+
+  /** Tokens in the cache. */
+  get length(): number {
+    return this.len;
+  }
+
+  /** Cached values per token per layer (kv_lora_rank + qk_rope_head_dim). */
+  get cacheValuesPerToken(): number {
+    return this.spec.mla!.kvLoraRank + this.spec.mla!.qkRopeHeadDim;
+  }
+
+  /** Forgets every cached token. */
+  reset(): void {
+    this.len = 0;
+  }
+
+  private ensurePages(tokens: number): void {
+    const need = Math.ceil(tokens / this.pageSize);
+    if (need <= this.pages) return;
+    const pages = Math.max(need, this.pages * 2, 1);
+    const row = this.cacheValuesPerToken;
+    for (const L of this.layers) {
+      const c = new Float32Array(pages * this.pageSize * row);
+      c.set(L.cache);
+      L.cache = c;
+    }
+    this.pages = pages;
+  }
+
+  /**
+   * Appends `ids` at positions length .. length + n - 1 and returns their logits
+   * [n, vocab] (token i attends to the cache and to new tokens 0..i).
+   */
+  async append(ids: Int32Array): Promise<Float32Array> {
+    const spec = this.spec;
+    const m = spec.mla!;
+    const n = ids.length;
+    if (n === 0) return new Float32Array(0);
+    const H = spec.hiddenSize;
+    const nH = spec.numHeads;
+    const { kvLoraRank: R, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = m;
+    const dq = dn + dr;
+    const row = R + dr;
+    const eps = spec.rmsNormEps;
+    const start = this.len;
+    this.ensurePages(start + n);
+    const ws = this.ws;
+    for (let i = 0; i < n; i++)
+      if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= spec.vocabSize)
+        throw new GqaError('ERR_TOKEN_ID', `token id ${ids[i]} at ${i} is outside the vocabulary [0, ${spec.vocabSize})`, 'usage');
+    const h = new Float32Array(n * H);
+    await native.embedGatherAsync(this.embed, ids, h, H);
+    const pos = new Int32Array(n);
+    for (let i = 0; i < n; i++) pos[i] = start + i;
+    const rope = ropeFor(spec, start + n - 1);
+    const ropeOpts = { rotDim: dr, scale: rope.attentionScaling, interleave: m.ropeInterleave };
+    // every new token is one "request" over the shared pages; token i sees start + i + 1 rows
+    const seqLens = new Int32Array(n);
+    for (let i = 0; i < n; i++) seqLens[i] = start + i + 1;
+    const blocks = Math.ceil((start + n) / this.pageSize);
+    const blockTable = new Int32Array(n * blocks);
+    for (let i = 0; i < n; i++) for (let b = 0; b < blocks; b++) blockTable[i * blocks + b] = b;
+    const scale = mlaSoftmaxScale(spec);
+
+    for (const L of this.layers) {
+      const w = L.w;
+      const xn = ws.get('xn', n * H);
+      await native.rmsNormAsync(h, req(w, 'input_layernorm.weight', H), xn, { rows: n, dim: H, eps });
+      // queries [n, nH, dq]
+      const q = ws.get('q', n * nH * dq);
+      if (m.qLoraRank) {
+        const Rq = m.qLoraRank;
+        const qa = ws.get('qa', n * Rq);
+        await native.linearAsync(xn, req(w, 'self_attn.q_a_proj.weight', Rq * H), qa, { rows: n, inDim: H, outDim: Rq, bias: opt(w, 'self_attn.q_a_proj.bias', Rq) });
+        if (m.qkLatentLayernorm) await native.rmsNormAsync(qa, req(w, 'self_attn.q_a_layernorm.weight', Rq), qa, { rows: n, dim: Rq, eps });
+        await native.linearAsync(qa, req(w, 'self_attn.q_b_proj.weight', nH * dq * Rq), q, { rows: n, inDim: Rq, outDim: nH * dq, bias: opt(w, 'self_attn.q_b_proj.bias', nH * dq) });
+      } else {
+        await native.linearAsync(xn, req(w, 'self_attn.q_proj.weight', nH * dq * H), q, { rows: n, inDim: H, outDim: nH * dq, bias: opt(w, 'self_attn.q_proj.bias', nH * dq) });
+      }
+      await native.ropeAsync(q, pos, rope.invFreq, { ...ropeOpts, rowStride: nH * dq, nHeads: nH, headStride: dq, offset: dn });
+      // the new cache rows: [RMSNorm(latent) | RoPE(k_rope)]
+      const kva = ws.get('kva', n * row);
+      await native.linearAsync(xn, req(w, 'self_attn.kv_a_proj_with_mqa.weight', row * H), kva, { rows: n, inDim: H, outDim: row, bias: opt(w, 'self_attn.kv_a_proj_with_mqa.bias', row) });
+      if (m.qkLatentLayernorm) await native.rmsNormAsync(kva, req(w, 'self_attn.kv_a_layernorm.weight', R), kva, { rows: n, dim: R, eps, xStride: row, outStride: row });
+      await native.ropeAsync(kva, pos, rope.invFreq, { ...ropeOpts, rowStride: row, nHeads: 1, headStride: row, offset: R });
+      L.cache.set(kva, start * row);
+      // absorbed queries: q_lat [n, nH, R], q_rope [n, nH, dr]
+      const qLat = ws.get('qLat', n * nH * R);
+      const qRope = ws.get('qRope', n * nH * dr);
+      for (let hh = 0; hh < nH; hh++) {
+        await native.linearAsync(q.subarray(hh * dq), L.ukT.subarray(hh * R * dn, (hh + 1) * R * dn), qLat.subarray(hh * R), {
+          rows: n,
+          inDim: dn,
+          outDim: R,
+          xStride: nH * dq,
+          outStride: nH * R,
+        });
+      }
+      for (let t = 0; t < n; t++)
+        for (let hh = 0; hh < nH; hh++) qRope.set(q.subarray((t * nH + hh) * dq + dn, (t * nH + hh + 1) * dq), (t * nH + hh) * dr);
+      const oLat = ws.get('oLat', n * nH * R);
+      const lse = ws.get('lse', n * nH);
+      await mlaDecodeCpu({
+        qLat,
+        qRope,
+        cache: L.cache.subarray(0, blocks * this.pageSize * row),
+        seqLens,
+        blockTable,
+        batch: n,
+        heads: nH,
+        kvLoraRank: R,
+        ropeDim: dr,
+        pageSize: this.pageSize,
+        softmaxScale: scale,
+        out: oLat,
+        lse,
+      });
+      // o_h = W_UV,h o_lat,h, then o_proj into the residual stream
+      const kvb = req(w, 'self_attn.kv_b_proj.weight', nH * (dn + dv) * R);
+      const ao = ws.get('attn', n * nH * dv);
+      for (let hh = 0; hh < nH; hh++) {
+        const wuv = kvb.subarray((hh * (dn + dv) + dn) * R, (hh + 1) * (dn + dv) * R);
+        await native.linearAsync(oLat.subarray(hh * R), wuv, ao.subarray(hh * dv), { rows: n, inDim: R, outDim: dv, xStride: nH * R, outStride: nH * dv });
+      }
+      await native.linearAsync(ao, req(w, 'self_attn.o_proj.weight', H * nH * dv), h, { rows: n, inDim: nH * dv, outDim: H, bias: opt(w, 'self_attn.o_proj.bias', H), accumulate: true });
+      await native.rmsNormAsync(h, req(w, 'post_attention_layernorm.weight', H), xn, { rows: n, dim: H, eps });
+      await mlpInto(spec, w, xn, n, h, ws);
+    }
+    this.len = start + n;
+    const xn = ws.get('xn', n * H);
+    await native.rmsNormAsync(h, this.norm, xn, { rows: n, dim: H, eps });
+    const logits = new Float32Array(n * spec.vocabSize);
+    await native.linearAsync(xn, this.head, logits, { rows: n, inDim: H, outDim: spec.vocabSize });
+    return logits;
+  }
+
+  /** Releases the cache and closes the checkpoint. */
+  async close(): Promise<void> {
+    for (const L of this.layers) L.cache = new Float32Array(0);
+    this.pages = 0;
+    this.len = 0;
+    this.ws.clear();
+    await this.source.close?.();
+  }
+}
