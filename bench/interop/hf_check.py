@@ -12,10 +12,11 @@ For every case of manifest.json (written by bench/interop/ours.ts):
 For the lossless tiny-qwen2-gqa case also load the original Qwen2 model with transformers and
 compare its logits with the converted model's (target: relative Frobenius error < 1e-4).
 
-Stock DeepseekV3 has no q_proj bias when q_lora_rank is null, so a converted Qwen2 model's
-q_proj.bias is dropped at load (an unexpected key). As a labelled diagnostic only (a patch,
-not the acceptance measurement) the script re-runs such cases with that bias put back, which
-shows how much of the difference the dropped bias explains. Where stock transformers refuses a
+gqa2mla carries a Qwen2 query bias through q_a_proj's bias channel and q_b_proj (stock
+DeepSeek-V3 has no q_proj bias). Directories written by older versions stored it as
+q_proj.bias, which stock transformers drops at load (an unexpected key); for such a directory
+only, as a labelled diagnostic (a patch, not the acceptance measurement), the script re-runs
+it with that bias put back, which shows how much of the difference the dropped bias explains. Where stock transformers refuses a
 converted directory at load (e.g. a config field its strict config rejects), the refusal is
 recorded and, also labelled as a diagnostic, the comparison runs on a copy whose config.json
 only has the null MoE fields (inert: every layer is dense) replaced by 1.
@@ -246,7 +247,7 @@ def main():
     for c in manifest["cases"]:
         t0 = time.time()
         path = os.path.join(work, c["dir"])
-        row = {k: c.get(k) for k in ("name", "kind", "fixture", "lossless", "options", "qBias", "meanAttnRelError", "latentNorm", "convertSeconds")}
+        row = {k: c.get(k) for k in ("name", "kind", "fixture", "lossless", "options", "qBias", "qLoraRank", "meanAttnRelError", "latentNorm", "convertSeconds")}
         try:
             saved = load_file(os.path.join(work, c["ours"]["file"]))
             ids = saved["input_ids"].long()

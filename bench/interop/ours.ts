@@ -79,6 +79,8 @@ interface Case {
   meanAttnRelError?: number;
   latentNorm?: Array<{ layer: number; alpha: number; weight: number; boundCalibration: number } | null>;
   qBias?: boolean;
+  /** q_lora_rank of the written config (null: q_proj) */
+  qLoraRank?: number | null;
   ours?: { file: string; ppl: number; meanNll: number; windows: number; seq: number; evalSeconds: number };
 }
 
@@ -122,6 +124,7 @@ function summarize(c: Case, report: Awaited<ReturnType<typeof convert>>): void {
   );
   const cfg = JSON.parse(readFileSync(join(c.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   c.qBias = cfg.gqa2mla_q_bias === true;
+  c.qLoraRank = (cfg.q_lora_rank as number | null) ?? null;
 }
 
 rmSync(work, { recursive: true, force: true });
@@ -132,23 +135,27 @@ const cases: Case[] = [];
 
 // the budgets of the conversion-core table: one calibration pass per fixture (a sweep
 // equals the single-budget conversions)
+// with query compression off and on: tiny-qwen2-gqa has a query bias, so "off" is the
+// lossless q_lora_rank (min(hidden, heads x qk_head_dim) + 1) that carries the bias exactly
 const sweeps = [
-  { fixture: 'tiny-llama-gqa', qkRopeDims: [32], kvLoraRanks: [96, 32] },
-  { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32] },
+  { fixture: 'tiny-llama-gqa', qkRopeDims: [32], kvLoraRanks: [96, 32], qLoraRank: undefined as number | undefined, tag: '' },
+  { fixture: 'tiny-llama-gqa', qkRopeDims: [32], kvLoraRanks: [96, 32], qLoraRank: 128, tag: '-q128' },
+  { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: undefined, tag: '-qlossless' },
+  { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: 128, tag: '-q128' },
 ];
 for (const s of sweeps) {
   const t0 = performance.now();
-  const outDir = join(work, s.fixture);
-  const res = await convertSweep({ ...base, modelDir: fx(s.fixture), outDir, qkRopeDims: s.qkRopeDims, kvLoraRanks: s.kvLoraRanks });
+  const outDir = join(work, s.fixture + s.tag);
+  const res = await convertSweep({ ...base, modelDir: fx(s.fixture), outDir, qkRopeDims: s.qkRopeDims, kvLoraRanks: s.kvLoraRanks, qLoraRank: s.qLoraRank });
   const seconds = (performance.now() - t0) / 1000;
   for (const b of res.budgets) {
     const c: Case = {
-      name: `${s.fixture}-p${b.qkRopeDim}-r${b.kvLoraRank}`,
+      name: `${s.fixture}-p${b.qkRopeDim}-r${b.kvLoraRank}${s.tag}`,
       kind: 'converted',
       fixture: s.fixture,
       dir: b.dir,
       sourceDir: fx(s.fixture),
-      options: { qkRopeDim: b.qkRopeDim, kvLoraRank: b.kvLoraRank, method: b.report.settings.method, calibSamples, calibSeqlen: 256, seed: 42, dtype: b.report.settings.dtype },
+      options: { qkRopeDim: b.qkRopeDim, kvLoraRank: b.kvLoraRank, qLoraRank: b.report.settings.qLoraRank ?? null, method: b.report.settings.method, calibSamples, calibSeqlen: 256, seed: 42, dtype: b.report.settings.dtype },
       convertSeconds: seconds / res.budgets.length,
     };
     summarize(c, b.report);
@@ -165,7 +172,7 @@ for (const s of sweeps) {
   c.dir = join(work, c.name);
   const report = await convert({ ...base, modelDir: fx('tiny-qwen2-gqa'), outDir: c.dir, ...opts });
   c.convertSeconds = (performance.now() - t0) / 1000;
-  c.options = { ...opts, method: report.settings.method, calibSamples, calibSeqlen: 256, seed: 42 };
+  c.options = { ...opts, qLoraRank: report.settings.qLoraRank ?? null, method: report.settings.method, calibSamples, calibSeqlen: 256, seed: 42 };
   summarize(c, report);
   cases.push(c);
   console.log(`converted ${c.name} in ${c.convertSeconds.toFixed(1)} s`);

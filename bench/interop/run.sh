@@ -74,7 +74,7 @@ node -e "const m=require('./build/Release/gqa2mla.node'); console.log('addon:', 
 # ---- our side
 WORK=/tmp/interop-work
 stamp "ours.ts: convert + score (calib $CALIB x 256, $WINDOWS windows of 512)"
-if ! timeout 170 node node_modules/.bin/tsx bench/interop/ours.ts --work "$WORK" --calib-samples "$CALIB" --windows "$WINDOWS"; then
+if ! timeout 420 node node_modules/.bin/tsx bench/interop/ours.ts --work "$WORK" --calib-samples "$CALIB" --windows "$WINDOWS"; then
   stamp "ours.ts FAILED"
   exit 1
 fi
@@ -83,7 +83,7 @@ cp "$WORK/manifest.json" "$OUT/manifest.json"
 # ---- transformers' side
 stamp "hf_check.py"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
-timeout 110 python3 bench/interop/hf_check.py --work "$WORK" --out "$OUT/interop.json"
+timeout 150 python3 bench/interop/hf_check.py --work "$WORK" --out "$OUT/interop.json"
 rc=$?
 stamp "done (hf_check exit $rc)"
 exit $rc
