@@ -1,13 +1,15 @@
 /**
- * `gqa2mla report` and `gqa2mla plan` through the real CLI entry point (in-process):
- * --json output shape, text output, --help, usage errors (2) and input errors (3).
+ * `gqa2mla report` (one conversion, and a budget sweep's directory) and `gqa2mla plan`
+ * through the real CLI entry point (in-process): --json output shape, text output, --help,
+ * usage errors (2) and input errors (3).
  */
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expectOneLineError, runCli } from './helpers/run-cli.js';
-import { syntheticReport } from './helpers/synthetic-report.js';
+import { renderSweepHtml } from '../src/report/sweep-html.js';
+import { syntheticReport, syntheticSweep } from './helpers/synthetic-report.js';
 
 const LLAMA = 'test/fixtures/tiny-llama-gqa';
 
@@ -16,6 +18,7 @@ const oneLine = expectOneLineError;
 
 let tmp: string;
 let converted: string;
+let sweepDir: string;
 beforeAll(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'gqa2mla-cli-rp-'));
   converted = join(tmp, 'converted');
@@ -24,6 +27,9 @@ beforeAll(async () => {
     join(converted, 'conversion-report.json'),
     JSON.stringify(syntheticReport({ ppl: { before: 15.9, after: 27.1, protocol: 'eval-ppl 40 x 512' } }), null, 2),
   );
+  sweepDir = join(tmp, 'sweep');
+  await mkdir(sweepDir);
+  await writeFile(join(sweepDir, 'sweep.json'), JSON.stringify(syntheticSweep({ outDir: sweepDir, ppl: true }), null, 2));
 });
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
@@ -36,7 +42,8 @@ describe('gqa2mla report', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out);
-    expect(Object.keys(j).sort()).toEqual(['bytes', 'charts', 'kvValuesPerToken', 'layers', 'meanAttnRelError', 'ppl', 'reportHtml', 'source'].sort());
+    expect(Object.keys(j).sort()).toEqual(['bytes', 'charts', 'kind', 'kvValuesPerToken', 'layers', 'meanAttnRelError', 'ppl', 'reportHtml', 'source'].sort());
+    expect(j.kind).toBe('conversion');
     expect(j.reportHtml).toBe(join(converted, 'report.html'));
     expect(j.source).toBe(join(converted, 'conversion-report.json'));
     expect(j.layers).toBe(4);
@@ -55,12 +62,74 @@ describe('gqa2mla report', () => {
     expect(r.out).toMatch(new RegExp(`^wrote ${join(converted, 'report.html').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(4 layers, [0-9.]+ KiB\\)\\n$`));
   });
 
+  test('a sweep directory (sweep.json): --json shape; writes the sweep report.html', async () => {
+    await rm(join(sweepDir, 'report.html'), { force: true });
+    const r = await cli('report', sweepDir, '--json');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(Object.keys(j).sort()).toEqual(['budgets', 'bytes', 'charts', 'kind', 'kvValuesPerTokenPerLayerBefore', 'layers', 'pplBefore', 'reportHtml', 'source'].sort());
+    expect(j.kind).toBe('sweep');
+    expect(j.reportHtml).toBe(join(sweepDir, 'report.html'));
+    expect(j.source).toBe(join(sweepDir, 'sweep.json'));
+    expect(j.layers).toBe(4);
+    expect(j.charts).toEqual(['sweep-tradeoff', 'sweep-kv-cache', 'sweep-attn-error']);
+    expect(j.kvValuesPerTokenPerLayerBefore).toBe(256);
+    expect(j.pplBefore).toBe(15.925);
+    expect(j.budgets).toHaveLength(6);
+    const sweep = JSON.parse(await readFile(join(sweepDir, 'sweep.json'), 'utf8'));
+    j.budgets.forEach((b: Record<string, unknown>, i: number) => {
+      expect(Object.keys(b).sort()).toEqual(['compression', 'kvLoraRank', 'kvValuesPerTokenPerLayer', 'meanAttnRelError', 'name', 'ppl', 'qkRopeDim', 'reportHtml'].sort());
+      const s = sweep.budgets[i];
+      expect(b.name).toBe(`r${s.kvLoraRank}-p${s.qkRopeDim}`);
+      expect(b.reportHtml).toBe(join(sweepDir, `r${s.kvLoraRank}-p${s.qkRopeDim}`, 'report.html'));
+      expect(b).toMatchObject({ kvLoraRank: s.kvLoraRank, qkRopeDim: s.qkRopeDim, kvValuesPerTokenPerLayer: s.kvValuesPerTokenPerLayer, compression: s.compression, meanAttnRelError: s.meanAttnRelError, ppl: s.ppl });
+    });
+    const html = await readFile(j.reportHtml, 'utf8');
+    expect(html).toBe(renderSweepHtml(sweep));
+    expect(j.bytes).toBe(Buffer.byteLength(html));
+    for (const c of j.charts) expect(html).toContain(`data-chart="${c}"`);
+  });
+
+  test('a sweep without ppl: ppl fields are null; text output', async () => {
+    const dir = join(tmp, 'sweep-noppl');
+    await mkdir(dir);
+    await writeFile(join(dir, 'sweep.json'), JSON.stringify(syntheticSweep({ outDir: dir, ranks: [32, 64], ropes: [32] })));
+    let r = await cli('report', dir, '--json');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.pplBefore).toBeNull();
+    expect(j.budgets.map((b: { name: string; ppl: unknown }) => [b.name, b.ppl])).toEqual([
+      ['r32-p32', null],
+      ['r64-p32', null],
+    ]);
+    r = await cli('report', dir);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(new RegExp(`^wrote ${join(dir, 'report.html').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(sweep of 2 budgets, 4 layers, [0-9.]+ KiB\\)\\n$`));
+  });
+
+  test('a malformed sweep.json: exit 3, one line naming it, nothing written', async () => {
+    const dir = join(tmp, 'sweep-bad');
+    await mkdir(dir);
+    await writeFile(join(dir, 'sweep.json'), JSON.stringify({ ...syntheticSweep({ outDir: dir }), budgets: [{ dir: 'x' }] }));
+    let r = await cli('report', dir, '--json');
+    expect(r.code).toBe(3);
+    expect(r.out).toBe('');
+    oneLine(r, `${join(dir, 'sweep.json')}: budgets[0].kvLoraRank`);
+    await writeFile(join(dir, 'sweep.json'), '{"budgets": ');
+    r = await cli('report', dir);
+    expect(r.code).toBe(3);
+    oneLine(r, join(dir, 'sweep.json'));
+    expect(existsSync(join(dir, 'report.html'))).toBe(false);
+  });
+
   test('--help has examples', async () => {
     const r = await cli('report', '--help');
     expect(r.code).toBe(0);
     expect(r.out).toContain('Usage: gqa2mla report [options] <converted-dir>');
     expect(r.out).toContain('Examples:');
     expect(r.out).toContain('--json');
+    expect(r.out).toContain('sweep.json');
   });
 
   test('usage errors exit 2', async () => {

@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { convert, convertSweep } from '../src/convert/convert.js';
+import { summarizeSweep } from '../src/convert/sweep.js';
 
 const FIX = join(new URL('.', import.meta.url).pathname, 'fixtures');
 const LLAMA = join(FIX, 'tiny-llama-gqa');
@@ -49,6 +50,13 @@ test('a sweep of 3 budgets: < 1.6x one conversion, outputs byte-identical to sin
     for (const f of files) expect(Buffer.compare(readFileSync(join(a, f)), readFileSync(join(b, f)))).toBe(0);
     expect(existsSync(join(b, 'report.html'))).toBe(true);
   }
+  // sweep.json and the sweep's report.html, linking every budget's own report
+  const summary = await summarizeSweep(sweep, LLAMA, null);
+  expect(summary.budgets.map((b) => b.kvValuesPerTokenPerLayer)).toEqual([64, 96, 160]);
+  expect(summary.budgets.map((b) => b.meanAttnRelError)).toEqual(sweep.budgets.map((b) => b.report.meanAttnRelError));
+  const page = readFileSync(join(tmp, 'sweep', 'report.html'), 'utf8');
+  for (const r of [32, 64, 128]) expect(page).toContain(`<a href="r${r}-p32/report.html">r${r}-p32</a>`);
+  for (const c of ['sweep-tradeoff', 'sweep-kv-cache', 'sweep-attn-error']) expect(page).toContain(`data-chart="${c}"`);
 }, 600000);
 
 test('a sweep needs original calibration inputs', async () => {

@@ -1,7 +1,8 @@
 /**
- * report.html: structure, escaping, self-containedness, KV-cache arithmetic, read errors,
- * and a real rendering in headless Chromium (each chart laid out with drawn marks; PNG
- * screenshot saved to test/artifacts/report.png).
+ * report.html of a conversion and of a budget sweep: structure, escaping,
+ * self-containedness, KV-cache arithmetic, read errors, and a real rendering in headless
+ * Chromium (each chart laid out with drawn marks; PNG screenshots saved to
+ * test/artifacts/report.png and test/artifacts/sweep-report.png).
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -9,11 +10,14 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { summarizeSweep, type SweepSummary } from '../src/convert/sweep.js';
 import { GqaError } from '../src/errors.js';
+import { fmt } from '../src/report/escape.js';
 import { CHART_NAMES, renderReportHtml, writeReportHtml } from '../src/report/html.js';
 import { kvCacheRows, kvGiBPerSequence } from '../src/report/kv-cache.js';
-import { readConversionReport } from '../src/report/read.js';
-import { syntheticReport } from './helpers/synthetic-report.js';
+import { readConversionReport, readSweepSummary } from '../src/report/read.js';
+import { renderSweepHtml, SWEEP_CHART_NAMES, writeSweepReportHtml } from '../src/report/sweep-html.js';
+import { syntheticReport, syntheticSweep, syntheticSweepResult } from './helpers/synthetic-report.js';
 
 const run = promisify(execFile);
 const CHROMIUM = '/usr/bin/chromium';
@@ -200,6 +204,190 @@ describe('writeReportHtml / readConversionReport', () => {
   });
 });
 
+/** The rows of the idx-th table of a page, each as its cells' inner HTML. */
+function tableRows(html: string, idx: number): string[][] {
+  const t = [...html.matchAll(/<table\b[\s\S]*?<\/table>/g)][idx]?.[0];
+  if (!t) throw new Error(`no table ${idx}`);
+  const body = t.slice(t.indexOf('<tbody>'));
+  return [...body.matchAll(/<tr>([\s\S]*?)<\/tr>/g)].map((m) => [...m[1].matchAll(/<td[^>]*>([\s\S]*?)<\/td>/g)].map((c) => c[1]));
+}
+
+describe('renderSweepHtml', () => {
+  test('has the three sweep charts, each with a <title> and one mark per budget/point', () => {
+    const s = syntheticSweep({ ppl: true });
+    expect(s.budgets.map((b) => `r${b.kvLoraRank}-p${b.qkRopeDim}`)).toEqual(['r64-p16', 'r96-p16', 'r128-p16', 'r64-p32', 'r96-p32', 'r128-p32']);
+    const html = renderSweepHtml(s);
+    const c = charts(html);
+    expect([...c.keys()].sort()).toEqual([...SWEEP_CHART_NAMES].sort());
+    for (const [k, svg] of c) {
+      expect(/<title>[^<]+<\/title>/.test(svg)).toBe(true);
+      expect(count(svg, /class="mark[ "]/g)).toBeGreaterThan(0);
+      if (/NaN|Infinity/.test(svg)) throw new Error(`${k} has non-finite coordinates`);
+    }
+    // per-layer error: one line of 4 points per budget, legend names every budget
+    const err = c.get('sweep-attn-error')!;
+    expect(count(err, /<path class="mark line"/g)).toBe(6);
+    expect(count(err, /<circle class="mark point"/g)).toBe(6 * 4);
+    for (const b of s.budgets) expect(err).toContain(`data-series="r${b.kvLoraRank}-p${b.qkRopeDim}"`);
+    for (const b of s.budgets) for (const [l, e] of b.attnRelError.entries()) expect(err).toContain(`<title>r${b.kvLoraRank}-p${b.qkRopeDim}, layer ${l}: ${fmt(e, 4)}</title>`);
+    // ppl vs KV values: one line per qk_rope_head_dim, the source ppl as reference line
+    const tr = c.get('sweep-tradeoff')!;
+    expect(count(tr, /<path class="mark line"/g)).toBe(2);
+    expect(count(tr, /<circle class="mark point"/g)).toBe(6);
+    expect(tr).toContain('source ppl 15.925');
+    expect(tr).toContain('Perplexity against KV values');
+    // GiB per 32K sequence: the source and each budget
+    expect(count(c.get('sweep-kv-cache')!, /<rect class="mark"/g)).toBe(7);
+  });
+
+  test('budget table: links, KV values, compression, GiB per 32K sequence, errors and ppl of every budget', () => {
+    const s = syntheticSweep({ ppl: true });
+    const html = renderSweepHtml(s);
+    const rows = tableRows(html, 0);
+    expect(rows).toHaveLength(1 + s.budgets.length);
+    // source: 4 layers x 2 x 2 KV heads x 64 = 1024 values/token; x 2 bytes x 32768 tokens
+    expect(rows[0].slice(3, 7)).toEqual(['256', '1024', '1.00\u00d7', fmt((1024 * 2 * 32768) / 2 ** 30)]);
+    expect(rows[0][9]).toBe('15.925');
+    s.budgets.forEach((b, i) => {
+      const r = rows[i + 1];
+      const name = `r${b.kvLoraRank}-p${b.qkRopeDim}`;
+      expect(r[0]).toBe(`<a href="${name}/report.html">${name}</a>`);
+      const per = b.kvLoraRank + b.qkRopeDim;
+      expect(r.slice(1, 7)).toEqual([String(b.kvLoraRank), String(b.qkRopeDim), String(per), String(4 * per), `${(256 / per).toFixed(2)}\u00d7`, fmt((4 * per * 2 * 32768) / 2 ** 30)]);
+      expect(r[7]).toBe(fmt(b.meanAttnRelError, 4));
+      const worst = b.attnRelError.indexOf(Math.max(...b.attnRelError));
+      expect(r[8]).toBe(`${fmt(b.attnRelError[worst], 4)} (layer ${worst})`);
+      expect(r[10]).toBe(b.ppl!.toFixed(3));
+      expect(r[11]).toBe(`+${((100 * (b.ppl! - 15.925)) / 15.925).toFixed(2)}%`);
+    });
+    // the best budget (largest here: errors shrink with the budget) is highlighted
+    const best = s.budgets.reduce((a, b, i) => (b.meanAttnRelError < s.budgets[a].meanAttnRelError ? i : a), 0);
+    expect(best).toBe(5);
+    expect(html).toContain(`<td class="good">${fmt(s.budgets[best].meanAttnRelError, 4)}</td>`);
+    // per-layer table: layers as rows, budgets as columns, then the mean
+    const per = tableRows(html, 1);
+    expect(per).toHaveLength(5);
+    for (let l = 0; l < 4; l++) expect(per[l]).toEqual([String(l)].concat(s.budgets.map((b) => fmt(b.attnRelError[l], 4))));
+    expect(per[4]).toEqual(['mean'].concat(s.budgets.map((b) => fmt(b.meanAttnRelError, 4))));
+    // options used: the swept lists, the shared settings, the ppl protocol
+    const opts = tableRows(html, 2).map((r) => r.join('='));
+    expect(opts).toEqual(expect.arrayContaining(['kvLoraRank (swept)=64, 96, 128', 'qkRopeDim (swept)=16, 32', 'method=gqa2mla', 'calibSamples=128', `perplexity=${s.protocol}`]));
+    expect(opts.some((o) => o.startsWith('kvLoraRank='))).toBe(false);
+  });
+
+  test('without ppl: mean error against KV values, no ppl columns or reference line', () => {
+    const s = syntheticSweep();
+    expect(s.pplBefore).toBeUndefined();
+    const html = renderSweepHtml(s);
+    const tr = charts(html).get('sweep-tradeoff')!;
+    expect(tr).toContain('Mean attention-output error against KV values');
+    expect(tr).not.toContain('class="ref"');
+    for (const b of s.budgets) expect(tr).toContain(`mean attn error ${fmt(b.meanAttnRelError, 4)}`);
+    expect(html).not.toContain('ppl after');
+    expect(html).toContain('Perplexity was not measured');
+    expect(tableRows(html, 0)[1]).toHaveLength(9);
+    expect(renderSweepHtml(syntheticSweep())).toBe(html);
+  });
+
+  test('edge cases: one budget of one layer; a sweep.json without model, settings and per-token totals', () => {
+    const one = syntheticSweep({ ranks: [96], ropes: [32], layers: 1 });
+    const h1 = renderSweepHtml(one);
+    expect(/NaN|Infinity/.test(h1)).toBe(false);
+    const c1 = charts(h1);
+    expect(count(c1.get('sweep-attn-error')!, /<path class="mark line"/g)).toBe(0);
+    expect(count(c1.get('sweep-attn-error')!, /<circle class="mark point"/g)).toBe(1);
+    expect(count(c1.get('sweep-tradeoff')!, /<circle class="mark point"/g)).toBe(1);
+    expect(count(c1.get('sweep-kv-cache')!, /<rect class="mark"/g)).toBe(2);
+
+    const old = syntheticSweep() as unknown as Record<string, unknown> & { budgets: Array<Record<string, unknown>> };
+    delete old.model;
+    delete old.settings;
+    delete old.tool;
+    for (const b of old.budgets) delete b.kvValuesPerToken;
+    const h2 = renderSweepHtml(old as unknown as SweepSummary);
+    expect(/NaN|Infinity|undefined/.test(h2)).toBe(false);
+    expect(h2).toContain('not recorded in this sweep.json');
+    // layers from the per-layer error lists: the same KV totals as with the model recorded
+    expect(tableRows(h2, 0).map((r) => r.slice(3, 7))).toEqual(tableRows(renderSweepHtml(syntheticSweep()), 0).map((r) => r.slice(3, 7)));
+  });
+
+  test('escapes all text; links only to the budgets\' own pages; loads nothing from outside', () => {
+    const evil = `<script>alert("x")</script>&'</title><img src=x onerror=1>`;
+    const s = syntheticSweep({ ppl: true, sourceDir: evil });
+    s.protocol = evil;
+    (s.settings as unknown as Record<string, unknown>).calibInputs = evil;
+    const oddDir = `r64-p16 "<b>&'`;
+    s.budgets[0].dir = `/tmp/${oddDir}`;
+    const html = renderSweepHtml(s);
+    expect(html).not.toContain('<script');
+    expect(html).not.toContain('<img');
+    expect(html).toContain('&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;&lt;/title&gt;&lt;img src=x onerror=1&gt;');
+    expect(html).not.toMatch(/<link\b|@import|url\(|<[^>]*\s(src|srcset)=/i);
+    const hrefs = [...html.matchAll(/\shref="([^"]*)"/g)].map((m) => m[1]);
+    expect(hrefs).toHaveLength(6);
+    expect(hrefs.slice(1)).toEqual(['r96-p16', 'r128-p16', 'r64-p32', 'r96-p32', 'r128-p32'].map((d) => `${d}/report.html`));
+    expect(hrefs[0]).toBe(`${encodeURIComponent(oddDir).replace(/'/g, '&#39;')}/report.html`);
+    expect(hrefs[0]).toBe('r64-p16%20%22%3Cb%3E%26&#39;/report.html');
+    const urls = html.match(/https?:\/\/[^\s"'<>]+/g) ?? [];
+    expect(new Set(urls)).toEqual(new Set(['http://www.w3.org/2000/svg']));
+  });
+});
+
+describe('summarizeSweep / writeSweepReportHtml / readSweepSummary', () => {
+  test('summarizeSweep writes sweep.json and the sweep report.html drawn from it', async () => {
+    const outDir = join(tmp, 'sweep-ok');
+    await mkdir(outDir);
+    const res = syntheticSweepResult({ outDir });
+    const summary = await summarizeSweep(res, 'test/fixtures/tiny-llama-gqa', null);
+    const json = JSON.parse(await readFile(join(outDir, 'sweep.json'), 'utf8'));
+    expect(json).toEqual(JSON.parse(JSON.stringify(summary)));
+    expect(Object.keys(json)).toEqual(['source', 'outDir', 'seconds', 'model', 'settings', 'tool', 'kvValuesPerTokenPerLayerBefore', 'budgets']);
+    expect(json.model).toEqual({ modelType: 'llama', numLayers: 4, numHeads: 4, numKvHeads: 2, headDim: 64 });
+    expect(json.settings.kvLoraRank).toBeUndefined();
+    expect(json.budgets[3]).toMatchObject({ dir: join(outDir, 'r64-p32'), kvLoraRank: 64, qkRopeDim: 32, kvValuesPerTokenPerLayer: 96, kvValuesPerToken: 384, compression: 256 / 96 });
+    expect(json.budgets[3].attnRelError).toEqual(res.budgets[3].report.layers.map((l) => l.attnRelError));
+    const html = await readFile(join(outDir, 'report.html'), 'utf8');
+    expect(html).toBe(renderSweepHtml(json));
+    // regenerating gives the same bytes
+    const w = await writeSweepReportHtml(outDir);
+    expect(w.path).toBe(join(outDir, 'report.html'));
+    expect(w.source).toBe(join(outDir, 'sweep.json'));
+    expect(await readFile(w.path, 'utf8')).toBe(html);
+    expect(w.bytes).toBe(Buffer.byteLength(html));
+    expect(existsSync(`${w.path}.tmp-${process.pid}`)).toBe(false);
+  });
+
+  async function expectSweepError(dir: string, code: string, mention: string) {
+    const e = await readSweepSummary(dir).then(
+      () => null,
+      (x: unknown) => x,
+    );
+    expect(e).toBeInstanceOf(GqaError);
+    expect((e as GqaError).code).toBe(code);
+    expect((e as GqaError).exitCode).toBe(3);
+    expect((e as GqaError).message).toContain(mention);
+    expect((e as GqaError).message).not.toContain('\n');
+  }
+
+  test('missing directory, missing sweep.json, malformed JSON, missing fields: input errors naming the file', async () => {
+    await expectSweepError(join(tmp, 'nope-sweep'), 'ERR_NOT_FOUND', join(tmp, 'nope-sweep'));
+    const empty = join(tmp, 'empty-sweep');
+    await mkdir(empty);
+    await expectSweepError(empty, 'ERR_SWEEP_MISSING', join(empty, 'sweep.json'));
+    const bad = join(tmp, 'bad-sweep');
+    await mkdir(bad);
+    await writeFile(join(bad, 'sweep.json'), '{"budgets": [');
+    await expectSweepError(bad, 'ERR_REPORT_JSON', join(bad, 'sweep.json'));
+    const s = syntheticSweep() as unknown as { budgets: Array<Record<string, unknown>> };
+    s.budgets[1].attnRelError = [0.1, 'x'];
+    await writeFile(join(bad, 'sweep.json'), JSON.stringify(s));
+    await expectSweepError(bad, 'ERR_REPORT_SHAPE', 'budgets[1].attnRelError');
+    await writeFile(join(bad, 'sweep.json'), JSON.stringify({ ...s, budgets: [] }));
+    await expectSweepError(bad, 'ERR_REPORT_SHAPE', 'budgets is missing, not an array or empty');
+    expect(existsSync(join(bad, 'report.html'))).toBe(false);
+  });
+});
+
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) {
   // eslint-disable-next-line no-console
@@ -249,44 +437,68 @@ const PROBE = `<script>
 })();
 </script>`;
 
+interface Probe {
+  charts: Array<{ chart: string; layer: string | null; w: number; h: number; marks: number; drawn: number; title: number }>;
+  scrollWidth: number;
+  height: number;
+}
+
+/** Lays out `page` (a written report.html) in Chromium and measures each chart after layout. */
+async function probeInChromium(page: string): Promise<Probe> {
+  const html = await readFile(page, 'utf8');
+  const probePage = page.replace(/\.html$/, '.probe.html');
+  await writeFile(probePage, html.replace('</body>', `${PROBE}</body>`));
+  const dom = await chromium(['--window-size=1200,2400', '--dump-dom', `file://${probePage}`]);
+  await rm(probePage, { force: true });
+  const m = /<pre id="probe">([\s\S]*?)<\/pre>/.exec(dom);
+  expect(m).not.toBeNull();
+  const probe = JSON.parse(m![1].replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')) as Probe;
+  const keys = probe.charts.map((c) => (c.layer === null ? c.chart : `${c.chart}@${c.layer}`)).sort();
+  expect(keys).toEqual([...charts(html).keys()].sort());
+  for (const c of probe.charts) {
+    expect(c.w).toBeGreaterThan(250);
+    expect(c.h).toBeGreaterThan(120);
+    expect(c.title).toBeGreaterThan(10);
+    expect(c.marks).toBeGreaterThan(0);
+    expect(c.drawn).toBe(c.marks);
+  }
+  expect(probe.scrollWidth).toBeLessThanOrEqual(1200);
+  return probe;
+}
+
+/** Saves a full-page PNG of `page` as test/artifacts/<name> and checks it is a real 1200-wide image. */
+async function screenshot(page: string, height: number, name: string, minBytes: number): Promise<void> {
+  const png = join(process.cwd(), 'test', 'artifacts', name);
+  await mkdir(join(process.cwd(), 'test', 'artifacts'), { recursive: true });
+  await rm(png, { force: true });
+  await chromium([`--window-size=1200,${Math.ceil(height)}`, `--screenshot=${png}`, `file://${page}`]);
+  const buf = await readFile(png);
+  expect(buf.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))).toBe(true);
+  expect(buf.readUInt32BE(16)).toBe(1200);
+  expect(buf.readUInt32BE(20)).toBe(Math.ceil(height));
+  expect((await stat(png)).size).toBeGreaterThan(minBytes);
+}
+
 describe('headless Chromium', () => {
-  chromiumTest('renders every chart with drawn marks and saves a screenshot', async () => {
+  chromiumTest('renders every chart of a conversion report with drawn marks and saves a screenshot', async () => {
     const dir = join(tmp, 'chromium');
     await mkdir(dir);
-    const r = syntheticReport({ ppl: PPL });
-    await writeFile(join(dir, 'conversion-report.json'), JSON.stringify(r));
+    await writeFile(join(dir, 'conversion-report.json'), JSON.stringify(syntheticReport({ ppl: PPL })));
     const w = await writeReportHtml(dir);
-    const html = await readFile(w.path, 'utf8');
-    const probePage = join(dir, 'probe.html');
-    await writeFile(probePage, html.replace('</body>', `${PROBE}</body>`));
-    const dom = await chromium(['--window-size=1200,2400', '--dump-dom', `file://${probePage}`]);
-    const m = /<pre id="probe">([\s\S]*?)<\/pre>/.exec(dom);
-    expect(m).not.toBeNull();
-    const probe = JSON.parse(m![1].replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')) as {
-      charts: Array<{ chart: string; layer: string | null; w: number; h: number; marks: number; drawn: number; title: number }>;
-      scrollWidth: number;
-      height: number;
-    };
-    const keys = probe.charts.map((c) => (c.layer === null ? c.chart : `${c.chart}@${c.layer}`)).sort();
-    expect(keys).toEqual([...charts(html).keys()].sort());
+    const probe = await probeInChromium(w.path);
     for (const name of CHART_NAMES) expect(probe.charts.some((c) => c.chart === name)).toBe(true);
-    for (const c of probe.charts) {
-      expect(c.w).toBeGreaterThan(250);
-      expect(c.h).toBeGreaterThan(120);
-      expect(c.title).toBeGreaterThan(10);
-      expect(c.marks).toBeGreaterThan(0);
-      expect(c.drawn).toBe(c.marks);
-    }
-    expect(probe.scrollWidth).toBeLessThanOrEqual(1200);
+    await screenshot(w.path, probe.height, 'report.png', 50_000);
+  });
 
-    const png = join(process.cwd(), 'test', 'artifacts', 'report.png');
-    await mkdir(join(process.cwd(), 'test', 'artifacts'), { recursive: true });
-    await rm(png, { force: true });
-    await chromium([`--window-size=1200,${Math.ceil(probe.height)}`, `--screenshot=${png}`, `file://${w.path}`]);
-    const buf = await readFile(png);
-    expect(buf.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))).toBe(true);
-    expect(buf.readUInt32BE(16)).toBe(1200);
-    expect(buf.readUInt32BE(20)).toBe(Math.ceil(probe.height));
-    expect((await stat(png)).size).toBeGreaterThan(50_000);
+  chromiumTest('renders every chart of a sweep report with drawn marks and saves a screenshot', async () => {
+    const dir = join(tmp, 'chromium-sweep');
+    await mkdir(dir);
+    await writeFile(join(dir, 'sweep.json'), JSON.stringify(syntheticSweep({ ppl: true, outDir: dir })));
+    const w = await writeSweepReportHtml(dir);
+    const probe = await probeInChromium(w.path);
+    expect(probe.charts.map((c) => c.chart).sort()).toEqual([...SWEEP_CHART_NAMES].sort());
+    // every line and point of the per-layer chart is laid out: 6 budgets x (1 line + 4 points)
+    expect(probe.charts.find((c) => c.chart === 'sweep-attn-error')!.drawn).toBe(30);
+    await screenshot(w.path, probe.height, 'sweep-report.png', 50_000);
   });
 });

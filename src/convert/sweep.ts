@@ -1,10 +1,12 @@
 /**
- * Budget sweeps and perplexity attached to conversion reports.
+ * Budget sweeps (sweep.json and the sweep's report.html) and perplexity attached to
+ * conversion reports.
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { evalPpl } from '../eval/ppl.js';
 import { writeReportHtml } from '../report/html.js';
+import { writeSweepReportHtml } from '../report/sweep-html.js';
 import type { SweepResult } from './convert.js';
 import type { ConversionReport } from './report.js';
 
@@ -43,11 +45,16 @@ export interface SweepRow {
   kvLoraRank: number;
   qkRopeDim: number;
   kvValuesPerTokenPerLayer: number;
+  /** all layers (absent in sweep.json files written before it was recorded) */
+  kvValuesPerToken?: number;
   compression: number;
   meanAttnRelError: number;
   attnRelError: number[];
   ppl?: number;
 }
+
+/** The settings every budget of a sweep shares (all but the budget itself). */
+export type SweepSettings = Omit<ConversionReport['settings'], 'kvLoraRank' | 'qkRopeDim'>;
 
 /** sweep.json's content. */
 export interface SweepSummary {
@@ -57,45 +64,80 @@ export interface SweepSummary {
   kvValuesPerTokenPerLayerBefore: number;
   pplBefore?: number;
   protocol?: string;
+  /** the source model (absent in sweep.json files written before it was recorded) */
+  model?: Omit<ConversionReport['source'], 'dir'>;
+  /** settings shared by all budgets (likewise optional) */
+  settings?: SweepSettings;
+  tool?: ConversionReport['tool'];
   budgets: SweepRow[];
 }
 
-/** Writes `<out>/sweep.json` (with ppl per budget when `e` is given) and returns it. */
-export async function summarizeSweep(s: SweepResult, sourceDir: string, e: EvalSettings | null, onStatus?: (m: string) => void): Promise<SweepSummary> {
-  let before: number | undefined;
-  if (e) {
-    onStatus?.('eval source');
-    before = (await evalPpl({ modelDir: sourceDir, textFile: e.textFile, seq: e.seq, windows: e.windows })).ppl;
-  }
-  const rows: SweepRow[] = [];
-  for (const b of s.budgets) {
+/** Perplexity measured for a sweep: the source's, and each budget's in the sweep's order. */
+export interface SweepPpl {
+  before: number;
+  after: number[];
+  protocol: string;
+}
+
+/**
+ * The content of sweep.json for `s` (no I/O): one row per budget from its conversion report,
+ * the source model and the settings the budgets share (from the first budget's report),
+ * and perplexity when `ppl` is given.
+ */
+export function buildSweepSummary(s: SweepResult, sourceDir: string, ppl?: SweepPpl): SweepSummary {
+  const rows: SweepRow[] = s.budgets.map((b, i) => {
     const row: SweepRow = {
       dir: b.dir,
       kvLoraRank: b.kvLoraRank,
       qkRopeDim: b.qkRopeDim,
       kvValuesPerTokenPerLayer: b.report.kvValuesPerToken.perLayerAfter,
+      kvValuesPerToken: b.report.kvValuesPerToken.after,
       compression: b.report.kvValuesPerToken.ratio,
       meanAttnRelError: b.report.meanAttnRelError,
       attnRelError: b.report.layers.map((l) => l.attnRelError),
     };
-    if (e) {
-      onStatus?.(`eval r${b.kvLoraRank}-p${b.qkRopeDim}`);
-      row.ppl = (await attachPpl(b.report, sourceDir, b.dir, e, before)).after;
-    }
-    rows.push(row);
+    if (ppl) row.ppl = ppl.after[i];
+    return row;
+  });
+  const first = s.budgets[0]?.report;
+  const shared: Pick<SweepSummary, 'model' | 'settings' | 'tool'> = {};
+  if (first) {
+    const { dir: _dir, ...model } = first.source;
+    const { kvLoraRank: _r, qkRopeDim: _p, ...settings } = first.settings;
+    Object.assign(shared, { model, settings, tool: first.tool });
   }
   const summary: SweepSummary = {
     source: sourceDir,
     outDir: s.outDir,
     seconds: s.seconds,
-    kvValuesPerTokenPerLayerBefore: s.budgets[0]?.report.kvValuesPerToken.perLayerBefore ?? 0,
+    ...shared,
+    kvValuesPerTokenPerLayerBefore: first?.kvValuesPerToken.perLayerBefore ?? 0,
+    ...(ppl ? { pplBefore: ppl.before, protocol: ppl.protocol } : {}),
     budgets: rows,
   };
+  return summary;
+}
+
+/**
+ * Measures ppl when `e` is given (the source once, then each budget, recorded in its report),
+ * writes `<out>/sweep.json` and the sweep's `<out>/report.html` drawn from it, and returns
+ * the summary.
+ */
+export async function summarizeSweep(s: SweepResult, sourceDir: string, e: EvalSettings | null, onStatus?: (m: string) => void): Promise<SweepSummary> {
+  let ppl: SweepPpl | undefined;
   if (e) {
-    summary.pplBefore = before;
-    summary.protocol = protocol(e);
+    onStatus?.('eval source');
+    const before = (await evalPpl({ modelDir: sourceDir, textFile: e.textFile, seq: e.seq, windows: e.windows })).ppl;
+    const after: number[] = [];
+    for (const b of s.budgets) {
+      onStatus?.(`eval r${b.kvLoraRank}-p${b.qkRopeDim}`);
+      after.push((await attachPpl(b.report, sourceDir, b.dir, e, before)).after);
+    }
+    ppl = { before, after, protocol: protocol(e) };
   }
+  const summary = buildSweepSummary(s, sourceDir, ppl);
   await writeFile(join(s.outDir, 'sweep.json'), `${JSON.stringify(summary, null, 2)}\n`);
+  await writeSweepReportHtml(s.outDir);
   return summary;
 }
 
@@ -109,5 +151,5 @@ export function formatSweep(s: SweepSummary): string {
         .padStart(13)}${b.ppl !== undefined ? b.ppl.toFixed(3).padStart(8) : ''}`,
   );
   const pre = s.pplBefore !== undefined ? `source ppl ${s.pplBefore.toFixed(3)} (${s.protocol})\n` : '';
-  return `${pre}${head}\n${lines.join('\n')}\nsweep of ${s.budgets.length} budgets in ${s.seconds.toFixed(1)} s -> ${s.outDir}/sweep.json\n`;
+  return `${pre}${head}\n${lines.join('\n')}\nsweep of ${s.budgets.length} budgets in ${s.seconds.toFixed(1)} s -> ${s.outDir}/sweep.json\nreport: ${s.outDir}/report.html\n`;
 }

@@ -4,11 +4,11 @@
  * per-layer attention-output error, the RoRoPE and joint K/V PCA spectra with the kept
  * ranks marked, per-layer details, time per stage and the options used.
  */
-import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ConversionReport, LayerReport } from '../convert/report.js';
 import { esc, fixed, fmt, pct } from './escape.js';
 import { BF16_BYTES, kvBytesPerToken, kvCacheRows } from './kv-cache.js';
+import { bytes, card, gib, htmlDocument, mean, seconds, table, valueText, writeFileAtomic } from './page.js';
 import { readConversionReport } from './read.js';
 import { barChart, COLORS, hbarChart, spectrumChart, stripChart } from './svg.js';
 
@@ -17,103 +17,6 @@ export const REPORT_HTML = 'report.html';
 
 /** The data-chart names a report can contain (per-layer charts also carry data-layer). */
 export const CHART_NAMES = ['kv-cache', 'ppl', 'attn-error', 'variance-kept', 'rope-spectrum', 'pca-spectrum', 'stage-times'] as const;
-
-const CSS = `
-:root{--fg:#1f2937;--muted:#6b7280;--line:#e5e7eb;--bg:#f8fafc;--card:#fff;--accent:${COLORS.after};--warm:${COLORS.accent}}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1160px;margin:0 auto;padding:28px 24px 48px}
-header h1{font-size:24px;margin:0 0 4px}
-header p{margin:2px 0;color:var(--muted)}
-code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(200px,1fr));gap:12px;margin:20px 0 8px}
-.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px}
-.card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.card .v{font-size:20px;font-weight:600;margin-top:2px}
-.card .s{color:var(--muted);font-size:12.5px}
-section{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:16px 18px;margin-top:18px}
-section h2{font-size:17px;margin:0 0 4px}
-section>p.note{margin:0 0 12px;color:var(--muted);font-size:13px}
-.row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
-.row>figure{flex:1 1 560px}
-.row>.side{flex:1 1 300px}
-figure{margin:0}
-figcaption{color:var(--muted);font-size:12.5px;margin-top:2px}
-svg.chart{display:block;width:100%;height:auto}
-.grid-multiples{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:14px 18px}
-.grid-multiples figure{border-top:1px solid var(--line);padding-top:6px}
-.grid-multiples figcaption{margin:0 0 2px;color:var(--fg)}
-.grid-multiples figcaption span{color:var(--muted)}
-.legend-html{display:flex;gap:18px;flex-wrap:wrap;color:var(--muted);font-size:12.5px;margin:0 0 10px}
-.legend-html i{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:5px;vertical-align:-1px}
-.legend-html i.bar{border-radius:2px}
-.legend-html i.line{height:2px;width:16px;border-radius:0;vertical-align:3px}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{padding:5px 7px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
-th{font-weight:600;color:var(--muted);font-size:12px;white-space:normal;vertical-align:bottom}
-th:first-child,td:first-child{text-align:left}
-tbody tr:nth-child(even){background:#fafbfc}
-table.kv th:last-child{text-align:left}
-td.l{text-align:left;white-space:normal;word-break:break-all}
-.scroll{overflow-x:auto}
-.good{color:#047857}
-footer{color:var(--muted);font-size:12px;margin-top:22px;text-align:center}
-.chart .tick{font-size:10.5px;fill:${COLORS.axis}}
-.chart .cat{font-size:12px;fill:${COLORS.text}}
-.chart .value{font-size:10.5px;fill:${COLORS.text}}
-.chart .legend{font-size:11.5px;fill:${COLORS.text}}
-.chart .axis-label{font-size:11.5px;fill:${COLORS.axis}}
-.chart .grid{stroke:${COLORS.grid};stroke-width:1;fill:none}
-.chart .axis{stroke:${COLORS.axis};stroke-width:1;fill:none}
-.chart .ref{stroke:${COLORS.accent};stroke-width:1.2;stroke-dasharray:5 4;fill:none}
-.chart .ref-label{font-size:11px;fill:${COLORS.accent};paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}
-.chart .cut{stroke:${COLORS.accent};stroke-width:1.3;stroke-dasharray:4 3;fill:none}
-.chart .cut-label{font-size:10.5px;fill:${COLORS.accent};font-weight:600;paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}
-.chart .kept-area{fill:#2563eb;fill-opacity:.06}
-.chart .line{fill:none;stroke-width:1.6;stroke-linejoin:round}
-.chart .line.kept{stroke:${COLORS.after}}
-.chart .line.dropped{stroke:${COLORS.before}}
-.chart circle.kept{fill:${COLORS.after}}
-.chart circle.dropped{fill:#fff;stroke:${COLORS.before};stroke-width:1}
-@media print{body{background:#fff}section,.card{break-inside:avoid}}
-`;
-
-function gib(x: number): string {
-  if (!Number.isFinite(x)) return '\u2014';
-  if (x === 0) return '0';
-  if (x >= 100) return x.toFixed(0);
-  return fmt(x, 3);
-}
-
-function bytes(n: number): string {
-  if (!Number.isFinite(n)) return '\u2014';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 ? v.toFixed(0) : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
-}
-
-function seconds(s: number): string {
-  if (!Number.isFinite(s)) return '\u2014';
-  if (s >= 120) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
-  return `${s >= 10 ? s.toFixed(1) : s.toFixed(2)} s`;
-}
-
-function card(k: string, v: string, sub: string): string {
-  return `<div class="card"><div class="k">${esc(k)}</div><div class="v">${v}</div><div class="s">${sub}</div></div>`;
-}
-
-function table(head: string[], rows: string[][], rawCells = false, cls = ''): string {
-  return (
-    `<div class="scroll"><table${cls ? ` class="${cls}"` : ''}><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>` +
-    rows.map((row) => `<tr>${row.map((c) => (rawCells ? c : `<td>${esc(c)}</td>`)).join('')}</tr>`).join('') +
-    '</tbody></table></div>'
-  );
-}
 
 function summaryCards(r: ConversionReport): string {
   const kv = r.kvValuesPerToken;
@@ -133,10 +36,6 @@ function summaryCards(r: ConversionReport): string {
   if (r.output && Number.isFinite(r.output.totalBytes))
     s += card('Output size', esc(bytes(r.output.totalBytes)), `${esc(String(r.output.shards?.length ?? 0))} safetensors shard(s)`);
   return `${s}</div>`;
-}
-
-function mean(xs: number[]): number {
-  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
 }
 
 function kvSection(r: ConversionReport): string {
@@ -421,13 +320,6 @@ function timeSection(r: ConversionReport): string {
   );
 }
 
-function valueText(v: unknown): string {
-  if (v === null) return 'null';
-  if (typeof v === 'number') return fmt(v, 6);
-  if (typeof v === 'string' || typeof v === 'boolean') return String(v);
-  return JSON.stringify(v);
-}
-
 function optionsSection(r: ConversionReport): string {
   const rows: string[][] = Object.entries(r.settings as unknown as Record<string, unknown>).map(([k, v]) => [k, valueText(v)]);
   const src = r.source;
@@ -458,10 +350,8 @@ export function renderReportHtml(report: ConversionReport): string {
   const r = report;
   const title = `gqa2mla conversion report \u2014 ${r.source.dir}`;
   const kv = r.kvValuesPerToken;
-  return (
-    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">' +
-    '<meta name="viewport" content="width=device-width, initial-scale=1">' +
-    `<title>${esc(title)}</title><style>${CSS}</style></head><body><main>` +
+  return htmlDocument(
+    title,
     '<header><h1>Conversion report</h1>' +
     `<p><span class="mono">${esc(r.source.dir)}</span> &rarr; <span class="mono">${esc(r.output?.dir ?? '')}</span></p>` +
     `<p>${esc(r.source.modelType)} &middot; ${esc(String(r.source.numLayers))} layers &middot; ${esc(String(r.source.numHeads))} query heads, ` +
@@ -477,8 +367,7 @@ export function renderReportHtml(report: ConversionReport): string {
     layerTable(r) +
     timeSection(r) +
     optionsSection(r) +
-    `<footer>Generated by ${esc(r.tool?.name ?? 'gqa2mla')} ${esc(r.tool?.version ?? '')} from conversion-report.json. Self-contained: no scripts, no external resources.</footer>` +
-    '</main></body></html>\n'
+      `<footer>Generated by ${esc(r.tool?.name ?? 'gqa2mla')} ${esc(r.tool?.version ?? '')} from conversion-report.json. Self-contained: no scripts, no external resources.</footer>`,
   );
 }
 
@@ -499,10 +388,7 @@ export interface WrittenReport {
  */
 export async function writeReportHtml(dir: string): Promise<WrittenReport> {
   const { file, report } = await readConversionReport(dir);
-  const html = renderReportHtml(report);
   const path = join(dir, REPORT_HTML);
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, html);
-  await rename(tmp, path);
-  return { path, source: file, report, bytes: Buffer.byteLength(html) };
+  const n = await writeFileAtomic(path, renderReportHtml(report));
+  return { path, source: file, report, bytes: n };
 }

@@ -1,6 +1,7 @@
 /**
- * Static SVG charts for the HTML report: grouped bar charts (vertical and horizontal), a
- * log-scale line chart with a marked rank, and a log-scale strip chart. No scripts; hover
+ * Static SVG charts for the HTML reports: grouped bar charts (vertical and horizontal), a
+ * multi-series line chart, a log-scale line chart with a marked rank, and a log-scale strip
+ * chart. No scripts; hover
  * details come from SVG <title> elements. Every data mark carries class "mark" so tests
  * can tell a drawn chart from an empty frame. All text goes through {@link esc}.
  */
@@ -16,6 +17,14 @@ export const COLORS = {
   text: '#374151',
   muted: '#9ca3af',
 };
+
+/** Distinct series colours (cycled; see {@link seriesColor}). */
+export const PALETTE = ['#2563eb', '#ea580c', '#059669', '#9333ea', '#dc2626', '#0891b2', '#ca8a04', '#db2777', '#4b5563', '#65a30d'] as const;
+
+/** Colour of the i-th series (the palette, cycled). */
+export function seriesColor(i: number): string {
+  return PALETTE[((i % PALETTE.length) + PALETTE.length) % PALETTE.length];
+}
 
 /** Common chart settings. */
 export interface ChartBase {
@@ -133,7 +142,11 @@ export interface BarChart extends ChartBase {
 
 /** Renders a vertical grouped bar chart. */
 export function barChart(c: BarChart): string {
-  const m: Margin = { top: c.series.length > 1 || c.dots?.length ? 30 : 16, right: 14, bottom: c.xLabel ? 42 : 26, left: c.yLabel ? 62 : 48 };
+  const legend: LegendItem[] = c.series.length > 1 ? c.series.map((x) => ({ name: x.name, swatch: `<rect width="10" height="10" fill="${x.color}"/>` })) : [];
+  if (c.dots?.length && c.dotLabel) legend.push({ name: c.dotLabel, swatch: `<circle cx="5" cy="5" r="3" fill="#fff" stroke="${COLORS.accent}" stroke-width="1.5"/>` });
+  const left = c.yLabel ? 62 : 48;
+  const leg = legendBlock(legend, left, 8, c.width - left - 14);
+  const m: Margin = { top: legend.length ? 14 + leg.height : 16, right: 14, bottom: c.xLabel ? 42 : 26, left };
   const all = c.series.flatMap((s) => s.values).concat((c.dots ?? []).map((d) => d.value), c.refLine ? [c.refLine.value] : []);
   const finite = all.filter((v) => Number.isFinite(v));
   if (c.groups.length === 0 || finite.length === 0) return noData(c, 'no data');
@@ -176,22 +189,34 @@ export function barChart(c: BarChart): string {
     s += text(m.left + pw - 2, yy - 4, c.refLine.label, { anchor: 'end', cls: 'ref-label' });
   }
   s += `<path class="axis" d="M${r(m.left)} ${r(m.top)}V${r(m.top + ph)}H${r(m.left + pw)}"/>`;
-  // legend
-  const legend: Array<{ name: string; swatch: string }> = c.series.length > 1 ? c.series.map((x) => ({ name: x.name, swatch: `<rect width="10" height="10" fill="${x.color}"/>` })) : [];
-  if (c.dots?.length && c.dotLabel) legend.push({ name: c.dotLabel, swatch: `<circle cx="5" cy="5" r="3" fill="#fff" stroke="${COLORS.accent}" stroke-width="1.5"/>` });
-  s += legendRow(legend, m.left, 8);
+  s += leg.svg;
   s += axisLabels(c, m);
   return `${s}</svg>`;
 }
 
-function legendRow(items: Array<{ name: string; swatch: string }>, x: number, y: number): string {
+interface LegendItem {
+  name: string;
+  /** svg drawn in a 10 x 10 box at the item's origin */
+  swatch: string;
+}
+
+/** Legend items left to right from (x, y), wrapping into rows of at most `maxWidth`; returns the svg and the height used. */
+function legendBlock(items: LegendItem[], x: number, y: number, maxWidth: number): { svg: string; height: number } {
+  if (items.length === 0) return { svg: '', height: 0 };
+  const ROW = 16;
   let s = '';
   let xx = x;
+  let yy = y;
   for (const it of items) {
-    s += `<g transform="translate(${r(xx)} ${r(y)})">${it.swatch}${text(15, 9, it.name, { anchor: 'start', cls: 'legend' })}</g>`;
-    xx += 24 + it.name.length * 6.6;
+    const w = 24 + it.name.length * 6.6;
+    if (xx > x && xx + w - 10 > x + maxWidth) {
+      xx = x;
+      yy += ROW;
+    }
+    s += `<g transform="translate(${r(xx)} ${r(yy)})">${it.swatch}${text(15, 9, it.name, { anchor: 'start', cls: 'legend' })}</g>`;
+    xx += w;
   }
-  return s;
+  return { svg: s, height: yy - y + ROW };
 }
 
 /** Horizontal bar chart (one series), e.g. time per stage. */
@@ -373,6 +398,108 @@ export function stripChart(c: StripChart): string {
     s += `${g}</g>`;
   });
   s += `<path class="axis" d="M${r(m.left)} ${r(m.top)}V${r(m.top + ph)}H${r(m.left + pw)}"/>`;
+  s += axisLabels(c, m);
+  return `${s}</svg>`;
+}
+
+/** One point of a {@link LineChart} series. */
+export interface LinePoint {
+  x: number;
+  y: number;
+  /** hover text (default "series: x, y") */
+  tip?: string;
+  /** printed next to the point when the chart has pointLabels */
+  label?: string;
+}
+
+/** One series of a {@link LineChart}: points joined in the given order. */
+export interface LineSeries {
+  name: string;
+  color: string;
+  points: LinePoint[];
+  dashed?: boolean;
+}
+
+/** Multi-series line chart with linear axes (points marked, one legend entry per series). */
+export interface LineChart extends ChartBase {
+  series: LineSeries[];
+  /** y axis from 0 (default) or fitted to the data */
+  yFromZero?: boolean;
+  /** x ticks at integers only (e.g. layer indices) */
+  xInteger?: boolean;
+  xTickFormat?: (v: number) => string;
+  yTickFormat?: (v: number) => string;
+  /** dashed horizontal reference line */
+  refLine?: { value: number; label: string };
+  /** print each point's label beside it */
+  pointLabels?: boolean;
+}
+
+/** Renders a multi-series line chart; a series of one point is drawn as its marker only. */
+export function lineChart(c: LineChart): string {
+  const legend: LegendItem[] = c.series.map((x) => ({
+    name: x.name,
+    swatch: `<path d="M0 5H10" stroke="${x.color}" stroke-width="2"${x.dashed ? ' stroke-dasharray="3 2"' : ''}/><circle cx="5" cy="5" r="2.5" fill="${x.color}"/>`,
+  }));
+  const left = c.yLabel ? 62 : 48;
+  const right = c.pointLabels ? 40 : 16;
+  const leg = legendBlock(legend, left, 8, c.width - left - right);
+  const m: Margin = { top: 14 + leg.height, right, bottom: c.xLabel ? 42 : 26, left };
+  const pts = c.series.flatMap((x) => x.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+  if (pts.length === 0) return noData(c, 'no data');
+  const xs = pts.map((p) => p.x);
+  const ys = pts.map((p) => p.y).concat(c.refLine && Number.isFinite(c.refLine.value) ? [c.refLine.value] : []);
+  let x0 = Math.min(...xs);
+  let x1 = Math.max(...xs);
+  const xPad = x1 > x0 ? (x1 - x0) * 0.04 : c.xInteger ? 1 : Math.abs(x0) * 0.1 || 1;
+  x0 -= xPad;
+  x1 += xPad;
+  let y0: number;
+  let y1: number;
+  const yMin = Math.min(...ys);
+  const yMax = Math.max(...ys);
+  if (c.yFromZero ?? true) {
+    y0 = Math.min(0, yMin);
+    y1 = niceMax(yMax);
+  } else {
+    const span = yMax > yMin ? yMax - yMin : Math.abs(yMax) * 0.1 || 1;
+    y0 = yMin - span * 0.1;
+    y1 = yMax + span * 0.1;
+  }
+  const pw = c.width - m.left - m.right;
+  const ph = c.height - m.top - m.bottom;
+  const x = linear(x0, x1, m.left, m.left + pw);
+  const y = linear(y0, y1, m.top + ph, m.top);
+  const xf = c.xTickFormat ?? ((v: number) => fmt(v));
+  const yf = c.yTickFormat ?? ((v: number) => fmt(v));
+  let s = svgOpen(c);
+  for (const t of niceTicks(y0, y1, 5)) {
+    s += `<path class="grid" d="M${r(m.left)} ${r(y(t))}H${r(m.left + pw)}"/>`;
+    s += text(m.left - 6, y(t) + 4, yf(t), { anchor: 'end' });
+  }
+  let xt = niceTicks(x0, x1, Math.max(2, Math.min(10, Math.floor(pw / 60))));
+  if (c.xInteger) xt = xt.filter((t) => Number.isInteger(t));
+  for (const t of xt) s += text(x(t), m.top + ph + 16, xf(t));
+  if (c.refLine && Number.isFinite(c.refLine.value)) {
+    const yy = y(c.refLine.value);
+    s += `<path class="ref" d="M${r(m.left)} ${r(yy)}H${r(m.left + pw)}"/>`;
+    s += text(m.left + pw - 2, yy - 4, c.refLine.label, { anchor: 'end', cls: 'ref-label' });
+  }
+  for (const ser of c.series) {
+    const p = ser.points.filter((q) => Number.isFinite(q.x) && Number.isFinite(q.y));
+    if (p.length === 0) continue;
+    let g = `<g class="series" data-series="${esc(ser.name)}">`;
+    if (p.length > 1)
+      g += `<path class="mark line" d="M${p.map((q) => `${r(x(q.x))} ${r(y(q.y))}`).join('L')}" stroke="${ser.color}"${ser.dashed ? ' stroke-dasharray="5 3"' : ''}><title>${esc(ser.name)}</title></path>`;
+    for (const q of p) {
+      const tip = q.tip ?? `${ser.name}: ${fmt(q.x)}, ${fmt(q.y, 4)}`;
+      g += `<circle class="mark point" cx="${r(x(q.x))}" cy="${r(y(q.y))}" r="3" fill="${ser.color}"><title>${esc(tip)}</title></circle>`;
+      if (c.pointLabels && q.label) g += text(x(q.x) + 5, y(q.y) - 6, q.label, { anchor: 'start', cls: 'value' });
+    }
+    s += `${g}</g>`;
+  }
+  s += `<path class="axis" d="M${r(m.left)} ${r(m.top)}V${r(m.top + ph)}H${r(m.left + pw)}"/>`;
+  s += leg.svg;
   s += axisLabels(c, m);
   return `${s}</svg>`;
 }

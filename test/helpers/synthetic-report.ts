@@ -1,9 +1,13 @@
 /**
  * A synthetic ConversionReport shaped like a conversion of tiny-llama-gqa (4 layers,
  * 2 KV heads x 64, qkRopeDim 32, kvLoraRank 96): seeded decaying spectra, per-layer
- * freqfold choices and candidates. For rendering tests only: the numbers are made up.
+ * freqfold choices and candidates; and synthetic budget sweeps built from such reports by
+ * the real sweep summary code. For rendering tests only: the numbers are made up.
  */
+import { join } from 'node:path';
+import type { SweepResult } from '../../src/convert/convert.js';
 import type { ConversionReport, LayerReport } from '../../src/convert/report.js';
+import { buildSweepSummary, type SweepSummary } from '../../src/convert/sweep.js';
 
 function lcg(seed: number): () => number {
   let s = seed >>> 0;
@@ -25,6 +29,8 @@ export interface SyntheticOptions {
   ppl?: ConversionReport['ppl'];
   sourceDir?: string;
   seed?: number;
+  /** multiplies every attention error (default 1) */
+  errorScale?: number;
 }
 
 /** Builds the report. */
@@ -61,7 +67,7 @@ export function syntheticReport(o: SyntheticOptions = {}): ConversionReport {
     const pcaSpectrum = Array.from({ length: nz }, (_, i) => 4 * (1 + l) * Math.exp(-i / 28) * (0.9 + 0.2 * rnd()) + 1e-6).sort((a, b) => b - a);
     const pcaTotal = pcaSpectrum.reduce((a, b) => a + b, 0);
     const pcaKept = pcaSpectrum.slice(0, rank).reduce((a, b) => a + b, 0);
-    const base = 0.08 + 0.05 * l + 0.02 * rnd();
+    const base = (o.errorScale ?? 1) * (0.08 + 0.05 * l + 0.02 * rnd());
     const candidates: LayerReport['candidates'] = candidatesFf.flatMap((f) =>
       [0.5, 1, 2].map((b) => ({
         freqfold: f,
@@ -132,4 +138,55 @@ export function syntheticReport(o: SyntheticOptions = {}): ConversionReport {
     times: { tokenize: 0.41, read: 0.12, forward: 3.8, statistics: 2.2, factorize: 1.6, evaluate: 0.9, write: 0.3, total: 9.5 },
     ...(o.ppl ? { ppl: o.ppl } : {}),
   };
+}
+
+/** Options of {@link syntheticSweepResult} and {@link syntheticSweep}. */
+export interface SyntheticSweepOptions {
+  outDir?: string;
+  ranks?: number[];
+  ropes?: number[];
+  layers?: number;
+  sourceDir?: string;
+  /** perplexity: the source's and, per budget, a made-up one growing with its mean error */
+  ppl?: boolean;
+}
+
+/**
+ * What convertSweep would return for a tiny-llama-gqa-shaped sweep (rope outer, rank inner,
+ * dirs `<outDir>/r<rank>-p<rope>`), each budget a {@link syntheticReport} whose errors shrink
+ * as the budget grows.
+ */
+export function syntheticSweepResult(o: SyntheticSweepOptions = {}): SweepResult {
+  const outDir = o.outDir ?? '/tmp/tiny-sweep';
+  const budgets: SweepResult['budgets'] = [];
+  for (const p of o.ropes ?? [16, 32])
+    for (const r of o.ranks ?? [64, 96, 128]) {
+      const collapse = 64 / p;
+      const report = syntheticReport({
+        layers: o.layers,
+        qkRopeDim: p,
+        kvLoraRank: r,
+        freqfolds: [2, 1, 4, 2].map((k) => Math.min(32, k * collapse)),
+        sourceDir: o.sourceDir,
+        seed: 11 + r + 7 * p,
+        errorScale: (96 / r) ** 0.8 * (32 / p) ** 0.25,
+      });
+      const dir = join(outDir, `r${r}-p${p}`);
+      report.output.dir = dir;
+      budgets.push({ kvLoraRank: r, qkRopeDim: p, dir, report });
+    }
+  return { outDir, budgets, seconds: 21.5 };
+}
+
+/** The sweep.json content of {@link syntheticSweepResult}, through the real buildSweepSummary. */
+export function syntheticSweep(o: SyntheticSweepOptions = {}): SweepSummary {
+  const res = syntheticSweepResult(o);
+  const ppl = o.ppl
+    ? {
+        before: 15.925,
+        after: res.budgets.map((b) => 15.925 * (1 + 1.5 * b.report.meanAttnRelError)),
+        protocol: 'eval-ppl: 40 non-overlapping windows of 512 tokens from offset 0 of test/fixtures/pydocs-eval.txt, tokens 1..511 scored',
+      }
+    : undefined;
+  return buildSweepSummary(res, o.sourceDir ?? 'test/fixtures/tiny-llama-gqa', ppl);
 }
