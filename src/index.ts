@@ -22,8 +22,11 @@ export {
 } from './decode.js';
 export { convert, convertSweep, type ConvertOptions, type ConversionReport, type SweepOptions, type SweepResult, type Budget } from './convert/convert.js';
 export type { ConvertProgress } from './convert/options.js';
-export type { LayerReport, StageTimes } from './convert/report.js';
-export { attachPpl, summarizeSweep, type SweepSummary, type SweepRow } from './convert/sweep.js';
+export type { LayerReport, LatentNormReport, StageTimes } from './convert/report.js';
+export { compressQuery, losslessQLoraRank, type QueryCompression } from './convert/q-compress.js';
+export { attachPpl, summarizeSweep, buildSweepSummary, type SweepSummary, type SweepRow } from './convert/sweep.js';
+export { renderSweepHtml, writeSweepReportHtml, SWEEP_CHART_NAMES, type WrittenSweepReport } from './report/sweep-html.js';
+export { readSweepSummary, SWEEP_JSON } from './report/read.js';
 export { Checkpoint, INDEX_FILE, type CheckpointTensorInfo, type RawTensor } from './checkpoint/checkpoint.js';
 export { SafetensorsFile, MAX_HEADER_BYTES, type TensorInfo } from './checkpoint/safetensors-reader.js';
 export { CheckpointWriter, WRITER_JOURNAL, type WriterOptions, type WriterResult } from './checkpoint/safetensors-writer.js';
