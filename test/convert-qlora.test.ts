@@ -7,6 +7,7 @@ import { chooseLatentScaling } from '../src/convert/latent-norm.js';
 import { MomentAccumulator } from '../src/convert/statistics.js';
 import { roundToDtype } from '../src/convert/layer-ops.js';
 import { randn } from './helpers/random.js';
+import { relErr } from './helpers/ref-attention.js';
 
 /** Random correlated inputs x = z A (so the query covariance has a decaying spectrum). */
 function inputs(rows: number, hid: number, seed: number): Float32Array {
@@ -60,15 +61,6 @@ function reference(x: Float32Array, row: number, hid: number, w: Float32Array, b
   return q;
 }
 
-function rel(a: Float64Array, b: Float64Array): number {
-  let n = 0;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) {
-    n += (a[i] - b[i]) ** 2;
-    d += b[i] ** 2;
-  }
-  return Math.sqrt(n / d);
-}
 
 const hid = 48;
 const M = 80;
@@ -98,14 +90,14 @@ test('lossless rank with a bias: stock query path equals W x + b within the exac
   // the bias channel is the only non-zero q_a bias entry
   for (let i = 0; i < hid; i++) expect(qc.qABias![i]).toBe(0);
   let worst = 0;
-  for (let r = 0; r < rows; r += 7) worst = Math.max(worst, rel(mlaQuery(x, r, hid, qc, M, eps), reference(x, r, hid, W, B, M)));
+  for (let r = 0; r < rows; r += 7) worst = Math.max(worst, relErr(mlaQuery(x, r, hid, qc, M, eps), reference(x, r, hid, W, B, M)));
   // float32 weights: the PCA round-off (~1e-7) plus the norm's factor 1/sqrt(1+u) <= the bound
   expect(worst).toBeLessThan(s.boundCalibration + 2e-6);
   expect(worst).toBeGreaterThan(0);
   // without the norm's factor (a patched engine) the path is exact to float32 round-off
   const unscaled = { ...qc, normWeight: 1 / qc.scaling!.alpha };
   let worstNoNorm = 0;
-  for (let r = 0; r < rows; r += 7) worstNoNorm = Math.max(worstNoNorm, rel(mlaQuery(x, r, hid, unscaled, M, eps, false), reference(x, r, hid, W, B, M)));
+  for (let r = 0; r < rows; r += 7) worstNoNorm = Math.max(worstNoNorm, relErr(mlaQuery(x, r, hid, unscaled, M, eps, false), reference(x, r, hid, W, B, M)));
   expect(worstNoNorm).toBeLessThan(2e-6);
 });
 
@@ -116,7 +108,7 @@ test('tokens with 100x the calibration mean square stay within the stated bound 
   let worst = 0;
   for (let r = 0; r < rows; r += 13) {
     const refQ = reference(big, r, hid, W, B, M);
-    worst = Math.max(worst, rel(mlaQuery(big, r, hid, qc, M, eps), refQ));
+    worst = Math.max(worst, relErr(mlaQuery(big, r, hid, qc, M, eps), refQ));
   }
   expect(worst).toBeLessThanOrEqual(qc.scaling!.boundWithMargin + 2e-6);
   expect(worst).toBeGreaterThan(qc.scaling!.boundCalibration);
@@ -155,7 +147,7 @@ test('truncated PCA with a bias: the bias is still carried exactly by its channe
   const zero = new Float32Array(hid * 2); // two tokens of x = 0: the query is the bias alone
   for (let r = 0; r < 2; r++) {
     const q = mlaQuery(zero, r, hid, qc, M, eps);
-    expect(rel(q, reference(zero, r, hid, W, B, M))).toBeLessThan(2e-6);
+    expect(relErr(q, reference(zero, r, hid, W, B, M))).toBeLessThan(2e-6);
   }
 });
 

@@ -11,6 +11,7 @@ import { MlaDecoder } from '../src/engine/mla-decoder.js';
 import { ModelRunner, NORM_NAME, readLmHead } from '../src/engine/model.js';
 import { native } from '../src/native/binding.js';
 import { loadTokenizer } from '../src/tokenize.js';
+import { relErr } from './helpers/ref-attention.js';
 
 const FIX = join(new URL('.', import.meta.url).pathname, 'fixtures');
 const CALIB = readFileSync(join(FIX, 'pydocs-train-3M.txt'), 'utf8').slice(0, 200_000);
@@ -41,15 +42,6 @@ async function prefillLogits(dir: string, ids: Int32Array): Promise<Float32Array
   }
 }
 
-function relRow(a: Float32Array, b: Float32Array): number {
-  let n = 0;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) {
-    n += (a[i] - b[i]) ** 2;
-    d += b[i] ** 2;
-  }
-  return Math.sqrt(n / d);
-}
 
 const cases = [
   { name: 'tiny-llama-gqa 32+96 (q_proj)', fixture: 'tiny-llama-gqa', qkRopeDim: 32, kvLoraRank: 96, qLoraRank: undefined as number | undefined },
@@ -81,12 +73,12 @@ test.each(cases)('absorbed decode equals prefill: $name', async (c) => {
     const promptLogits = await dec.append(ids.subarray(0, PROMPT));
     let worstPrompt = 0;
     for (let t = 0; t < PROMPT; t++)
-      worstPrompt = Math.max(worstPrompt, relRow(promptLogits.subarray(t * V, (t + 1) * V), ref.subarray(t * V, (t + 1) * V)));
+      worstPrompt = Math.max(worstPrompt, relErr(promptLogits.subarray(t * V, (t + 1) * V), ref.subarray(t * V, (t + 1) * V)));
     let worst = 0;
     for (let s = 0; s < STEPS; s++) {
       const t = PROMPT + s;
       const logits = await dec.append(ids.subarray(t, t + 1));
-      worst = Math.max(worst, relRow(logits, ref.subarray(t * V, (t + 1) * V)));
+      worst = Math.max(worst, relErr(logits, ref.subarray(t * V, (t + 1) * V)));
     }
     expect(dec.length).toBe(PROMPT + STEPS);
     if (process.env.GQA2MLA_TEST_VERBOSE) console.log(`${c.name}: prompt ${worstPrompt.toExponential(2)}, decode ${worst.toExponential(2)}`);

@@ -24,7 +24,7 @@ import { GqaError, usageError } from '../errors.js';
 import { drawCalibration } from './calibration.js';
 import { deepseekConfig, type ExportSettings } from './config.js';
 import { factorizeLayer, type LayerFactorization, layerMoments } from './factorize.js';
-import { chooseLatentScaling, countSubnormal, maxLatentMeanSquare } from './latent-norm.js';
+import { chooseLatentScaling, countSubnormal, latentNormReport, maxLatentMeanSquare } from './latent-norm.js';
 import { relativeError, roundToDtype } from './layer-ops.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type OutTensor, OutputSink } from './output.js';
@@ -316,18 +316,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
             varianceKept: qc.varianceKept,
             errBefore: chosen.err,
             errAfter: err,
-            norm: qc.scaling
-              ? {
-                  alpha: qc.scaling.alpha,
-                  weight: qc.scaling.weight,
-                  maxMeanSquare: qc.scaling.maxMeanSquare,
-                  boundCalibration: qc.scaling.boundCalibration,
-                  boundWithMargin: qc.scaling.boundWithMargin,
-                  margin: qc.scaling.margin,
-                  minAbsCachedLatent: qc.scaling.minAbsLatent,
-                  subnormalWeights: countSubnormal(mw3.tensors['self_attn.q_a_proj.weight'].data, dtype),
-                }
-              : null,
+            norm: qc.scaling ? latentNormReport(qc.scaling, countSubnormal(mw3.tensors['self_attn.q_a_proj.weight'].data, dtype)) : null,
           };
           chosen.mw = mw3;
           chosen.err = err;
@@ -493,16 +482,7 @@ function mlaLayerWeights(
     for (let i = 0; i < R * hid; i++) kvA[i] *= sc.alpha;
     if (kvABias) for (let i = 0; i < R; i++) kvABias[i] *= sc.alpha;
     normWeight = sc.weight;
-    norm = {
-      alpha: sc.alpha,
-      weight: sc.weight,
-      maxMeanSquare: sc.maxMeanSquare,
-      boundCalibration: sc.boundCalibration,
-      boundWithMargin: sc.boundWithMargin,
-      margin: sc.margin,
-      minAbsCachedLatent: sc.minAbsLatent,
-      subnormalWeights: 0,
-    };
+    norm = latentNormReport(sc, 0);
   }
   const rd = (v: Float32Array) => roundToDtype(v, dtype);
   const tensors: LayerWeights['tensors'] = {};

@@ -11,6 +11,7 @@
  * bf16/f16, so the only rounding is that of the (derived) kv_a rows themselves.
  */
 import { gemm } from '../linalg.js';
+import type { LatentNormReport } from './report.js';
 
 /** The chosen scaling of one layer. */
 export interface LatentNormScaling {
@@ -74,6 +75,12 @@ export function chooseLatentScaling(maxMeanSquare: number, minAbsLatent: number,
     margin,
     minAbsLatent: minAbsLatent * alpha,
   };
+}
+
+/** The scaling as conversion-report.json records it, with the stored weights' subnormal count. */
+export function latentNormReport(sc: LatentNormScaling, subnormalWeights: number): LatentNormReport {
+  const { minAbsLatent, ...rest } = sc;
+  return { ...rest, minAbsCachedLatent: minAbsLatent, subnormalWeights };
 }
 
 /** Smallest positive normal of a stored dtype. */

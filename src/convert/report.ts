@@ -1,22 +1,16 @@
 /**
  * conversion-report.json: what was done to each layer and what it cost.
  */
+import type { LatentNormScaling } from './latent-norm.js';
 
-/** The exact-norm scaling of a latent (kv_a_layernorm or q_a_layernorm). */
-export interface LatentNormReport {
-  alpha: number;
-  /** the norm weight sqrt(eps) / alpha (a power of two) */
-  weight: number;
-  /** largest per-token mean square of the unscaled latent on calibration tokens */
-  maxMeanSquare: number;
-  /** bound on the relative error of RMSNorm(alpha c) vs c on calibration tokens */
-  boundCalibration: number;
-  /** the same for tokens with `margin` times that mean square */
-  boundWithMargin: number;
-  margin: number;
+/**
+ * The exact-norm scaling of a latent (kv_a_layernorm or q_a_layernorm): latent-norm.ts's
+ * LatentNormScaling with the smallest cached |alpha c| and the stored weights below the
+ * dtype's smallest normal.
+ */
+export interface LatentNormReport extends Omit<LatentNormScaling, 'minAbsLatent'> {
   /** smallest non-zero |alpha c| (must be a normal number of the stored dtype) */
   minAbsCachedLatent: number;
-  /** stored weights below the dtype's smallest normal */
   subnormalWeights: number;
 }
 
