@@ -12,6 +12,9 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   g2m::InitDecodeMlaCpu(env, exports);
 #ifdef GQA2MLA_CUDA
   g2m::InitDecodeCuda(env, exports);
+  g2m::InitMemoryCuda(env, exports);
+  g2m::InitForwardCuda(env, exports);
+  g2m::InitLinalgCuda(env, exports);
 #endif
   return exports;
 }

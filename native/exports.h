@@ -13,5 +13,8 @@ void InitForwardLoss(Napi::Env env, Napi::Object exports);       // forward_loss
 void InitDecodeMlaCpu(Napi::Env env, Napi::Object exports);  // decode_mla_cpu.cc: mlaDecodeCpuAsync
 #ifdef GQA2MLA_CUDA
 void InitDecodeCuda(Napi::Env env, Napi::Object exports);    // decode_cuda.cc: decodeCuda.*
+void InitMemoryCuda(Napi::Env env, Napi::Object exports);    // memory_cuda.cc: convertCuda buffers, copies
+void InitForwardCuda(Napi::Env env, Napi::Object exports);   // forward_cuda.cc: convertCuda forward kernels
+void InitLinalgCuda(Napi::Env env, Napi::Object exports);    // linalg_cuda.cc: convertCuda eigh, svd, gemm
 #endif
 }  // namespace g2m

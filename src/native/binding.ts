@@ -411,6 +411,141 @@ export interface NativeBinding {
   decodeCuda?: NativeDecodeCuda;
 }
 
+/* ---- conversion on the GPU (native/memory_cuda.cc, forward_cuda.cc, linalg_cuda.cc) ---- */
+/**
+ * A device allocation (or a view of one, `convertCuda.view`) owned by a JS object: freed by
+ * `convertCuda.free` or when the allocation and all its views are collected.
+ */
+export interface NativeCudaBuffer {
+  readonly bytes: number;
+  readonly byteOffset: number;
+  readonly handle: unknown;
+}
+
+/** Element types the device copies and converts. */
+export type NativeCudaDtype = 'F32' | 'BF16' | 'F16';
+
+/** Device-memory accounting of the conversion exports (bytes). */
+export interface NativeCudaMemStats {
+  /** held now by convertCuda buffers and internal scratch */
+  allocated: number;
+  peakAllocated: number;
+  /** total minus free memory of the whole device, now and its peak over the samples taken */
+  deviceUsed: number;
+  peakDeviceUsed: number;
+  deviceTotal: number;
+}
+
+/** Options of `convertCuda.linear`: as `NativeLinearOptions`, with the weights' device dtype. */
+export interface NativeCudaLinearOptions {
+  rows: number;
+  inDim: number;
+  outDim: number;
+  /** 'BF16': x is rounded to bf16 and multiplied with bf16 weights; 'F32': float32 throughout; float32 accumulation either way */
+  wDtype: 'BF16' | 'F32';
+  bias?: NativeCudaBuffer | null;
+  xStride?: number;
+  outStride?: number;
+  accumulate?: boolean;
+}
+
+/** Options of `convertCuda.attention`: `NativeAttentionOptions` with a device `kRope`. */
+export interface NativeCudaAttentionOptions extends Omit<NativeAttentionOptions, 'kRope'> {
+  kRope?: NativeCudaBuffer | null;
+}
+
+/**
+ * The conversion's CUDA exports, present in the CUDA build only. Kernels are queued on one
+ * compute stream in call order and return at once; `download`, `synchronize` and
+ * `synchronizeAsync` wait for them. Argument errors throw like the CPU kernels (TypeError
+ * ERR_INVALID_ARG_TYPE, RangeError ERR_SHAPE / ERR_OUT_OF_RANGE / ERR_DTYPE); CUDA, cuBLAS
+ * and cuSOLVER failures throw or reject with code ERR_CUDA (ERR_CUSOLVER with `info`).
+ */
+export interface NativeConvertCuda {
+  /** Whether a CUDA device is present (false without a driver; never throws). */
+  available(): boolean;
+  deviceInfo(): {
+    name: string;
+    smCount: number;
+    computeCapability: string;
+    totalMemory: number;
+    runtimeVersion: number;
+    driverVersion: number;
+  };
+  memStats(): NativeCudaMemStats;
+  /** Restarts the peak marks from the current use. */
+  resetPeak(): void;
+  alloc(bytes: number): NativeCudaBuffer;
+  /** `bytes` bytes of `buffer` from `byteOffset` (shares the allocation). */
+  view(buffer: NativeCudaBuffer, byteOffset: number, bytes: number): NativeCudaBuffer;
+  free(buffer: NativeCudaBuffer): void;
+  /** Copies a TypedArray's bytes to `buffer` at `byteOffset` (the source may be reused on return). */
+  upload(buffer: NativeCudaBuffer, source: ArrayBufferView, byteOffset?: number): void;
+  /** Copies `destination.byteLength` bytes from `buffer` at `byteOffset` after all queued work. */
+  download(buffer: NativeCudaBuffer, destination: ArrayBufferView, byteOffset?: number): void;
+  /** Device-to-device copy of `bytes` bytes (queued). */
+  copy(destination: NativeCudaBuffer, source: NativeCudaBuffer, bytes: number): void;
+  /** Sets every byte of `buffer` to `value` (queued). */
+  fill(buffer: NativeCudaBuffer, value: number): void;
+  /**
+   * Converts `count` elements (queued); narrowing rounds to nearest even and keeps NaN with
+   * the quiet bit set, bit-identical to `encodeFloat32`; widening is exact.
+   */
+  convert(source: NativeCudaBuffer, srcDtype: NativeCudaDtype, destination: NativeCudaBuffer, dstDtype: NativeCudaDtype, count: number): void;
+  synchronize(): void;
+  /** Resolves once the work queued so far is done (waits on the libuv pool). */
+  synchronizeAsync(): Promise<void>;
+  /** `rmsNorm` on device buffers (float32; the mean square accumulated in float64). */
+  rmsNorm(x: NativeCudaBuffer, weight: NativeCudaBuffer | null, out: NativeCudaBuffer, options: NativeRmsNormOptions): void;
+  /** `rope` on device buffers: positions int32 (rows entries), invFreq float32 (rotDim / 2). */
+  rope(x: NativeCudaBuffer, positions: NativeCudaBuffer, invFreq: NativeCudaBuffer, options: NativeRopeOptions & { rows: number }): void;
+  swiglu(gate: NativeCudaBuffer, up: NativeCudaBuffer, out: NativeCudaBuffer, n: number): void;
+  /** out (+)= x W^T + bias through cuBLAS (W [outDim, inDim] in `wDtype`); out must not alias x. */
+  linear(x: NativeCudaBuffer, w: NativeCudaBuffer, out: NativeCudaBuffer, options: NativeCudaLinearOptions): void;
+  /** Causal attention with an online softmax, semantics of `attention`; vDim <= 512, qkDim + ropeDim <= 576. */
+  attention(q: NativeCudaBuffer, k: NativeCudaBuffer, v: NativeCudaBuffer, out: NativeCudaBuffer, options: NativeCudaAttentionOptions): void;
+  /** c (n x n float64) += X^T X (one triangle), sum (n float64) += column sums, X rows x n float32 (float64 DSYRK). */
+  momentsAdd(c: NativeCudaBuffer, sum: NativeCudaBuffer, x: NativeCudaBuffer, rows: number, n: number): void;
+  /** c = symmetric c / count, sum = sum / count. */
+  momentsFinish(c: NativeCudaBuffer, sum: NativeCudaBuffer, n: number, count: number): void;
+  /** Symmetric eigendecomposition (cuSOLVER Xsyevd), conventions of `eigh` (float64 only); `seconds`: solver GPU time. */
+  eigh(a: Float64Array, n: number, options?: { values?: Float64Array; vectors?: Float64Array; checkFinite?: boolean }): { values: Float64Array; vectors: Float64Array; seconds: number };
+  eighAsync(
+    a: Float64Array,
+    n: number,
+    options?: { values?: Float64Array; vectors?: Float64Array; checkFinite?: boolean },
+  ): Promise<{ values: Float64Array; vectors: Float64Array; seconds: number }>;
+  /** SVD (cuSOLVER Xgesvd), conventions of `svd` (float64 only). */
+  svd(
+    a: Float64Array,
+    m: number,
+    n: number,
+    options?: { full?: boolean; computeUV?: boolean; u?: Float64Array; s?: Float64Array; vt?: Float64Array; checkFinite?: boolean },
+  ): { u: Float64Array | null; s: Float64Array; vt: Float64Array | null; seconds: number };
+  svdAsync(
+    a: Float64Array,
+    m: number,
+    n: number,
+    options?: { full?: boolean; computeUV?: boolean; u?: Float64Array; s?: Float64Array; vt?: Float64Array; checkFinite?: boolean },
+  ): Promise<{ u: Float64Array | null; s: Float64Array; vt: Float64Array | null; seconds: number }>;
+  /** `gemm` in float64 on the GPU (cuBLAS DGEMM); a and b may be float64 device buffers. Blocks; returns c. */
+  gemm(
+    a: Float64Array | NativeCudaBuffer,
+    b: Float64Array | NativeCudaBuffer,
+    c: Float64Array,
+    m: number,
+    n: number,
+    k: number,
+    options?: NativeGemmOptions,
+  ): Float64Array;
+}
+
+// GPU conversion kernels (CUDA build only).
+export interface NativeBinding {
+  /** Conversion kernels on the GPU; undefined unless the addon was built with -DGQA2MLA_CUDA=ON. */
+  convertCuda?: NativeConvertCuda;
+}
+
 /** The addon's exports. */
 export interface NativeBinding {
   buildInfo(): BuildInfo;

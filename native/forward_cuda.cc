@@ -1,0 +1,222 @@
+// convertCuda forward exports: float32 kernels on device buffers, queued on the compute
+// stream in call order (they return at once; `synchronize*` / `download` wait):
+//   rmsNorm(x, weight|null, out, {rows, dim, eps?, xStride?, outStride?})
+//   rope(x, positions(int32), invFreq(f32), {rows, rowStride, nHeads, headStride, offset?, rotDim, scale?, interleave?})
+//   swiglu(gate, up, out, n)
+//   linear(x, w, out, {rows, inDim, outDim, wDtype: 'BF16'|'F32', bias?, xStride?, outStride?, accumulate?})
+//   attention(q, k, v, out, {nSeq, seqLen, nHeads, nKvHeads, qkDim, vDim, scale, strides..., kRope?, ropeDim?, window?})
+//   momentsAdd(c(f64 n x n), sum(f64 n), x(f32 rows x n), rows, n); momentsFinish(c, sum, n, count)
+// Semantics follow the CPU kernels (native/forward_*.cc); CUDA build only.
+#ifdef GQA2MLA_CUDA
+
+#include <string>
+
+#include "common.h"
+#include "cuda/convert_cuda.h"
+#include "exports.h"
+#include "forward_common.h"
+#include "memory_cuda.h"
+
+namespace g2m {
+namespace {
+
+namespace cc = g2m::cuconv;
+using cudamem::DevView;
+
+size_t OptSize(const Napi::Object& o, const char* key, size_t dflt) {
+  const int64_t v = OptInt(o, key, static_cast<int64_t>(dflt));
+  if (v < 0) ThrowRangeError(o.Env(), "ERR_OUT_OF_RANGE", std::string("option ") + key + " must be >= 0");
+  return static_cast<size_t>(v);
+}
+
+void NeedF32(Napi::Env env, const DevView& d, size_t elems, const char* name) { cudamem::Need(env, d, elems, 4, name); }
+
+Napi::Value RmsNormFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DevView x = cudamem::Get(env, info[0], "x");
+  DevView w;
+  if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) w = cudamem::Get(env, info[1], "weight");
+  DevView out = cudamem::Get(env, info[2], "out");
+  auto o = fwd::OptObject(info, 3);
+  const size_t rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 31));
+  const size_t dim = static_cast<size_t>(fwd::ReqInt(o, "dim", 1, int64_t(1) << 30));
+  const size_t xs = OptSize(o, "xStride", dim), os = OptSize(o, "outStride", dim);
+  const double eps = OptNumber(o, "eps", 1e-6);
+  if (xs < dim || os < dim) ThrowRangeError(env, "ERR_SHAPE", "xStride/outStride must be >= dim");
+  NeedF32(env, x, fwd::Extent(rows, xs, 1, 0, dim), "x");
+  NeedF32(env, out, fwd::Extent(rows, os, 1, 0, dim), "out");
+  if (w.ptr) NeedF32(env, w, dim, "weight");
+  cudamem::Check(env, cc::RmsNorm(x.as<float>(), w.ptr ? w.as<float>() : nullptr, out.as<float>(), rows, dim, xs, os, eps));
+  return env.Undefined();
+}
+
+Napi::Value RopeFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DevView x = cudamem::Get(env, info[0], "x");
+  DevView pos = cudamem::Get(env, info[1], "positions");
+  DevView inv = cudamem::Get(env, info[2], "invFreq");
+  auto o = fwd::OptObject(info, 3);
+  cc::RopeArgs a;
+  a.x = x.as<float>();
+  a.pos = pos.as<int32_t>();
+  a.inv_freq = inv.as<float>();
+  a.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 31));
+  a.row_stride = static_cast<size_t>(fwd::ReqInt(o, "rowStride", 1, int64_t(1) << 30));
+  a.n_heads = static_cast<size_t>(fwd::ReqInt(o, "nHeads", 1, 1 << 20));
+  a.head_stride = static_cast<size_t>(fwd::ReqInt(o, "headStride", 0, int64_t(1) << 30));
+  a.offset = OptSize(o, "offset", 0);
+  a.rot_dim = static_cast<size_t>(fwd::ReqInt(o, "rotDim", 2, 1 << 20));
+  a.scale = static_cast<float>(OptNumber(o, "scale", 1.0));
+  a.interleave = OptBool(o, "interleave", false);
+  if (a.rot_dim % 2 != 0) ThrowRangeError(env, "ERR_SHAPE", "rotDim must be even");
+  if (a.n_heads > 1 && a.head_stride < a.offset + a.rot_dim)
+    ThrowRangeError(env, "ERR_SHAPE", "headStride must cover offset + rotDim");
+  cudamem::Need(env, pos, a.rows, 4, "positions");
+  NeedF32(env, inv, a.rot_dim / 2, "invFreq");
+  NeedF32(env, x, fwd::Extent(a.rows, a.row_stride, a.n_heads, a.head_stride, a.offset + a.rot_dim), "x");
+  cudamem::Check(env, cc::Rope(a));
+  return env.Undefined();
+}
+
+Napi::Value SwigluFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DevView g = cudamem::Get(env, info[0], "gate");
+  DevView u = cudamem::Get(env, info[1], "up");
+  DevView out = cudamem::Get(env, info[2], "out");
+  const size_t n = static_cast<size_t>(GetInt(info, 3, "n", 0, int64_t(1) << 45));
+  NeedF32(env, g, n, "gate");
+  NeedF32(env, u, n, "up");
+  NeedF32(env, out, n, "out");
+  cudamem::Check(env, cc::Swiglu(g.as<float>(), u.as<float>(), out.as<float>(), n));
+  return env.Undefined();
+}
+
+Napi::Value LinearFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DevView x = cudamem::Get(env, info[0], "x");
+  DevView w = cudamem::Get(env, info[1], "w");
+  DevView out = cudamem::Get(env, info[2], "out");
+  auto o = fwd::OptObject(info, 3);
+  cc::LinearArgs a;
+  a.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, (int64_t(1) << 31) - 1));
+  a.in_dim = static_cast<size_t>(fwd::ReqInt(o, "inDim", 1, (int64_t(1) << 31) - 1));
+  a.out_dim = static_cast<size_t>(fwd::ReqInt(o, "outDim", 1, (int64_t(1) << 31) - 1));
+  a.x_stride = OptSize(o, "xStride", a.in_dim);
+  a.out_stride = OptSize(o, "outStride", a.out_dim);
+  a.accumulate = OptBool(o, "accumulate", false);
+  Napi::Value wd = o.Get("wDtype");
+  if (!wd.IsString()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "option wDtype must be 'BF16' or 'F32'");
+  const std::string wds = wd.As<Napi::String>().Utf8Value();
+  if (wds == "BF16")
+    a.w_dt = cc::Dt::BF16;
+  else if (wds == "F32")
+    a.w_dt = cc::Dt::F32;
+  else
+    ThrowRangeError(env, "ERR_DTYPE", "option wDtype must be 'BF16' or 'F32' (got " + wds + ")");
+  if (a.x_stride < a.in_dim || a.out_stride < a.out_dim)
+    ThrowRangeError(env, "ERR_SHAPE", "xStride must be >= inDim and outStride >= outDim");
+  if (a.x_stride > 0x7fffffffu || a.out_stride > 0x7fffffffu) ThrowRangeError(env, "ERR_SHAPE", "strides must fit in int32");
+  DevView b = cudamem::Opt(env, o, "bias");
+  cudamem::Need(env, w, a.out_dim * a.in_dim, a.w_dt == cc::Dt::BF16 ? 2 : 4, "w");
+  NeedF32(env, x, fwd::Extent(a.rows, a.x_stride, 1, 0, a.in_dim), "x");
+  NeedF32(env, out, fwd::Extent(a.rows, a.out_stride, 1, 0, a.out_dim), "out");
+  if (b.ptr) NeedF32(env, b, a.out_dim, "bias");
+  if (x.ptr < out.ptr + out.bytes && out.ptr < x.ptr + x.bytes)
+    ThrowRangeError(env, "ERR_ALIAS", "linear: out must not share memory with x");
+  a.x = x.as<float>();
+  a.w = w.ptr;
+  a.out = out.as<float>();
+  a.bias = b.ptr ? b.as<float>() : nullptr;
+  cudamem::Check(env, cc::Linear(a));
+  return env.Undefined();
+}
+
+Napi::Value AttentionFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DevView q = cudamem::Get(env, info[0], "q");
+  DevView k = cudamem::Get(env, info[1], "k");
+  DevView v = cudamem::Get(env, info[2], "v");
+  DevView out = cudamem::Get(env, info[3], "out");
+  auto o = fwd::OptObject(info, 4);
+  const int64_t big = int64_t(1) << 30;
+  cc::AttnArgs a;
+  a.n_seq = static_cast<size_t>(fwd::ReqInt(o, "nSeq", 0, big));
+  a.seq_len = static_cast<size_t>(fwd::ReqInt(o, "seqLen", 1, big));
+  a.n_heads = static_cast<size_t>(fwd::ReqInt(o, "nHeads", 1, 65535));
+  a.n_kv_heads = static_cast<size_t>(fwd::ReqInt(o, "nKvHeads", 1, 65535));
+  a.qk_dim = static_cast<size_t>(fwd::ReqInt(o, "qkDim", 0, static_cast<int64_t>(cc::kAttnMaxQkDim)));
+  a.v_dim = static_cast<size_t>(fwd::ReqInt(o, "vDim", 1, static_cast<int64_t>(cc::kAttnMaxVDim)));
+  if (!o.Has("scale") || !o.Get("scale").IsNumber()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "option scale must be a number");
+  a.scale = static_cast<float>(o.Get("scale").As<Napi::Number>().DoubleValue());
+  DevView kr = cudamem::Opt(env, o, "kRope");
+  a.rope_dim = kr.ptr ? static_cast<size_t>(fwd::ReqInt(o, "ropeDim", 1, static_cast<int64_t>(cc::kAttnMaxQkDim))) : 0;
+  const size_t dq = a.qk_dim + a.rope_dim;
+  if (dq == 0 || dq > cc::kAttnMaxQkDim)
+    ThrowRangeError(env, "ERR_SHAPE", "qkDim + ropeDim must be in [1, " + std::to_string(cc::kAttnMaxQkDim) + "]");
+  if (a.n_heads % a.n_kv_heads != 0) ThrowRangeError(env, "ERR_SHAPE", "nHeads must be a multiple of nKvHeads");
+  a.q_head = OptSize(o, "qHeadStride", dq);
+  a.q_row = OptSize(o, "qRowStride", a.n_heads * a.q_head);
+  a.k_head = OptSize(o, "kHeadStride", a.qk_dim);
+  a.k_row = OptSize(o, "kRowStride", a.n_kv_heads * a.k_head);
+  a.v_head = OptSize(o, "vHeadStride", a.v_dim);
+  a.v_row = OptSize(o, "vRowStride", a.n_kv_heads * a.v_head);
+  a.k_rope_row = OptSize(o, "kRopeRowStride", a.rope_dim);
+  a.window = OptSize(o, "window", 0);
+  const size_t rows = a.n_seq * a.seq_len;
+  NeedF32(env, q, fwd::Extent(rows, a.q_row, a.n_heads, a.q_head, dq), "q");
+  if (a.qk_dim > 0) NeedF32(env, k, fwd::Extent(rows, a.k_row, a.n_kv_heads, a.k_head, a.qk_dim), "k");
+  NeedF32(env, v, fwd::Extent(rows, a.v_row, a.n_kv_heads, a.v_head, a.v_dim), "v");
+  if (kr.ptr) NeedF32(env, kr, fwd::Extent(rows, a.k_rope_row, 1, 0, a.rope_dim), "kRope");
+  NeedF32(env, out, rows * a.n_heads * a.v_dim, "out");
+  a.q = q.as<float>();
+  a.k = k.as<float>();
+  a.v = v.as<float>();
+  a.k_rope = kr.ptr ? kr.as<float>() : nullptr;
+  a.out = out.as<float>();
+  cudamem::Check(env, cc::Attention(a));
+  return env.Undefined();
+}
+
+Napi::Value MomentsAddFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DevView c = cudamem::Get(env, info[0], "c");
+  DevView sum = cudamem::Get(env, info[1], "sum");
+  DevView x = cudamem::Get(env, info[2], "x");
+  const size_t rows = static_cast<size_t>(GetInt(info, 3, "rows", 0, (int64_t(1) << 31) - 1));
+  const size_t n = static_cast<size_t>(GetInt(info, 4, "n", 1, 1 << 20));
+  cudamem::Need(env, c, n * n, 8, "c");
+  cudamem::Need(env, sum, n, 8, "sum");
+  NeedF32(env, x, rows * n, "x");
+  cudamem::Check(env, cc::MomentsAdd(c.as<double>(), sum.as<double>(), x.as<float>(), rows, n));
+  return env.Undefined();
+}
+
+Napi::Value MomentsFinishFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  DevView c = cudamem::Get(env, info[0], "c");
+  DevView sum = cudamem::Get(env, info[1], "sum");
+  const size_t n = static_cast<size_t>(GetInt(info, 2, "n", 1, 1 << 20));
+  const double count = GetNumber(info, 3, "count");
+  if (!(count > 0)) ThrowRangeError(env, "ERR_OUT_OF_RANGE", "count must be > 0");
+  cudamem::Need(env, c, n * n, 8, "c");
+  cudamem::Need(env, sum, n, 8, "sum");
+  cudamem::Check(env, cc::MomentsFinish(c.as<double>(), sum.as<double>(), n, count));
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitForwardCuda(Napi::Env env, Napi::Object exports) {
+  Napi::Object ns = cudamem::Namespace(env, exports);
+  ns.Set("rmsNorm", Napi::Function::New(env, RmsNormFn, "rmsNorm"));
+  ns.Set("rope", Napi::Function::New(env, RopeFn, "rope"));
+  ns.Set("swiglu", Napi::Function::New(env, SwigluFn, "swiglu"));
+  ns.Set("linear", Napi::Function::New(env, LinearFn, "linear"));
+  ns.Set("attention", Napi::Function::New(env, AttentionFn, "attention"));
+  ns.Set("momentsAdd", Napi::Function::New(env, MomentsAddFn, "momentsAdd"));
+  ns.Set("momentsFinish", Napi::Function::New(env, MomentsFinishFn, "momentsFinish"));
+}
+
+}  // namespace g2m
+
+#endif  // GQA2MLA_CUDA
