@@ -49,6 +49,8 @@ test.each([
   [['--freqfold', 'x'], '--freqfold must be an integer'],
   [['--kv-lora-rank', '1,a'], '--kv-lora-rank must be an integer'],
   [['--method', 'foo'], "--method must be 'gqa2mla' or 'transmla'"],
+  [['--q-lora-rank', '257', '--qk-rope-dim', '32', '--kv-lora-rank', '64'], 'qLoraRank 257 must be an integer in [1, 256]'],
+  [['--q-lora-rank', '0', '--qk-rope-dim', '32', '--kv-lora-rank', '64'], 'qLoraRank 0 must be an integer'],
 ])('usage error %j -> exit 2, one line', async (args, msg) => {
   const r = await runCli('convert', LLAMA, join(tmp, 'never'), '--calib', CALIB, ...args);
   expect(r.code).toBe(2);
