@@ -27,6 +27,13 @@ function intList(name: string) {
   };
 }
 
+function onOff(name: string) {
+  return (v: string): boolean => {
+    if (v !== 'on' && v !== 'off') throw usageError('ERR_BAD_OPTION', `${name} must be 'on' or 'off' (got '${v}')`);
+    return v === 'on';
+  };
+}
+
 /** Registers the command. */
 export function register(program: Command): void {
   program
@@ -48,7 +55,9 @@ export function register(program: Command): void {
     .option('--balance-kv <x|auto>', "norm ratio of NoPE keys to values before the joint PCA, or 'auto' (searched per layer)")
     .option('--method <name>', "defaults of the factorization: 'gqa2mla' (query-aware, objective-aware) or 'transmla' (TransMLA's PCA)", 'gqa2mla')
     .option('--rope-selection <key|qk|auto>', "RoPE directions by key PCA ('key', TransMLA) or attention-logit energy ('qk')")
-    .option('--kv-metric <plain|objective|auto>', "joint K/V compression metric: plain PCA or the model's error metrics")
+    .option('--kv-metric <plain|objective|attention|auto>', "joint K/V compression metric: plain PCA, the model's error metrics, or those under attention-aware statistics")
+    .option('--nope-rotation <on|off>', 'position-free key pairs take their expected rotation (on) or only its cosine (off)', onOff('--nope-rotation'))
+    .option('--output-refit <on|off>', 'refit o_proj and the kv_b value rows jointly across heads (kept when it helps)', onOff('--output-refit'))
     .option('--latent-norm <exact|off>', "'exact': stock engines' kv_a_layernorm becomes an exact identity; 'off': qk_latent_layernorm=false", 'exact')
     .option('--q-lora-rank <n>', 'compress the queries too (q_a_proj/q_b_proj, q_lora_rank); default: none, or lossless when the source has a query bias', int('--q-lora-rank'))
     .option('--calib-inputs <mode>', "'original' or 'converted' layer inputs for calibration", 'original')
@@ -93,7 +102,9 @@ export function register(program: Command): void {
           method: o.method as 'gqa2mla' | 'transmla',
           balanceKv,
           ropeSelection: o.ropeSelection as 'key' | 'qk' | 'auto' | undefined,
-          kvMetric: o.kvMetric as 'plain' | 'objective' | 'auto' | undefined,
+          kvMetric: o.kvMetric as 'plain' | 'objective' | 'attention' | 'auto' | undefined,
+          nopeRotation: o.nopeRotation as boolean | undefined,
+          outputRefit: o.outputRefit as boolean | undefined,
           latentNorm: o.latentNorm as 'exact' | 'off',
           dtype: o.dtype as 'auto' | 'BF16' | 'F16' | 'F32',
           qLoraRank: o.qLoraRank as number | undefined,

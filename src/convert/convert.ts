@@ -23,7 +23,8 @@ import { type LayerWeights, loadLayerWeights } from '../engine/weights.js';
 import { GqaError, usageError } from '../errors.js';
 import { drawCalibration } from './calibration.js';
 import { deepseekConfig, type ExportSettings } from './config.js';
-import { factorizeLayer, type LayerFactorization, layerMoments } from './factorize.js';
+import { factorizeLayer, type KvMetric, type LayerFactorization, layerMoments } from './factorize.js';
+import { cachedAttentionMoments } from './attention-stats.js';
 import { chooseLatentScaling, countSubnormal, latentNormReport, maxLatentMeanSquare } from './latent-norm.js';
 import { relativeError, roundToDtype } from './layer-ops.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
@@ -32,7 +33,7 @@ import type { ConversionReport, LayerReport, StageTimes } from './report.js';
 import { MomentAccumulator } from './statistics.js';
 import { writeReportHtml } from '../report/html.js';
 import { distanceProfile } from './distance.js';
-import { refitValues } from './refit.js';
+import { refitOutput, refitValues } from './refit.js';
 import { compressQuery, type QueryCompression } from './q-compress.js';
 
 /** Calibration windows used by the value refit (bounded for time). */
@@ -227,10 +228,12 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
         const { opt, mlaSpec } = tg;
         const dtype = tg.exportSettings.dtype;
         // ---- factorize every candidate, keep the best on the held-out windows
-        let best: { f: LayerFactorization; mw: LayerWeights; err: number; balance: number; norm: LayerReport['latentNorm']; sel: 'key' | 'qk'; metric: 'plain' | 'objective' } | null = null;
+        let best: { f: LayerFactorization; mw: LayerWeights; err: number; balance: number; norm: LayerReport['latentNorm']; sel: 'key' | 'qk'; metric: KvMetric } | null = null;
         const candidates: LayerReport['candidates'] = [];
-        const tryCandidate = async (ff: number, balance: number, sel: 'key' | 'qk', metric: 'plain' | 'objective') => {
+        const tryCandidate = async (ff: number, balance: number, sel: 'key' | 'qk', metric: KvMetric) => {
           checkAbort(options.signal);
+          // attention-aware statistics: once per layer (shared by the targets of a sweep)
+          const am = metric === 'attention' ? await cachedAttentionMoments(lm, spec, gqa, moments, x, calib.samples, S, l) : undefined;
           t = now();
           const label = `freqfold ${ff}, balance ${balance}, rope ${sel}, metric ${metric}`;
           progress('factorize', l, label);
@@ -246,6 +249,8 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
               ropeSelection: sel,
               kvMetric: metric,
               nopeCos: opt.nopeShrink && profile ? profile.cos : undefined,
+              nopeSin: opt.nopeShrink && opt.nopeRotation && profile ? profile.sin : undefined,
+              attention: am,
             },
             lm,
           );
@@ -258,17 +263,40 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           tg.times.evaluate += now() - t;
           candidates.push({ freqfold: ff, balanceKv: balance, ropeSelection: sel, kvMetric: metric, attnRelError: err });
           if (!best || err < best.err) best = { f, mw, err, balance, norm, sel, metric };
+          return err;
         };
         const sels = opt.ropeSelection === 'auto' ? (['qk', 'key'] as const) : [opt.ropeSelection];
-        const metrics = opt.kvMetric === 'auto' ? (['objective', 'plain'] as const) : [opt.kvMetric];
-        if (sels.length * metrics.length === 1) {
-          for (const ff of opt.freqfoldCandidates) for (const balance of opt.balanceCandidates) await tryCandidate(ff, balance, sels[0], metrics[0]);
+        const metrics: KvMetric[] = opt.kvMetric === 'auto' ? ['attention', 'objective', 'plain'] : [opt.kvMetric];
+        if (sels.length * metrics.length * opt.balanceCandidates.length === 1) {
+          for (const ff of opt.freqfoldCandidates) await tryCandidate(ff, opt.balanceCandidates[0], sels[0], metrics[0]);
         } else {
-          // greedy: structure (rope selection, metric, freqfold) at balance 1, then the balance
+          // greedy: structure (rope selection, metric, freqfold) at balance 1, freqfolds in
+          // increasing order until the error rises (more folding only loses RoPE precision) ...
           const b0 = opt.balanceCandidates.includes(1) ? 1 : opt.balanceCandidates[0];
-          for (const sel of sels) for (const metric of metrics) for (const ff of opt.freqfoldCandidates) await tryCandidate(ff, b0, sel, metric);
+          for (const sel of sels)
+            for (const metric of metrics) {
+              let prev = Infinity;
+              for (const ff of opt.freqfoldCandidates) {
+                const e = await tryCandidate(ff, b0, sel, metric);
+                if (e > prev) break;
+                prev = e;
+              }
+            }
+          // ... then the balance, walking the sorted candidates from b0 while the error falls
           const s0 = best!;
-          for (const balance of opt.balanceCandidates) if (balance !== b0) await tryCandidate(s0.f.freqfold, balance, s0.sel, s0.metric);
+          const bs = [...opt.balanceCandidates].sort((a, b) => a - b);
+          const i0 = bs.indexOf(b0);
+          for (const dir of [-1, 1]) {
+            let last = s0.err;
+            let moved = false;
+            for (let i = i0 + dir; i >= 0 && i < bs.length; i += dir) {
+              const e = await tryCandidate(s0.f.freqfold, bs[i], s0.sel, s0.metric);
+              if (e >= last) break;
+              last = e;
+              moved = true;
+            }
+            if (moved) break;
+          }
         }
         const chosen = best!;
         let refit: LayerReport['valueRefit'] = null;
@@ -289,6 +317,29 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           if (err < chosen.err) {
             chosen.mw = mw2;
             chosen.err = err;
+          }
+        }
+        let outRefit: LayerReport['outputRefit'] = null;
+        if (opt.outputRefit) {
+          // ---- joint value/output refit across heads (calibration windows)
+          t = now();
+          progress('factorize', l, 'output refit');
+          const nFit = Math.min(calib.samples, REFIT_WINDOWS);
+          const r = await refitOutput(spec, mlaSpec, w, chosen.mw, x, nFit, S);
+          tg.times.factorize += now() - t;
+          if (r) {
+            const mw2: LayerWeights = { layer: chosen.mw.layer, tensors: { ...chosen.mw.tensors } };
+            mw2.tensors['self_attn.kv_b_proj.weight'] = { data: roundToDtype(r.kvB, dtype), shape: chosen.mw.tensors['self_attn.kv_b_proj.weight'].shape };
+            mw2.tensors['self_attn.o_proj.weight'] = { data: roundToDtype(r.oProj, dtype), shape: chosen.mw.tensors['self_attn.o_proj.weight'].shape };
+            t = now();
+            const out = await attentionForward(mlaSpec, mw2, xHeld, calib.heldOut, S);
+            const err = relativeError(out, ref);
+            tg.times.evaluate += now() - t;
+            outRefit = { windows: nFit, rank: r.rank, errBefore: chosen.err, errAfter: err, kept: err < chosen.err };
+            if (err < chosen.err) {
+              chosen.mw = mw2;
+              chosen.err = err;
+            }
           }
         }
         let queryCompression: LayerReport['queryCompression'] = null;
@@ -340,6 +391,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           pcaSpectrum: chosen.f.pcaSpectrum,
           latentNorm: chosen.norm,
           valueRefit: refit,
+          outputRefit: outRefit,
           queryCompression,
           seconds: now() - tl,
         });

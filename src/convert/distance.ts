@@ -16,6 +16,12 @@ export interface DistanceProfile {
   mass: Float64Array[];
   /** per head: E[cos(f_i delta)] for i < headDim / 2 */
   cos: Float64Array[];
+  /**
+   * per head: E[sin(f_i delta)] for i < headDim / 2. With the cosines, the expected
+   * rotation E[R(-f_i delta)] = [[cos, sin], [-sin, cos]] that a query at t applies to a
+   * key at s = t - delta, as seen through the (re, im) pair of frequency i.
+   */
+  sin: Float64Array[];
 }
 
 function project(x: Float32Array, rows: number, hid: number, w: Float32Array, b: Float32Array | null | undefined, out: number): Float32Array {
@@ -83,17 +89,25 @@ export function distanceProfile(spec: ModelSpec, w: GqaAttention, x: Float32Arra
         for (let u = 0; u <= t; u++) mass[h][t - u] += scores[u] / z;
       }
     }
+  const sin: Float64Array[] = [];
   const cos = mass.map((m) => {
     let tot = 0;
     for (const v of m) tot += v;
     for (let i = 0; i < m.length; i++) m[i] /= tot;
     const c = new Float64Array(d / 2);
+    const sn = new Float64Array(d / 2);
     for (let i = 0; i < d / 2; i++) {
       let e = 0;
-      for (let delta = 0; delta < m.length; delta++) e += m[delta] * Math.cos(inv[i] * delta);
+      let f = 0;
+      for (let delta = 0; delta < m.length; delta++) {
+        e += m[delta] * Math.cos(inv[i] * delta);
+        f += m[delta] * Math.sin(inv[i] * delta);
+      }
       c[i] = e;
+      sn[i] = f;
     }
+    sin.push(sn);
     return c;
   });
-  return { mass, cos };
+  return { mass, cos, sin };
 }

@@ -16,6 +16,14 @@
  * - Absorb: q_nope,h = q_h (the original head query), k_nope,h = E_g^T S[r:]^T k'(c),
  *   v_h = E_g^T v(c): kv_b rows of head h are [E_g^T S[r:]^T Gk^{-1} P_k / s ; E_g^T Gv^{-1} P_v].
  * - Softmax scale d^-1/2 becomes (d + r)^-1/2: q rows are multiplied by sqrt((d + r) / d).
+ * - kvMetric 'attention': the same metrics, but the latent is chosen for the inputs as the
+ *   attention reads them (attention-stats.ts): key errors under the attention-weighted
+ *   spread of the keys around each query's attended input, value errors under the second
+ *   moment of the attended inputs. The two targets then see different input covariances,
+ *   so the latent comes from alternating least squares (joint-basis.ts) started at the PCA
+ *   above, and the decoders D_k, D_v replace P_k, P_v.
+ * - NoPE shrink (nopeCos / nopeSin): per head, each position-free key pair is replaced by
+ *   its expected rotation under the head's attention distances (distance.ts).
  * Biases follow the same linear maps.
  */
 import type { ModelSpec } from '../model/spec-types.js';
@@ -23,6 +31,8 @@ import { eigh } from '../linalg.js';
 import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, trace, zeros } from './mat.js';
 import { type RopeRotation, roropeRotation } from './rorope.js';
 import { type Affine, type InputMoments, crossMoment, secondMoment, symmetrize } from './statistics.js';
+import type { AttentionMoments } from './attention-stats.js';
+import { type JointInputs, jointBasis, jointInputs } from './joint-basis.js';
 
 /** A GQA/MHA layer's attention weights as stored ([out, in] row-major). */
 export interface GqaAttention {
@@ -52,8 +62,14 @@ export interface MlaAttention {
 
 /** How the RoPE directions are chosen: TransMLA's key PCA, or by attention-logit energy. */
 export type RopeSelection = 'key' | 'qk';
-/** The metric of the joint K/V compression: plain PCA (TransMLA) or the model's error metrics. */
-export type KvMetric = 'plain' | 'objective';
+/**
+ * The metric of the joint K/V compression: plain PCA (TransMLA), the model's error
+ * metrics ('objective': keys weighted by the queries that read them, values by o_proj),
+ * or those metrics under the attention-aware input statistics ('attention': key errors
+ * by their spread under each query's attention, value errors on the attended inputs;
+ * needs {@link FactorizeOptions.attention}).
+ */
+export type KvMetric = 'plain' | 'objective' | 'attention';
 
 /** Settings of one factorization. */
 export interface FactorizeOptions {
@@ -72,6 +88,16 @@ export interface FactorizeOptions {
    * rotation it lost: the least-squares position-free stand-in for a rotating term.
    */
   nopeCos?: Float64Array[];
+  /**
+   * With {@link nopeCos}: per query head, E[sin(f_i * delta)] for each original frequency
+   * index. Each position-free pair of head h then takes the full expected rotation
+   * [[E cos, E sin], [-E sin, E cos]] of its (re, im) key rows instead of the cosine alone.
+   */
+  nopeSin?: Float64Array[];
+  /** attention-aware input statistics (attention-stats.ts), required by kvMetric 'attention' */
+  attention?: AttentionMoments;
+  /** alternating-least-squares steps of the 'attention' metric (default 10: most of the gain comes in the first few) */
+  jointIterations?: number;
 }
 
 /** Result of factorizing one layer. */
@@ -86,6 +112,11 @@ export interface LayerFactorization {
   /** eigenvalues of E[z z^T], descending */
   pcaSpectrum: number[];
   balanceScale: number;
+  /**
+   * kvMetric 'attention': the joint objective (attention-aware metrics) of the PCA start
+   * and after the alternating refinement, and the refinement steps taken
+   */
+  joint?: { lossStart: number; lossEnd: number; steps: number };
 }
 
 function affine(w: Float32Array, b: Float32Array | null | undefined, rows: number, cols: number): Affine {
@@ -182,7 +213,7 @@ export function factorizeLayer(
   w: GqaAttention,
   m: InputMoments,
   opt: FactorizeOptions,
-  lm: LayerMoments = layerMoments(spec, w, m, opt.ropeSelection === 'qk' || opt.kvMetric === 'objective'),
+  lm: LayerMoments = layerMoments(spec, w, m, opt.ropeSelection === 'qk' || (opt.kvMetric ?? 'plain') !== 'plain'),
 ): LayerFactorization {
   const { hiddenSize: hid, numHeads: H, numKvHeads: nKv, headDim: d } = spec;
   const L = nKv * d;
@@ -193,8 +224,10 @@ export function factorizeLayer(
   const k = affine(w.wk, w.bk, L, hid);
   const v = affine(w.wv, w.bv, L, hid);
   const { ck, cv } = lm;
-  const objective = opt.kvMetric === 'objective';
+  const attn = opt.kvMetric === 'attention';
+  const objective = opt.kvMetric === 'objective' || attn;
   if ((opt.ropeSelection === 'qk' || objective) && (!lm.cq || !lm.mv)) throw new Error('factorizeLayer: query/value metrics missing');
+  if (attn && !opt.attention) throw new Error("factorizeLayer: kvMetric 'attention' needs the attention moments");
 
   // ---- RoRoPE (step 2)
   const rope: RopeRotation = roropeRotation(ck, nKv, d, r, opt.freqfold, opt.ropeSelection === 'qk' ? lm.cq! : undefined);
@@ -245,36 +278,54 @@ export function factorizeLayer(
     if (i < R) keptZ += values[i];
   }
 
-  // ---- kv_a = [P^T [s Wa; Wb] ; T[:r] Wk]
-  const Pk = rowSlice(P, 0, nN);
-  const Pv = rowSlice(P, nN, nz);
-  const latentW = nN > 0 ? matmul(Pk, kA.w, true, false) : zeros(R, hid);
+  // ---- latent c = P^T [s a; b] (kv_a) with decoders [s a; b] ~ [Dk; Dv] c (PCA: D = P)
+  let decK = rowSlice(P, 0, nN);
+  let decV = rowSlice(P, nN, nz);
+  let latentW = nN > 0 ? matmul(decK, kA.w, true, false) : zeros(R, hid);
   if (nN > 0) for (let i = 0; i < latentW.data.length; i++) latentW.data[i] *= s;
-  const lv = matmul(Pv, vB.w, true, false);
+  const lv = matmul(decV, vB.w, true, false);
   for (let i = 0; i < latentW.data.length; i++) latentW.data[i] += lv.data[i];
+  const hasBias = Boolean(k.b || v.b);
+  let latentB: Float64Array | null = null;
+  if (hasBias) {
+    latentB = new Float64Array(R);
+    if (kA.b && nN > 0) {
+      const t = matvec(decK, kA.b, true);
+      for (let i = 0; i < R; i++) latentB[i] += s * t[i];
+    }
+    if (vB.b) {
+      const t = matvec(decV, vB.b, true);
+      for (let i = 0; i < R; i++) latentB[i] += t[i];
+    }
+  }
+  let joint: LayerFactorization['joint'];
+  let sDec = s; // decK maps the latent to sDec * a
+  if (attn && nN > 0) {
+    const am = opt.attention!;
+    const ref = jointRefinement(hid, am, hasBias, kA, vB, latentW, latentB, opt.balanceKv, opt.jointIterations ?? 10);
+    latentW = ref.latentW;
+    latentB = ref.latentB;
+    decK = ref.decK;
+    decV = ref.decV;
+    sDec = ref.scale;
+    joint = ref.joint;
+  }
+
+  // ---- kv_a = [latent ; T[:r] Wk]
   const ropeW = matmul(tRope, k.w); // r x hid
   const kvA = new Float32Array((R + r) * hid);
   kvA.set(latentW.data);
   kvA.set(ropeW.data, R * hid);
   let kvABias: Float32Array | null = null;
-  if (k.b || v.b) {
-    const lb = new Float64Array(R);
-    if (kA.b && nN > 0) {
-      const t = matvec(Pk, kA.b, true);
-      for (let i = 0; i < R; i++) lb[i] += s * t[i];
-    }
-    if (vB.b) {
-      const t = matvec(Pv, vB.b, true);
-      for (let i = 0; i < R; i++) lb[i] += t[i];
-    }
+  if (hasBias) {
     kvABias = new Float32Array(R + r);
-    kvABias.set(lb);
+    kvABias.set(latentB!);
     if (k.b) kvABias.set(matvec(tRope, k.b), R);
   }
 
-  // ---- kv_b per head: [E_g^T S[r:]^T Gk^{-1} P_k / s ; E_g^T Gv^{-1} P_v]
-  const kRec = nN > 0 ? matmul(gkInv, Pk) : zeros(0, R); // (L - r) x R: k' ~ kRec c / s
-  const upV = objective ? matmul(gvInv, Pv) : Pv; // L x R
+  // ---- kv_b per head: [E_g^T S[r:]^T Gk^{-1} D_k / s ; E_g^T Gv^{-1} D_v]
+  const kRec = nN > 0 ? matmul(gkInv, decK) : zeros(0, R); // (L - r) x R: k' ~ kRec c / s
+  const upV = objective ? matmul(gvInv, decV) : decV; // L x R
   const kvB = new Float32Array(H * 2 * d * R);
   let upKShared: Mat | null = null;
   for (let h = 0; h < H; h++) {
@@ -285,10 +336,22 @@ export function factorizeLayer(
       // scale each NoPE row of k' by head h's expected cosine of the lost rotation
       const scaled = { rows: kRec.rows, cols: R, data: kRec.data.slice() };
       const cosH = opt.nopeCos[h];
+      const sinH = opt.nopeSin?.[h];
       for (const p of rope.nopeFreqWeights) {
         let c = 0;
-        for (let f = 0; f < p.freqs.length; f++) c += p.weights[f] * cosH[p.freqs[f]];
-        for (const row of [p.re - r, p.im - r]) for (let j = 0; j < R; j++) scaled.data[row * R + j] *= c;
+        let sn = 0;
+        for (let f = 0; f < p.freqs.length; f++) {
+          c += p.weights[f] * cosH[p.freqs[f]];
+          if (sinH) sn += p.weights[f] * sinH[p.freqs[f]];
+        }
+        const re = (p.re - r) * R;
+        const im = (p.im - r) * R;
+        for (let j = 0; j < R; j++) {
+          const kr = kRec.data[re + j];
+          const ki = kRec.data[im + j];
+          scaled.data[re + j] = c * kr + sn * ki;
+          scaled.data[im + j] = c * ki - sn * kr;
+        }
       }
       upK = matmul(sNope, scaled, true, false);
     } else {
@@ -298,7 +361,7 @@ export function factorizeLayer(
     for (let i = 0; i < d; i++) {
       const src = (g * d + i) * R;
       for (let c = 0; c < R; c++) {
-        kvB[base + i * R + c] = upK.data[src + c] / s;
+        kvB[base + i * R + c] = upK.data[src + c] / sDec;
         kvB[base + (d + i) * R + c] = upV.data[src + c];
       }
     }
@@ -331,6 +394,89 @@ export function factorizeLayer(
     pcaVarianceKept: totalZ > 0 ? keptZ / totalZ : 1,
     ropeSpectrum: rope.spectrum,
     pcaSpectrum: Array.from(values),
-    balanceScale: s,
+    balanceScale: sDec,
+    joint,
+  };
+}
+
+/** Augmented [W | b] (b = 0 when absent) of an affine map, or W alone. */
+function augment(p: Affine, withBias: boolean): Mat {
+  if (!withBias) return p.w;
+  const { rows, cols } = p.w;
+  const out = zeros(rows, cols + 1);
+  for (let i = 0; i < rows; i++) {
+    out.data.set(p.w.data.subarray(i * cols, (i + 1) * cols), i * (cols + 1));
+    out.data[i * (cols + 1) + cols] = p.b ? p.b[i] : 0;
+  }
+  return out;
+}
+
+/** The leading n x n block of a square matrix (symmetrized copy). */
+function leading(m: Mat, n: number): Mat {
+  const out = zeros(n, n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) out.data[i * n + j] = m.data[i * m.cols + j];
+  symmetrize(out);
+  return out;
+}
+
+const inputsCache = new WeakMap<AttentionMoments, { n: number; inputs: JointInputs }>();
+
+/** The input side of the 'attention' metric, once per layer's attention moments. */
+function layerJointInputs(am: AttentionMoments, n: number): JointInputs {
+  const hit = inputsCache.get(am);
+  if (hit && hit.n === n) return hit.inputs;
+  const inputs = jointInputs(leading(am.keySpread, n), leading(am.attended, n));
+  inputsCache.set(am, { n, inputs });
+  return inputs;
+}
+
+/**
+ * kvMetric 'attention': starting from the PCA latent, the shared encoder of the weighted
+ * NoPE keys a (input covariance: the heads' pooled attention-weighted key spread) and the
+ * weighted values b (input covariance: the heads' pooled attended-input moments), by
+ * alternating least squares (joint-basis.ts). The balance scale s is set from the traces
+ * under these covariances (RMS of s a = balanceKv x RMS of b).
+ */
+function jointRefinement(
+  hid: number,
+  am: AttentionMoments,
+  hasBias: boolean,
+  kA: Affine,
+  vB: Affine,
+  latentW: Mat,
+  latentB: Float64Array | null,
+  balance: number,
+  iterations: number,
+): { latentW: Mat; latentB: Float64Array | null; decK: Mat; decV: Mat; scale: number; joint: NonNullable<LayerFactorization['joint']> } {
+  if (hasBias && !am.augmented) throw new Error('factorizeLayer: attention moments must be augmented for a layer with K/V biases');
+  const n = hasBias ? hid + 1 : hid;
+  const inputs = layerJointInputs(am, n);
+  const { s1: sk, s2: sv } = inputs;
+  const mk = augment(kA, hasBias);
+  const mv = augment(vB, hasBias);
+  const trK = trace(matmul(matmul(mk, sk), mk, false, true));
+  const trV = trace(matmul(matmul(mv, sv), mv, false, true));
+  const s = trK > 0 ? balance * Math.sqrt(trV / trK) : 1;
+  for (let i = 0; i < mk.data.length; i++) mk.data[i] *= s;
+  const R = latentW.rows;
+  const a0 = zeros(R, n);
+  for (let i = 0; i < R; i++) {
+    a0.data.set(latentW.data.subarray(i * hid, (i + 1) * hid), i * n);
+    if (hasBias) a0.data[i * n + hid] = latentB![i];
+  }
+  const jb = jointBasis(mk, mv, inputs, a0, iterations);
+  const outW = zeros(R, hid);
+  const outB = hasBias ? new Float64Array(R) : null;
+  for (let i = 0; i < R; i++) {
+    outW.data.set(jb.a.data.subarray(i * n, i * n + hid), i * hid);
+    if (outB) outB[i] = jb.a.data[i * n + hid];
+  }
+  return {
+    latentW: outW,
+    latentB: outB,
+    decK: jb.decoders[0],
+    decV: jb.decoders[1],
+    scale: s,
+    joint: { lossStart: jb.loss[0], lossEnd: jb.loss[jb.loss.length - 1], steps: jb.loss.length - 1 },
   };
 }

@@ -33,12 +33,16 @@ export interface ConvertOptions {
   /** Frequencies folded per RoRoPE group, or 'auto' to choose per layer (default 'auto'). */
   freqfold?: number | 'auto';
   /**
-   * Defaults of the factorization: 'gqa2mla' (query-aware RoPE selection, objective-aware
-   * compression, balance searched per layer) or 'transmla' (TransMLA's method: key PCA,
-   * plain joint PCA, balance 1). Explicit options below override the preset.
+   * Defaults of the factorization: 'gqa2mla' (RoPE selection per layer, attention-aware
+   * joint K/V compression, balance searched per layer, NoPE expected rotation, value and
+   * output refits) or 'transmla' (TransMLA's method: key PCA, plain joint PCA, balance 1,
+   * no refits). Explicit options below override the preset.
    */
   method?: 'gqa2mla' | 'transmla';
-  /** Norm ratio of NoPE keys to values before the joint PCA, or 'auto' to search per layer (default 'auto'). */
+  /**
+   * Norm ratio of NoPE keys to values before the joint PCA, or 'auto' to search per layer
+   * (default 'auto': walked from 1 over {@link BALANCE_CANDIDATES} while the held-out error falls).
+   */
   balanceKv?: number | 'auto';
   /**
    * How RoPE directions are chosen: 'key' (TransMLA: PCA of the keys), 'qk' (by their
@@ -53,12 +57,31 @@ export interface ConvertOptions {
    */
   nopeShrink?: boolean;
   /**
+   * With nopeShrink: replace each position-free key pair by its expected rotation
+   * (E[cos], E[sin] of the lost angle under the head's attention distances) instead of
+   * scaling it by the expected cosine alone (default true; false in the 'transmla' preset).
+   */
+  nopeRotation?: boolean;
+  /**
    * Refit the value up-projection in closed form under the converted attention, kept only
    * when it lowers the held-out error (default true; false in the 'transmla' preset).
    */
   valueRefit?: boolean;
-  /** Metric of the joint K/V compression: 'plain' (TransMLA's PCA), 'objective' or 'auto' (per layer; default). */
-  kvMetric?: 'plain' | 'objective' | 'auto';
+  /**
+   * After the value refit, refit o_proj and the value rows of kv_b jointly across heads in
+   * closed form (one ridge regression of the original attention output on every head's
+   * attended latent), kept only when it lowers the held-out error (default true; false in
+   * the 'transmla' preset).
+   */
+  outputRefit?: boolean;
+  /**
+   * Metric of the joint K/V compression: 'plain' (TransMLA's PCA), 'objective' (keys
+   * weighted by the queries that read them, values by o_proj), 'attention' (the same
+   * metrics under attention-aware input statistics: key errors by their spread under each
+   * query's attention, value errors on the attended inputs; the latent refined by
+   * alternating least squares; the default), or 'auto' (per layer among the three).
+   */
+  kvMetric?: 'plain' | 'objective' | 'attention' | 'auto';
   /**
    * 'exact' (default): scale the latent so that stock engines' kv_a_layernorm is an exact
    * identity; 'off': write qk_latent_layernorm=false (TransMLA's convention, needs a patched engine).
@@ -108,9 +131,11 @@ export interface ResolvedOptions {
   balanceKv: number | 'auto';
   balanceCandidates: number[];
   ropeSelection: 'key' | 'qk' | 'auto';
-  kvMetric: 'plain' | 'objective' | 'auto';
+  kvMetric: 'plain' | 'objective' | 'attention' | 'auto';
   nopeShrink: boolean;
+  nopeRotation: boolean;
   valueRefit: boolean;
+  outputRefit: boolean;
   latentNorm: 'exact' | 'off';
   calibInputs: CalibInputs;
   dtype: 'auto' | 'BF16' | 'F16' | 'F32';
@@ -120,8 +145,8 @@ export interface ResolvedOptions {
   qLoraLossless: boolean;
 }
 
-/** Balance ratios tried per layer with balanceKv 'auto'. */
-export const BALANCE_CANDIDATES = [0.25, 0.5, 1, 2, 4];
+/** Balance ratios of balanceKv 'auto': walked per layer from 1 while the held-out error falls. */
+export const BALANCE_CANDIDATES = [0.0625, 0.125, 0.25, 0.5, 1, 2, 4, 8];
 
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v <= 0) throw usageError('ERR_BAD_OPTION', `${name} must be a positive integer (got ${v})`);
@@ -166,8 +191,9 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     throw usageError('ERR_BAD_OPTION', `balanceKv must be a positive number or 'auto' (got ${balanceKv})`);
   const ropeSelection = o.ropeSelection ?? (tm ? 'key' : 'auto');
   if (!['key', 'qk', 'auto'].includes(ropeSelection)) throw usageError('ERR_BAD_OPTION', `ropeSelection must be 'key', 'qk' or 'auto' (got ${String(ropeSelection)})`);
-  const kvMetric = o.kvMetric ?? (tm ? 'plain' : 'auto');
-  if (!['plain', 'objective', 'auto'].includes(kvMetric)) throw usageError('ERR_BAD_OPTION', `kvMetric must be 'plain', 'objective' or 'auto' (got ${String(kvMetric)})`);
+  const kvMetric = o.kvMetric ?? (tm ? 'plain' : 'attention');
+  if (!['plain', 'objective', 'attention', 'auto'].includes(kvMetric))
+    throw usageError('ERR_BAD_OPTION', `kvMetric must be 'plain', 'objective', 'attention' or 'auto' (got ${String(kvMetric)})`);
   const latentNorm = o.latentNorm ?? 'exact';
   if (latentNorm !== 'exact' && latentNorm !== 'off') throw usageError('ERR_BAD_OPTION', `latentNorm must be 'exact' or 'off' (got ${String(latentNorm)})`);
   const dtype = o.dtype ?? 'auto';
@@ -196,7 +222,9 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     ropeSelection,
     kvMetric,
     nopeShrink: o.nopeShrink ?? !tm,
+    nopeRotation: o.nopeRotation ?? !tm,
     valueRefit: o.valueRefit ?? !tm,
+    outputRefit: o.outputRefit ?? !tm,
     latentNorm,
     calibInputs,
     dtype,

@@ -14,7 +14,7 @@ import { native } from '../native/binding.js';
 import { ropeFor } from '../engine/attention.js';
 import type { LayerWeights } from '../engine/weights.js';
 import { mlaSoftmaxScale } from '../model/rope.js';
-import { eigh, gemm } from '../linalg.js';
+import { eigh, gemm, svd, syrkAccumulate } from '../linalg.js';
 
 function positions(rows: number, seqLen: number): Int32Array {
   const p = new Int32Array(rows);
@@ -150,4 +150,129 @@ export async function refitValues(
     for (let i = 0; i < d * R; i++) kvb[base + i] = W[i];
   }
   return kvb;
+}
+
+/** (A + lambda I)^{-1/2} and (A + lambda I)^{1/2} of a symmetric PSD n x n matrix (float64). */
+function ridgeRoots(a: Float64Array, n: number, lambda: number): { isqrt: Float64Array; sqrt: Float64Array; inv: Float64Array } {
+  const { values, vectors } = eigh(a.slice(), n);
+  const isqrt = new Float64Array(n * n);
+  const sqrt = new Float64Array(n * n);
+  const inv = new Float64Array(n * n);
+  for (let c = 0; c < n; c++) {
+    const lam = Math.max(values[c], 0) + lambda;
+    const s = Math.sqrt(lam);
+    for (let i = 0; i < n; i++) {
+      const vi = vectors[i * n + c];
+      if (vi === 0) continue;
+      for (let j = 0; j < n; j++) {
+        const p = vi * vectors[j * n + c];
+        isqrt[i * n + j] += p / s;
+        sqrt[i * n + j] += p * s;
+        inv[i * n + j] += p / lam;
+      }
+    }
+  }
+  return { isqrt, sqrt, inv };
+}
+
+/** Result of {@link refitOutput}. */
+export interface OutputRefit {
+  /** kv_b_proj.weight with the v rows of every head replaced */
+  kvB: Float32Array;
+  /** o_proj.weight [hidden, H * vDim] */
+  oProj: Float32Array;
+  /** per head: the rank of its value-output map (min(kvLoraRank, vDim)) */
+  rank: number;
+}
+
+/**
+ * Joint value/output refit under the converted attention. The layer output is linear in
+ * the attended latents of all heads, y(t) = sum_h W_o,h W_uv,h z_h(t); instead of fitting
+ * each head's value map alone ({@link refitValues}), the products B_h = W_o,h W_uv,h
+ * (hidden x R) are fitted together to the original attention output (before the o_proj
+ * bias), so heads can make up for each other's errors:
+ *   [B_1 .. B_H] = Y^T Z (Z^T Z + lambda I)^{-1},  Z = [z_1 .. z_H] (rows x H R),
+ * one ridge regression whose Gram matrix is shared by every output coordinate (float64).
+ * Each B_h is then written as o_proj columns times kv_b value rows: exactly when
+ * R <= vDim (B_h = U S V^T, W_o,h = U S^{1/2}, W_uv,h = S^{1/2} V^T, zero-padded), else
+ * its best rank-vDim approximation in the metric of head h's latents.
+ * Returns null when the joint Gram matrix would exceed `maxDim` (H R) dimensions.
+ */
+export async function refitOutput(
+  spec: ModelSpec,
+  mla: ModelSpec,
+  orig: LayerWeights,
+  conv: LayerWeights,
+  x: Float32Array,
+  nSeq: number,
+  seqLen: number,
+  ridge = 1e-4,
+  maxDim = 4096,
+): Promise<OutputRefit | null> {
+  const { hiddenSize: hid, numHeads: H, headDim: d } = spec;
+  const m = mla.mla!;
+  const R = m.kvLoraRank;
+  const dn = m.qkNopeHeadDim;
+  const dv = m.vHeadDim;
+  const N = H * R;
+  if (N > maxDim) return null;
+  const rows = nSeq * seqLen;
+  const o = await originalHeadOutputs(spec, orig, x, nSeq, seqLen);
+  const y = new Float32Array(rows * hid);
+  await native.linearAsync(o, t(orig, 'o_proj.weight')!, y, { rows, inDim: H * d, outDim: hid });
+  const z = await attendedLatents(mla, conv, x, nSeq, seqLen);
+  // Gram and cross moments in float64, in row chunks
+  const G = new Float64Array(N * N);
+  const C = new Float64Array(hid * N);
+  const chunk = 2048;
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const nr = Math.min(chunk, rows - r0);
+    const z64 = Float64Array.from(z.subarray(r0 * N, (r0 + nr) * N));
+    const y64 = Float64Array.from(y.subarray(r0 * hid, (r0 + nr) * hid));
+    syrkAccumulate(G, z64, nr, N);
+    gemm(y64, z64, C, hid, N, nr, { transA: true, beta: 1 });
+  }
+  let tr = 0;
+  for (let i = 0; i < N; i++) tr += G[i * N + i];
+  const { inv } = ridgeRoots(G, N, (ridge * tr) / N);
+  const B = new Float64Array(hid * N);
+  gemm(C, inv, B, hid, N, N);
+  const k = Math.min(R, dv);
+  const kvB = t(conv, 'kv_b_proj.weight')!.slice();
+  const oProj = new Float32Array(hid * H * dv);
+  const bh = new Float64Array(hid * R);
+  for (let h = 0; h < H; h++) {
+    for (let i = 0; i < hid; i++) for (let j = 0; j < R; j++) bh[i * R + j] = B[i * N + h * R + j];
+    // metric of head h's latents (identity when B_h is represented exactly)
+    let gs: Float64Array | null = null;
+    let gi: Float64Array | null = null;
+    let target = bh;
+    if (R > dv) {
+      const ghh = new Float64Array(R * R);
+      for (let i = 0; i < R; i++) for (let j = 0; j < R; j++) ghh[i * R + j] = G[(h * R + i) * N + h * R + j];
+      let trh = 0;
+      for (let i = 0; i < R; i++) trh += ghh[i * R + i];
+      const rr = ridgeRoots(ghh, R, (ridge * trh) / R);
+      gs = rr.sqrt;
+      gi = rr.isqrt;
+      target = new Float64Array(hid * R);
+      gemm(bh, gs, target, hid, R, R);
+    }
+    const { u, s: sv, vt } = svd(target, hid, R); // thin: u hid x K, vt K x R, K = min(hid, R)
+    const K = Math.min(hid, R);
+    const vRows = new Float64Array(k * R);
+    for (let c = 0; c < k; c++) {
+      const f = Math.sqrt(sv[c]);
+      for (let i = 0; i < hid; i++) oProj[i * H * dv + h * dv + c] = u[i * K + c] * f;
+      for (let j = 0; j < R; j++) vRows[c * R + j] = vt[c * R + j] * f;
+    }
+    let vMap = vRows;
+    if (gi) {
+      vMap = new Float64Array(k * R);
+      gemm(vRows, gi, vMap, k, R, R);
+    }
+    const base = (h * (dn + dv) + dn) * R;
+    for (let i = 0; i < dv * R; i++) kvB[base + i] = i < k * R ? vMap[i] : 0;
+  }
+  return { kvB, oProj, rank: k };
 }

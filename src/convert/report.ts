@@ -20,9 +20,9 @@ export interface LayerReport {
   freqfold: number;
   balanceKv: number;
   ropeSelection: 'key' | 'qk';
-  kvMetric: 'plain' | 'objective';
+  kvMetric: 'plain' | 'objective' | 'attention';
   /** attention-output relative error on held-out calibration windows, per candidate tried */
-  candidates: Array<{ freqfold: number; balanceKv: number; ropeSelection?: 'key' | 'qk'; kvMetric?: 'plain' | 'objective'; attnRelError: number }>;
+  candidates: Array<{ freqfold: number; balanceKv: number; ropeSelection?: 'key' | 'qk'; kvMetric?: 'plain' | 'objective' | 'attention'; attnRelError: number }>;
   /** ||attn_mla(x) - attn_gqa(x)|| / ||attn_gqa(x)|| on held-out calibration windows */
   attnRelError: number;
   ropeVarianceKept: number;
@@ -35,6 +35,8 @@ export interface LayerReport {
   latentNorm: LatentNormReport | null;
   /** closed-form value refit: held-out error before/after, kept when it helped */
   valueRefit: { windows: number; errBefore: number; errAfter: number; kept: boolean } | null;
+  /** joint value/output refit across heads (o_proj and kv_b value rows): held-out error before/after, kept when it helped */
+  outputRefit?: { windows: number; rank: number; errBefore: number; errAfter: number; kept: boolean } | null;
   /**
    * query compression (q_lora_rank): PCA rank, the bias channel (query bias carried through
    * q_b_proj), the held-out attention error before/after, and the exact q_a_layernorm scaling
@@ -78,7 +80,7 @@ export interface ConversionReport {
     freqfold: number | 'auto';
     balanceKv: number | 'auto';
     ropeSelection: 'key' | 'qk' | 'auto';
-    kvMetric: 'plain' | 'objective' | 'auto';
+    kvMetric: 'plain' | 'objective' | 'attention' | 'auto';
     nopeShrink: boolean;
     valueRefit: boolean;
     latentNorm: 'exact' | 'off';
