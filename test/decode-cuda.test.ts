@@ -109,28 +109,44 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
         }
     });
 
-  // Pipeline variants behind the GQA2MLA_MLA_STAGES knob (the default for 16-row blocks is
-  // the 2-stage, 2-blocks/SM kernel; 3 and 4 select the 1-block pipelines).
-  for (const stages of ['3', '4'])
-    test(`GQA2MLA_MLA_STAGES=${stages} variants (heads 16 and 32, q_len 1)`, async () => {
-      process.env.GQA2MLA_MLA_STAGES = stages;
+  // Every MLA kernel instance, forced by the GQA2MLA_MLA_KERNEL knob, on 32 rows (heads 32,
+  // q_len 1: one 32-row block, or two 16-row blocks per part) and on 128 causal rows
+  // (heads 64, q_len 2: several row blocks per part, each a multiple of the kernel's rows).
+  const kernels = ['mla576x512.m16', 'mla576x512.m32.w8', 'mla576x512.m32.w16', 'mla576x512.m64.w16', 'mla576x512.m64.w8'];
+  for (const kernel of kernels)
+    test(`GQA2MLA_MLA_KERNEL=${kernel} (heads 32 q_len 1 paged, heads 64 q_len 2 contiguous)`, async () => {
+      process.env.GQA2MLA_MLA_KERNEL = kernel;
       try {
-        for (const heads of [16, 32]) {
-          const c = makeMlaCase({ seed: nextSeed(), qLen: 1, heads, lens: [0, 1, 333, 1200], paged: true, bf16: true, scale: 0.1 });
+        for (const [heads, qLen, paged, lens] of [
+          [32, 1, true, [0, 1, 333, 1200]],
+          [64, 2, false, [1, 2, 500, 97]],
+        ] as Array<[number, number, boolean, number[]]>) {
+          const c = makeMlaCase({ seed: nextSeed(), qLen, heads, lens, paged, bf16: true, scale: 0.1 });
           const run = await runCuda(
-            { kind: 'mla', seqLens: Int32Array.from(c.lens), batch: c.batch, qLen: 1, heads, ...layoutOpts(c.layout) },
+            { kind: 'mla', seqLens: Int32Array.from(c.lens), batch: c.batch, qLen, heads, ...layoutOpts(c.layout) },
             { qLat: bf16Bits(c.qLat), qRope: bf16Bits(c.qRope), cache: bf16Bits(c.cache), blockTable: c.layout.blockTable },
-            c.batch * heads,
+            c.batch * qLen * heads,
             512,
             c.scale,
           );
-          if (heads === 16 || stages === '4') expect(run.plan.kernel).toMatch(new RegExp(`\\.m${heads}(\\.s4)?$`));
-          check(run, c.ref, `mla h${heads} stages ${stages}`);
+          expect(run.plan.kernel).toBe(kernel);
+          check(run, c.ref, `mla h${heads} q${qLen} ${kernel}`);
         }
       } finally {
-        delete process.env.GQA2MLA_MLA_STAGES;
+        delete process.env.GQA2MLA_MLA_KERNEL;
       }
     });
+
+  test('GQA2MLA_MLA_KERNEL naming no MLA kernel is refused at plan time', () => {
+    process.env.GQA2MLA_MLA_KERNEL = 'gqa128.m16';
+    try {
+      expect(() =>
+        getDecodeCuda().plan({ kind: 'mla', seqLens: Int32Array.from([4]), batch: 1, heads: 16, seqStride: 64 }),
+      ).toThrow(/GQA2MLA_MLA_KERNEL/);
+    } finally {
+      delete process.env.GQA2MLA_MLA_KERNEL;
+    }
+  });
 
   test('unsupported dims are ERR_UNSUPPORTED', () => {
     expect(() =>

@@ -61,29 +61,34 @@ interface Cfg {
 }
 
 /**
- * Pipeline variants on the 16/32-row MLA blocks, fixed lengths: GQA2MLA_MLA_STAGES=4 (4
- * stages) and, for 16-row blocks, =2 (2 stages, 2 blocks per SM).
+ * Kernel variants (GQA2MLA_MLA_KERNEL=<name>) next to the default choice, fixed lengths,
+ * batch 64 and 128: for 32 rows (heads 32 q_len 1, heads 16 q_len 2) the 8- and 16-warp
+ * 32-row kernels and two 16-row blocks per part; for 64 and 128 rows the 64-row kernels
+ * and 32-row blocks.
  */
-function variantConfigs(): Array<Cfg & { stages: number }> {
-  const list: Array<Cfg & { stages: number }> = [];
+const VARIANTS: Array<[number, number, string[]]> = [
+  [32, 1, ['mla576x512.m16', 'mla576x512.m32.w8', 'mla576x512.m32.w16']],
+  [16, 2, ['mla576x512.m16', 'mla576x512.m32.w8', 'mla576x512.m32.w16']],
+  [32, 2, ['mla576x512.m16', 'mla576x512.m32.w16', 'mla576x512.m64.w16', 'mla576x512.m64.w8']],
+  [128, 1, ['mla576x512.m32.w8', 'mla576x512.m32.w16', 'mla576x512.m64.w16', 'mla576x512.m64.w8']],
+];
+function variantConfigs(): Array<Cfg & { forced: string }> {
+  const list: Array<Cfg & { forced: string }> = [];
   for (const batch of quick ? [128] : [64, 128])
-    for (const sk of quick ? [8192] : [4096, 8192, 32768])
-      for (const [heads, qLen, stages] of [
-        [16, 1, 2],
-        [16, 1, 4],
-        [32, 1, 4],
-      ])
-        list.push({
-          kind: 'mla',
-          batch,
-          sk,
-          heads,
-          kvHeads: 1,
-          qLen,
-          varied: false,
-          lens: lengths(batch, sk, qLen, false, 0),
-          stages,
-        });
+    for (const sk of quick ? [8192] : [4096, 8192, 16384, 32768])
+      for (const [heads, qLen, kernels] of VARIANTS)
+        for (const forced of kernels)
+          list.push({
+            kind: 'mla',
+            batch,
+            sk,
+            heads,
+            kvHeads: 1,
+            qLen,
+            varied: false,
+            lens: lengths(batch, sk, qLen, false, 0),
+            forced,
+          });
   return list;
 }
 
@@ -107,7 +112,7 @@ async function main() {
   const copyBefore = dc.copyBandwidth(2 ** 31, 10);
   const main = configs();
   const variants = variantConfigs();
-  const cfgs: Array<Cfg & { stages?: number }> = [...main, ...variants];
+  const cfgs: Array<Cfg & { forced?: string }> = [...main, ...variants];
   const pagesOf = (c: Cfg) => c.lens.reduce((a, l) => a + Math.ceil(l / PAGE), 0);
   const poolPages = Math.max(...cfgs.map(pagesOf)) + 8;
   const maxRows = Math.max(...cfgs.map((c) => c.batch * c.qLen * c.heads));
@@ -149,7 +154,7 @@ async function main() {
   let done = 0;
   for (const [ci, c] of cfgs.entries()) {
     const variant = ci >= main.length;
-    if (variant) process.env.GQA2MLA_MLA_STAGES = String(c.stages);
+    if (variant) process.env.GQA2MLA_MLA_KERNEL = c.forced;
     const maxBlocks = Math.ceil(Math.max(...c.lens) / PAGE);
     const bt = new Int32Array(c.batch * maxBlocks);
     let next = 0;
@@ -179,9 +184,9 @@ async function main() {
     const kvPerToken = mla ? 576 : 2 * c.kvHeads * 128;
     const bytes = (total * kvPerToken + R * dqk + R * dv) * 2;
     const flops = 2 * c.heads * c.qLen * total * (dqk + dv);
-    delete process.env.GQA2MLA_MLA_STAGES;
+    delete process.env.GQA2MLA_MLA_KERNEL;
     rows.push({
-      kind: variant ? `mla-stages${c.stages}` : c.kind,
+      kind: variant ? 'mla-kernel' : c.kind,
       batch: c.batch,
       sk: c.sk,
       heads: c.heads,

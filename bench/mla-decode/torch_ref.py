@@ -8,7 +8,9 @@ Fixed lengths only (torch needs padding and masks for varied ones). Each timed r
 follows an L2 flush; times are medians of CUDA-event timings. Metric conventions as
 FlashMLA (bytes = cache read once + q + out).
 
-    python3 bench/mla-decode/torch_ref.py --out OUT.json [--quick]
+    python3 bench/mla-decode/torch_ref.py --out OUT.json [--quick | --focus]
+
+--focus: batch 128, s_k 4K-32K only (the acceptance shapes; a short device run).
 """
 import argparse
 import json
@@ -21,11 +23,12 @@ import torch.nn.functional as F
 p = argparse.ArgumentParser()
 p.add_argument("--out", default="mla-decode-torch.json")
 p.add_argument("--quick", action="store_true")
+p.add_argument("--focus", action="store_true")
 args = p.parse_args()
 
 dev = torch.device("cuda")
-BATCHES = [16, 128] if args.quick else [1, 16, 64, 128]
-SKS = [4096, 8192] if args.quick else [1024, 4096, 8192, 16384, 32768]
+BATCHES = [16, 128] if args.quick else [128] if args.focus else [1, 16, 64, 128]
+SKS = [4096, 8192] if args.quick else [4096, 8192, 16384, 32768] if args.focus else [1024, 4096, 8192, 16384, 32768]
 HEADS = [16, 32, 128]
 QLENS = [1, 2]
 ITERS = 6 if args.quick else 10

@@ -116,16 +116,26 @@ __device__ __forceinline__ float WarpSum(float v) {
   return v;
 }
 
-// Compile-time configuration of one kernel instance.
-// S = Q K^T work split: warp w takes m-tile w / (NH * KS), n-half (w / KS) % NH (4 / NH
-// n-tiles of 8 tokens) and k-slice w % KS of the head dimension; the KS partial sums meet
-// in shared memory. Each Q fragment is read once per warp and K fragments are shared by
-// the warp's n-tiles.
-template <int DQK_, int DV_, int MT_, int NW_, int STAGES_, bool SHARED_, int NH_, int KS_, int MINB_ = 1>
+// Compile-time configuration of one kernel instance. A block owns M = 16 * MT query rows
+// and NW warps; each 32-token tile goes through three phases:
+//  S = Q K^T: warp w takes m-group w / (NH * KS) (MTW = MT / SMG m-tiles), token group
+//    (w / KS) % NH (NTW = 4 / NH n-tiles of 8 tokens) and k-slice w % KS of the head
+//    dimension (KSTEPS k-steps of 16); the KS partial sums meet in shared memory. Each
+//    K fragment is shared by the warp's MTW m-tiles; with QREG the warp keeps its Q
+//    fragments (MTW x KSTEPS x 4 registers) for the whole segment instead of reloading
+//    them from shared memory every tile, and the Q staging buffer overlaps the K stages.
+//  softmax: THREADS / M consecutive threads per row (TPT tokens each, reductions by
+//    shuffles inside the row's lanes); running max and sum live in those threads'
+//    registers.
+//  O += P V: warp w takes m-group w / NCG (MTP = MT / PMG m-tiles) and column group
+//    w % NCG (NCOL = DV / NCG columns); each V fragment is shared by the MTP m-tiles.
+template <int DQK_, int DV_, int MT_, int NW_, int STAGES_, bool SHARED_, int SMG_, int NH_, int KS_, int PMG_,
+          bool QREG_, int MINB_>
 struct Cfg {
-  static constexpr int DQK = DQK_, DV = DV_, MT = MT_, NW = NW_, STAGES = STAGES_, NH = NH_, KS = KS_;
+  static constexpr int DQK = DQK_, DV = DV_, MT = MT_, NW = NW_, STAGES = STAGES_;
+  static constexpr int SMG = SMG_, NH = NH_, KS = KS_, PMG = PMG_;
+  static constexpr bool SHARED = SHARED_, QREG = QREG_;
   static constexpr int MINB = MINB_;  // blocks per SM the register budget must allow
-  static constexpr bool SHARED = SHARED_;
   static constexpr int M = 16 * MT;
   static constexpr int THREADS = NW * 32;
   static constexpr int QSTR = DQK + 8;  // bf16 elements per smem row (16-byte pad)
@@ -133,14 +143,21 @@ struct Cfg {
   static constexpr int VSTR = SHARED ? KSTR : DV + 8;
   static constexpr int SPAD = TN + 8;  // floats per S row
   static constexpr int PSTR = TN + 8;  // bf16 per P row
+  static constexpr int MTW = MT / SMG;      // m-tiles per warp in S
   static constexpr int NTW = (TN / 8) / NH;  // n-tiles per warp in S
   static constexpr int KSTEPS = DQK / 16 / KS;
-  static constexpr int NCOL = DV / NW;            // output columns per warp
+  static constexpr int MTP = MT / PMG;  // m-tiles per warp in P V
+  static constexpr int NCG = NW / PMG;  // column groups in P V
+  static constexpr int NCOL = DV / NCG;  // output columns per warp
   static constexpr int NT_O = NCOL / 8;
+  static constexpr int TPR = THREADS / M;  // softmax threads per row
+  static constexpr int TPT = TN / TPR;     // softmax tokens per thread
   static constexpr int KCH = DQK / 8;  // 16-byte chunks per K row
   static constexpr int VCH = DV / 8;
-  static constexpr size_t Q_BYTES = size_t(M) * QSTR * 2;
+  static constexpr size_t Q_BYTES_RAW = size_t(M) * QSTR * 2;
   static constexpr size_t K_BYTES = size_t(STAGES) * TN * KSTR * 2;
+  static constexpr bool Q_ALIAS = QREG && Q_BYTES_RAW <= K_BYTES;  // Q staged in the K stages
+  static constexpr size_t Q_BYTES = Q_ALIAS ? 0 : Q_BYTES_RAW;
   static constexpr size_t V_BYTES = SHARED ? 0 : size_t(STAGES) * TN * VSTR * 2;
   static constexpr size_t S_BYTES = size_t(KS) * M * SPAD * 4;
   static constexpr size_t P_BYTES = size_t(M) * PSTR * 2;
@@ -148,17 +165,54 @@ struct Cfg {
   static constexpr size_t SMEM = Q_BYTES + K_BYTES + V_BYTES + S_BYTES + P_BYTES + STAT_BYTES;
   static_assert(DQK % 16 == 0 && DV % 16 == 0, "dims must be multiples of 16");
   static_assert((DQK / 16) % KS == 0, "k-steps must split evenly");
-  static_assert(MT * NH * KS == NW, "S work items must match the warps");
+  static_assert(MT % SMG == 0 && MT % PMG == 0 && NW % PMG == 0, "m-groups must split evenly");
+  static_assert(SMG * NH * KS == NW, "S work items must match the warps");
   static_assert(NTW % 2 == 0, "n-tiles per warp come in pairs (ldmatrix.x4)");
-  static_assert(DV % NW == 0 && NT_O % 2 == 0, "output columns per warp must be a multiple of 16");
+  static_assert(DV % NCG == 0 && NT_O % 2 == 0, "output columns per warp must be a multiple of 16");
+  static_assert(THREADS % M == 0 && TPR <= 32 && (TPR & (TPR - 1)) == 0 && TN % TPR == 0 && TPT <= 16,
+                "softmax: a power-of-two number of threads per row, inside one warp");
   static_assert(DV <= DQK, "values are a prefix of the key row (MLA) or the same size (GQA)");
 };
+
+// Loads n (2, 4, 8 or 16) consecutive floats from shared memory.
+template <int N>
+__device__ __forceinline__ void LoadF(const float* p, float (&v)[N]) {
+  if constexpr (N == 2) {
+    const float2 t = *reinterpret_cast<const float2*>(p);
+    v[0] = t.x, v[1] = t.y;
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; i += 4) {
+      const float4 t = *reinterpret_cast<const float4*>(p + i);
+      v[i] = t.x, v[i + 1] = t.y, v[i + 2] = t.z, v[i + 3] = t.w;
+    }
+  }
+}
+
+// Stores n (2, 4, 8 or 16) floats as bf16 to shared memory.
+template <int N>
+__device__ __forceinline__ void StoreBf16(bf16* p, const float (&v)[N]) {
+  uint32_t w[N / 2];
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    w[i] = *reinterpret_cast<uint32_t*>(&h);
+  }
+  if constexpr (N == 2) {
+    *reinterpret_cast<uint32_t*>(p) = w[0];
+  } else if constexpr (N == 4) {
+    *reinterpret_cast<uint2*>(p) = make_uint2(w[0], w[1]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < N / 2; i += 4) *reinterpret_cast<uint4*>(p + 2 * i) = make_uint4(w[i], w[i + 1], w[i + 2], w[i + 3]);
+  }
+}
 
 template <class C>
 __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs a) {
   G2M_DYN_SMEM(smem);
-  bf16* sQ = reinterpret_cast<bf16*>(smem);
   bf16* sK = reinterpret_cast<bf16*>(smem + C::Q_BYTES);
+  bf16* sQ = C::Q_ALIAS ? sK : reinterpret_cast<bf16*>(smem);
   bf16* sV = C::SHARED ? sK : reinterpret_cast<bf16*>(smem + C::Q_BYTES + C::K_BYTES);
   float* sS = reinterpret_cast<float*>(smem + C::Q_BYTES + C::K_BYTES + C::V_BYTES);
   bf16* sP = reinterpret_cast<bf16*>(smem + C::Q_BYTES + C::K_BYTES + C::V_BYTES + C::S_BYTES);
@@ -172,6 +226,15 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
   const int seg_begin = a.part_offsets[part], seg_end = a.part_offsets[part + 1];
   const bf16* kbase = a.k + kvh * a.k_head_off;
   const bf16* vbase = C::SHARED ? kbase : a.v + kvh * a.v_head_off;
+
+  // S-phase role of this warp
+  const int s_mg = warp / (C::NH * C::KS), s_nh = (warp / C::KS) % C::NH, s_ks = warp % C::KS;
+  const int s_k0 = s_ks * C::KSTEPS * 16;
+  // P V role
+  const int p_mg = warp / C::NCG, p_cg = warp % C::NCG;
+  // softmax role: row sm_r, tokens sm_c .. sm_c + TPT - 1 of each tile
+  const int sm_r = tid / C::TPR, sm_c = (tid % C::TPR) * C::TPT;
+  const int sm_row = mb * C::M + sm_r;
 
   for (int si = seg_begin; si < seg_end; ++si) {
     const int4 sg = a.segs[si];
@@ -193,9 +256,22 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       }
       *reinterpret_cast<uint4*>(sQ + rr * C::QSTR + ch * 8) = val;
     }
-    for (int i = tid; i < C::M; i += C::THREADS) {
-      sM[i] = -INFINITY;
-      sL[i] = 0.f;
+    // Rows this block can see (causal for q_len > 1); running max / sum of the softmax row.
+    const int sm_nvalid = sm_row < a.rows ? seqlen - a.q_len + 1 + sm_row / a.group : 0;
+    float m_run = -INFINITY, l_run = 0.f;
+
+    // Q fragments kept in registers (QREG): one ldmatrix pass per segment.
+    uint32_t qf[C::QREG ? C::MTW : 1][C::QREG ? C::KSTEPS : 1][4];
+    if constexpr (C::QREG) {
+      __syncthreads();  // sQ written
+#pragma unroll
+      for (int i = 0; i < C::MTW; ++i) {
+        const bf16* qrow = sQ + ((s_mg * C::MTW + i) * 16 + (lane & 15)) * C::QSTR + (lane >> 4) * 8 + s_k0;
+#pragma unroll
+        for (int kk = 0; kk < C::KSTEPS; ++kk)
+          LdsmX4(SmemU32(qrow + kk * 16), qf[i][kk][0], qf[i][kk][1], qf[i][kk][2], qf[i][kk][3]);
+      }
+      if constexpr (C::Q_ALIAS) __syncthreads();  // sQ (inside the K stages) read before the copies start
     }
 
     auto load_tile = [&](int j, int stage) {
@@ -228,9 +304,9 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       }
     };
 
-    float acc[C::MT][C::NT_O][4];
+    float acc[C::MTP][C::NT_O][4];
 #pragma unroll
-    for (int mt = 0; mt < C::MT; ++mt)
+    for (int mt = 0; mt < C::MTP; ++mt)
 #pragma unroll
       for (int nt = 0; nt < C::NT_O; ++nt)
 #pragma unroll
@@ -244,7 +320,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
 
     for (int j = 0; j < ntiles; ++j) {
       CpAsyncWait<C::STAGES - 2>();
-      __syncthreads();  // tile j landed for everyone; tile j-1's slot is free
+      __syncthreads();  // tile j landed for everyone; tile j-1's slot, S, P and alpha are free
       {
         const int jn = j + C::STAGES - 1;
         if (jn < ntiles) load_tile(jn, jn % C::STAGES);
@@ -256,75 +332,108 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
 
       // ---- S = Q K^T over this tile -------------------------------------------------
       {
-        const int mt = warp / (C::NH * C::KS);
-        const int nh = (warp / C::KS) % C::NH;
-        const int ks = warp % C::KS;
-        float c[C::NTW][4];
+        float c[C::MTW][C::NTW][4];
 #pragma unroll
-        for (int j = 0; j < C::NTW; ++j)
+        for (int i = 0; i < C::MTW; ++i)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) c[j][e] = 0.f;
-        const int k0 = ks * C::KSTEPS * 16;
-        const bf16* qrow = sQ + (mt * 16 + (lane & 15)) * C::QSTR + (lane >> 4) * 8 + k0;
+          for (int n = 0; n < C::NTW; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) c[i][n][e] = 0.f;
         // x4 B load for n-tiles (2np, 2np+1) of this warp at one k-step: lanes 0-15 address
         // the first n-tile's tokens (cols +0 / +8), lanes 16-31 the second's.
         const bf16* krow =
-            tK + ((nh * C::NTW + (lane >> 4)) * 8 + (lane & 7)) * C::KSTR + ((lane >> 3) & 1) * 8 + k0;
+            tK + ((s_nh * C::NTW + (lane >> 4)) * 8 + (lane & 7)) * C::KSTR + ((lane >> 3) & 1) * 8 + s_k0;
 #pragma unroll
         for (int kk = 0; kk < C::KSTEPS; ++kk) {
-          uint32_t a[4];
-          LdsmX4(SmemU32(qrow + kk * 16), a[0], a[1], a[2], a[3]);
+          uint32_t af[C::MTW][4];
+#pragma unroll
+          for (int i = 0; i < C::MTW; ++i) {
+            if constexpr (C::QREG) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) af[i][e] = qf[i][kk][e];
+            } else {
+              const bf16* qrow = sQ + ((s_mg * C::MTW + i) * 16 + (lane & 15)) * C::QSTR + (lane >> 4) * 8 + s_k0;
+              LdsmX4(SmemU32(qrow + kk * 16), af[i][0], af[i][1], af[i][2], af[i][3]);
+            }
+          }
 #pragma unroll
           for (int np = 0; np < C::NTW / 2; ++np) {
             uint32_t b0, b1, b2, b3;
             LdsmX4(SmemU32(krow + np * 16 * C::KSTR + kk * 16), b0, b1, b2, b3);
-            Mma(c[2 * np], a, b0, b1);
-            Mma(c[2 * np + 1], a, b2, b3);
+#pragma unroll
+            for (int i = 0; i < C::MTW; ++i) {
+              Mma(c[i][2 * np], af[i], b0, b1);
+              Mma(c[i][2 * np + 1], af[i], b2, b3);
+            }
           }
         }
 #pragma unroll
-        for (int j = 0; j < C::NTW; ++j) {
-          const int nt = nh * C::NTW + j;
-          float* srow = sS + (ks * C::M + mt * 16 + g) * C::SPAD + nt * 8 + 2 * t4;
-          *reinterpret_cast<float2*>(srow) = make_float2(c[j][0], c[j][1]);
-          *reinterpret_cast<float2*>(srow + 8 * C::SPAD) = make_float2(c[j][2], c[j][3]);
-        }
+        for (int i = 0; i < C::MTW; ++i)
+#pragma unroll
+          for (int n = 0; n < C::NTW; ++n) {
+            const int nt = s_nh * C::NTW + n;
+            float* srow = sS + (s_ks * C::M + (s_mg * C::MTW + i) * 16 + g) * C::SPAD + nt * 8 + 2 * t4;
+            *reinterpret_cast<float2*>(srow) = make_float2(c[i][n][0], c[i][n][1]);
+            *reinterpret_cast<float2*>(srow + 8 * C::SPAD) = make_float2(c[i][n][2], c[i][n][3]);
+          }
       }
       __syncthreads();
 
-      // ---- online softmax: one warp per row, one lane per token ------------------------
-      const int tok = t0 + j * TN + lane;
-      for (int rr = warp; rr < C::M; rr += C::NW) {
-        float s = 0.f;
+      // ---- online softmax: TPR threads per row, TPT tokens each ------------------------
+      {
+        float sv[C::TPT];
+        LoadF<C::TPT>(sS + sm_r * C::SPAD + sm_c, sv);
 #pragma unroll
-        for (int ks = 0; ks < C::KS; ++ks) s += sS[(ks * C::M + rr) * C::SPAD + lane];
-        s *= a.scale_log2;
-        const int r = mb * C::M + rr;
-        const int nvalid = r < a.rows ? seqlen - a.q_len + 1 + r / a.group : 0;
-        if (tok >= nvalid) s = -INFINITY;
-        const float m_old = sM[rr];
-        const float m_new = fmaxf(m_old, WarpMax(s));
-        float p = 0.f, alpha = 1.f;
+        for (int ks = 1; ks < C::KS; ++ks) {
+          float t[C::TPT];
+          LoadF<C::TPT>(sS + (ks * C::M + sm_r) * C::SPAD + sm_c, t);
+#pragma unroll
+          for (int i = 0; i < C::TPT; ++i) sv[i] += t[i];
+        }
+        const int tok = t0 + j * TN + sm_c;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < C::TPT; ++i) {
+          sv[i] = tok + i < sm_nvalid ? sv[i] * a.scale_log2 : -INFINITY;
+          mx = fmaxf(mx, sv[i]);
+        }
+#pragma unroll
+        for (int o = C::TPR / 2; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const float m_new = fmaxf(m_run, mx);
+        float alpha = 1.f, sum = 0.f;
         if (m_new != -INFINITY) {
-          p = exp2f(s - m_new);
-          alpha = exp2f(m_old - m_new);
+          alpha = exp2f(m_run - m_new);
+#pragma unroll
+          for (int i = 0; i < C::TPT; ++i) {
+            sv[i] = exp2f(sv[i] - m_new);
+            sum += sv[i];
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < C::TPT; ++i) sv[i] = 0.f;
         }
         // The row sum (and so the LSE) is taken in fp32; P V uses bf16 weights, whose
         // rounding (2^-9 relative, unbiased) averages out in the output.
-        const float sum = WarpSum(p);
-        sP[rr * C::PSTR + lane] = __float2bfloat16_rn(p);
-        if (lane == 0) {
-          sL[rr] = sL[rr] * alpha + sum;
-          sM[rr] = m_new;
-          sA[rr] = alpha;
+#pragma unroll
+        for (int o = C::TPR / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        l_run = l_run * alpha + sum;
+        m_run = m_new;
+        StoreBf16<C::TPT>(sP + sm_r * C::PSTR + sm_c, sv);
+        if (sm_c == 0) {
+          sA[sm_r] = alpha;
+          if (j == ntiles - 1) {
+            sL[sm_r] = l_run;
+            sM[sm_r] = m_run;
+          }
         }
       }
       __syncthreads();
 
       // ---- O = alpha * O + P V ------------------------------------------------------------
 #pragma unroll
-      for (int mt = 0; mt < C::MT; ++mt) {
-        const float a0 = sA[mt * 16 + g], a1 = sA[mt * 16 + g + 8];
+      for (int mt = 0; mt < C::MTP; ++mt) {
+        const int r0 = (p_mg * C::MTP + mt) * 16 + g;
+        const float a0 = sA[r0], a1 = sA[r0 + 8];
 #pragma unroll
         for (int nt = 0; nt < C::NT_O; ++nt) {
           acc[mt][nt][0] *= a0;
@@ -335,19 +444,19 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       }
 #pragma unroll
       for (int kk = 0; kk < TN / 16; ++kk) {
-        uint32_t pa[C::MT][4];
+        uint32_t pa[C::MTP][4];
 #pragma unroll
-        for (int mt = 0; mt < C::MT; ++mt)
-          LdsmX4(SmemU32(sP + (mt * 16 + (lane & 15)) * C::PSTR + kk * 16 + (lane >> 4) * 8), pa[mt][0], pa[mt][1],
-                 pa[mt][2], pa[mt][3]);
+        for (int mt = 0; mt < C::MTP; ++mt)
+          LdsmX4(SmemU32(sP + ((p_mg * C::MTP + mt) * 16 + (lane & 15)) * C::PSTR + kk * 16 + (lane >> 4) * 8),
+                 pa[mt][0], pa[mt][1], pa[mt][2], pa[mt][3]);
         const bf16* vrow =
-            tV + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::VSTR + warp * C::NCOL + (lane >> 4) * 8;
+            tV + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::VSTR + p_cg * C::NCOL + (lane >> 4) * 8;
 #pragma unroll
         for (int np = 0; np < C::NT_O / 2; ++np) {
           uint32_t b0, b1, b2, b3;
           LdsmX4T(SmemU32(vrow + np * 16), b0, b1, b2, b3);
 #pragma unroll
-          for (int mt = 0; mt < C::MT; ++mt) {
+          for (int mt = 0; mt < C::MTP; ++mt) {
             Mma(acc[mt][2 * np], pa[mt], b0, b1);
             Mma(acc[mt][2 * np + 1], pa[mt], b2, b3);
           }
@@ -359,17 +468,17 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
     // ---- epilogue: normalize, write the final row or this piece's partial -------------
     constexpr float kLn2 = 0.6931471805599453f;
 #pragma unroll
-    for (int mt = 0; mt < C::MT; ++mt) {
+    for (int mt = 0; mt < C::MTP; ++mt) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int rr = mt * 16 + g + half * 8, r = mb * C::M + rr;
+        const int rr = (p_mg * C::MTP + mt) * 16 + g + half * 8, r = mb * C::M + rr;
         if (r >= a.rows) continue;
         const float l = sL[rr], m = sM[rr];
         const float inv = l > 0.f ? 1.f / l : 0.f;
         const float lse = l > 0.f ? (m + log2f(l)) * kLn2 : -INFINITY;
         const int qi = r / a.group, h = kvh * a.group + r % a.group;
         const int64_t orow_in = static_cast<int64_t>(qi) * a.heads + h;
-        const int col = warp * C::NCOL + 2 * t4;
+        const int col = p_cg * C::NCOL + 2 * t4;
         if (slot < 0) {
           const int64_t orow = static_cast<int64_t>(b) * a.q_len * a.heads + orow_in;
           bf16* o = a.out + orow * C::DV + col;
@@ -377,7 +486,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
           for (int nt = 0; nt < C::NT_O; ++nt)
             *reinterpret_cast<__nv_bfloat162*>(o + nt * 8) =
                 __floats2bfloat162_rn(acc[mt][nt][half * 2] * inv, acc[mt][nt][half * 2 + 1] * inv);
-          if (warp == 0 && t4 == 0) a.lse[orow] = lse;
+          if (p_cg == 0 && t4 == 0) a.lse[orow] = lse;
         } else {
           const int64_t prow = static_cast<int64_t>(slot) * a.q_len * a.heads + orow_in;
           float* o = a.o_part + prow * C::DV + col;
@@ -385,13 +494,12 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
           for (int nt = 0; nt < C::NT_O; ++nt)
             *reinterpret_cast<float2*>(o + nt * 8) =
                 make_float2(acc[mt][nt][half * 2] * inv, acc[mt][nt][half * 2 + 1] * inv);
-          if (warp == 0 && t4 == 0) a.lse_part[prow] = lse;
+          if (p_cg == 0 && t4 == 0) a.lse_part[prow] = lse;
         }
       }
     }
   }
 }
-
 // Merges the pieces of split requests (one warp per output row); also writes the rows of
 // empty requests (zeros, LSE -inf). Requests done in one piece were written directly.
 __global__ void CombineKernel(int total_rows, int rows_per_req, int dv, const int* __restrict__ splits,
@@ -451,62 +559,70 @@ __global__ void FillBf16Kernel(bf16* dst, size_t n, uint64_t seed, float scale) 
 
 // ---- kernel instances ---------------------------------------------------------------
 
-//                 DQK  DV  MT NW STAGES SHARED NH KS
-using MlaM16 = Cfg<576, 512, 1, 8, 3, true, 2, 4>;
-using MlaM32 = Cfg<576, 512, 2, 8, 3, true, 1, 4>;
-using MlaM64 = Cfg<576, 512, 4, 8, 3, true, 1, 2>;
-using MlaM16S2 = Cfg<576, 512, 1, 8, 2, true, 2, 4, 2>;  // 2 stages, 2 blocks/SM (GQA2MLA_MLA_STAGES=2)
-using MlaM16S4 = Cfg<576, 512, 1, 8, 4, true, 2, 4>;  // 4-stage variants (GQA2MLA_MLA_STAGES=4)
-using MlaM32S4 = Cfg<576, 512, 2, 8, 4, true, 1, 4>;
-using GqaM16 = Cfg<128, 128, 1, 4, 4, false, 2, 2>;
-using GqaM32 = Cfg<128, 128, 2, 4, 4, false, 1, 2>;
-using GqaM64 = Cfg<128, 128, 4, 4, 4, false, 1, 1>;
+//                   DQK  DV  MT NW ST SHARED SMG NH KS PMG QREG MINB
+// 16 rows, 2 stages, 2 blocks per SM, Q in registers.
+using MlaM16 = Cfg<576, 512, 1, 8, 2, true, 1, 2, 4, 1, true, 2>;
+// 32 rows, one block per SM: 8 warps that each cover both m-tiles (every K and V
+// fragment read once from shared memory; 72 Q registers), or 16 warps in two 16-row
+// halves (more warps to hide latency; K and V fragments read once per half).
+using MlaM32W8 = Cfg<576, 512, 2, 8, 4, true, 1, 2, 4, 1, true, 1>;
+using MlaM32W16 = Cfg<576, 512, 2, 16, 4, true, 2, 2, 4, 2, true, 1>;
+// 64 rows: 16 warps, 2 m-tiles per warp in S and P V, Q from shared memory; or 8 warps
+// (the first kernel's layout: one m-tile per warp in S, all four in P V).
+using MlaM64W16 = Cfg<576, 512, 4, 16, 2, true, 2, 2, 4, 2, false, 1>;
+using MlaM64W8 = Cfg<576, 512, 4, 8, 3, true, 4, 1, 2, 1, false, 1>;
+using GqaM16 = Cfg<128, 128, 1, 4, 4, false, 1, 2, 2, 1, false, 1>;
+using GqaM32 = Cfg<128, 128, 2, 4, 4, false, 2, 1, 2, 1, false, 1>;
+using GqaM64 = Cfg<128, 128, 4, 4, 4, false, 4, 1, 1, 1, false, 1>;
 
 struct Instance {
   void (*kernel)(const KArgs);
   size_t smem;
   int threads;
   int mt;
+  bool mla;
   const char* name;
 };
 
 template <class C>
 Instance Make(const char* name) {
-  return Instance{&DecodeKernel<C>, C::SMEM, C::THREADS, C::MT, name};
+  return Instance{&DecodeKernel<C>, C::SMEM, C::THREADS, C::MT, C::DQK == 576, name};
 }
 
 bool IsMla(const Shape& s) { return s.mla; }
 
 // Kernel instances, by index (a plan records the index it was made for).
+constexpr int kNumInstances = 8;
 const Instance& InstanceAt(int i) {
-  static const Instance table[] = {
-      Make<MlaM16>("mla576x512.m16"),      Make<MlaM32>("mla576x512.m32"),
-      Make<MlaM64>("mla576x512.m64"),      Make<MlaM16S4>("mla576x512.m16.s4"),
-      Make<MlaM32S4>("mla576x512.m32.s4"), Make<GqaM16>("gqa128.m16"),
-      Make<GqaM32>("gqa128.m32"),          Make<GqaM64>("gqa128.m64"),
-      Make<MlaM16S2>("mla576x512.m16.s2"),
+  static const Instance table[kNumInstances] = {
+      Make<MlaM16>("mla576x512.m16"),         Make<MlaM32W8>("mla576x512.m32.w8"),
+      Make<MlaM32W16>("mla576x512.m32.w16"),  Make<MlaM64W16>("mla576x512.m64.w16"),
+      Make<MlaM64W8>("mla576x512.m64.w8"),    Make<GqaM16>("gqa128.m16"),
+      Make<GqaM32>("gqa128.m32"),             Make<GqaM64>("gqa128.m64"),
   };
   return table[i];
 }
 
 int RowsOf(const Shape& s) { return s.q_len * (s.heads / s.kv_heads); }
 
-// Picks the instance for a shape. 16-row MLA blocks default to the 2-stage pipeline with
-// 2 blocks per SM (on an H100 it streamed at 80-95% of the copy bandwidth where the
-// 3-stage, 1-block version gave 69-77%: bench/results/mla-decode-h100.md). Benchmark
-// knob GQA2MLA_MLA_STAGES: 3 or 4 selects the 1-block 3/4-stage pipelines instead.
+// Picks the instance for a shape (-1: the GQA2MLA_MLA_KERNEL knob names no MLA kernel).
+// MLA: 16-row blocks run 2 per SM (on an H100 the 2-stage, 2-blocks/SM kernel streamed at
+// 80-95% of the copy bandwidth where a 3-stage, 1-block one gave 69-77%); 32 rows take
+// the 16-warp kernel, more rows 64-row blocks. Benchmark knob GQA2MLA_MLA_KERNEL=<name>
+// forces one MLA instance for every row count (a 16-row kernel then runs 32 rows as two
+// blocks per split part, which read the same tiles, the second mostly from L2).
 int Select(const Shape& s) {
   const int r = RowsOf(s);
-  const int mt = r <= 16 ? 1 : r <= 32 ? 2 : 4;
   if (IsMla(s)) {
-    const char* st = std::getenv("GQA2MLA_MLA_STAGES");
-    const int stages = st != nullptr ? std::atoi(st) : 0;
-    if (stages == 4 && mt <= 2) return mt == 1 ? 3 : 4;
-    if (stages == 3 && mt == 1) return 0;
-    if (mt == 1) return 8;
-    return mt == 2 ? 1 : 2;
+    const char* forced = std::getenv("GQA2MLA_MLA_KERNEL");
+    if (forced != nullptr && *forced != '\0') {
+      for (int i = 0; i < kNumInstances; ++i)
+        if (InstanceAt(i).mla && std::string(InstanceAt(i).name) == forced) return i;
+      return -1;
+    }
+    return r <= 16 ? 0 : r <= 32 ? 2 : 3;
   }
-  return mt == 1 ? 5 : mt == 2 ? 6 : 7;
+  return r <= 16 ? 5 : r <= 32 ? 6 : 7;
 }
 
 std::string Prepare(const Instance& inst, int* ctas_per_sm) {
@@ -545,6 +661,7 @@ std::string MakePlan(const Shape& s, const int32_t* seqlens, Plan* plan) {
   err = GetDeviceInfo(&dev);
   if (!err.empty()) return err;
   const int index = Select(s);
+  if (index < 0) return "GQA2MLA_MLA_KERNEL names no MLA decode kernel";
   const Instance& inst = InstanceAt(index);
   const int rows = RowsOf(s);
   int ctas = 0;

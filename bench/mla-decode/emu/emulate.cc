@@ -24,7 +24,7 @@ struct Case {
   bool paged;
   int sms;
   bool late;
-  int stages = 0;  // GQA2MLA_MLA_STAGES variant (0 = default)
+  const char* kernel = nullptr;  // GQA2MLA_MLA_KERNEL (nullptr = default choice)
 };
 
 double RunCase(const Case& c, uint32_t seed, double* lse_err) {
@@ -84,10 +84,10 @@ double RunCase(const Case& c, uint32_t seed, double* lse_err) {
   for (auto& x : qb) x = ToBf16(U(rng));
   const float scale = c.mla ? 0.1f : 1.f / std::sqrt(128.f);
 
-  if (c.stages)
-    setenv("GQA2MLA_MLA_STAGES", std::to_string(c.stages).c_str(), 1);
+  if (c.kernel)
+    setenv("GQA2MLA_MLA_KERNEL", c.kernel, 1);
   else
-    unsetenv("GQA2MLA_MLA_STAGES");
+    unsetenv("GQA2MLA_MLA_KERNEL");
   g2m_emu::g_sm_count = c.sms;
   g2m_emu::g_late_copies = c.late;
   Plan plan;
@@ -248,17 +248,26 @@ int main(int argc, char** argv) {
       {false, 16, 2, 2, {3, 200}, true, 8, true},
       {false, 64, 1, 1, {129, 1}, true, 132, false},
       {true, 16, 1, 1, {0, 0}, true, 4, false},
-      {true, 16, 1, 1, {3, 1, 200}, true, 8, true, 4},
-      {true, 32, 1, 1, {0, 170, 64}, false, 132, true, 4},
-      {true, 16, 1, 1, {0, 1, 77, 300}, true, 132, true, 3},
-      {true, 16, 1, 1, {5, 130, 64, 1}, false, 4, false, 2},
+      // every MLA instance on 16, 32 and 64+ rows (a smaller block than the rows runs
+      // several blocks per part)
+      {true, 32, 1, 1, {0, 170, 64, 1}, false, 132, true, "mla576x512.m16"},
+      {true, 16, 1, 2, {1, 2, 100, 40}, true, 6, false, "mla576x512.m16"},
+      {true, 32, 1, 1, {3, 1, 200, 0}, true, 8, true, "mla576x512.m32.w8"},
+      {true, 16, 1, 2, {1, 2, 100, 40}, true, 132, false, "mla576x512.m32.w8"},
+      {true, 32, 1, 1, {3, 1, 200, 0}, true, 8, false, "mla576x512.m32.w16"},
+      {true, 16, 1, 2, {1, 2, 100, 40}, false, 132, true, "mla576x512.m32.w16"},
+      {true, 128, 1, 1, {0, 1, 90}, true, 132, true, "mla576x512.m32.w16"},
+      {true, 32, 1, 2, {1, 2, 120}, true, 5, false, "mla576x512.m64.w16"},
+      {true, 128, 1, 1, {0, 1, 90}, false, 132, true, "mla576x512.m64.w16"},
+      {true, 32, 1, 2, {1, 2, 120}, true, 5, true, "mla576x512.m64.w8"},
+      {true, 16, 1, 1, {0, 1, 77, 300}, true, 132, true, "mla576x512.m64.w8"},
   };
   int failed = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
-    std::printf("case %zu: %s heads %d/%d q_len %d %s sms %d copies %s%s lens", i, c.mla ? "MLA" : "GQA", c.heads,
+    std::printf("case %zu: %s heads %d/%d q_len %d %s sms %d copies %s%s%s lens", i, c.mla ? "MLA" : "GQA", c.heads,
                 c.kv_heads, c.q_len, c.paged ? "paged" : "contiguous", c.sms, c.late ? "late" : "early",
-                c.stages ? (" stages " + std::to_string(c.stages)).c_str() : "");
+                c.kernel ? " kernel " : "", c.kernel ? c.kernel : "");
     for (int l : c.lens) std::printf(" %d", l);
     std::printf("\n");
     double lse_err = 0;
