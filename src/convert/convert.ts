@@ -17,9 +17,8 @@ import { loadModelSpec, parseModelSpec } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { loadTokenizer } from '../tokenize.js';
 import { native } from '../native/binding.js';
-import { attentionForward } from '../engine/attention.js';
-import { layerForward } from '../engine/layer.js';
-import { type LayerWeights, loadLayerWeights } from '../engine/weights.js';
+import type { LayerWeights } from '../engine/weights.js';
+import { createBackend } from '../backend/select.js';
 import { GqaError, usageError } from '../errors.js';
 import { drawCalibration } from './calibration.js';
 import { deepseekConfig, type ExportSettings } from './config.js';
@@ -30,7 +29,6 @@ import { relativeError, roundToDtype } from './layer-ops.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type OutTensor, OutputSink } from './output.js';
 import type { ConversionReport, LayerReport, StageTimes } from './report.js';
-import { MomentAccumulator } from './statistics.js';
 import { writeReportHtml } from '../report/html.js';
 import { distanceProfile } from './distance.js';
 import { refitOutput, refitValues } from './refit.js';
@@ -132,6 +130,10 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
     options.onProgress?.({ stage, layer, layers: numLayers, message });
 
   const ckpt = await Checkpoint.open(options.modelDir);
+  // where each layer's norm, moments, held-out attention, propagation and the factorization's
+  // float64 products / eigendecompositions run (src/backend/)
+  const backend = createBackend(options.device);
+  backend.claimMatKernels();
   try {
     // ---- calibrate: tokenize and draw windows
     let t = now();
@@ -192,26 +194,17 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
     shared.forward += now() - t;
 
     const x = new Float32Array(allRows * hid);
-    let prev: LayerWeights | undefined; // refilled by the next layer: weight memory stays flat
     for (let l = startLayer; l < numLayers; l++) {
       checkAbort(options.signal);
       const tl = now();
       t = now();
-      const w = await loadLayerWeights(ckpt, spec, l, prev);
-      prev = w;
+      const w = await backend.loadLayer(ckpt, spec, l);
       shared.read += now() - t;
 
       // ---- statistics of the attention input (calibration windows only)
       t = now();
       progress('statistics', l);
-      await native.rmsNormAsync(hidden, w.tensors['input_layernorm.weight'].data, x, { rows: allRows, dim: hid, eps: spec.rmsNormEps });
-      const acc = new MomentAccumulator(hid);
-      const chunk = 8192;
-      for (let r0 = 0; r0 < statRows; r0 += chunk) {
-        const r1 = Math.min(statRows, r0 + chunk);
-        acc.add(x.subarray(r0 * hid, r1 * hid), r1 - r0);
-      }
-      const moments = acc.moments();
+      const moments = await backend.statistics(spec, w, hidden, x, statRows, allRows);
       const gqa = gqaAttention(w);
       const needQ = targets.some((tg) => tg.opt.ropeSelection !== 'key' || tg.opt.kvMetric !== 'plain');
       const lm = layerMoments(spec, gqa, moments, needQ);
@@ -220,7 +213,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
       // ---- reference attention output on the held-out windows
       t = now();
       const xHeld = x.subarray(statRows * hid);
-      const ref = await attentionForward(spec, w, xHeld, calib.heldOut, S);
+      const ref = await backend.attentionForward(spec, w, xHeld, calib.heldOut, S);
       const profile = targets.some((tg) => tg.opt.nopeShrink) ? distanceProfile(spec, gqa, xHeld, calib.heldOut, S) : null;
       shared.evaluate += now() - t;
 
@@ -258,7 +251,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           tg.times.factorize += now() - t;
           t = now();
           progress('evaluate', l, label);
-          const out = await attentionForward(mlaSpec, mw, xHeld, calib.heldOut, S);
+          const out = await backend.attentionForward(mlaSpec, mw, xHeld, calib.heldOut, S);
           const err = relativeError(out, ref);
           tg.times.evaluate += now() - t;
           candidates.push({ freqfold: ff, balanceKv: balance, ropeSelection: sel, kvMetric: metric, attnRelError: err });
@@ -310,7 +303,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           mw2.tensors['self_attn.kv_b_proj.weight'] = { data: roundToDtype(kvb, dtype), shape: chosen.mw.tensors['self_attn.kv_b_proj.weight'].shape };
           tg.times.factorize += now() - t;
           t = now();
-          const out = await attentionForward(mlaSpec, mw2, xHeld, calib.heldOut, S);
+          const out = await backend.attentionForward(mlaSpec, mw2, xHeld, calib.heldOut, S);
           const err = relativeError(out, ref);
           tg.times.evaluate += now() - t;
           refit = { windows: nFit, errBefore: chosen.err, errAfter: err, kept: err < chosen.err };
@@ -332,7 +325,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
             mw2.tensors['self_attn.kv_b_proj.weight'] = { data: roundToDtype(r.kvB, dtype), shape: chosen.mw.tensors['self_attn.kv_b_proj.weight'].shape };
             mw2.tensors['self_attn.o_proj.weight'] = { data: roundToDtype(r.oProj, dtype), shape: chosen.mw.tensors['self_attn.o_proj.weight'].shape };
             t = now();
-            const out = await attentionForward(mlaSpec, mw2, xHeld, calib.heldOut, S);
+            const out = await backend.attentionForward(mlaSpec, mw2, xHeld, calib.heldOut, S);
             const err = relativeError(out, ref);
             tg.times.evaluate += now() - t;
             outRefit = { windows: nFit, rank: r.rank, errBefore: chosen.err, errAfter: err, kept: err < chosen.err };
@@ -355,7 +348,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           const mw3 = withQueryCompression(chosen.mw, qc, dtype, tg.exportSettings.attentionBias);
           tg.times.factorize += now() - t;
           t = now();
-          const out = await attentionForward(tg.outSpec, mw3, xHeld, calib.heldOut, S);
+          const out = await backend.attentionForward(tg.outSpec, mw3, xHeld, calib.heldOut, S);
           const err = relativeError(out, ref);
           tg.times.evaluate += now() - t;
           queryCompression = {
@@ -374,7 +367,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
         }
         t = now();
         progress('write', l);
-        await tg.sink.writeShard(tg.sink.layerShard(l), layerTensors(l, chosen.mw, dtype));
+        await tg.sink.writeShard(tg.sink.layerShard(l), await backend.encodeForWrite(layerTensors(l, chosen.mw, dtype)));
         tg.times.write += now() - t;
         tg.layers.push({
           layer: l,
@@ -399,14 +392,14 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
         if (opt.calibInputs === 'converted') {
           t = now();
           progress('propagate', l);
-          await layerForward(tg.outSpec, chosen.mw, hidden, count, S);
+          await backend.layerForward(tg.outSpec, chosen.mw, hidden, count, S);
           shared.forward += now() - t;
         }
       }
       if (opt0.calibInputs === 'original') {
         t = now();
         progress('propagate', l);
-        await layerForward(spec, w, hidden, count, S);
+        await backend.layerForward(spec, w, hidden, count, S);
         shared.forward += now() - t;
       }
       t = now();
@@ -434,6 +427,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
     progress('done', numLayers);
     return reports;
   } finally {
+    await backend.release();
     await ckpt.close();
   }
 }

@@ -27,7 +27,7 @@
  * Biases follow the same linear maps.
  */
 import type { ModelSpec } from '../model/spec-types.js';
-import { eigh } from '../linalg.js';
+import { symEigh as eigh } from './mat.js';
 import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, trace, zeros } from './mat.js';
 import { type RopeRotation, roropeRotation } from './rorope.js';
 import { type Affine, type InputMoments, crossMoment, secondMoment, symmetrize } from './statistics.js';

@@ -2,7 +2,32 @@
  * Dense float64 matrix helpers for the factorization (row-major storage). Products go
  * through the native BLAS (dgemm); the helpers here only arrange shapes and slices.
  */
-import { gemm } from '../linalg.js';
+import { eigh, gemm, type GemmOptions } from '../linalg.js';
+
+/**
+ * The float64 kernels behind {@link matmul} and {@link symEigh}: the CPU BLAS/LAPACK unless a
+ * conversion backend installs others for the duration of a run (src/backend/cuda.ts).
+ */
+export interface MatKernels {
+  gemm(a: Float64Array, b: Float64Array, c: Float64Array, m: number, n: number, k: number, options: GemmOptions): void;
+  eigh(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array };
+}
+
+const cpuKernels: MatKernels = {
+  gemm: (a, b, c, m, n, k, options) => void gemm(a, b, c, m, n, k, options),
+  eigh: (a, n) => eigh(a, n),
+};
+let kernels: MatKernels = cpuKernels;
+
+/** Installs `k` as the kernels of matmul / symEigh (null restores the CPU ones). */
+export function setMatKernels(k: MatKernels | null): void {
+  kernels = k ?? cpuKernels;
+}
+
+/** Symmetric eigendecomposition (linalg `eigh` conventions: values descending, column j = vector j) on the installed kernels. */
+export function symEigh(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array } {
+  return kernels.eigh(a, n);
+}
 
 /** A row-major float64 matrix. */
 export interface Mat {
@@ -31,7 +56,7 @@ export function matmul(a: Mat, b: Mat, transA = false, transB = false): Mat {
   if (k !== kb) throw new Error(`matmul shape mismatch: ${m}x${k} times ${kb}x${n}`);
   const c = zeros(m, n);
   if (m === 0 || n === 0 || k === 0) return c;
-  gemm(a.data, b.data, c.data, m, n, k, { transA, transB });
+  kernels.gemm(a.data, b.data, c.data, m, n, k, { transA, transB });
   return c;
 }
 

@@ -107,6 +107,12 @@ export interface ConvertOptions {
   onProgress?: (p: ConvertProgress) => void;
   /** Aborts the conversion (the partial output stays resumable, never complete-looking). */
   signal?: AbortSignal;
+  /**
+   * Where the per-layer work runs: 'cpu', 'cuda' (needs the addon built with CUDA and a GPU),
+   * or 'auto' (default: CUDA when available, else the CPU). Results agree within the
+   * float32/bf16 rounding of the GPU path; the choice is not part of the resume settings.
+   */
+  device?: 'auto' | 'cpu' | 'cuda';
 }
 
 /** A progress event. */
@@ -198,6 +204,8 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
   if (latentNorm !== 'exact' && latentNorm !== 'off') throw usageError('ERR_BAD_OPTION', `latentNorm must be 'exact' or 'off' (got ${String(latentNorm)})`);
   const dtype = o.dtype ?? 'auto';
   if (!['auto', 'BF16', 'F16', 'F32'].includes(dtype)) throw usageError('ERR_BAD_OPTION', `dtype must be auto, BF16, F16 or F32 (got ${String(dtype)})`);
+  if (o.device !== undefined && !['auto', 'cpu', 'cuda'].includes(o.device))
+    throw usageError('ERR_BAD_OPTION', `device must be 'auto', 'cpu' or 'cuda' (got ${String(o.device)})`);
   const calibInputs = o.calibInputs ?? 'original';
   if (calibInputs !== 'original' && calibInputs !== 'converted')
     throw usageError('ERR_BAD_OPTION', `calibInputs must be 'original' or 'converted' (got ${String(calibInputs)})`);

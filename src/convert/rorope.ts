@@ -23,7 +23,7 @@
  * logit energy L_a = E[q'_a^2] E[k'_a^2], and keeping the largest L_a keeps RoPE where
  * the attention logits need it most.
  */
-import { eigh } from '../linalg.js';
+import { symEigh as eigh } from './mat.js';
 import { type Mat, zeros } from './mat.js';
 
 /** The orthogonal rotation of the merged key latent (nKv * headDim dims). */
