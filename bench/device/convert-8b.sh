@@ -1,0 +1,80 @@
+#!/bin/bash
+# CUDA conversion backend on the GPU machine (device tool), from the repository root, in one call:
+#   source .devkit/env.sh && bash bench/device/convert-8b.sh [--quick] [--no-tests] [--no-agree] [--layers N]
+# carry: [".devkit", ".devkit-jest"] (.devkit-jest/jest-modules.tar.xz: jest + swc, added to
+# the devkit's node_modules). Builds the CUDA addon with cmake-js, runs test/*cuda*.test.ts
+# (except the decode tests), times eigh n = 1024/2048/4096 (cuSOLVER vs LAPACK), checks
+# CPU-vs-CUDA agreement on both fixtures, writes a synthetic Llama-3-8B-shaped checkpoint and
+# converts it (128 x 256 calibration tokens, qkRopeDim 64, kvLoraRank 512). Writes to $OUT
+# (8 files at most): smi.txt build.log test.log eigh.json agree.json convert.json run.log
+# convert-8b-results.json. --quick: 2 layers, tests without the fixture conversions, no agreement.
+set -uo pipefail
+OUT=${OUT:-/tmp/convert-8b-out}
+mkdir -p "$OUT"
+QUICK=0; TESTS=1; AGREE=1; LAYERS=32
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; AGREE=0; LAYERS=2 ;;
+    --no-tests) TESTS=0 ;;
+    --no-agree) AGREE=0 ;;
+    --layers) LAYERS=$2; shift ;;
+  esac
+  shift
+done
+export UV_THREADPOOL_SIZE=16 PYTHONUNBUFFERED=1
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 ))s] $*" | tee -a "$OUT/run.log"; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader > "$OUT/smi.txt" 2>&1
+stamp "GPU: $(cat "$OUT/smi.txt"); CPU: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+if [ -f .devkit-jest/jest-modules.tar.xz ]; then xz -dc .devkit-jest/jest-modules.tar.xz | tar -xf - ; fi
+
+mkdir -p /tmp/nodedir/include/node
+cp "${NODE_API_INCLUDE:?source .devkit/env.sh first}"/*.h /tmp/nodedir/include/node/
+touch /tmp/nodedir/include/node/node.h
+export npm_config_nodedir=/tmp/nodedir
+stamp "building the CUDA addon (cmake-js, -DGQA2MLA_CUDA=ON)"
+if ! timeout 400 node node_modules/.bin/cmake-js compile --CDGQA2MLA_CUDA=ON -p 16 > "$OUT/build.log" 2>&1; then
+  grep -E "error|Error" "$OUT/build.log" | head -40
+  tail -20 "$OUT/build.log"
+  stamp "BUILD FAILED"
+  exit 1
+fi
+node -e "const m=require('./build/Release/gqa2mla.node'); console.log('cuda', m.buildInfo().cuda, 'convertCuda', !!m.convertCuda, JSON.stringify(m.convertCuda && m.convertCuda.deviceInfo()))" 2>&1 | tee -a "$OUT/run.log"
+stamp "built"
+
+JEST="node --experimental-vm-modules --no-warnings node_modules/jest/bin/jest.js"
+if [ "$TESTS" = 1 ]; then
+  tests="test/linalg-cuda.test.ts test/forward-cuda.test.ts"
+  [ "$QUICK" = 0 ] && tests="$tests test/convert-cuda.test.ts"
+  stamp "CUDA tests: $tests"
+  GQA2MLA_TEST_VERBOSE=1 timeout 300 $JEST $tests > "$OUT/test.log" 2>&1
+  rc=$?
+  grep -E "^\s+(console.log|eigh|svd|rms|rope|swiglu|linear|attention|moments|tiny)|✓|✕|Tests:|●" "$OUT/test.log" | grep -v "^\s*at " | cut -c1-220 | head -80
+  stamp "tests exit $rc"
+fi
+
+stamp "eigh bench"
+timeout 150 node node_modules/.bin/tsx bench/convert-8b/eigh.ts --json "$OUT/eigh.json" --reps $([ "$QUICK" = 1 ] && echo 1 || echo 3) 2>&1 | tee -a "$OUT/run.log"
+
+if [ "$AGREE" = 1 ]; then
+  stamp "CPU vs CUDA agreement on the fixtures"
+  timeout 300 node node_modules/.bin/tsx bench/convert-8b/agree.ts --json "$OUT/agree.json" 2>&1 | tail -6 | tee -a "$OUT/run.log"
+fi
+
+MODEL=/tmp/llama3-8b-synth
+stamp "writing the synthetic 8B-shaped checkpoint ($LAYERS layers)"
+timeout 300 node node_modules/.bin/tsx bench/convert-8b/synth.ts $MODEL --layers $LAYERS 2>&1 | tail -3 | tee -a "$OUT/run.log"
+sync; df -h /tmp | tail -1 | tee -a "$OUT/run.log"
+
+stamp "8B-shaped conversion on the GPU"
+timeout 400 node node_modules/.bin/tsx bench/convert-8b/run.ts --model $MODEL --out /tmp/llama3-8b-mla --json "$OUT/convert.json" --device cuda \
+  2> >(tail -40 >> "$OUT/run.log") | tee -a "$OUT/run.log"
+stamp "conversion exit $?"
+rm -rf /tmp/llama3-8b-mla
+
+node -e "
+const fs=require('fs'); const o=process.env.OUT; const r={bench:'convert-8b', card: fs.readFileSync(o+'/smi.txt','utf8').trim(), cpuCores: require('os').cpus().length, cpuModel: require('os').cpus()[0].model};
+for (const k of ['eigh','agree','convert']) { try { r[k]=JSON.parse(fs.readFileSync(o+'/'+k+'.json','utf8')); } catch { r[k]=null; } }
+fs.writeFileSync(o+'/convert-8b-results.json', JSON.stringify(r,null,2)+'\n');"
+stamp "done"
