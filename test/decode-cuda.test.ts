@@ -112,7 +112,16 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
   // Every MLA kernel instance, forced by the GQA2MLA_MLA_KERNEL knob, on 32 rows (heads 32,
   // q_len 1: one 32-row block, or two 16-row blocks per part) and on 128 causal rows
   // (heads 64, q_len 2: several row blocks per part, each a multiple of the kernel's rows).
-  const kernels = ['mla576x512.m16', 'mla576x512.m32.w8', 'mla576x512.m32.w16', 'mla576x512.m64.w16', 'mla576x512.m64.w8'];
+  const kernels = [
+    'mla576x512.m16',
+    'mla576x512.m32.w8',
+    'mla576x512.m32.w16',
+    'mla576x512.m64.w16',
+    'mla576x512.m64.w8',
+    'mla576x512.m32.w8.ov',
+    'mla576x512.m32.w16.ov',
+    'mla576x512.m64.w8.ov',
+  ];
   for (const kernel of kernels)
     test(`GQA2MLA_MLA_KERNEL=${kernel} (heads 32 q_len 1 paged, heads 64 q_len 2 contiguous)`, async () => {
       process.env.GQA2MLA_MLA_KERNEL = kernel;

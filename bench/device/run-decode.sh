@@ -1,11 +1,16 @@
 #!/bin/bash
 # Decode-kernel run on the GPU machine (device tool), from the repository root:
-#   source .devkit/env.sh && bash bench/device/run-decode.sh [--quick] [--no-torch] [--torch-focus] [--no-tests]
+#   source .devkit/env.sh && bash bench/device/run-decode.sh [--quick] [--no-torch] [--torch-focus] [--no-tests] [--ncu]
 # Builds the CUDA addon with cmake-js, runs the CUDA decode tests, benchmarks our kernels
 # (bench/mla-decode/cuda.ts) and the PyTorch references (bench/mla-decode/torch_ref.py),
 # and writes everything to $OUT (7 files, the device tool returns at most 8): build.log,
 # test.log, bench.log, ours.json, torch.json, mla-decode-results.json, mla-decode.md.
 # --torch-focus limits the PyTorch references to batch 128, s_k 4K-32K (short runs).
+# --ncu: Nsight Compute sections of one launch per MLA kernel variant (bench/mla-decode/
+# profile.ts, batch 128, s_k 8K) into an eighth file, ncu.txt.
+# If node_modules lacks jest (a devkit without it), build/devextra/node_modules.tar.xz (the
+# packages of this checkout's node_modules that the devkit lacks: jest, @swc/jest and their
+# dependencies) is unpacked over it after the build, when present (carry it with the call).
 # If the addon does not build as is (the conversion kernels need cuBLAS/cuSOLVER), it is
 # built again without linking those, and then from a copy without native/cuda/convert_*.cu
 # (the decode exports do not use them).
@@ -15,12 +20,14 @@ mkdir -p "$OUT"
 QUICK=""
 TORCH=1
 TFOCUS=""
+NCU=0
 TESTS=1
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=--quick ;;
     --no-torch) TORCH=0 ;;
     --torch-focus) TFOCUS=--focus ;;
+    --ncu) NCU=1 ;;
     --no-tests) TESTS=0 ;;
   esac
 done
@@ -62,6 +69,10 @@ fi
 cat "$SMI" >> "$OUT/build.log"
 node -e "const m=require('./build/Release/gqa2mla.node'); console.log('buildInfo.cuda =', m.buildInfo().cuda, JSON.stringify(m.decodeCuda.deviceInfo()))" | tee -a "$OUT/build.log"
 
+if [ "$TESTS" = 1 ] && [ ! -f node_modules/jest/bin/jest.js ] && [ -f build/devextra/node_modules.tar.xz ]; then
+  stamp "node_modules has no jest: unpacking build/devextra/node_modules.tar.xz"
+  xz -dc build/devextra/node_modules.tar.xz | tar -xf -
+fi
 if [ "$TESTS" = 1 ]; then
   stamp "CUDA decode tests"
   GQA2MLA_TEST_VERBOSE=1 timeout 240 node --experimental-vm-modules --no-warnings node_modules/jest/bin/jest.js \
@@ -83,5 +94,20 @@ tail -5 "$OUT/bench.log"
 if [ -f "$OUT/ours.json" ]; then
   node node_modules/.bin/tsx bench/mla-decode/report.ts --ours "$OUT/ours.json" --torch "$OUT/torch.json" \
     --smi "$SMI" --out "$OUT/mla-decode-results.json" --md "$OUT/mla-decode.md"
+fi
+if [ "$NCU" = 1 ]; then
+  NCUBIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  if [ -n "$NCUBIN" ]; then
+    stamp "ncu: $NCUBIN"
+    timeout 240 "$NCUBIN" --clock-control none --kernel-name regex:DecodeKernel --section SpeedOfLight \
+      --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables \
+      --section SchedulerStats --section WarpStateStats --section Occupancy --section LaunchStats \
+      node node_modules/.bin/tsx bench/mla-decode/profile.ts 16:1:mla576x512.m16 32:1:mla576x512.m32.w8 \
+      32:1:mla576x512.m32.w8.ov 32:1:mla576x512.m32.w16 128:1:mla576x512.m64.w8 > "$OUT/ncu.txt" 2>&1
+    stamp "ncu exit $?"
+    grep -E "profile:|Duration|SM Frequency|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|Registers Per" "$OUT/ncu.txt" | head -60
+  else
+    stamp "no ncu on this machine"
+  fi
 fi
 stamp "done"

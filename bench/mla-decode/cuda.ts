@@ -63,14 +63,14 @@ interface Cfg {
 /**
  * Kernel variants (GQA2MLA_MLA_KERNEL=<name>) next to the default choice, fixed lengths,
  * batch 64 and 128: for 32 rows (heads 32 q_len 1, heads 16 q_len 2) the 8- and 16-warp
- * 32-row kernels and two 16-row blocks per part; for 64 and 128 rows the 64-row kernels
- * and 32-row blocks.
+ * 32-row kernels (three-barrier and overlapped schedules) and two 16-row blocks per part;
+ * for 64 and 128 rows the 64-row kernels and 32-row blocks.
  */
 const VARIANTS: Array<[number, number, string[]]> = [
-  [32, 1, ['mla576x512.m16', 'mla576x512.m32.w8', 'mla576x512.m32.w16']],
-  [16, 2, ['mla576x512.m16', 'mla576x512.m32.w8', 'mla576x512.m32.w16']],
-  [32, 2, ['mla576x512.m16', 'mla576x512.m32.w16', 'mla576x512.m64.w16', 'mla576x512.m64.w8']],
-  [128, 1, ['mla576x512.m32.w8', 'mla576x512.m32.w16', 'mla576x512.m64.w16', 'mla576x512.m64.w8']],
+  [32, 1, ['mla576x512.m16', 'mla576x512.m32.w16', 'mla576x512.m32.w8.ov', 'mla576x512.m32.w16.ov']],
+  [16, 2, ['mla576x512.m32.w16', 'mla576x512.m32.w8.ov', 'mla576x512.m32.w16.ov']],
+  [32, 2, ['mla576x512.m32.w8.ov', 'mla576x512.m64.w16', 'mla576x512.m64.w8.ov']],
+  [128, 1, ['mla576x512.m32.w8.ov', 'mla576x512.m64.w16', 'mla576x512.m64.w8.ov']],
 ];
 function variantConfigs(): Array<Cfg & { forced: string }> {
   const list: Array<Cfg & { forced: string }> = [];

@@ -130,11 +130,12 @@ __device__ __forceinline__ float WarpSum(float v) {
 //  O += P V: warp w takes m-group w / NCG (MTP = MT / PMG m-tiles) and column group
 //    w % NCG (NCOL = DV / NCG columns); each V fragment is shared by the MTP m-tiles.
 template <int DQK_, int DV_, int MT_, int NW_, int STAGES_, bool SHARED_, int SMG_, int NH_, int KS_, int PMG_,
-          bool QREG_, int MINB_>
+          bool QREG_, int MINB_, bool OV_ = false>
 struct Cfg {
   static constexpr int DQK = DQK_, DV = DV_, MT = MT_, NW = NW_, STAGES = STAGES_;
   static constexpr int SMG = SMG_, NH = NH_, KS = KS_, PMG = PMG_;
   static constexpr bool SHARED = SHARED_, QREG = QREG_;
+  static constexpr bool OV = OV_;  // overlapped tile schedule (S(j+1) with P V(j)); needs 3+ stages
   static constexpr int MINB = MINB_;  // blocks per SM the register budget must allow
   static constexpr int M = 16 * MT;
   static constexpr int THREADS = NW * 32;
@@ -172,6 +173,7 @@ struct Cfg {
   static_assert(THREADS % M == 0 && TPR <= 32 && (TPR & (TPR - 1)) == 0 && TN % TPR == 0 && TPT <= 16,
                 "softmax: a power-of-two number of threads per row, inside one warp");
   static_assert(DV <= DQK, "values are a prefix of the key row (MLA) or the same size (GQA)");
+  static_assert(!OV || STAGES >= 3, "the overlapped schedule keeps two tiles in use while loading");
 };
 
 // Loads n (2, 4, 8 or 16) consecutive floats from shared memory.
@@ -318,18 +320,10 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       CpAsyncCommit();
     }
 
-    for (int j = 0; j < ntiles; ++j) {
-      CpAsyncWait<C::STAGES - 2>();
-      __syncthreads();  // tile j landed for everyone; tile j-1's slot, S, P and alpha are free
-      {
-        const int jn = j + C::STAGES - 1;
-        if (jn < ntiles) load_tile(jn, jn % C::STAGES);
-        CpAsyncCommit();
-      }
+    // The three phases of tile j (each ends where a block barrier must follow).
+    auto phase_s = [&](int j) {
       const int stage = j % C::STAGES;
       const bf16* tK = sK + stage * TN * C::KSTR;
-      const bf16* tV = C::SHARED ? tK : sV + stage * TN * C::VSTR;
-
       // ---- S = Q K^T over this tile -------------------------------------------------
       {
         float c[C::MTW][C::NTW][4];
@@ -377,8 +371,8 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
             *reinterpret_cast<float2*>(srow + 8 * C::SPAD) = make_float2(c[i][n][2], c[i][n][3]);
           }
       }
-      __syncthreads();
-
+    };
+    auto phase_softmax = [&](int j) {
       // ---- online softmax: TPR threads per row, TPT tokens each ------------------------
       {
         float sv[C::TPT];
@@ -427,8 +421,12 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
           }
         }
       }
-      __syncthreads();
-
+    };
+    auto phase_pv = [&](int j) {
+      const int stage = j % C::STAGES;
+      const bf16* tK = sK + stage * TN * C::KSTR;
+      const bf16* tV = C::SHARED ? tK : sV + stage * TN * C::VSTR;
+      (void)tK;
       // ---- O = alpha * O + P V ------------------------------------------------------------
 #pragma unroll
       for (int mt = 0; mt < C::MTP; ++mt) {
@@ -461,6 +459,45 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
             Mma(acc[mt][2 * np + 1], pa[mt], b2, b3);
           }
         }
+      }
+    };
+
+    if constexpr (!C::OV) {
+      // S(j) | softmax(j) | P V(j): three barriers per tile.
+      for (int j = 0; j < ntiles; ++j) {
+        CpAsyncWait<C::STAGES - 2>();
+        __syncthreads();  // tile j landed for everyone; tile j-1's slot, S, P and alpha are free
+        {
+          const int jn = j + C::STAGES - 1;
+          if (jn < ntiles) load_tile(jn, jn % C::STAGES);
+          CpAsyncCommit();
+        }
+        phase_s(j);
+        __syncthreads();
+        phase_softmax(j);
+        __syncthreads();
+        phase_pv(j);
+      }
+    } else {
+      // Overlapped: S(j+1) and P V(j) share one barrier interval, softmax(j+1) the next:
+      // two barriers per tile, and the tensor-core work of two tiles between them.
+      CpAsyncWait<C::STAGES - 2>();
+      __syncthreads();  // tile 0 landed
+      phase_s(0);
+      __syncthreads();
+      phase_softmax(0);
+      for (int j = 0; j < ntiles; ++j) {
+        CpAsyncWait<C::STAGES - 3>();
+        __syncthreads();  // tile j+1 landed; softmax(j) wrote P and alpha; S is free; tile j-1's slot is free
+        {
+          const int jn = j + C::STAGES - 1;
+          if (jn < ntiles) load_tile(jn, jn % C::STAGES);
+          CpAsyncCommit();
+        }
+        if (j + 1 < ntiles) phase_s(j + 1);
+        phase_pv(j);
+        __syncthreads();  // S(j+1) complete; P V(j) done with P and alpha
+        if (j + 1 < ntiles) phase_softmax(j + 1);
       }
     }
     CpAsyncWait<0>();
@@ -571,6 +608,10 @@ using MlaM32W16 = Cfg<576, 512, 2, 16, 4, true, 2, 2, 4, 2, true, 1>;
 // (the first kernel's layout: one m-tile per warp in S, all four in P V).
 using MlaM64W16 = Cfg<576, 512, 4, 16, 2, true, 2, 2, 4, 2, false, 1>;
 using MlaM64W8 = Cfg<576, 512, 4, 8, 3, true, 4, 1, 2, 1, false, 1>;
+// The same with the overlapped tile schedule (S(j+1) next to P V(j), two barriers a tile).
+using MlaM32W8Ov = Cfg<576, 512, 2, 8, 4, true, 1, 2, 4, 1, true, 1, true>;
+using MlaM32W16Ov = Cfg<576, 512, 2, 16, 4, true, 2, 2, 4, 2, true, 1, true>;
+using MlaM64W8Ov = Cfg<576, 512, 4, 8, 3, true, 4, 1, 2, 1, false, 1, true>;
 using GqaM16 = Cfg<128, 128, 1, 4, 4, false, 1, 2, 2, 1, false, 1>;
 using GqaM32 = Cfg<128, 128, 2, 4, 4, false, 2, 1, 2, 1, false, 1>;
 using GqaM64 = Cfg<128, 128, 4, 4, 4, false, 4, 1, 1, 1, false, 1>;
@@ -592,13 +633,15 @@ Instance Make(const char* name) {
 bool IsMla(const Shape& s) { return s.mla; }
 
 // Kernel instances, by index (a plan records the index it was made for).
-constexpr int kNumInstances = 8;
+constexpr int kNumInstances = 11;
 const Instance& InstanceAt(int i) {
   static const Instance table[kNumInstances] = {
       Make<MlaM16>("mla576x512.m16"),         Make<MlaM32W8>("mla576x512.m32.w8"),
       Make<MlaM32W16>("mla576x512.m32.w16"),  Make<MlaM64W16>("mla576x512.m64.w16"),
       Make<MlaM64W8>("mla576x512.m64.w8"),    Make<GqaM16>("gqa128.m16"),
       Make<GqaM32>("gqa128.m32"),             Make<GqaM64>("gqa128.m64"),
+      Make<MlaM32W8Ov>("mla576x512.m32.w8.ov"), Make<MlaM32W16Ov>("mla576x512.m32.w16.ov"),
+      Make<MlaM64W8Ov>("mla576x512.m64.w8.ov"),
   };
   return table[i];
 }
@@ -608,7 +651,8 @@ int RowsOf(const Shape& s) { return s.q_len * (s.heads / s.kv_heads); }
 // Picks the instance for a shape (-1: the GQA2MLA_MLA_KERNEL knob names no MLA kernel).
 // MLA: 16-row blocks run 2 per SM (on an H100 the 2-stage, 2-blocks/SM kernel streamed at
 // 80-95% of the copy bandwidth where a 3-stage, 1-block one gave 69-77%); 32 rows take
-// the 16-warp kernel, more rows 64-row blocks. Benchmark knob GQA2MLA_MLA_KERNEL=<name>
+// the 8-warp 32-row kernel, more rows the 8-warp 64-row one (the fastest on an H200 in
+// device run 4: bench/mla-decode/NOTES.md). Benchmark knob GQA2MLA_MLA_KERNEL=<name>
 // forces one MLA instance for every row count (a 16-row kernel then runs 32 rows as two
 // blocks per split part, which read the same tiles, the second mostly from L2).
 int Select(const Shape& s) {
@@ -620,7 +664,7 @@ int Select(const Shape& s) {
         if (InstanceAt(i).mla && std::string(InstanceAt(i).name) == forced) return i;
       return -1;
     }
-    return r <= 16 ? 0 : r <= 32 ? 2 : 3;
+    return r <= 16 ? 0 : r <= 32 ? 1 : 4;
   }
   return r <= 16 ? 5 : r <= 32 ? 6 : 7;
 }

@@ -261,6 +261,13 @@ int main(int argc, char** argv) {
       {true, 128, 1, 1, {0, 1, 90}, false, 132, true, "mla576x512.m64.w16"},
       {true, 32, 1, 2, {1, 2, 120}, true, 5, true, "mla576x512.m64.w8"},
       {true, 16, 1, 1, {0, 1, 77, 300}, true, 132, true, "mla576x512.m64.w8"},
+      // overlapped tile schedule: one tile, two tiles, many tiles, split or not
+      {true, 32, 1, 1, {3, 1, 200, 0, 40, 64}, true, 8, true, "mla576x512.m32.w8.ov"},
+      {true, 16, 1, 2, {1, 2, 300, 33}, false, 132, false, "mla576x512.m32.w8.ov"},
+      {true, 32, 1, 1, {3, 1, 200, 0, 40, 64}, true, 8, false, "mla576x512.m32.w16.ov"},
+      {true, 16, 1, 2, {1, 2, 300, 33}, true, 132, true, "mla576x512.m32.w16.ov"},
+      {true, 32, 1, 2, {1, 2, 250, 64}, true, 5, true, "mla576x512.m64.w8.ov"},
+      {true, 128, 1, 1, {0, 1, 90}, false, 132, false, "mla576x512.m64.w8.ov"},
   };
   int failed = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
