@@ -42,6 +42,8 @@ export interface AttentionMoments {
   /** calibration windows and query tokens used */
   windows: number;
   tokens: number;
+  /** every stride-th query of a window enters the attended moments (see rowBudget) */
+  stride: number;
 }
 
 /**
@@ -83,6 +85,9 @@ export function headWeights(spec: ModelSpec, w: GqaAttention, m: InputMoments): 
  * ([nSeq * seqLen, hidden], windows of `seqLen` tokens at positions 0..seqLen-1).
  * @param layer decoder layer index (for sliding-window layers)
  * @param weights head weights of the pooled moments ({@link headWeights})
+ * @param rowBudget bound on the (head, query) rows of the attended moments: when heads x
+ *   windows x seqLen exceeds it, every `stride`-th query of each window is used (offset per
+ *   window), keeping the cost near that of the input statistics (default nSeq x seqLen)
  */
 export async function attentionMoments(
   spec: ModelSpec,
@@ -94,10 +99,12 @@ export async function attentionMoments(
   augmented: boolean,
   weights: { keyWeights: number[]; valueWeights: number[] },
   maxWindows = 32,
+  rowBudget = nSeq * seqLen,
 ): Promise<AttentionMoments> {
   const { hiddenSize: hid, numHeads: H, numKvHeads: G, headDim: d } = spec;
   const nWin = Math.min(nSeq, maxWindows);
   const S = seqLen;
+  const stride = Math.max(1, Math.ceil((H * S * nWin) / Math.max(1, rowBudget)));
   const n = augmented ? hid + 1 : hid;
   const rows = nWin * S;
   if (x.length < rows * hid) throw new Error(`attentionMoments: x has ${x.length} values, needs ${rows} x ${hid}`);
@@ -120,20 +127,28 @@ export async function attentionMoments(
   if (keyWeights.length !== H || valueWeights.length !== H) throw new Error(`attentionMoments: ${H} head weights expected`);
   const attended = new Float64Array(n * n);
   const weighted = new Float64Array(n * n);
+  const attendedK = new Float64Array(n * n); // sum_h keyWeights[h] xbar_h xbar_h^T
   const xa = new Float32Array(S * n); // the window's inputs, augmented
   const qh = new Float32Array(S * d);
   const kg = new Float32Array(S * d);
   const logits = new Float32Array(S * S);
-  const xbar = new Float32Array(S * n);
+  const maxSampled = Math.ceil(S / stride);
+  const pRows = new Float32Array(maxSampled * S);
+  const xbar = new Float32Array(maxSampled * n);
+  const stackV = new Float32Array(H * maxSampled * n); // rows sqrt(valueWeights[h]) xbar_h(t)
+  const stackK = new Float32Array(H * maxSampled * n); // rows sqrt(keyWeights[h]) xbar_h(t)
   const scaledRows = new Float32Array(S * n);
-  const outer = new Float64Array(n * n);
   const colSum = new Float64Array(S); // sum_h keyWeights[h] sum_t p_h(t, s)
+  let sampledTokens = 0;
   for (let s = 0; s < nWin; s++) {
     for (let t = 0; t < S; t++) {
       xa.set(xs.subarray((s * S + t) * hid, (s * S + t + 1) * hid), t * n);
       if (augmented) xa[t * n + hid] = 1;
     }
     colSum.fill(0);
+    const off = s % stride;
+    const m = Math.ceil((S - off) / stride); // sampled queries off, off + stride, ...
+    sampledTokens += m;
     for (let h = 0; h < H; h++) {
       const g = Math.floor(h / grp);
       for (let t = 0; t < S; t++) {
@@ -162,16 +177,18 @@ export async function attentionMoments(
           colSum[u] += kw * logits[o + u];
         }
       }
-      gemm(logits, xa, xbar, S, n, S); // xbar = P x
-      outer.fill(0);
-      syrkAccumulate(outer, xbar, S, n);
-      // attended moments under the value weights; the key spread subtracts them under the key weights
-      const vw = valueWeights[h];
-      for (let i = 0; i < n * n; i++) {
-        attended[i] += vw * outer[i];
-        weighted[i] -= kw * outer[i];
+      for (let i = 0; i < m; i++) pRows.set(logits.subarray((off + i * stride) * S, (off + i * stride + 1) * S), i * S);
+      gemm(pRows.subarray(0, m * S), xa, xbar.subarray(0, m * n), m, n, S); // xbar = P x (sampled queries)
+      const fv = Math.sqrt(valueWeights[h]);
+      const fk = Math.sqrt(kw);
+      for (let i = 0; i < m * n; i++) {
+        stackV[h * m * n + i] = fv * xbar[i];
+        stackK[h * m * n + i] = fk * xbar[i];
       }
     }
+    // attended moments under the value weights; the key spread subtracts them under the key weights
+    syrkAccumulate(attended, stackV.subarray(0, H * m * n), H * m, n);
+    syrkAccumulate(attendedK, stackK.subarray(0, H * m * n), H * m, n);
     for (let u = 0; u < S; u++) {
       const f = Math.sqrt(colSum[u]);
       for (let j = 0; j < n; j++) scaledRows[u * n + j] = xa[u * n + j] * f;
@@ -179,11 +196,12 @@ export async function attentionMoments(
     syrkAccumulate(weighted, scaledRows, S, n);
   }
   const tokens = rows;
-  const toMat = (a: Float64Array): Mat => {
-    for (let i = 0; i < a.length; i++) a[i] /= tokens;
-    return { rows: n, cols: n, data: a };
-  };
-  return { dim: n, augmented, attended: toMat(attended), keySpread: toMat(weighted), keyWeights, valueWeights, windows: nWin, tokens };
+  for (let i = 0; i < n * n; i++) {
+    attended[i] /= sampledTokens;
+    weighted[i] = weighted[i] / tokens - attendedK[i] / sampledTokens;
+  }
+  const mat = (a: Float64Array): Mat => ({ rows: n, cols: n, data: a });
+  return { dim: n, augmented, attended: mat(attended), keySpread: mat(weighted), keyWeights, valueWeights, windows: nWin, tokens, stride };
 }
 
 const cache = new WeakMap<object, Promise<AttentionMoments>>();

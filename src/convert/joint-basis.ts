@@ -53,6 +53,18 @@ function symFn(a: Mat, f: (x: number) => number, relFloor: number): { out: Mat; 
   return { out, values, vectors };
 }
 
+/** Pseudo-inverse of a symmetric PSD matrix (eigenvalues below 1e-12 x the largest dropped). */
+function pinv(a: Mat): Mat {
+  const n = a.rows;
+  const sym = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) sym[i * n + j] = 0.5 * (a.data[i * n + j] + a.data[j * n + i]);
+  const { values, vectors } = eigh(sym, n);
+  const cut = Math.max(values[0], 0) * 1e-12;
+  const scaled = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let c = 0; c < n; c++) scaled[i * n + c] = values[c] > cut ? vectors[i * n + c] / values[c] : 0;
+  return matmul({ rows: n, cols: n, data: scaled }, { rows: n, cols: n, data: vectors }, false, true);
+}
+
 /**
  * D = M S A^T (A S A^T)^{-1} and the loss tr(M S M^T) - tr(D A S M^T), from ms = M S and
  * total = tr(M S M^T).
@@ -60,7 +72,7 @@ function symFn(a: Mat, f: (x: number) => number, relFloor: number): { out: Mat; 
 function decoder(ms: Mat, total: number, s: Mat, a: Mat): { d: Mat; loss: number } {
   const msa = matmul(ms, a, false, true); // rows x R
   const asa = matmul(a, matmul(s, a, false, true)); // R x R
-  const inv = symFn(asa, (x) => 1 / x, 1e-12).out;
+  const inv = pinv(asa);
   const d = matmul(msa, inv);
   let explained = 0;
   for (let i = 0; i < d.data.length; i++) explained += d.data[i] * msa.data[i];
@@ -113,7 +125,8 @@ export function jointInputs(c1: Mat, c2: Mat, ridge = 1e-9): JointInputs {
  * @param m1 first target map, rows1 x n
  * @param m2 second target map, rows2 x n
  * @param inputs their input covariances S_1, S_2 ({@link jointInputs})
- * @param a0 initial encoder, R x n (full row rank)
+ * @param a0 initial encoder, R x n (full row rank, R < n; with R >= n the latent can keep
+ *   all of x and there is nothing to refine)
  */
 export function jointBasis(m1: Mat, m2: Mat, inputs: JointInputs, a0: Mat, iterations = 40, tol = 1e-6): JointBasis {
   const n = a0.cols;
@@ -125,6 +138,7 @@ export function jointBasis(m1: Mat, m2: Mat, inputs: JointInputs, a0: Mat, itera
   ] as const)
     if (x.cols !== n) throw new Error(`jointBasis: ${name} has ${x.cols} columns, expected ${n}`);
   const { s1, s2, sIsqrtW, mu } = inputs;
+  if (R >= n) iterations = 0;
   const m1s1 = matmul(m1, s1);
   const m2s2 = matmul(m2, s2);
   const tot1 = dotAll(m1s1, m1);
@@ -134,6 +148,9 @@ export function jointBasis(m1: Mat, m2: Mat, inputs: JointInputs, a0: Mat, itera
   let d1 = decoder(m1s1, tot1, s1, a);
   let d2 = decoder(m2s2, tot2, s2, a);
   const loss = [d1.loss + d2.loss];
+  const scale = tot1 + tot2;
+  // an (almost) exact start has nothing to refine, and rounding would dominate the steps
+  if (loss[0] <= 1e-10 * scale) iterations = 0;
   for (let it = 0; it < iterations; it++) {
     const p1 = matmul(d1.d, d1.d, true, false);
     const p2 = matmul(d2.d, d2.d, true, false);
@@ -157,7 +174,8 @@ export function jointBasis(m1: Mat, m2: Mat, inputs: JointInputs, a0: Mat, itera
     const n1 = decoder(m1s1, tot1, s1, next);
     const n2 = decoder(m2s2, tot2, s2, next);
     const l = n1.loss + n2.loss;
-    if (!(l <= loss[loss.length - 1])) break; // a step that does not help (rounding) ends the iteration
+    // a step that does not help, or that rounding broke (J < 0), ends the iteration
+    if (!(l <= loss[loss.length - 1]) || l < -1e-9 * scale) break;
     a = next;
     d1 = n1;
     d2 = n2;
