@@ -449,6 +449,8 @@ function buildReport(spec: ModelSpec, modelDir: string, tg: Target, calibTokens:
       ropeSelection: opt.ropeSelection,
       kvMetric: opt.kvMetric,
       nopeShrink: opt.nopeShrink,
+      nopeRotation: opt.nopeRotation,
+      outputRefit: opt.outputRefit,
       valueRefit: opt.valueRefit,
       latentNorm: opt.latentNorm,
       qLoraRank: opt.qLoraRank,

@@ -82,6 +82,10 @@ export interface ConversionReport {
     ropeSelection: 'key' | 'qk' | 'auto';
     kvMetric: 'plain' | 'objective' | 'attention' | 'auto';
     nopeShrink: boolean;
+    /** NoPE key pairs get the expected cosine and sine of the lost rotation */
+    nopeRotation?: boolean;
+    /** joint value / o_proj output refit (kept per layer when it helps) */
+    outputRefit?: boolean;
     valueRefit: boolean;
     latentNorm: 'exact' | 'off';
     /** q_lora_rank, null without query compression */
