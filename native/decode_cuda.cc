@@ -182,7 +182,7 @@ Napi::Value CopyBw(const Napi::CallbackInfo& info) {
 }
 
 // plan({kind, seqLens, batch, qLen, heads, kvHeads, kvLoraRank, ropeDim, headDim,
-//       pageSize, maxBlocks, seqStride})
+//       pageSize, maxBlocks, seqStride, kernel})
 Napi::Value PlanFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "plan expects an options object");
@@ -211,6 +211,11 @@ Napi::Value PlanFn(const Napi::CallbackInfo& info) {
   }
   if (s.max_blocks == 0 && s.seq_stride == 0)
     ThrowRangeError(env, "ERR_SHAPE", "give maxBlocks (paged cache) or seqStride (contiguous cache)");
+  Napi::Value kernel = o.Get("kernel");
+  if (!kernel.IsUndefined()) {
+    if (!kernel.IsString()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "kernel must be a kernel instance name");
+    s.kernel = kernel.As<Napi::String>().Utf8Value();
+  }
   const std::string sup = cd::Supported(s);
   if (!sup.empty()) ThrowRangeError(env, "ERR_UNSUPPORTED", sup);
   Napi::Value sl = o.Get("seqLens");

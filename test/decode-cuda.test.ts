@@ -109,9 +109,9 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
         }
     });
 
-  // Every MLA kernel instance, forced by the GQA2MLA_MLA_KERNEL knob, on 32 rows (heads 32,
+  // Every MLA kernel instance, forced by the plan's `kernel` option, on 32 rows (heads 32,
   // q_len 1: one 32-row block, or two 16-row blocks per part) and on 128 causal rows
-  // (heads 64, q_len 2: several row blocks per part, each a multiple of the kernel's rows).
+  // (heads 64, q_len 2: several row blocks per part).
   const kernels = [
     'mla576x512.m16',
     'mla576x512.m32.w8',
@@ -123,38 +123,29 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
     'mla576x512.m64.w8.ov',
   ];
   for (const kernel of kernels)
-    test(`GQA2MLA_MLA_KERNEL=${kernel} (heads 32 q_len 1 paged, heads 64 q_len 2 contiguous)`, async () => {
-      process.env.GQA2MLA_MLA_KERNEL = kernel;
-      try {
-        for (const [heads, qLen, paged, lens] of [
-          [32, 1, true, [0, 1, 333, 1200]],
-          [64, 2, false, [1, 2, 500, 97]],
-        ] as Array<[number, number, boolean, number[]]>) {
-          const c = makeMlaCase({ seed: nextSeed(), qLen, heads, lens, paged, bf16: true, scale: 0.1 });
-          const run = await runCuda(
-            { kind: 'mla', seqLens: Int32Array.from(c.lens), batch: c.batch, qLen, heads, ...layoutOpts(c.layout) },
-            { qLat: bf16Bits(c.qLat), qRope: bf16Bits(c.qRope), cache: bf16Bits(c.cache), blockTable: c.layout.blockTable },
-            c.batch * qLen * heads,
-            512,
-            c.scale,
-          );
-          expect(run.plan.kernel).toBe(kernel);
-          check(run, c.ref, `mla h${heads} q${qLen} ${kernel}`);
-        }
-      } finally {
-        delete process.env.GQA2MLA_MLA_KERNEL;
+    test(`kernel ${kernel} (heads 32 q_len 1 paged, heads 64 q_len 2 contiguous)`, async () => {
+      for (const [heads, qLen, paged, lens] of [
+        [32, 1, true, [0, 1, 333, 1200]],
+        [64, 2, false, [1, 2, 500, 97]],
+      ] as Array<[number, number, boolean, number[]]>) {
+        const c = makeMlaCase({ seed: nextSeed(), qLen, heads, lens, paged, bf16: true, scale: 0.1 });
+        const run = await runCuda(
+          { kind: 'mla', seqLens: Int32Array.from(c.lens), batch: c.batch, qLen, heads, kernel, ...layoutOpts(c.layout) },
+          { qLat: bf16Bits(c.qLat), qRope: bf16Bits(c.qRope), cache: bf16Bits(c.cache), blockTable: c.layout.blockTable },
+          c.batch * qLen * heads,
+          512,
+          c.scale,
+        );
+        expect(run.plan.kernel).toBe(kernel);
+        check(run, c.ref, `mla h${heads} q${qLen}`);
       }
     });
 
-  test('GQA2MLA_MLA_KERNEL naming no MLA kernel is refused at plan time', () => {
-    process.env.GQA2MLA_MLA_KERNEL = 'gqa128.m16';
-    try {
+  test('a kernel name of the other kind or unknown is ERR_UNSUPPORTED', () => {
+    for (const kernel of ['gqa128.m16', 'mla576x512.m7'])
       expect(() =>
-        getDecodeCuda().plan({ kind: 'mla', seqLens: Int32Array.from([4]), batch: 1, heads: 16, seqStride: 64 }),
-      ).toThrow(/GQA2MLA_MLA_KERNEL/);
-    } finally {
-      delete process.env.GQA2MLA_MLA_KERNEL;
-    }
+        getDecodeCuda().plan({ kind: 'mla', seqLens: Int32Array.from([4]), batch: 1, heads: 16, seqStride: 64, kernel }),
+      ).toThrow(expect.objectContaining({ code: 'ERR_UNSUPPORTED' }));
   });
 
   test('unsupported dims are ERR_UNSUPPORTED', () => {

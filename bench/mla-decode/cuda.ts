@@ -61,7 +61,7 @@ interface Cfg {
 }
 
 /**
- * Kernel variants (GQA2MLA_MLA_KERNEL=<name>) next to the default choice, fixed lengths,
+ * Kernel variants (the plan's `kernel` option) next to the default choice, fixed lengths,
  * batch 64 and 128: for 32 rows (heads 32 q_len 1, heads 16 q_len 2) the 8- and 16-warp
  * 32-row kernels (three-barrier and overlapped schedules) and two 16-row blocks per part;
  * for 64 and 128 rows the 64-row kernels and 32-row blocks.
@@ -154,7 +154,6 @@ async function main() {
   let done = 0;
   for (const [ci, c] of cfgs.entries()) {
     const variant = ci >= main.length;
-    if (variant) process.env.GQA2MLA_MLA_KERNEL = c.forced;
     const maxBlocks = Math.ceil(Math.max(...c.lens) / PAGE);
     const bt = new Int32Array(c.batch * maxBlocks);
     let next = 0;
@@ -171,6 +170,7 @@ async function main() {
       kvHeads: c.kvHeads,
       pageSize: PAGE,
       maxBlocks,
+      kernel: variant ? c.forced : undefined,
     });
     const tensors = mla
       ? { qLat, qRope, cache: mlaCache, blockTable: table, out, lse }
@@ -184,7 +184,6 @@ async function main() {
     const kvPerToken = mla ? 576 : 2 * c.kvHeads * 128;
     const bytes = (total * kvPerToken + R * dqk + R * dv) * 2;
     const flops = 2 * c.heads * c.qLen * total * (dqk + dv);
-    delete process.env.GQA2MLA_MLA_KERNEL;
     rows.push({
       kind: variant ? 'mla-kernel' : c.kind,
       batch: c.batch,

@@ -5,7 +5,7 @@
  *
  *   ncu --kernel-name regex:DecodeKernel --launch-skip-before-match 0 ... \
  *     node node_modules/.bin/tsx bench/mla-decode/profile.ts heads:qLen:kernel ...
- * e.g. 32:1:mla576x512.m32.w8 (the kernel name goes to GQA2MLA_MLA_KERNEL).
+ * e.g. 32:1:mla576x512.m32.w8 (the kernel name goes to the plan's `kernel` option).
  */
 import { getDecodeCuda } from '../../src/decode.js';
 
@@ -40,9 +40,7 @@ async function main() {
   dc.upload(table, bt);
   const lens = new Int32Array(batch).fill(sk);
   for (const s of specs) {
-    process.env.GQA2MLA_MLA_KERNEL = s.kernel;
-    const plan = dc.plan({ kind: 'mla', seqLens: lens, batch, qLen: s.qLen, heads: s.heads, pageSize: PAGE, maxBlocks });
-    delete process.env.GQA2MLA_MLA_KERNEL;
+    const plan = dc.plan({ kind: 'mla', seqLens: lens, batch, qLen: s.qLen, heads: s.heads, pageSize: PAGE, maxBlocks, kernel: s.kernel });
     const t = { qLat, qRope, cache, blockTable: table, out, lse };
     const r = await dc.benchAsync(plan, t, 1 / Math.sqrt(192), { warmup: 0, iters: 1 });
     console.log(`profile: heads ${s.heads} q_len ${s.qLen} ${plan.kernel}: parts ${plan.numParts}, ${r.medianMs.toFixed(3)} ms`);

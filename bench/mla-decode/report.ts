@@ -96,7 +96,7 @@ for (const g of oursRows.filter((x) => x.kind === 'gqa')) {
 say();
 const variants = oursRows.filter((r) => r.kind === 'mla-kernel');
 if (variants.length) {
-  say('### Kernel variants (GQA2MLA_MLA_KERNEL) vs the default choice, fixed lengths', true);
+  say('### Kernel variants (plan option `kernel`) vs the default choice, fixed lengths', true);
   say();
   say('| batch | s_k | heads | q_len | default | ms | % copy | variant | ms | % copy |', true);
   say('|---:|---:|---:|---:|---|---:|---:|---|---:|---:|');

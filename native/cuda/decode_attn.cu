@@ -648,24 +648,21 @@ const Instance& InstanceAt(int i) {
 
 int RowsOf(const Shape& s) { return s.q_len * (s.heads / s.kv_heads); }
 
-// Picks the instance for a shape (-1: the GQA2MLA_MLA_KERNEL knob names no MLA kernel).
+// Picks the instance for a shape (-1: shape.kernel names no instance of its kind).
 // MLA: 16-row blocks run 2 per SM (on an H100 the 2-stage, 2-blocks/SM kernel streamed at
 // 80-95% of the copy bandwidth where a 3-stage, 1-block one gave 69-77%); 32 rows take
-// the 8-warp 32-row kernel, more rows the 8-warp 64-row one (the fastest on an H200 in
-// device run 4: bench/mla-decode/NOTES.md). Benchmark knob GQA2MLA_MLA_KERNEL=<name>
-// forces one MLA instance for every row count (a 16-row kernel then runs 32 rows as two
-// blocks per split part, which read the same tiles, the second mostly from L2).
+// the 8-warp 32-row kernel, more rows the 8-warp 64-row one (the fastest on an H200,
+// bench/results/mla-decode-h200.md). shape.kernel forces an instance for any row count
+// (a 16-row kernel then runs 32 rows as two blocks per split part, which read the same
+// tiles, the second mostly from L2).
 int Select(const Shape& s) {
-  const int r = RowsOf(s);
-  if (IsMla(s)) {
-    const char* forced = std::getenv("GQA2MLA_MLA_KERNEL");
-    if (forced != nullptr && *forced != '\0') {
-      for (int i = 0; i < kNumInstances; ++i)
-        if (InstanceAt(i).mla && std::string(InstanceAt(i).name) == forced) return i;
-      return -1;
-    }
-    return r <= 16 ? 0 : r <= 32 ? 1 : 4;
+  if (!s.kernel.empty()) {
+    for (int i = 0; i < kNumInstances; ++i)
+      if (InstanceAt(i).mla == s.mla && s.kernel == InstanceAt(i).name) return i;
+    return -1;
   }
+  const int r = RowsOf(s);
+  if (IsMla(s)) return r <= 16 ? 0 : r <= 32 ? 1 : 4;
   return r <= 16 ? 5 : r <= 32 ? 6 : 7;
 }
 
@@ -695,6 +692,12 @@ std::string Supported(const Shape& s) {
   }
   if (s.q_len * (s.heads / s.kv_heads) > (1 << 20)) return "too many query rows";
   if (s.max_blocks > 0 && s.page_size % TN != 0) return "page_size must be a multiple of 32";
+  if (Select(s) < 0) {
+    std::string names;
+    for (int i = 0; i < kNumInstances; ++i)
+      if (InstanceAt(i).mla == s.mla) names += (names.empty() ? "" : ", ") + std::string(InstanceAt(i).name);
+    return "no " + std::string(s.mla ? "MLA" : "GQA") + " decode kernel named '" + s.kernel + "' (" + names + ")";
+  }
   return "";
 }
 
@@ -705,7 +708,7 @@ std::string MakePlan(const Shape& s, const int32_t* seqlens, Plan* plan) {
   err = GetDeviceInfo(&dev);
   if (!err.empty()) return err;
   const int index = Select(s);
-  if (index < 0) return "GQA2MLA_MLA_KERNEL names no MLA decode kernel";
+  if (index < 0) return "no " + std::string(s.mla ? "MLA" : "GQA") + " decode kernel named '" + s.kernel + "'";
   const Instance& inst = InstanceAt(index);
   const int rows = RowsOf(s);
   int ctas = 0;

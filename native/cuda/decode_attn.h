@@ -37,6 +37,9 @@ struct Shape {
   int page_size = 64;
   int max_blocks = 0;      // block-table row length (paged)
   int64_t seq_stride = 0;  // tokens per request (contiguous)
+  // Kernel instance by name (e.g. "mla576x512.m32.w8.ov", benchmarks and tests); empty:
+  // chosen by the number of query rows per KV head.
+  std::string kernel;
 };
 
 // Device-side schedule for one shape and one set of sequence lengths.

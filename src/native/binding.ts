@@ -337,6 +337,11 @@ export interface NativeDecodePlanOptions {
   maxBlocks?: number;
   /** contiguous layout: tokens per request */
   seqStride?: number;
+  /**
+   * Kernel instance by name (benchmarks and tests), e.g. 'mla576x512.m32.w8.ov'; by default
+   * chosen from the query rows per KV head. An unknown name is ERR_UNSUPPORTED.
+   */
+  kernel?: string;
 }
 
 /**
