@@ -125,7 +125,7 @@ test('impossible settings fail before any work, naming the limit', async () => {
 });
 
 test('abort after layer 2 of 4, then --resume: byte-identical to an uninterrupted run', async () => {
-  const opts = { modelDir: LLAMA, ...small, qkRopeDim: 32, kvLoraRank: 96, calibInputs: 'converted' as const, method: 'transmla' as const, freqfold: 'auto' as const };
+  const opts = { modelDir: LLAMA, ...small, qkRopeDim: 32, kvLoraRank: 96, calibInputs: 'converted' as const, method: 'transmla' as const, freqfold: 'auto' as const, checkpointSeconds: 0 };
   const full = join(tmp, 'full');
   await convert({ ...opts, outDir: full });
   const part = join(tmp, 'resumed');
@@ -148,4 +148,14 @@ test('abort after layer 2 of 4, then --resume: byte-identical to an uninterrupte
   const files = readdirSync(full).filter((f) => f.endsWith('.safetensors') || f === 'model.safetensors.index.json' || f === 'config.json');
   expect(files.length).toBeGreaterThan(4);
   for (const f of files) expect(Buffer.compare(readFileSync(join(full, f)), readFileSync(join(part, f)))).toBe(0);
+  // with no resume state saved yet (a long checkpoint interval), --resume redoes every layer
+  const late = join(tmp, 'resumed-late');
+  const ac2 = new AbortController();
+  await expect(
+    convert({ ...opts, checkpointSeconds: 3600, outDir: late, signal: ac2.signal, onProgress: (p) => (p.stage === 'statistics' && p.layer === 2 ? ac2.abort() : undefined) }),
+  ).rejects.toThrow(/aborted/);
+  expect(existsSync(join(`${late}.partial`, 'hidden.f32'))).toBe(false);
+  const report2 = await convert({ ...opts, checkpointSeconds: 3600, outDir: late, resume: true });
+  expect(report2.resumedFromLayer).toBeUndefined();
+  for (const f of files) expect(Buffer.compare(readFileSync(join(full, f)), readFileSync(join(late, f)))).toBe(0);
 }, 300000);

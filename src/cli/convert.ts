@@ -16,6 +16,14 @@ function int(name: string) {
   };
 }
 
+function floatArg(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw usageError('ERR_BAD_OPTION', `${name} must be a number >= 0 (got '${v}')`);
+    return n;
+  };
+}
+
 function intList(name: string) {
   return (v: string): number[] => {
     const parts = v.split(',').map((p) => p.trim());
@@ -65,6 +73,7 @@ export function register(program: Command): void {
     .option('--device <auto|cpu|cuda>', "where the per-layer work runs ('auto': CUDA when the addon has it and a GPU is present)", 'auto')
     .option('--force', 'replace an existing output directory')
     .option('--resume', 'continue an interrupted conversion with the same settings')
+    .option('--checkpoint-seconds <s>', 'seconds between saves of the resume state (0: after every layer)', floatArg('--checkpoint-seconds'), 60)
     .option('--json', 'print the conversion report as JSON on stdout')
     .option('--quiet', 'no progress output')
     .addHelpText(
@@ -113,6 +122,7 @@ export function register(program: Command): void {
           calibInputs: o.calibInputs as 'original' | 'converted',
           overwrite: Boolean(o.force),
           resume: Boolean(o.resume),
+          checkpointSeconds: o.checkpointSeconds as number,
           signal: controller.signal,
           onProgress: (p: ConvertProgress) => {
             if (layers !== p.layers) {

@@ -6,7 +6,19 @@ import { encodeFloat32, toFloat32 } from '../checkpoint/dtype.js';
 
 /** Rounds float32 values to the precision of a stored dtype (BF16, F16; F32 unchanged), in a copy. */
 export function roundToDtype(a: Float32Array, dtype: string): Float32Array {
-  if (dtype !== 'BF16' && dtype !== 'F16') return a;
+  if (dtype === 'BF16') {
+    // one pass (no 16-bit intermediate): round to nearest even on the top 16 bits, NaN stays quiet NaN
+    const n = a.length;
+    const u = a.byteOffset % 4 === 0 ? new Uint32Array(a.buffer, a.byteOffset, n) : new Uint32Array(a.slice().buffer);
+    const out = new Float32Array(n);
+    const o = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) {
+      const b = u[i];
+      o[i] = ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16;
+    }
+    return out;
+  }
+  if (dtype !== 'F16') return a;
   return toFloat32(encodeFloat32(a, dtype), dtype);
 }
 

@@ -103,6 +103,12 @@ export interface ConvertOptions {
   overwrite?: boolean;
   /** Continue an interrupted conversion of the same settings. */
   resume?: boolean;
+  /**
+   * Seconds between saves of the resume state (the calibration hidden states, tokens x
+   * hidden float32; default 60, 0 = after every layer). A resumed run redoes the layers
+   * after the last save. Does not change the output.
+   */
+  checkpointSeconds?: number;
   /** Progress callback. */
   onProgress?: (p: ConvertProgress) => void;
   /** Aborts the conversion (the partial output stays resumable, never complete-looking). */

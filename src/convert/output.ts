@@ -5,9 +5,12 @@
  * Everything is written under `<out>.partial/` and renamed to `<out>` at the very end.
  * Shards are per stage: shard 1 holds the embeddings, shard 2 + l decoder layer l, the last
  * one the final norm (and lm_head when untied); the index maps every tensor. After each
- * layer, `journal.json` records the finished layers and their reports, and `hidden.f32`
- * the calibration hidden states entering the next layer, so `--resume` continues from
- * there. The journal also stores the settings; a resume with different settings is refused.
+ * layer, `journal.json` records the finished layers and their reports. The calibration
+ * hidden states entering the next layer (`hidden.f32`, calibration tokens x hidden float32:
+ * 600 MB for an 8B model) are saved after a layer when `checkpointSeconds` have passed since
+ * the last save (0: after every layer), and `--resume` continues from the last saved layer
+ * (later layers are redone, with identical results). The journal also stores the settings;
+ * a resume with different settings is refused.
  */
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -17,6 +20,9 @@ import { GqaError, usageError } from '../errors.js';
 import { DTYPE_SIZE, type Dtype, encodeFloat32 } from '../checkpoint/dtype.js';
 import { stringifyConfig } from './config.js';
 import type { ConvertOptions, ResolvedOptions } from './options.js';
+
+/** Default seconds between saves of the resume state (the calibration hidden states). */
+export const DEFAULT_CHECKPOINT_SECONDS = 60;
 
 /** A tensor to store: float32 values converted to `dtype`, or raw bytes already in it. */
 export interface OutTensor {
@@ -61,6 +67,8 @@ async function writeShard(path: string, tensors: OutTensor[]): Promise<number> {
 interface Journal {
   settingsKey: string;
   layersDone: number;
+  /** layers the saved hidden.f32 has passed (absent in journals of older versions: = layersDone) */
+  hiddenLayers?: number;
   layers: unknown[];
   shardBytes: Record<string, number>;
   weightMap: Record<string, string>;
@@ -70,12 +78,15 @@ interface Journal {
 export class OutputSink {
   readonly toolVersion = '0.1.0';
   private journal: Journal;
+  private lastCheckpoint = performance.now();
   private constructor(
     readonly outDir: string,
     readonly partialDir: string,
     readonly numLayers: number,
     private readonly overwrite: boolean,
     journal: Journal,
+    /** seconds between saves of the resume state (0: after every layer) */
+    readonly checkpointSeconds: number,
   ) {
     this.journal = journal;
   }
@@ -89,6 +100,9 @@ export class OutputSink {
     const partial = `${out}.partial`;
     if (existsSync(out) && !o.overwrite)
       throw usageError('ERR_OUTPUT_EXISTS', `output directory ${out} already exists (use --force to replace it)`);
+    const checkpointSeconds = o.checkpointSeconds ?? DEFAULT_CHECKPOINT_SECONDS;
+    if (!(checkpointSeconds >= 0) || !Number.isFinite(checkpointSeconds))
+      throw usageError('ERR_BAD_OPTION', `checkpointSeconds must be a number >= 0 (got ${checkpointSeconds})`);
     const settingsKey = createHash('sha256').update(JSON.stringify(settings)).digest('hex');
     const fresh: Journal = { settingsKey, layersDone: 0, layers: [], shardBytes: {}, weightMap: {} };
     if (existsSync(partial)) {
@@ -101,7 +115,7 @@ export class OutputSink {
         }
         if (j.settingsKey !== settingsKey)
           throw usageError('ERR_RESUME', `cannot resume: ${partial} was started with different settings or inputs (rerun with --force to start afresh)`);
-        return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), j);
+        return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), j, checkpointSeconds);
       }
       if (!o.overwrite)
         throw usageError('ERR_OUTPUT_EXISTS', `an interrupted conversion is in ${partial}: use --resume to continue it or --force to start afresh`);
@@ -112,7 +126,7 @@ export class OutputSink {
     await mkdir(partial, { recursive: true });
     await writeFile(join(partial, 'journal.json'), JSON.stringify(fresh));
     void opt;
-    return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), fresh);
+    return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), fresh, checkpointSeconds);
   }
 
   private shardName(index: number): string {
@@ -131,7 +145,8 @@ export class OutputSink {
 
   /** Layers already finished by an earlier, interrupted run, with the hidden states to go on from. */
   async resumeState(hiddenLength: number): Promise<{ nextLayer: number; hidden: Float32Array; layers: unknown[] } | null> {
-    if (this.journal.layersDone === 0) return null;
+    const saved = this.journal.hiddenLayers ?? this.journal.layersDone;
+    if (saved === 0) return null;
     const path = join(this.partialDir, 'hidden.f32');
     const st = await stat(path).catch(() => null);
     if (!st || st.size !== hiddenLength * 4)
@@ -139,14 +154,19 @@ export class OutputSink {
     const buf = await readFile(path);
     const hidden = new Float32Array(hiddenLength);
     new Uint8Array(hidden.buffer).set(buf);
-    return { nextLayer: this.journal.layersDone, hidden, layers: this.journal.layers };
+    return { nextLayer: saved, hidden, layers: this.journal.layers.slice(0, saved) };
   }
 
   /** Records layer `layer` as finished (after its shard is written). */
   async layerDone(layer: number, hidden: Float32Array, layers: unknown[]): Promise<void> {
-    const tmp = join(this.partialDir, 'hidden.f32.tmp');
-    await writeFile(tmp, new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength));
-    await rename(tmp, join(this.partialDir, 'hidden.f32'));
+    const last = layer + 1 === this.numLayers; // nothing left to resume: the run finishes next
+    if (!last && (performance.now() - this.lastCheckpoint) / 1000 >= this.checkpointSeconds) {
+      const tmp = join(this.partialDir, 'hidden.f32.tmp');
+      await writeFile(tmp, new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength));
+      await rename(tmp, join(this.partialDir, 'hidden.f32'));
+      this.journal.hiddenLayers = layer + 1;
+      this.lastCheckpoint = performance.now();
+    } else if (this.journal.hiddenLayers === undefined) this.journal.hiddenLayers = 0;
     this.journal.layersDone = layer + 1;
     this.journal.layers = layers;
     const jt = join(this.partialDir, 'journal.json.tmp');
