@@ -48,6 +48,20 @@ afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
+
+/** `read(dir)` rejects with an input error (exit 3) of `code`, one line mentioning `mention`. */
+async function expectReadError(read: (dir: string) => Promise<unknown>, dir: string, code: string, mention: string): Promise<void> {
+  const e = await read(dir).then(
+    () => null,
+    (x: unknown) => x,
+  );
+  expect(e).toBeInstanceOf(GqaError);
+  expect((e as GqaError).code).toBe(code);
+  expect((e as GqaError).exitCode).toBe(3);
+  expect((e as GqaError).message).toContain(mention);
+  expect((e as GqaError).message).not.toContain('\n');
+}
+
 describe('renderReportHtml', () => {
   test('has every chart, each with a <title> and drawn marks', () => {
     const r = syntheticReport({ ppl: PPL });
@@ -174,17 +188,7 @@ describe('writeReportHtml / readConversionReport', () => {
     expect(existsSync(`${w.path}.tmp-${process.pid}`)).toBe(false);
   });
 
-  async function expectInputError(dir: string, code: string, mention: string) {
-    const e = await readConversionReport(dir).then(
-      () => null,
-      (x: unknown) => x,
-    );
-    expect(e).toBeInstanceOf(GqaError);
-    expect((e as GqaError).code).toBe(code);
-    expect((e as GqaError).exitCode).toBe(3);
-    expect((e as GqaError).message).toContain(mention);
-    expect((e as GqaError).message).not.toContain('\n');
-  }
+  const expectInputError = (dir: string, code: string, mention: string) => expectReadError(readConversionReport, dir, code, mention);
 
   test('missing directory, missing report, malformed JSON, missing fields: input errors naming the file', async () => {
     await expectInputError(join(tmp, 'nope'), 'ERR_NOT_FOUND', join(tmp, 'nope'));
@@ -357,17 +361,7 @@ describe('summarizeSweep / writeSweepReportHtml / readSweepSummary', () => {
     expect(existsSync(`${w.path}.tmp-${process.pid}`)).toBe(false);
   });
 
-  async function expectSweepError(dir: string, code: string, mention: string) {
-    const e = await readSweepSummary(dir).then(
-      () => null,
-      (x: unknown) => x,
-    );
-    expect(e).toBeInstanceOf(GqaError);
-    expect((e as GqaError).code).toBe(code);
-    expect((e as GqaError).exitCode).toBe(3);
-    expect((e as GqaError).message).toContain(mention);
-    expect((e as GqaError).message).not.toContain('\n');
-  }
+  const expectSweepError = (dir: string, code: string, mention: string) => expectReadError(readSweepSummary, dir, code, mention);
 
   test('missing directory, missing sweep.json, malformed JSON, missing fields: input errors naming the file', async () => {
     await expectSweepError(join(tmp, 'nope-sweep'), 'ERR_NOT_FOUND', join(tmp, 'nope-sweep'));
