@@ -8,16 +8,18 @@
 # converts it (128 x 256 calibration tokens, qkRopeDim 64, kvLoraRank 512). Writes to $OUT
 # (8 files at most): smi.txt build.log test.log eigh.json agree.json convert.json run.log
 # convert-8b-results.json. --quick: 2 layers, tests without the fixture conversions, no agreement.
+# --profile: only the 8B conversion, under node --cpu-prof; host-side summary in $OUT/profile.txt.
 set -uo pipefail
 OUT=${OUT:-/tmp/convert-8b-out}
 mkdir -p "$OUT"
-QUICK=0; TESTS=1; AGREE=1; LAYERS=32
+QUICK=0; TESTS=1; AGREE=1; LAYERS=32; PROFILE=0; EIGH=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; AGREE=0; LAYERS=2 ;;
     --no-tests) TESTS=0 ;;
     --no-agree) AGREE=0 ;;
     --layers) LAYERS=$2; shift ;;
+    --profile) PROFILE=1; TESTS=0; AGREE=0; EIGH=0 ;;
   esac
   shift
 done
@@ -56,8 +58,7 @@ run_tests() {  # $1: limit in seconds, rest: test files
 # order: what the acceptance needs most first; the slow fixture conversions last
 [ "$TESTS" = 1 ] && run_tests 120 test/linalg-cuda.test.ts test/forward-cuda.test.ts
 
-stamp "eigh bench"
-timeout 150 node node_modules/.bin/tsx bench/convert-8b/eigh.ts --json "$OUT/eigh.json" --reps $([ "$QUICK" = 1 ] && echo 1 || echo 3) 2>&1 | tee -a "$OUT/run.log"
+[ "$EIGH" = 1 ] && stamp "eigh bench" && timeout 150 node node_modules/.bin/tsx bench/convert-8b/eigh.ts --json "$OUT/eigh.json" --reps $([ "$QUICK" = 1 ] && echo 1 || echo 3) 2>&1 | tee -a "$OUT/run.log"
 
 MODEL=/tmp/llama3-8b-synth
 stamp "writing the synthetic 8B-shaped checkpoint ($LAYERS layers)"
@@ -66,9 +67,12 @@ sync; df -h /tmp | tail -1 | tee -a "$OUT/run.log"
 
 lim=$(left); [ $lim -gt 330 ] && lim=330
 stamp "8B-shaped conversion on the GPU (limit ${lim}s)"
-timeout $lim node node_modules/.bin/tsx bench/convert-8b/run.ts --model $MODEL --out /tmp/llama3-8b-mla --json "$OUT/convert.json" --device cuda \
+PROF=()
+[ "$PROFILE" = 1 ] && PROF=(--cpu-prof --cpu-prof-dir=/tmp/convert-prof)
+timeout $lim node "${PROF[@]}" --import tsx bench/convert-8b/run.ts --model $MODEL --out /tmp/llama3-8b-mla --json "$OUT/convert.json" --device cuda \
   2> >(tail -40 >> "$OUT/run.log") | tee -a "$OUT/run.log"
 stamp "conversion exit $?"
+if [ "$PROFILE" = 1 ]; then python3 bench/convert-8b/profile_summary.py /tmp/convert-prof --top 40 > "$OUT/profile.txt" 2>&1; head -60 "$OUT/profile.txt"; fi
 rm -rf /tmp/llama3-8b-mla $MODEL
 
 if [ "$TESTS" = 1 ] && [ "$QUICK" = 0 ] && [ $(left) -gt 60 ]; then run_tests $(left) test/convert-cuda.test.ts; fi
