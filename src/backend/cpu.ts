@@ -5,6 +5,7 @@
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import type { OutTensor } from '../convert/output.js';
 import { type InputMoments, MomentAccumulator } from '../convert/statistics.js';
+import { maxLatentMeanSquare } from '../convert/latent-norm.js';
 import { attentionForward } from '../engine/attention.js';
 import { layerForward } from '../engine/layer.js';
 import { type LayerWeights, loadLayerWeights } from '../engine/weights.js';
@@ -53,6 +54,12 @@ export class CpuBackend implements ComputeBackend {
   }
 
   claimMatKernels(): void {}
+
+  async syncHidden(): Promise<void> {}
+
+  async latentMeanSquare(w: Float32Array, b: Float32Array | null, R: number, hid: number, x: Float32Array, rows: number): Promise<{ maxMs: number; minAbs: number }> {
+    return maxLatentMeanSquare(w, b, R, hid, x, rows);
+  }
 
   async release(): Promise<void> {
     this.prev = undefined;

@@ -17,6 +17,7 @@ import { encodeFloat32, toFloat32, type Dtype } from '../checkpoint/dtype.js';
 import type { OutTensor } from '../convert/output.js';
 import type { InputMoments } from '../convert/statistics.js';
 import { setMatKernels } from '../convert/mat.js';
+import { latentRowStats } from '../convert/latent-norm.js';
 import { gemm as cpuGemm, eigh as cpuEigh } from '../linalg.js';
 import { type LayerWeights, layerPrefix, layerTensorSpecs } from '../engine/weights.js';
 import { GqaError } from '../errors.js';
@@ -62,6 +63,8 @@ export class CudaBackend implements ComputeBackend {
   private hidden: DeviceArray | null = null;
   /** the host array known to equal the device hidden states */
   private mirror: Float32Array | null = null;
+  /** the device hidden states are newer than `mirror` (set by layerForward, cleared by syncHidden) */
+  private hostStale = false;
   private x: DeviceArray | null = null;
   private hostX: Float32Array | null = null;
   private momC: DeviceArray | null = null;
@@ -238,6 +241,7 @@ export class CudaBackend implements ComputeBackend {
       const t = now();
       this.hidden.upload(hidden);
       this.mirror = hidden;
+      this.hostStale = false;
       this.stats.uploadSeconds += now() - t;
     }
     return this.hidden;
@@ -324,10 +328,34 @@ export class CudaBackend implements ComputeBackend {
     const h = this.ensureHidden(hidden);
     layerForwardDevice(this.context(true), spec, w, h, nSeq, seqLen, MICRO_BATCH_TOKENS);
     await this.cu.synchronizeAsync();
+    this.mirror = hidden; // the device copy is current; the host one only after syncHidden
+    this.hostStale = true;
+  }
+
+  async syncHidden(hidden: Float32Array): Promise<void> {
+    if (!this.hidden || this.mirror !== hidden || !this.hostStale) return;
+    await this.cu.synchronizeAsync();
     const t = now();
-    h.download(hidden);
-    this.mirror = hidden;
+    this.hidden.download(hidden);
+    this.hostStale = false;
     this.stats.downloadSeconds += now() - t;
+  }
+
+  async latentMeanSquare(w: Float32Array, b: Float32Array | null, R: number, hid: number, x: Float32Array, rows: number): Promise<{ maxMs: number; minAbs: number }> {
+    if (rows === 0) return { maxMs: 0, minAbs: Infinity };
+    const xd = this.deviceInput(x, rows * hid);
+    const t = now();
+    const wd = this.ws.get('latentW', 'F32', R * hid);
+    wd.upload(w.subarray(0, R * hid));
+    this.stats.uploadSeconds += now() - t;
+    const out = this.ws.get('latentOut', 'F32', rows * R);
+    this.cu.linear(xd.buf, wd.buf, out.buf, { rows, inDim: hid, outDim: R, wDtype: 'F32' });
+    await this.cu.synchronizeAsync();
+    const t2 = now();
+    const c = new Float32Array(rows * R);
+    out.download(c);
+    this.stats.downloadSeconds += now() - t2;
+    return latentRowStats(c, rows, R, b);
   }
 
   // ---- output ------------------------------------------------------------------------------
@@ -403,5 +431,6 @@ export class CudaBackend implements ComputeBackend {
     for (const a of [this.hidden, this.x, this.momC, this.momSum]) a?.free();
     this.hidden = this.x = this.momC = this.momSum = null;
     this.mirror = this.hostX = this.resident = null;
+    this.hostStale = false;
   }
 }

@@ -61,6 +61,17 @@ export interface ComputeBackend {
    * run on this backend until `release()`; the CPU backend leaves them as they are.
    */
   claimMatKernels(): void;
+  /**
+   * Makes the host array `hidden` current. The CUDA backend keeps the hidden states on the
+   * device after `layerForward` and copies them back only when asked (a resume checkpoint).
+   */
+  syncHidden(hidden: Float32Array): Promise<void>;
+  /**
+   * Largest per-token mean square and smallest non-zero |c| of the latent c = W x + b
+   * ([R, hid] weights) over the first `rows` rows of the normalised inputs `x`, as
+   * latent-norm.ts maxLatentMeanSquare (the exact latent norm's alpha comes from it).
+   */
+  latentMeanSquare(w: Float32Array, b: Float32Array | null, R: number, hid: number, x: Float32Array, rows: number): Promise<{ maxMs: number; minAbs: number }>;
   /** Undoes `claimMatKernels` and frees device memory. */
   release(): Promise<void>;
 }

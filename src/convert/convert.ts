@@ -19,12 +19,13 @@ import { loadTokenizer } from '../tokenize.js';
 import { native } from '../native/binding.js';
 import type { LayerWeights } from '../engine/weights.js';
 import { createBackend } from '../backend/select.js';
+import type { ComputeBackend } from '../backend/types.js';
 import { GqaError, usageError } from '../errors.js';
 import { drawCalibration } from './calibration.js';
 import { deepseekConfig, type ExportSettings } from './config.js';
 import { factorizeLayer, type KvMetric, type LayerFactorization, layerMoments } from './factorize.js';
 import { cachedAttentionMoments } from './attention-stats.js';
-import { chooseLatentScaling, countSubnormal, latentNormReport, maxLatentMeanSquare } from './latent-norm.js';
+import { chooseLatentScaling, countSubnormal, latentNormReport } from './latent-norm.js';
 import { relativeError, roundToDtype } from './layer-ops.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type OutTensor, OutputSink } from './output.js';
@@ -247,7 +248,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
             },
             lm,
           );
-          const { weights: mw, norm } = mlaLayerWeights(spec, w, f, opt, dtype, x, statRows);
+          const { weights: mw, norm } = await mlaLayerWeights(spec, w, f, opt, dtype, x, statRows, backend);
           tg.times.factorize += now() - t;
           t = now();
           progress('evaluate', l, label);
@@ -403,6 +404,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
         shared.forward += now() - t;
       }
       t = now();
+      if (targets.some((tg) => tg.sink.checkpointDue(l))) await backend.syncHidden(hidden);
       for (const tg of targets) await tg.sink.layerDone(l, hidden, tg.layers);
       shared.write += now() - t;
     }
@@ -505,7 +507,7 @@ function gqaAttention(w: LayerWeights) {
  * The converted layer as the engine reads it, rounded to the stored dtype (what is
  * evaluated is what is written), with the exact latent norm applied when enabled.
  */
-function mlaLayerWeights(
+async function mlaLayerWeights(
   spec: ModelSpec,
   w: LayerWeights,
   f: LayerFactorization,
@@ -513,7 +515,8 @@ function mlaLayerWeights(
   dtype: string,
   x: Float32Array,
   statRows: number,
-): { weights: LayerWeights; norm: LayerReport['latentNorm'] } {
+  backend: ComputeBackend,
+): Promise<{ weights: LayerWeights; norm: LayerReport['latentNorm'] }> {
   const hid = spec.hiddenSize;
   const R = opt.kvLoraRank;
   const r = opt.qkRopeDim;
@@ -525,7 +528,7 @@ function mlaLayerWeights(
   let normWeight = 1;
   let norm: LayerReport['latentNorm'] = null;
   if (opt.latentNorm === 'exact') {
-    const { maxMs, minAbs } = maxLatentMeanSquare(kvA, kvABias, R, hid, x, statRows);
+    const { maxMs, minAbs } = await backend.latentMeanSquare(kvA, kvABias, R, hid, x, statRows);
     const sc = chooseLatentScaling(maxMs, minAbs, spec.rmsNormEps);
     for (let i = 0; i < R * hid; i++) kvA[i] *= sc.alpha;
     if (kvABias) for (let i = 0; i < R; i++) kvABias[i] *= sc.alpha;

@@ -43,16 +43,29 @@ export function maxLatentMeanSquare(w: Float32Array, b: Float32Array | null, R: 
     const out = c.subarray(0, n * R);
     // out[n, R] = x[n, hid] W[R, hid]^T
     gemm(x.subarray(r0 * hid, (r0 + n) * hid), w.subarray(0, R * hid), out, n, R, hid, { transB: true });
-    for (let t = 0; t < n; t++) {
-      let ss = 0;
-      for (let i = 0; i < R; i++) {
-        const v = out[t * R + i] + (b ? b[i] : 0);
-        ss += v * v;
-        const a = Math.abs(v);
-        if (a > 0 && a < minAbs) minAbs = a;
-      }
-      maxMs = Math.max(maxMs, ss / R);
+    const s = latentRowStats(out, n, R, b);
+    maxMs = Math.max(maxMs, s.maxMs);
+    minAbs = Math.min(minAbs, s.minAbs);
+  }
+  return { maxMs, minAbs };
+}
+
+/**
+ * Largest per-row mean square and smallest non-zero |v| of v = c + b over `n` rows of
+ * c ([n, R], the latent before its bias). The backends compute c and share this reduction.
+ */
+export function latentRowStats(c: Float32Array, n: number, R: number, b: Float32Array | null): { maxMs: number; minAbs: number } {
+  let maxMs = 0;
+  let minAbs = Infinity;
+  for (let t = 0; t < n; t++) {
+    let ss = 0;
+    for (let i = 0; i < R; i++) {
+      const v = c[t * R + i] + (b ? b[i] : 0);
+      ss += v * v;
+      const a = Math.abs(v);
+      if (a > 0 && a < minAbs) minAbs = a;
     }
+    maxMs = Math.max(maxMs, ss / R);
   }
   return { maxMs, minAbs };
 }

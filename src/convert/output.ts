@@ -157,10 +157,15 @@ export class OutputSink {
     return { nextLayer: saved, hidden, layers: this.journal.layers.slice(0, saved) };
   }
 
-  /** Records layer `layer` as finished (after its shard is written). */
-  async layerDone(layer: number, hidden: Float32Array, layers: unknown[]): Promise<void> {
+  /** Whether finishing layer `layer` saves the resume state (the host hidden states must then be current). */
+  checkpointDue(layer: number): boolean {
     const last = layer + 1 === this.numLayers; // nothing left to resume: the run finishes next
-    if (!last && (performance.now() - this.lastCheckpoint) / 1000 >= this.checkpointSeconds) {
+    return !last && (performance.now() - this.lastCheckpoint) / 1000 >= this.checkpointSeconds;
+  }
+
+  /** Records layer `layer` as finished, saving `hidden` when {@link checkpointDue}. */
+  async layerDone(layer: number, hidden: Float32Array, layers: unknown[]): Promise<void> {
+    if (this.checkpointDue(layer)) {
       const tmp = join(this.partialDir, 'hidden.f32.tmp');
       await writeFile(tmp, new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength));
       await rename(tmp, join(this.partialDir, 'hidden.f32'));
