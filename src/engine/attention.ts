@@ -170,61 +170,18 @@ async function mlaAttention(
   const R = m.kvLoraRank;
   const dq = dn + dr;
   const rows = nSeq * seqLen;
-  const eps = spec.rmsNormEps;
-  // queries: q_proj, or q_b_proj(q_a_layernorm(q_a_proj(x)))
   const q = ws.get('q', rows * nH * dq);
-  if (m.qLoraRank) {
-    const Rq = m.qLoraRank;
-    const qa = ws.get('qa', rows * Rq);
-    await native.linearAsync(x, req(w, 'self_attn.q_a_proj.weight', Rq * H), qa, {
-      rows,
-      inDim: H,
-      outDim: Rq,
-      bias: opt(w, 'self_attn.q_a_proj.bias', Rq),
-    });
-    if (m.qkLatentLayernorm)
-      await native.rmsNormAsync(qa, req(w, 'self_attn.q_a_layernorm.weight', Rq), qa, { rows, dim: Rq, eps });
-    await native.linearAsync(qa, req(w, 'self_attn.q_b_proj.weight', nH * dq * Rq), q, {
-      rows,
-      inDim: Rq,
-      outDim: nH * dq,
-      bias: opt(w, 'self_attn.q_b_proj.bias', nH * dq),
-    });
-  } else {
-    await native.linearAsync(x, req(w, 'self_attn.q_proj.weight', nH * dq * H), q, {
-      rows,
-      inDim: H,
-      outDim: nH * dq,
-      bias: opt(w, 'self_attn.q_proj.bias', nH * dq),
-    });
-  }
-  // compressed kv: [latent (R) | k_rope (dr)] per row
+  await mlaQueries(spec, w, x, rows, pos, rope, q, ws);
   const kva = ws.get('kva', rows * (R + dr));
-  await native.linearAsync(x, req(w, 'self_attn.kv_a_proj_with_mqa.weight', (R + dr) * H), kva, {
-    rows,
-    inDim: H,
-    outDim: R + dr,
-    bias: opt(w, 'self_attn.kv_a_proj_with_mqa.bias', R + dr),
-  });
-  let latent = kva;
-  let latentStride = R + dr;
-  if (m.qkLatentLayernorm) {
-    latent = ws.get('latent', rows * R);
-    latentStride = R;
-    await native.rmsNormAsync(kva, req(w, 'self_attn.kv_a_layernorm.weight', R), latent, { rows, dim: R, eps, xStride: R + dr });
-  }
-  // per head [k_nope (dn) | v (dv)]
+  await mlaCacheRows(spec, w, x, rows, pos, rope, kva);
+  // per head [k_nope (dn) | v (dv)] from the normed latent
   const kvb = ws.get('kvb', rows * nH * (dn + dv));
-  await native.linearAsync(latent, req(w, 'self_attn.kv_b_proj.weight', nH * (dn + dv) * R), kvb, {
+  await native.linearAsync(kva, req(w, 'self_attn.kv_b_proj.weight', nH * (dn + dv) * R), kvb, {
     rows,
     inDim: R,
     outDim: nH * (dn + dv),
-    xStride: latentStride,
+    xStride: R + dr,
   });
-  const interleave = m.ropeInterleave;
-  const scale = rope.attentionScaling;
-  await native.ropeAsync(q, pos, rope.invFreq, { rowStride: nH * dq, nHeads: nH, headStride: dq, offset: dn, rotDim: dr, scale, interleave });
-  await native.ropeAsync(kva, pos, rope.invFreq, { rowStride: R + dr, nHeads: 1, headStride: R + dr, offset: R, rotDim: dr, scale, interleave });
   const ao = ws.get('attn', rows * nH * dv);
   await native.attentionAsync(q, kvb, kvb.subarray(dn), ao, {
     nSeq,
@@ -247,6 +204,59 @@ async function mlaAttention(
     bias: opt(w, 'self_attn.o_proj.bias', H),
     accumulate,
   });
+}
+
+/**
+ * DeepSeek-V3 queries of normalised inputs `x` [rows, hidden] into `q` [rows, heads,
+ * qk_nope + qk_rope]: q_proj, or q_b_proj(q_a_layernorm(q_a_proj(x))) (the norm skipped
+ * when `qk_latent_layernorm` is false), with RoPE applied to each head's rope part at `pos`.
+ * Shared by the prefill attention and the absorbed decoder (mla-decoder.ts).
+ */
+export async function mlaQueries(
+  spec: ModelSpec,
+  w: LayerWeights,
+  x: Float32Array,
+  rows: number,
+  pos: Int32Array,
+  rope: RopeTables,
+  q: Float32Array,
+  ws: Workspace,
+): Promise<void> {
+  const m = spec.mla!;
+  const H = spec.hiddenSize;
+  const nH = spec.numHeads;
+  const dn = m.qkNopeHeadDim;
+  const dr = m.qkRopeHeadDim;
+  const dq = dn + dr;
+  if (m.qLoraRank) {
+    const Rq = m.qLoraRank;
+    const qa = ws.get('qa', rows * Rq);
+    await native.linearAsync(x, req(w, 'self_attn.q_a_proj.weight', Rq * H), qa, { rows, inDim: H, outDim: Rq, bias: opt(w, 'self_attn.q_a_proj.bias', Rq) });
+    if (m.qkLatentLayernorm) await native.rmsNormAsync(qa, req(w, 'self_attn.q_a_layernorm.weight', Rq), qa, { rows, dim: Rq, eps: spec.rmsNormEps });
+    await native.linearAsync(qa, req(w, 'self_attn.q_b_proj.weight', nH * dq * Rq), q, { rows, inDim: Rq, outDim: nH * dq, bias: opt(w, 'self_attn.q_b_proj.bias', nH * dq) });
+  } else {
+    await native.linearAsync(x, req(w, 'self_attn.q_proj.weight', nH * dq * H), q, { rows, inDim: H, outDim: nH * dq, bias: opt(w, 'self_attn.q_proj.bias', nH * dq) });
+  }
+  const interleave = m.ropeInterleave;
+  await native.ropeAsync(q, pos, rope.invFreq, { rowStride: nH * dq, nHeads: nH, headStride: dq, offset: dn, rotDim: dr, scale: rope.attentionScaling, interleave });
+}
+
+/**
+ * What an MLA cache holds per token, for normalised inputs `x` [rows, hidden], into `kva`
+ * [rows, kv_lora_rank + qk_rope]: [kv_a_layernorm(latent) | RoPE(k_rope) at `pos`] (the
+ * norm skipped when `qk_latent_layernorm` is false). Shared by the prefill attention and
+ * the absorbed decoder (mla-decoder.ts).
+ */
+export async function mlaCacheRows(spec: ModelSpec, w: LayerWeights, x: Float32Array, rows: number, pos: Int32Array, rope: RopeTables, kva: Float32Array): Promise<void> {
+  const m = spec.mla!;
+  const H = spec.hiddenSize;
+  const R = m.kvLoraRank;
+  const dr = m.qkRopeHeadDim;
+  const row = R + dr;
+  await native.linearAsync(x, req(w, 'self_attn.kv_a_proj_with_mqa.weight', row * H), kva, { rows, inDim: H, outDim: row, bias: opt(w, 'self_attn.kv_a_proj_with_mqa.bias', row) });
+  if (m.qkLatentLayernorm)
+    await native.rmsNormAsync(kva, req(w, 'self_attn.kv_a_layernorm.weight', R), kva, { rows, dim: R, eps: spec.rmsNormEps, xStride: row, outStride: row });
+  await native.ropeAsync(kva, pos, rope.invFreq, { rowStride: row, nHeads: 1, headStride: row, offset: R, rotDim: dr, scale: rope.attentionScaling, interleave: m.ropeInterleave });
 }
 
 /**

@@ -20,7 +20,7 @@ import { loadModelSpec } from '../model/spec.js';
 import { mlaSoftmaxScale } from '../model/rope.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { native } from '../native/binding.js';
-import { ropeFor } from './attention.js';
+import { mlaCacheRows, mlaQueries, ropeFor } from './attention.js';
 import { mlpInto } from './layer.js';
 import { EMBED_NAME, NORM_NAME, readLmHead } from './model.js';
 import { type LayerWeights, loadLayerWeights, opt, req, type TensorSource } from './weights.js';
@@ -176,7 +176,6 @@ export class MlaDecoder {
     const pos = new Int32Array(n);
     for (let i = 0; i < n; i++) pos[i] = start + i;
     const rope = ropeFor(spec, start + n - 1);
-    const ropeOpts = { rotDim: dr, scale: rope.attentionScaling, interleave: m.ropeInterleave };
     // every new token is one "request" over the shared pages; token i sees start + i + 1 rows
     const seqLens = new Int32Array(n);
     for (let i = 0; i < n; i++) seqLens[i] = start + i + 1;
@@ -189,23 +188,11 @@ export class MlaDecoder {
       const w = L.w;
       const xn = ws.get('xn', n * H);
       await native.rmsNormAsync(h, req(w, 'input_layernorm.weight', H), xn, { rows: n, dim: H, eps });
-      // queries [n, nH, dq]
+      // queries [n, nH, dq] and the new cache rows [RMSNorm(latent) | RoPE(k_rope)], as the prefill path
       const q = ws.get('q', n * nH * dq);
-      if (m.qLoraRank) {
-        const Rq = m.qLoraRank;
-        const qa = ws.get('qa', n * Rq);
-        await native.linearAsync(xn, req(w, 'self_attn.q_a_proj.weight', Rq * H), qa, { rows: n, inDim: H, outDim: Rq, bias: opt(w, 'self_attn.q_a_proj.bias', Rq) });
-        if (m.qkLatentLayernorm) await native.rmsNormAsync(qa, req(w, 'self_attn.q_a_layernorm.weight', Rq), qa, { rows: n, dim: Rq, eps });
-        await native.linearAsync(qa, req(w, 'self_attn.q_b_proj.weight', nH * dq * Rq), q, { rows: n, inDim: Rq, outDim: nH * dq, bias: opt(w, 'self_attn.q_b_proj.bias', nH * dq) });
-      } else {
-        await native.linearAsync(xn, req(w, 'self_attn.q_proj.weight', nH * dq * H), q, { rows: n, inDim: H, outDim: nH * dq, bias: opt(w, 'self_attn.q_proj.bias', nH * dq) });
-      }
-      await native.ropeAsync(q, pos, rope.invFreq, { ...ropeOpts, rowStride: nH * dq, nHeads: nH, headStride: dq, offset: dn });
-      // the new cache rows: [RMSNorm(latent) | RoPE(k_rope)]
+      await mlaQueries(spec, w, xn, n, pos, rope, q, ws);
       const kva = ws.get('kva', n * row);
-      await native.linearAsync(xn, req(w, 'self_attn.kv_a_proj_with_mqa.weight', row * H), kva, { rows: n, inDim: H, outDim: row, bias: opt(w, 'self_attn.kv_a_proj_with_mqa.bias', row) });
-      if (m.qkLatentLayernorm) await native.rmsNormAsync(kva, req(w, 'self_attn.kv_a_layernorm.weight', R), kva, { rows: n, dim: R, eps, xStride: row, outStride: row });
-      await native.ropeAsync(kva, pos, rope.invFreq, { ...ropeOpts, rowStride: row, nHeads: 1, headStride: row, offset: R });
+      await mlaCacheRows(spec, w, xn, n, pos, rope, kva);
       L.cache.set(kva, start * row);
       // absorbed queries: q_lat [n, nH, R], q_rope [n, nH, dr]
       const qLat = ws.get('qLat', n * nH * R);
