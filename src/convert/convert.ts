@@ -404,8 +404,9 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
         shared.forward += now() - t;
       }
       t = now();
-      if (targets.some((tg) => tg.sink.checkpointDue(l))) await backend.syncHidden(hidden);
-      for (const tg of targets) await tg.sink.layerDone(l, hidden, tg.layers);
+      const save = targets.map((tg) => tg.sink.checkpointDue(l));
+      if (save.some(Boolean)) await backend.syncHidden(hidden);
+      for (const [i, tg] of targets.entries()) await tg.sink.layerDone(l, hidden, tg.layers, save[i]);
       shared.write += now() - t;
     }
 

@@ -163,9 +163,13 @@ export class OutputSink {
     return !last && (performance.now() - this.lastCheckpoint) / 1000 >= this.checkpointSeconds;
   }
 
-  /** Records layer `layer` as finished, saving `hidden` when {@link checkpointDue}. */
-  async layerDone(layer: number, hidden: Float32Array, layers: unknown[]): Promise<void> {
-    if (this.checkpointDue(layer)) {
+  /**
+   * Records layer `layer` as finished, saving `hidden` as the resume state when `save` (the
+   * caller's {@link checkpointDue} answer, taken once: the host hidden states were made
+   * current for that answer).
+   */
+  async layerDone(layer: number, hidden: Float32Array, layers: unknown[], save: boolean): Promise<void> {
+    if (save) {
       const tmp = join(this.partialDir, 'hidden.f32.tmp');
       await writeFile(tmp, new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength));
       await rename(tmp, join(this.partialDir, 'hidden.f32'));
