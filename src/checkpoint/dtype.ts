@@ -145,10 +145,7 @@ export function encodeFloat32(a: Float32Array, dtype: Dtype, what = 'tensor'): U
     case 'BF16': {
       const u = a.byteOffset % 4 === 0 ? new Uint32Array(a.buffer, a.byteOffset, n) : new Uint32Array(a.slice().buffer);
       const out = new Uint16Array(n);
-      for (let i = 0; i < n; i++) {
-        const b = u[i];
-        out[i] = (b & 0x7f800000) === 0x7f800000 && b & 0x7fffff ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
-      }
+      for (let i = 0; i < n; i++) out[i] = floatBitsToBf16(u[i]);
       return new Uint8Array(out.buffer);
     }
     case 'F16': {

@@ -2,7 +2,7 @@
  * Small per-layer helpers of the conversion: rounding to the stored dtype (so what is
  * evaluated is what is written) and relative errors.
  */
-import { encodeFloat32, toFloat32 } from '../checkpoint/dtype.js';
+import { encodeFloat32, floatBitsToBf16, toFloat32 } from '../checkpoint/dtype.js';
 
 /** Rounds float32 values to the precision of a stored dtype (BF16, F16; F32 unchanged), in a copy. */
 export function roundToDtype(a: Float32Array, dtype: string): Float32Array {
@@ -12,10 +12,7 @@ export function roundToDtype(a: Float32Array, dtype: string): Float32Array {
     const u = a.byteOffset % 4 === 0 ? new Uint32Array(a.buffer, a.byteOffset, n) : new Uint32Array(a.slice().buffer);
     const out = new Float32Array(n);
     const o = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) {
-      const b = u[i];
-      o[i] = ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff ? (b >>> 16) | 0x40 : (b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16;
-    }
+    for (let i = 0; i < n; i++) o[i] = floatBitsToBf16(u[i]) << 16;
     return out;
   }
   if (dtype !== 'F16') return a;
