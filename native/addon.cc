@@ -9,6 +9,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   g2m::InitForwardRope(env, exports);
   g2m::InitForwardAttention(env, exports);
   g2m::InitForwardLoss(env, exports);
+  g2m::InitDtypeConvert(env, exports);
+  g2m::InitConversionReduce(env, exports);
   g2m::InitDecodeMlaCpu(env, exports);
 #ifdef GQA2MLA_CUDA
   g2m::InitDecodeCuda(env, exports);

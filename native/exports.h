@@ -10,6 +10,8 @@ void InitForwardLinear(Napi::Env env, Napi::Object exports);     // forward_line
 void InitForwardRope(Napi::Env env, Napi::Object exports);       // forward_rope.cc: rope
 void InitForwardAttention(Napi::Env env, Napi::Object exports);  // forward_attention.cc: attention
 void InitForwardLoss(Napi::Env env, Napi::Object exports);       // forward_loss.cc: logSoftmaxNll, lmHeadNll
+void InitDtypeConvert(Napi::Env env, Napi::Object exports);      // dtype_convert.cc: widen16, narrow16, roundFloat32
+void InitConversionReduce(Napi::Env env, Napi::Object exports);  // conversion_reduce.cc: squaredDiffSums, latentRowStats
 void InitDecodeMlaCpu(Napi::Env env, Napi::Object exports);  // decode_mla_cpu.cc: mlaDecodeCpuAsync
 #ifdef GQA2MLA_CUDA
 void InitDecodeCuda(Napi::Env env, Napi::Object exports);    // decode_cuda.cc: decodeCuda.*

@@ -5,6 +5,7 @@
  * f64 and i64. Host byte order is assumed little-endian, as safetensors stores it.
  */
 import { GqaError } from '../errors.js';
+import { native } from '../native/binding.js';
 
 /** Element types gqa2mla reads and writes. */
 export type Dtype = 'BF16' | 'F16' | 'F32' | 'F64' | 'I64';
@@ -102,8 +103,9 @@ export function toFloat32(bytes: Uint8Array, dtype: Dtype): Float32Array {
       return new Float32Array(aligned.buffer, aligned.byteOffset, n).slice();
     case 'BF16':
     case 'F16': {
+      // multithreaded native widening, bit-identical to expand16
       const out = new Float32Array(n);
-      expand16(new Uint16Array(aligned.buffer, aligned.byteOffset, n), new Uint32Array(out.buffer), dtype);
+      native.widen16(new Uint16Array(aligned.buffer, aligned.byteOffset, n), dtype, out);
       return out;
     }
     case 'F64':
@@ -142,16 +144,11 @@ export function encodeFloat32(a: Float32Array, dtype: Dtype, what = 'tensor'): U
   switch (dtype) {
     case 'F32':
       return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-    case 'BF16': {
-      const u = a.byteOffset % 4 === 0 ? new Uint32Array(a.buffer, a.byteOffset, n) : new Uint32Array(a.slice().buffer);
-      const out = new Uint16Array(n);
-      for (let i = 0; i < n; i++) out[i] = floatBitsToBf16(u[i]);
-      return new Uint8Array(out.buffer);
-    }
+    case 'BF16':
     case 'F16': {
-      const u = a.byteOffset % 4 === 0 ? new Uint32Array(a.buffer, a.byteOffset, n) : new Uint32Array(a.slice().buffer);
+      // multithreaded native rounding, bit-identical to floatBitsToBf16 / floatBitsToHalf
       const out = new Uint16Array(n);
-      for (let i = 0; i < n; i++) out[i] = floatBitsToHalf(u[i]);
+      native.narrow16(a.byteOffset % 4 === 0 ? a : a.slice(), dtype, out);
       return new Uint8Array(out.buffer);
     }
     case 'F64':

@@ -11,6 +11,7 @@
  * bf16/f16, so the only rounding is that of the (derived) kv_a rows themselves.
  */
 import { gemm } from '../linalg.js';
+import { native } from '../native/binding.js';
 import type { LatentNormReport } from './report.js';
 
 /** The chosen scaling of one layer. */
@@ -55,19 +56,10 @@ export function maxLatentMeanSquare(w: Float32Array, b: Float32Array | null, R: 
  * c ([n, R], the latent before its bias). The backends compute c and share this reduction.
  */
 export function latentRowStats(c: Float32Array, n: number, R: number, b: Float32Array | null): { maxMs: number; minAbs: number } {
-  let maxMs = 0;
-  let minAbs = Infinity;
-  for (let t = 0; t < n; t++) {
-    let ss = 0;
-    for (let i = 0; i < R; i++) {
-      const v = c[t * R + i] + (b ? b[i] : 0);
-      ss += v * v;
-      const a = Math.abs(v);
-      if (a > 0 && a < minAbs) minAbs = a;
-    }
-    maxMs = Math.max(maxMs, ss / R);
-  }
-  return { maxMs, minAbs };
+  if (n === 0) return { maxMs: 0, minAbs: Infinity };
+  const out = new Float64Array(2);
+  native.latentRowStats(c, b, out, { rows: n, dim: R }); // multithreaded, float64 sums
+  return { maxMs: out[0], minAbs: out[1] };
 }
 
 /** Chooses alpha and the norm weight for a layer. */

@@ -115,6 +115,35 @@ export interface NativeBinding {
   syrkAccumulateAsync(c: Float64Array, x: FloatArray, rows: number, n: number, alpha?: number): Promise<Float64Array>;
 }
 
+/* ---- element types and reductions of the conversion (native/dtype_convert.cc, native/conversion_reduce.cc) ---- */
+/** Stored 16-bit element types. */
+export type NativeHalfDtype = 'BF16' | 'F16';
+
+// Multithreaded, each also as a Promise (`*Async`, libuv pool; argument errors throw
+// synchronously). Bit-exact with src/checkpoint/dtype.ts (round to nearest even, NaN kept NaN
+// with the quiet bit set, f16 overflow to infinity and subnormals). Source and output must
+// not overlap (ERR_ALIAS), except roundFloat32's output being its source.
+export interface NativeBinding {
+  /** out[i] = float32 value of the bf16/f16 bits src[i]. */
+  widen16(src: Uint16Array, dtype: NativeHalfDtype, out: Float32Array): void;
+  widen16Async(src: Uint16Array, dtype: NativeHalfDtype, out: Float32Array): Promise<void>;
+  /** out[i] = bf16/f16 bits of src[i]. */
+  narrow16(src: Float32Array, dtype: NativeHalfDtype, out: Uint16Array): void;
+  narrow16Async(src: Float32Array, dtype: NativeHalfDtype, out: Uint16Array): Promise<void>;
+  /** out[i] = src[i] rounded to the precision of `dtype`, as float32 (out may be src). */
+  roundFloat32(src: Float32Array, dtype: NativeHalfDtype, out: Float32Array): void;
+  roundFloat32Async(src: Float32Array, dtype: NativeHalfDtype, out: Float32Array): Promise<void>;
+  /** out = [sum (a - b)^2, sum b^2] over the first b.length values, in float64. */
+  squaredDiffSums(a: Float32Array, b: Float32Array, out: Float64Array): void;
+  squaredDiffSumsAsync(a: Float32Array, b: Float32Array, out: Float64Array): Promise<void>;
+  /**
+   * With v = c[t, :] + bias over `rows` rows of `dim`: out = [largest per-row mean(v^2) (NaN
+   * when any v is NaN), smallest non-zero |v| (Infinity when none)], in float64.
+   */
+  latentRowStats(c: Float32Array, bias: Float32Array | null, out: Float64Array, options: { rows: number; dim: number }): void;
+  latentRowStatsAsync(c: Float32Array, bias: Float32Array | null, out: Float64Array, options: { rows: number; dim: number }): Promise<void>;
+}
+
 /* ---- forward kernels (native/forward_*.cc) ---- */
 /** Options of `rmsNorm`: rows of `dim` values, optionally strided. */
 export interface NativeRmsNormOptions {
