@@ -3,7 +3,7 @@
  * times, the backend's counters (eigh, uploads, downloads, read wait), peak GPU memory
  * (convertCuda accounting and device-wide) and peak host RSS (VmHWM).
  *   tsx bench/convert-8b/run.ts --model <dir> --out <dir> --json <file> [--device cuda|cpu]
- *     [--samples 128] [--seqlen 256] [--rank 512] [--rope 64] [--method transmla] [--freqfold 4]
+ *     [--samples 128] [--seqlen 256] [--rank 512] [--rope 64] [--method transmla|gqa2mla|default] [--freqfold 4]
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { lastBackendInfo } from '../../src/backend/select.js';
@@ -23,15 +23,15 @@ function vmHwm(): number {
 }
 
 const device = arg('device', 'cuda') as 'cuda' | 'cpu';
-const method = arg('method', 'transmla') as 'transmla' | 'gqa2mla';
+// --method default: the tool's own defaults (method, freqfold candidates, metric, refits)
+const method = arg('method', 'transmla') as 'transmla' | 'gqa2mla' | 'default';
 const ff = arg('freqfold', '4');
 const settings = {
   calibSamples: Number(arg('samples', '128')),
   calibSeqlen: Number(arg('seqlen', '256')),
   kvLoraRank: Number(arg('rank', '512')),
   qkRopeDim: Number(arg('rope', '64')),
-  method,
-  freqfold: ff === 'auto' ? ('auto' as const) : Number(ff),
+  ...(method === 'default' ? {} : { method, freqfold: ff === 'auto' ? ('auto' as const) : Number(ff) }),
 };
 const cu = native.convertCuda;
 cu?.resetPeak();
@@ -57,7 +57,19 @@ const mem = cu?.memStats();
 const result = {
   device,
   backend: backend ? { device: backend.device, name: backend.name } : null,
-  settings: { ...settings, heldOutSamples: report.settings.heldOutSamples, latentNorm: report.settings.latentNorm },
+  settings: (({ method, freqfold, kvMetric, ropeSelection, nopeShrink, valueRefit, outputRefit, qLoraRank, heldOutSamples, latentNorm }) => ({
+    ...settings,
+    method,
+    freqfold,
+    kvMetric,
+    ropeSelection,
+    nopeShrink,
+    valueRefit,
+    outputRefit,
+    qLoraRank,
+    heldOutSamples,
+    latentNorm,
+  }))(report.settings),
   model: { layers: report.source.numLayers, heads: report.source.numHeads, kvHeads: report.source.numKvHeads, headDim: report.source.headDim },
   wallSeconds: wall,
   times: report.times,

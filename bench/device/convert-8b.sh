@@ -1,6 +1,6 @@
 #!/bin/bash
 # CUDA conversion backend on the GPU machine (device tool), from the repository root, in one call:
-#   source .devkit/env.sh && bash bench/device/convert-8b.sh [--quick] [--no-tests] [--no-agree] [--layers N]
+#   source .devkit/env.sh && bash bench/device/convert-8b.sh [--quick] [--no-tests] [--no-agree] [--layers N] [--default-method]
 # carry: [".devkit", ".devkit-jest"] (.devkit-jest/jest-modules.tar.xz: jest + swc, added to
 # the devkit's node_modules). Builds the CUDA addon with cmake-js, runs test/*cuda*.test.ts
 # (except the decode tests), times eigh n = 1024/2048/4096 (cuSOLVER vs LAPACK), checks
@@ -9,10 +9,12 @@
 # (8 files at most): smi.txt build.log test.log eigh.json agree.json convert.json run.log
 # convert-8b-results.json. --quick: 2 layers, tests without the fixture conversions, no agreement.
 # --profile: only the 8B conversion, under node --cpu-prof; host-side summary in $OUT/profile.txt.
+# --default-method: a second 8B conversion with the tool's default settings (method gqa2mla),
+# its JSON folded into convert-8b-results.json as convertDefaultMethod.
 set -uo pipefail
 OUT=${OUT:-/tmp/convert-8b-out}
 mkdir -p "$OUT"
-QUICK=0; TESTS=1; AGREE=1; LAYERS=32; PROFILE=0; EIGH=1
+QUICK=0; TESTS=1; AGREE=1; LAYERS=32; PROFILE=0; EIGH=1; DEFAULT=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; AGREE=0; LAYERS=2 ;;
@@ -20,6 +22,7 @@ while [ $# -gt 0 ]; do
     --no-agree) AGREE=0 ;;
     --layers) LAYERS=$2; shift ;;
     --profile) PROFILE=1; TESTS=0; AGREE=0; EIGH=0 ;;
+    --default-method) DEFAULT=1 ;;
   esac
   shift
 done
@@ -73,7 +76,7 @@ timeout $lim node "${PROF[@]}" --import tsx bench/convert-8b/run.ts --model $MOD
   2> >(tail -40 >> "$OUT/run.log") | tee -a "$OUT/run.log"
 stamp "conversion exit $?"
 if [ "$PROFILE" = 1 ]; then python3 bench/convert-8b/profile_summary.py /tmp/convert-prof --top 40 > "$OUT/profile.txt" 2>&1; head -60 "$OUT/profile.txt"; fi
-rm -rf /tmp/llama3-8b-mla $MODEL
+rm -rf /tmp/llama3-8b-mla
 
 if [ "$TESTS" = 1 ] && [ "$QUICK" = 0 ] && [ $(left) -gt 60 ]; then run_tests $(left) test/convert-cuda.test.ts; fi
 if [ "$AGREE" = 1 ] && [ $(left) -gt 60 ]; then
@@ -83,8 +86,23 @@ elif [ "$AGREE" = 1 ]; then
   stamp "agreement bench skipped ($(left)s left)"
 fi
 
+if [ "$DEFAULT" = 1 ]; then
+  lim=$(( $(left) - 15 ))
+  if [ $lim -gt 60 ]; then
+    stamp "8B-shaped conversion with the tool's default method (limit ${lim}s)"
+    timeout $lim node --import tsx bench/convert-8b/run.ts --model $MODEL --out /tmp/llama3-8b-mla --json /tmp/convert-default.json --device cuda --method default \
+      2> >(tail -40 >> "$OUT/run.log") | tee -a "$OUT/run.log"
+    stamp "default-method conversion exit $?"
+    rm -rf /tmp/llama3-8b-mla
+  else
+    stamp "default-method conversion skipped ($(left)s left)"
+  fi
+fi
+rm -rf $MODEL
+
 node -e "
 const fs=require('fs'); const o=process.env.OUT; const r={bench:'convert-8b', card: fs.readFileSync(o+'/smi.txt','utf8').trim(), cpuCores: require('os').cpus().length, cpuModel: require('os').cpus()[0].model};
 for (const k of ['eigh','agree','convert']) { try { r[k]=JSON.parse(fs.readFileSync(o+'/'+k+'.json','utf8')); } catch { r[k]=null; } }
+try { r.convertDefaultMethod=JSON.parse(fs.readFileSync('/tmp/convert-default.json','utf8')); } catch { r.convertDefaultMethod=null; }
 fs.writeFileSync(o+'/convert-8b-results.json', JSON.stringify(r,null,2)+'\n');"
 stamp "done"

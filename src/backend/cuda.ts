@@ -1,8 +1,9 @@
 /**
  * The CUDA backend of a conversion. The calibration hidden states live on the GPU for the
- * whole run (the host copy is refreshed after each layer for the resume journal); each
- * layer's weights are uploaded once in their stored dtype while the next layer's bytes are
- * read from disk in the background; the input norm, float64 moments (DSYRK), held-out
+ * whole run (the host copy is refreshed only when a resume checkpoint is due); each layer's
+ * weights are uploaded once in their stored dtype while the next layer's bytes are read from
+ * disk and widened to their float32 host values in the background; the normalised inputs x
+ * stay on the device unless host code needs them; the input norm, float64 moments (DSYRK), held-out
  * attention and propagation run on the GPU; the factorization's large float64 products
  * and eigendecompositions run on cuBLAS / cuSOLVER through src/convert/mat.ts.
  *
@@ -22,7 +23,7 @@ import { gemm as cpuGemm, eigh as cpuEigh } from '../linalg.js';
 import { type LayerWeights, layerPrefix, layerTensorSpecs } from '../engine/weights.js';
 import { GqaError } from '../errors.js';
 import type { ModelSpec } from '../model/spec-types.js';
-import type { NativeConvertCuda } from '../native/binding.js';
+import { native, type NativeConvertCuda } from '../native/binding.js';
 import { type DeviceForwardContext, type DeviceWeight, attentionDevice, layerForwardDevice } from './cuda-forward.js';
 import { DeviceArray, DeviceWorkspace, cudaExports } from './cuda-memory.js';
 import { type BackendStats, type ComputeBackend, emptyStats } from './types.js';
@@ -33,8 +34,6 @@ const MICRO_BATCH_TOKENS = 16384;
 const GPU_GEMM_FLOPS = 2e8;
 /** Eigendecompositions of at least this order run on cuSOLVER. */
 const GPU_EIGH_MIN_N = 256;
-/** Float32 tensors of at least this many elements are encoded for writing on the GPU. */
-const GPU_ENCODE_MIN = 1 << 16;
 
 const now = () => performance.now() / 1000;
 
@@ -48,6 +47,22 @@ interface DeviceTensor {
   raw: { dtype: string; bytes: Uint8Array } | null;
 }
 
+/** A layer tensor as read: its stored bytes and their float32 values. */
+interface HostTensor {
+  raw: RawTensor;
+  host: Float32Array;
+}
+
+/** The float32 values of stored bytes (BF16/F16 widened by the addon on the libuv pool, bit-exact). */
+async function decodeHost(r: RawTensor): Promise<Float32Array> {
+  if (r.dtype !== 'BF16' && r.dtype !== 'F16') return toFloat32(r.data, r.dtype as Dtype);
+  const n = r.data.byteLength / 2;
+  const bytes = r.data.byteOffset % 2 === 0 ? r.data : r.data.slice();
+  const out = new Float32Array(n);
+  await native.widen16Async(new Uint16Array(bytes.buffer, bytes.byteOffset, n), r.dtype, out);
+  return out;
+}
+
 /** Conversion work on one CUDA GPU. */
 export class CudaBackend implements ComputeBackend {
   readonly device = 'cuda' as const;
@@ -59,7 +74,7 @@ export class CudaBackend implements ComputeBackend {
   private readonly tensors = new Map<string, DeviceTensor>();
   private readonly byHost = new WeakMap<Float32Array, DeviceTensor>();
   private readonly invFreqs = new WeakMap<Float32Array, DeviceArray>();
-  private prefetch: { layer: number; bytes: Promise<Map<string, RawTensor>> } | null = null;
+  private prefetch: { layer: number; bytes: Promise<Map<string, HostTensor>> } | null = null;
   private hidden: DeviceArray | null = null;
   /** the host array known to equal the device hidden states */
   private mirror: Float32Array | null = null;
@@ -81,13 +96,22 @@ export class CudaBackend implements ComputeBackend {
 
   // ---- weights ---------------------------------------------------------------------------
 
-  private readLayer(ckpt: Checkpoint, spec: ModelSpec, layer: number): Promise<Map<string, RawTensor>> {
+  /**
+   * Reads a layer's stored bytes and decodes their float32 host values, all on the libuv
+   * pool (disk reads, then the addon's multithreaded widening) while the main thread and
+   * the GPU work on the current layer.
+   */
+  private readLayer(ckpt: Checkpoint, spec: ModelSpec, layer: number): Promise<Map<string, HostTensor>> {
     const prefix = layerPrefix(layer);
     const names = layerTensorSpecs(spec)
       .map((s) => s.name)
       .filter((n) => ckpt.has(prefix + n));
-    // all reads at once: they proceed on the libuv pool while the main thread computes
-    const p = Promise.all(names.map(async (n) => [n, await ckpt.readRaw(prefix + n)] as const)).then((e) => new Map(e));
+    const p = Promise.all(
+      names.map(async (n) => {
+        const raw = await ckpt.readRaw(prefix + n);
+        return [n, { raw, host: await decodeHost(raw) }] as const;
+      }),
+    ).then((e) => new Map(e));
     p.catch(() => undefined);
     return p;
   }
@@ -110,27 +134,28 @@ export class CudaBackend implements ComputeBackend {
         throw new GqaError('ERR_TENSOR_MISSING', `tensor ${full} is missing from the checkpoint (model_type ${spec.modelType})`);
       }
       const numel = want.shape.reduce((a, b) => a * b, 1);
-      const have = r.shape.reduce((a, b) => a * b, 1);
-      if (have !== numel)
-        throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${full} has ${have} elements, config implies [${want.shape.join(', ')}] = ${numel}`);
-      out.tensors[want.name] = { data: this.place(want.name, r, numel), shape: want.shape };
+      if (r.host.length !== numel)
+        throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${full} has ${r.host.length} elements, config implies [${want.shape.join(', ')}] = ${numel}`);
+      out.tensors[want.name] = { data: this.place(want.name, r.raw, r.host), shape: want.shape };
     }
     this.stats.uploadSeconds += now() - t;
     return out;
   }
 
-  /** Uploads one tensor and returns its float32 host values (decoded on the GPU). */
-  private place(name: string, r: RawTensor, numel: number): Float32Array {
+  /** Uploads one tensor in its stored precision; `host` (its decoded values) becomes the layer's host array. */
+  private place(name: string, r: RawTensor, host: Float32Array): Float32Array {
+    const numel = host.length;
     const bf16 = r.dtype === 'BF16';
     const want = bf16 ? 'BF16' : 'F32';
     let dt = this.tensors.get(name);
     if (!dt || dt.dev.dtype !== want || dt.dev.length !== numel) {
       dt?.dev.free();
       dt?.f32?.free();
-      dt = { dev: DeviceArray.alloc(want, numel), f32: null, f32Valid: false, host: new Float32Array(numel), raw: null };
+      dt = { dev: DeviceArray.alloc(want, numel), f32: null, f32Valid: false, host, raw: null };
       this.tensors.set(name, dt);
     }
     dt.f32Valid = false;
+    dt.host = host;
     if (r.dtype === 'BF16' || r.dtype === 'F32') {
       dt.dev.upload(r.data);
     } else if (r.dtype === 'F16') {
@@ -138,17 +163,11 @@ export class CudaBackend implements ComputeBackend {
       stage.upload(r.data);
       this.cu.convert(stage.buf, 'F16', dt.dev.buf, 'F32', numel);
     } else {
-      dt.dev.upload(toFloat32(r.data, r.dtype as Dtype));
-    }
-    if (bf16) {
-      const wide = this.widened(dt);
-      wide.download(dt.host);
-    } else {
-      dt.dev.download(dt.host);
+      dt.dev.upload(host);
     }
     dt.raw = r.dtype === 'BF16' || r.dtype === 'F16' || r.dtype === 'F32' ? { dtype: r.dtype, bytes: r.data } : null;
-    this.byHost.set(dt.host, dt);
-    return dt.host;
+    this.byHost.set(host, dt);
+    return host;
   }
 
   /** The float32 device copy of a tensor (widened from bf16 on first use per layer). */
@@ -247,7 +266,7 @@ export class CudaBackend implements ComputeBackend {
     return this.hidden;
   }
 
-  async statistics(spec: ModelSpec, w: LayerWeights, hidden: Float32Array, x: Float32Array, statRows: number, allRows: number): Promise<InputMoments> {
+  async statistics(spec: ModelSpec, w: LayerWeights, hidden: Float32Array, x: Float32Array, statRows: number, allRows: number, hostInputs = true): Promise<InputMoments> {
     const hid = spec.hiddenSize;
     if (hidden.length < allRows * hid || x.length < allRows * hid)
       throw new GqaError('ERR_SHAPE', `statistics: hidden/x hold fewer than ${allRows} x ${hid} values`, 'runtime');
@@ -271,7 +290,8 @@ export class CudaBackend implements ComputeBackend {
     this.cu.momentsFinish(this.momC.buf, this.momSum!.buf, hid, statRows);
     await this.cu.synchronizeAsync();
     const t = now();
-    this.x.download(x.subarray(0, allRows * hid));
+    if (hostInputs) this.x.download(x.subarray(0, allRows * hid));
+    else x.fill(NaN, 0, hid); // not current on the host: a stray host read shows up as NaN
     const second = new Float64Array(hid * hid);
     const mean = new Float64Array(hid);
     this.momC.download(second);
@@ -374,18 +394,7 @@ export class CudaBackend implements ComputeBackend {
         this.stats.passthroughTensors++;
         continue;
       }
-      if (t.data.length < GPU_ENCODE_MIN) {
-        out.push({ ...t, data: encodeFloat32(t.data, t.dtype as Dtype, t.name) });
-        continue;
-      }
-      const n = t.data.length;
-      const src = this.ws.get('enc32', 'F32', n);
-      const dst = this.ws.get('enc16', 'BF16', n);
-      src.upload(t.data);
-      this.cu.convert(src.buf, 'F32', dst.buf, t.dtype, n);
-      const bytes = new Uint8Array(2 * n);
-      dst.download(bytes);
-      out.push({ ...t, data: bytes });
+      out.push({ ...t, data: encodeFloat32(t.data, t.dtype as Dtype, t.name) }); // the addon's multithreaded rounding
     }
     return out;
   }

@@ -47,9 +47,12 @@ export interface ComputeBackend {
   loadLayer(ckpt: Checkpoint, spec: ModelSpec, layer: number): Promise<LayerWeights>;
   /**
    * Writes the attention input x = input_layernorm(hidden) of all `allRows` rows into `x`
-   * and returns the float64 moments E[x x^T], E[x] of the first `statRows` rows.
+   * and returns the float64 moments E[x x^T], E[x] of the first `statRows` rows. With
+   * `hostInputs` false the caller promises not to read `x` on the host for this layer: the
+   * CUDA backend then keeps x on the device only (its own methods taking `x` still work) and
+   * marks the host array's first row NaN, so a stray host read shows up as NaN.
    */
-  statistics(spec: ModelSpec, w: LayerWeights, hidden: Float32Array, x: Float32Array, statRows: number, allRows: number): Promise<InputMoments>;
+  statistics(spec: ModelSpec, w: LayerWeights, hidden: Float32Array, x: Float32Array, statRows: number, allRows: number, hostInputs?: boolean): Promise<InputMoments>;
   /** Attention output after o_proj of normalised inputs `x` ([nSeq*seqLen, hidden]), as engine attentionForward. */
   attentionForward(spec: ModelSpec, w: LayerWeights, x: Float32Array, nSeq: number, seqLen: number): Promise<Float32Array>;
   /** Applies decoder layer `w` to `hidden` in place, as engine layerForward. */

@@ -27,6 +27,7 @@ import { factorizeLayer, type KvMetric, type LayerFactorization, layerMoments } 
 import { cachedAttentionMoments } from './attention-stats.js';
 import { chooseLatentScaling, countSubnormal, latentNormReport } from './latent-norm.js';
 import { relativeError, roundToDtype } from './layer-ops.js';
+import { type Dtype, toFloat32 } from '../checkpoint/dtype.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type OutTensor, OutputSink } from './output.js';
 import type { ConversionReport, LayerReport, StageTimes } from './report.js';
@@ -135,6 +136,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
   // float64 products / eigendecompositions run (src/backend/)
   const backend = createBackend(options.device);
   backend.claimMatKernels();
+  const targets: Target[] = [];
   try {
     // ---- calibrate: tokenize and draw windows
     let t = now();
@@ -149,7 +151,6 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
     const statRows = calib.samples * S;
     const allRows = count * S;
 
-    const targets: Target[] = [];
     for (const o of outs) {
       const opt = o.opt;
       const dtype = opt.dtype === 'auto' ? storedDtype(ckpt.info('model.embed_tokens.weight').dtype) : opt.dtype;
@@ -187,14 +188,14 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
       }
     }
     if (!hidden) {
-      const table = await ckpt.read('model.embed_tokens.weight');
-      hidden = new Float32Array(allRows * hid);
-      await native.embedGatherAsync(table, calib.ids, hidden, hid);
-      for (const tg of targets) await tg.sink.writeShard(1, [await rawTensor(ckpt, 'model.embed_tokens.weight')]);
+      const table = await rawTensor(ckpt, 'model.embed_tokens.weight');
+      hidden = await embedRows(table, calib.ids, hid);
+      for (const tg of targets) await tg.sink.writeShard(1, [table]);
     }
     shared.forward += now() - t;
 
     const x = new Float32Array(allRows * hid);
+    const hostInputs = targets.some((tg) => readsHostInputs(tg.opt));
     for (let l = startLayer; l < numLayers; l++) {
       checkAbort(options.signal);
       const tl = now();
@@ -205,7 +206,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
       // ---- statistics of the attention input (calibration windows only)
       t = now();
       progress('statistics', l);
-      const moments = await backend.statistics(spec, w, hidden, x, statRows, allRows);
+      const moments = await backend.statistics(spec, w, hidden, x, statRows, allRows, hostInputs);
       const gqa = gqaAttention(w);
       const needQ = targets.some((tg) => tg.opt.ropeSelection !== 'key' || tg.opt.kvMetric !== 'plain');
       const lm = layerMoments(spec, gqa, moments, needQ);
@@ -368,7 +369,8 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
         }
         t = now();
         progress('write', l);
-        await tg.sink.writeShard(tg.sink.layerShard(l), await backend.encodeForWrite(layerTensors(l, chosen.mw, dtype)));
+        // written behind the next layer's work (one shard in flight); the time is the wait
+        await tg.sink.writeShardBehind(tg.sink.layerShard(l), await backend.encodeForWrite(layerTensors(l, chosen.mw, dtype)));
         tg.times.write += now() - t;
         tg.layers.push({
           layer: l,
@@ -430,6 +432,8 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
     progress('done', numLayers);
     return reports;
   } finally {
+    // a shard still being written when something failed: let it finish (or fail) first
+    for (const tg of targets) await tg.sink.settle();
     await backend.release();
     await ckpt.close();
   }
@@ -490,6 +494,16 @@ async function readCalibText(file?: string): Promise<string> {
   }
 }
 
+/**
+ * Whether a conversion with these options reads the normalised calibration inputs x on the
+ * host (otherwise the backend may keep them on the device only): the attention-aware KV
+ * metric, the NoPE distance profile, the value/output refits and the query compression do.
+ * Keep this list in step with the host uses of `x` / `xHeld` in run().
+ */
+function readsHostInputs(opt: ResolvedOptions): boolean {
+  return opt.kvMetric === 'attention' || opt.kvMetric === 'auto' || opt.nopeShrink || opt.valueRefit || opt.outputRefit || opt.qLoraRank !== null;
+}
+
 function storedDtype(d: string): string {
   return d === 'F32' || d === 'F16' || d === 'BF16' ? d : 'F32';
 }
@@ -497,6 +511,30 @@ function storedDtype(d: string): string {
 async function rawTensor(ckpt: Checkpoint, name: string): Promise<OutTensor> {
   const r = await ckpt.readRaw(name);
   return { name, dtype: r.dtype, shape: r.shape, data: r.data };
+}
+
+/**
+ * Rows `ids` of an embedding table given by its stored bytes, as float32 ([ids, hid]): only
+ * the needed rows are widened (BF16/F16), so the table is read once and never expanded whole.
+ */
+async function embedRows(table: OutTensor, ids: Int32Array, hid: number): Promise<Float32Array> {
+  const bytes = table.data as Uint8Array;
+  const vocab = table.shape[0];
+  if (table.shape.length !== 2 || table.shape[1] !== hid)
+    throw new GqaError('ERR_TENSOR_SHAPE', `model.embed_tokens.weight has shape [${table.shape}], expected [vocab, ${hid}]`);
+  const out = new Float32Array(ids.length * hid);
+  if (table.dtype === 'BF16' || table.dtype === 'F16') {
+    const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+    const u16 = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+    for (let r = 0; r < ids.length; r++) {
+      const id = ids[r];
+      if (!(id >= 0 && id < vocab)) throw new GqaError('ERR_OUT_OF_RANGE', `token id ${id} is outside the embedding table [0, ${vocab})`);
+      native.widen16(u16.subarray(id * hid, (id + 1) * hid), table.dtype, out.subarray(r * hid, (r + 1) * hid));
+    }
+    return out;
+  }
+  await native.embedGatherAsync(toFloat32(bytes, table.dtype as Dtype), ids, out, hid);
+  return out;
 }
 
 function gqaAttention(w: LayerWeights) {

@@ -162,21 +162,21 @@ function sqrtPair(a: Mat): { sqrt: Mat; isqrt: Mat } {
   const n = a.rows;
   const { values, vectors } = eigh(a.data.slice(), n);
   const floor = Math.max(values[0], 1e-300) * 1e-10;
-  const sqrt = zeros(n, n);
-  const isqrt = zeros(n, n);
+  // V diag(f(lambda)) V^T as one product each (BLAS / the GPU), then exactly symmetric
+  const up = zeros(n, n);
+  const down = zeros(n, n);
   for (let c = 0; c < n; c++) {
-    const lam = Math.max(values[c], floor);
-    const s = Math.sqrt(lam);
+    const s = Math.sqrt(Math.max(values[c], floor));
     for (let i = 0; i < n; i++) {
-      const vi = vectors[i * n + c];
-      if (vi === 0) continue;
-      for (let j = 0; j < n; j++) {
-        const p = vi * vectors[j * n + c];
-        sqrt.data[i * n + j] += p * s;
-        isqrt.data[i * n + j] += p / s;
-      }
+      up.data[i * n + c] = vectors[i * n + c] * s;
+      down.data[i * n + c] = vectors[i * n + c] / s;
     }
   }
+  const V: Mat = { rows: n, cols: n, data: vectors };
+  const sqrt = matmul(up, V, false, true);
+  const isqrt = matmul(down, V, false, true);
+  symmetrize(sqrt);
+  symmetrize(isqrt);
   return { sqrt, isqrt };
 }
 

@@ -11,6 +11,10 @@
  * the last save (0: after every layer), and `--resume` continues from the last saved layer
  * (later layers are redone, with identical results). The journal also stores the settings;
  * a resume with different settings is refused.
+ *
+ * Layer shards are written behind the computation ({@link OutputSink.writeShardBehind}): one
+ * shard at a time is in flight while the next layer computes, and a layer is recorded as
+ * finished in the journal only after its shard is on disk (fsync'ed and renamed).
  */
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -79,6 +83,8 @@ export class OutputSink {
   readonly toolVersion = '0.1.0';
   private journal: Journal;
   private lastCheckpoint = performance.now();
+  /** the shard being written behind the computation, then its journal update */
+  private pending: Promise<void> | null = null;
   private constructor(
     readonly outDir: string,
     readonly partialDir: string,
@@ -135,12 +141,48 @@ export class OutputSink {
     return `model-${String(index).padStart(w, '0')}-of-${String(total).padStart(w, '0')}.safetensors`;
   }
 
-  /** Writes the tensors of shard `index` (1-based) and records them. */
+  /** Writes the tensors of shard `index` (1-based) and records them (after any write still in flight). */
   async writeShard(index: number, tensors: OutTensor[]): Promise<void> {
+    await this.flush();
+    await this.write(index, tensors);
+  }
+
+  private async write(index: number, tensors: OutTensor[]): Promise<void> {
     const name = this.shardName(index);
     const bytes = await writeShard(join(this.partialDir, name), tensors);
     this.journal.shardBytes[name] = bytes;
     for (const t of tensors) this.journal.weightMap[t.name] = name;
+  }
+
+  /**
+   * Starts writing shard `index` in the background and returns once the previous background
+   * write (and its journal update) has finished: at most one shard is in flight. Float32
+   * tensors are encoded before this returns; raw byte tensors (Uint8Array) must not change
+   * until the write is done. A failure is thrown by the next {@link flush},
+   * {@link writeShard}, {@link writeShardBehind}, saving {@link layerDone} or {@link finish}.
+   */
+  async writeShardBehind(index: number, tensors: OutTensor[]): Promise<void> {
+    // encoded now, into bytes of their own: the caller may refill float32 buffers meanwhile
+    const owned = tensors.map((t) => {
+      if (t.data instanceof Uint8Array) return t;
+      const bytes = encodeFloat32(t.data, t.dtype as Dtype, t.name);
+      return { ...t, data: bytes.buffer === t.data.buffer ? bytes.slice() : bytes };
+    });
+    await this.flush();
+    this.pending = this.write(index, owned);
+    this.pending.catch(() => undefined); // reported by the next flush
+  }
+
+  /** Waits for the background write and its journal update; throws its error, if any. */
+  async flush(): Promise<void> {
+    const p = this.pending;
+    this.pending = null;
+    if (p) await p;
+  }
+
+  /** {@link flush}, ignoring a failure (for cleanup after another error). */
+  async settle(): Promise<void> {
+    await this.flush().catch(() => undefined);
   }
 
   /** Layers already finished by an earlier, interrupted run, with the hidden states to go on from. */
@@ -169,15 +211,28 @@ export class OutputSink {
    * current for that answer).
    */
   async layerDone(layer: number, hidden: Float32Array, layers: unknown[], save: boolean): Promise<void> {
+    const reports = layers.slice();
     if (save) {
+      // the resume state needs every earlier shard on disk, and `hidden` as it is now
+      await this.flush();
       const tmp = join(this.partialDir, 'hidden.f32.tmp');
       await writeFile(tmp, new Uint8Array(hidden.buffer, hidden.byteOffset, hidden.byteLength));
       await rename(tmp, join(this.partialDir, 'hidden.f32'));
       this.journal.hiddenLayers = layer + 1;
       this.lastCheckpoint = performance.now();
-    } else if (this.journal.hiddenLayers === undefined) this.journal.hiddenLayers = 0;
-    this.journal.layersDone = layer + 1;
-    this.journal.layers = layers;
+      await this.recordLayers(layer + 1, reports);
+      return;
+    }
+    // after the layer's shard (still being written behind) is on disk
+    const shard = this.pending ?? Promise.resolve();
+    this.pending = shard.then(() => this.recordLayers(layer + 1, reports));
+    this.pending.catch(() => undefined);
+  }
+
+  private async recordLayers(done: number, reports: unknown[]): Promise<void> {
+    if (this.journal.hiddenLayers === undefined) this.journal.hiddenLayers = 0;
+    this.journal.layersDone = done;
+    this.journal.layers = reports;
     const jt = join(this.partialDir, 'journal.json.tmp');
     await writeFile(jt, JSON.stringify(this.journal));
     await rename(jt, join(this.partialDir, 'journal.json'));
@@ -203,6 +258,7 @@ export class OutputSink {
    * renames the partial directory to the output directory.
    */
   async finish(sourceDir: string, config: unknown, report: unknown): Promise<{ shards: string[]; totalSize: number }> {
+    await this.flush();
     const shards = Object.keys(this.journal.shardBytes).sort();
     const totalSize = Object.values(this.journal.shardBytes).reduce((a, b) => a + b, 0);
     const weightMap: Record<string, string> = {};
