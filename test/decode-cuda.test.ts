@@ -121,6 +121,10 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
     'mla576x512.m32.w8.ov',
     'mla576x512.m32.w16.ov',
     'mla576x512.m64.w8.ov',
+    'mla576x512.m32.tma',
+    'mla576x512.m32.w16.tma',
+    'mla576x512.m64.tma',
+    'mla576x512.m32.tma.ov',
   ];
   for (const kernel of kernels)
     test(`kernel ${kernel} (heads 32 q_len 1 paged, heads 64 q_len 2 contiguous)`, async () => {
@@ -138,6 +142,37 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
         );
         expect(run.plan.kernel).toBe(kernel);
         check(run, c.ref, `mla h${heads} q${qLen}`);
+      }
+    });
+
+  // The bulk-copy (TMA) instances on every shape class (16 to 256 rows, q_len 1 and 2
+  // causal, paged and contiguous, lengths 0 and 1, NaN in every slot past a length); one
+  // float64 reference per class, every instance checked against it.
+  const tmaKernels = ['mla576x512.m32.tma', 'mla576x512.m32.tma.ov', 'mla576x512.m32.w16.tma', 'mla576x512.m64.tma'];
+  const tmaClasses: Array<{ heads: number; qLen: number; lens: number[]; paged: boolean }> = [
+    ...classes,
+    { heads: 32, qLen: 1, lens: [0, 1, 64, 999], paged: false },
+    { heads: 16, qLen: 2, lens: [2, 1, 129, 450], paged: true },
+  ];
+  for (const cls of tmaClasses)
+    test(`bulk-load kernels, heads ${cls.heads}, q_len ${cls.qLen}, ${cls.paged ? 'paged' : 'contiguous'}, lens ${cls.lens.join('/')}`, async () => {
+      const c = makeMlaCase({ seed: nextSeed(), qLen: cls.qLen, heads: cls.heads, lens: cls.lens, paged: cls.paged, bf16: true, scale: 0.1 });
+      const rows = c.batch * c.qLen * c.heads;
+      for (const kernel of tmaKernels) {
+        const run = await runCuda(
+          { kind: 'mla', seqLens: Int32Array.from(c.lens), batch: c.batch, qLen: c.qLen, heads: c.heads, kernel, ...layoutOpts(c.layout) },
+          { qLat: bf16Bits(c.qLat), qRope: bf16Bits(c.qRope), cache: bf16Bits(c.cache), blockTable: c.layout.blockTable },
+          rows,
+          512,
+          c.scale,
+        );
+        expect(run.plan.kernel).toBe(kernel);
+        check(run, c.ref, `mla h${cls.heads} q${cls.qLen}`);
+        for (let r = 0; r < rows; r++)
+          if (c.ref.lse[r] === -Infinity) {
+            expect(run.lse[r]).toBe(-Infinity);
+            for (let d = 0; d < 512; d++) expect(run.out[r * 512 + d]).toBe(0);
+          }
       }
     });
 

@@ -109,6 +109,29 @@ if (variants.length) {
     );
   }
   say();
+  // What the MLA/GQA comparison gives with the fastest MLA kernel measured for each shape
+  // (default or forced), so a new instance can be judged before it becomes the default.
+  const best = oursRows
+    .filter((g) => g.kind === 'gqa' && !g.varied && g.batch >= 64 && g.sk >= 8192)
+    .map((g) => {
+      const k = key({ ...g, heads: 32 });
+      const cands = oursRows.filter((r) => (r.kind === 'mla' || r.kind === 'mla-kernel') && key(r) === k);
+      const m = cands.reduce<Row | undefined>((a, r) => (a === undefined || r.ms < a.ms ? r : a), undefined);
+      return { g, m };
+    })
+    .filter((x) => x.m !== undefined);
+  if (best.length) {
+    say('### MLA/GQA speedup with the fastest MLA kernel measured (batch >= 64, s_k >= 8K, fixed)', true);
+    say();
+    say('| batch | s_k | q_len | fastest MLA kernel | ms | % copy | GQA ms | speedup | / KV ratio |', true);
+    say('|---:|---:|---:|---|---:|---:|---:|---:|---:|');
+    for (const { g, m } of best)
+      say(
+        `| ${g.batch} | ${skName(g.sk)} | ${g.qLen} | ${m!.kernel} | ${f(m!.ms, 3)} | ${f(m!.pctCopy)} | ${f(g.ms, 3)} | ${f(g.ms / m!.ms, 2)} | ${f(g.ms / m!.ms / KV_RATIO, 2)} |`,
+        true,
+      );
+    say();
+  }
 }
 say('### Acceptance checks');
 say();

@@ -40,7 +40,7 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-constexpr int TN = 32;  // tokens per tile
+constexpr int TN = 32;  // tokens per tile (= warp size: bulk loads give each lane one token row)
 
 #define G2M_CK(expr)                                                                              \
   do {                                                                                            \
@@ -103,6 +103,40 @@ template <int N>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
+
+// mbarrier (a 64-bit shared-memory object: pending arrivals, transaction bytes, phase bit)
+// and bulk global -> shared copies that complete on one (the Hopper TMA unit, sm_90).
+__device__ __forceinline__ void MbarInit(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+// Makes the initialized barriers visible to the async proxy (the bulk-copy unit).
+__device__ __forceinline__ void MbarInitFence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// One arrival that also announces `bytes` of transactions for the current phase.
+__device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Waits until the phase of parity `parity` has completed.
+__device__ __forceinline__ void MbarWait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// Bulk copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) whose completion
+// counts `bytes` of transactions on barrier `bar`.
+__device__ __forceinline__ void BulkG2S(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
 #endif  // G2M_EMULATE
 
 __device__ __forceinline__ float WarpMax(float v) {
@@ -130,13 +164,16 @@ __device__ __forceinline__ float WarpSum(float v) {
 //  O += P V: warp w takes m-group w / NCG (MTP = MT / PMG m-tiles) and column group
 //    w % NCG (NCOL = DV / NCG columns); each V fragment is shared by the MTP m-tiles.
 template <int DQK_, int DV_, int MT_, int NW_, int STAGES_, bool SHARED_, int SMG_, int NH_, int KS_, int PMG_,
-          bool QREG_, int MINB_, bool OV_ = false>
+          bool QREG_, int MINB_, bool OV_ = false, bool TMA_ = false>
 struct Cfg {
   static constexpr int DQK = DQK_, DV = DV_, MT = MT_, NW = NW_, STAGES = STAGES_;
   static constexpr int SMG = SMG_, NH = NH_, KS = KS_, PMG = PMG_;
   static constexpr bool SHARED = SHARED_, QREG = QREG_;
   static constexpr bool OV = OV_;  // overlapped tile schedule (S(j+1) with P V(j)); needs 3+ stages
   static constexpr int MINB = MINB_;  // blocks per SM the register budget must allow
+  // Bulk tile loads (TMA): warp 0 issues one bulk copy per token row, completing on a
+  // per-stage mbarrier that the block waits on; see DecodeKernel.
+  static constexpr bool TMA = TMA_;
   static constexpr int M = 16 * MT;
   static constexpr int THREADS = NW * 32;
   static constexpr int QSTR = DQK + 8;  // bf16 elements per smem row (16-byte pad)
@@ -157,13 +194,16 @@ struct Cfg {
   static constexpr int VCH = DV / 8;
   static constexpr size_t Q_BYTES_RAW = size_t(M) * QSTR * 2;
   static constexpr size_t K_BYTES = size_t(STAGES) * TN * KSTR * 2;
-  static constexpr bool Q_ALIAS = QREG && Q_BYTES_RAW <= K_BYTES;  // Q staged in the K stages
+  // Q staged in the K stages (not with bulk loads: those start before Q is read)
+  static constexpr bool Q_ALIAS = QREG && !TMA && Q_BYTES_RAW <= K_BYTES;
   static constexpr size_t Q_BYTES = Q_ALIAS ? 0 : Q_BYTES_RAW;
   static constexpr size_t V_BYTES = SHARED ? 0 : size_t(STAGES) * TN * VSTR * 2;
   static constexpr size_t S_BYTES = size_t(KS) * M * SPAD * 4;
   static constexpr size_t P_BYTES = size_t(M) * PSTR * 2;
   static constexpr size_t STAT_BYTES = size_t(3) * M * 4;
-  static constexpr size_t SMEM = Q_BYTES + K_BYTES + V_BYTES + S_BYTES + P_BYTES + STAT_BYTES;
+  static constexpr size_t BAR_OFF = Q_BYTES + K_BYTES + V_BYTES + S_BYTES + P_BYTES + STAT_BYTES;
+  static constexpr size_t BAR_BYTES = TMA ? size_t(8) * STAGES : 0;  // one "tile landed" mbarrier per stage
+  static constexpr size_t SMEM = BAR_OFF + BAR_BYTES;
   static_assert(DQK % 16 == 0 && DV % 16 == 0, "dims must be multiples of 16");
   static_assert((DQK / 16) % KS == 0, "k-steps must split evenly");
   static_assert(MT % SMG == 0 && MT % PMG == 0 && NW % PMG == 0, "m-groups must split evenly");
@@ -174,6 +214,9 @@ struct Cfg {
                 "softmax: a power-of-two number of threads per row, inside one warp");
   static_assert(DV <= DQK, "values are a prefix of the key row (MLA) or the same size (GQA)");
   static_assert(!OV || STAGES >= 3, "the overlapped schedule keeps two tiles in use while loading");
+  static_assert(!TMA || (SHARED && STAGES >= 2 && BAR_OFF % 8 == 0 && (KSTR * 2) % 16 == 0 && (DQK * 2) % 16 == 0 &&
+                         Q_BYTES % 16 == 0),
+                "bulk loads: MLA rows (one copy per token row), aligned rows");
 };
 
 // Loads n (2, 4, 8 or 16) consecutive floats from shared memory.
@@ -212,6 +255,7 @@ __device__ __forceinline__ void StoreBf16(bf16* p, const float (&v)[N]) {
 
 template <class C>
 __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs a) {
+  static_assert(TN == 32, "one token row per lane");
   G2M_DYN_SMEM(smem);
   bf16* sK = reinterpret_cast<bf16*>(smem + C::Q_BYTES);
   bf16* sQ = C::Q_ALIAS ? sK : reinterpret_cast<bf16*>(smem);
@@ -238,12 +282,58 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
   const int sm_r = tid / C::TPR, sm_c = (tid % C::TPR) * C::TPT;
   const int sm_row = mb * C::M + sm_r;
 
+  // Bulk loads (C::TMA): stage s of the ring has one mbarrier that completes when tile
+  // bytes have landed; the block's tiles are numbered across segments (it_base + j) so
+  // that tile `it` sits in stage it % STAGES and is the (it / STAGES)-th use of it, whose
+  // completion the wait recognizes by the phase parity.
+  const uint32_t bar0 = C::TMA ? SmemU32(smem + C::BAR_OFF) : 0u;
+  int it_base = 0;
+  if constexpr (C::TMA) {
+    if (tid == 0) {
+#pragma unroll
+      for (int st = 0; st < C::STAGES; ++st) MbarInit(bar0 + 8 * st, 1);
+      MbarInitFence();
+    }
+    // the first segment's barrier publishes the initialization before any copy is issued
+  }
+
   for (int si = seg_begin; si < seg_end; ++si) {
     const int4 sg = a.segs[si];
     const int b = sg.x, t0 = sg.y, t1 = sg.z, slot = sg.w;
     const int seqlen = a.seqlens[b];
     const int ntiles = (t1 - t0 + TN - 1) / TN;
     __syncthreads();  // the previous segment is done with shared memory
+
+    // Bulk loads: row of the first token of tile j (block-table lookup for paged caches;
+    // a tile never crosses a page since pages are multiples of TN and tiles start at
+    // multiples of TN), and the copies of tile j: lane i copies token row i; rows past
+    // the sequence length repeat its last row (finite values, whose weights are exactly 0).
+    auto tile_row0 = [&](int j) -> int64_t {
+      const int tok0 = t0 + j * TN;
+      if (a.block_table != nullptr)
+        return static_cast<int64_t>(a.block_table[static_cast<int64_t>(b) * a.max_blocks + tok0 / a.page_size]) *
+                   a.page_size +
+               tok0 % a.page_size;
+      return static_cast<int64_t>(b) * a.seq_stride + tok0;
+    };
+    auto issue_tile = [&](int j, int64_t row0) {  // warp 0 only
+      const int tok0 = t0 + j * TN;
+      const int stage = (it_base + j) % C::STAGES;
+      const uint32_t bar = bar0 + 8 * stage;
+      if (lane == 0) MbarArriveExpectTx(bar, TN * C::DQK * 2);
+      __syncwarp();
+      const int i = lane < seqlen - 1 - tok0 ? lane : seqlen - 1 - tok0;
+      BulkG2S(SmemU32(sK + (stage * TN + lane) * C::KSTR), kbase + (row0 + i) * a.k_tok_stride, C::DQK * 2, bar);
+    };
+    int64_t next_row0 = 0;  // warp 0 (C::TMA): row of the next tile to issue, looked up one issue ahead
+    if constexpr (C::TMA) {
+      if (warp == 0) {
+#pragma unroll
+        for (int s = 0; s < C::STAGES - 1; ++s)
+          if (s < ntiles) issue_tile(s, tile_row0(s));
+        if (C::STAGES - 1 < ntiles) next_row0 = tile_row0(C::STAGES - 1);
+      }
+    }
 
     // Query rows of this block -> sQ (rows past the last are zero).
     for (int c = tid; c < C::M * C::KCH; c += C::THREADS) {
@@ -314,15 +404,19 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
 
+    if constexpr (!C::TMA) {
 #pragma unroll
-    for (int s = 0; s < C::STAGES - 1; ++s) {
-      if (s < ntiles) load_tile(s, s);
-      CpAsyncCommit();
+      for (int s = 0; s < C::STAGES - 1; ++s) {
+        if (s < ntiles) load_tile(s, s);
+        CpAsyncCommit();
+      }
+    } else if constexpr (!C::QREG) {
+      __syncthreads();  // sQ written (S reads it every tile; no other barrier precedes S(0))
     }
 
     // The three phases of tile j (each ends where a block barrier must follow).
     auto phase_s = [&](int j) {
-      const int stage = j % C::STAGES;
+      const int stage = (C::TMA ? it_base + j : j) % C::STAGES;
       const bf16* tK = sK + stage * TN * C::KSTR;
       // ---- S = Q K^T over this tile -------------------------------------------------
       {
@@ -423,7 +517,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       }
     };
     auto phase_pv = [&](int j) {
-      const int stage = j % C::STAGES;
+      const int stage = (C::TMA ? it_base + j : j) % C::STAGES;
       const bf16* tK = sK + stage * TN * C::KSTR;
       const bf16* tV = C::SHARED ? tK : sV + stage * TN * C::VSTR;
       (void)tK;
@@ -462,7 +556,48 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       }
     };
 
-    if constexpr (!C::OV) {
+    auto wait_tile = [&](int j) {
+      const int it = it_base + j;
+      MbarWait(bar0 + 8 * (it % C::STAGES), static_cast<uint32_t>(it / C::STAGES) & 1u);
+    };
+    auto refill = [&](int jn) {  // warp 0: tile jn into the stage tile jn - STAGES used
+      if (warp == 0 && jn < ntiles) {
+        issue_tile(jn, next_row0);
+        if (jn + 1 < ntiles) next_row0 = tile_row0(jn + 1);
+      }
+    };
+    if constexpr (C::TMA && C::OV) {
+      // Overlapped with bulk loads: S(j+1) and P V(j) between the same two barriers,
+      // softmax(j+1) after them; the stage of tile j-1 is refilled after the first one.
+      wait_tile(0);
+      phase_s(0);
+      __syncthreads();
+      phase_softmax(0);
+      for (int j = 0; j < ntiles; ++j) {
+        if (j + 1 < ntiles) wait_tile(j + 1);
+        __syncthreads();  // softmax(j) wrote P and alpha and is done with S; P V(j-1) done everywhere
+        refill(j + C::STAGES - 1);
+        if (j + 1 < ntiles) phase_s(j + 1);
+        phase_pv(j);
+        __syncthreads();  // S(j+1) complete; P V(j) done with P and alpha
+        if (j + 1 < ntiles) phase_softmax(j + 1);
+      }
+      it_base += ntiles;
+    } else if constexpr (C::TMA) {
+      // Wait for tile j's bytes | S(j) | barrier | softmax(j) | barrier | P V(j): two block
+      // barriers per tile; warp 0 refills the stage that tile j-1 used right after the
+      // first one (every warp has finished P V(j-1) by then).
+      for (int j = 0; j < ntiles; ++j) {
+        wait_tile(j);
+        phase_s(j);
+        __syncthreads();  // S(j) complete; P V(j-1) done everywhere: its stage, P and alpha are free
+        refill(j + C::STAGES - 1);
+        phase_softmax(j);
+        __syncthreads();  // P and alpha written
+        phase_pv(j);
+      }
+      it_base += ntiles;
+    } else if constexpr (!C::OV) {
       // S(j) | softmax(j) | P V(j): three barriers per tile.
       for (int j = 0; j < ntiles; ++j) {
         CpAsyncWait<C::STAGES - 2>();
@@ -612,6 +747,13 @@ using MlaM64W8 = Cfg<576, 512, 4, 8, 3, true, 4, 1, 2, 1, false, 1>;
 using MlaM32W8Ov = Cfg<576, 512, 2, 8, 4, true, 1, 2, 4, 1, true, 1, true>;
 using MlaM32W16Ov = Cfg<576, 512, 2, 16, 4, true, 2, 2, 4, 2, true, 1, true>;
 using MlaM64W8Ov = Cfg<576, 512, 4, 8, 3, true, 4, 1, 2, 1, false, 1, true>;
+// Bulk (TMA) tile loads issued by warp 0 and mbarrier waits (two block barriers a tile
+// instead of three, no per-thread copy address arithmetic): the m32.w8 / m32.w16 /
+// m64.w8 layouts; the Q staging buffer no longer overlaps the stages.
+using MlaM32W8Tma = Cfg<576, 512, 2, 8, 4, true, 1, 2, 4, 1, true, 1, false, true>;
+using MlaM32W16Tma = Cfg<576, 512, 2, 16, 4, true, 2, 2, 4, 2, true, 1, false, true>;
+using MlaM64W8Tma = Cfg<576, 512, 4, 8, 3, true, 4, 1, 2, 1, false, 1, false, true>;
+using MlaM32W8TmaOv = Cfg<576, 512, 2, 8, 4, true, 1, 2, 4, 1, true, 1, true, true>;
 using GqaM16 = Cfg<128, 128, 1, 4, 4, false, 1, 2, 2, 1, false, 1>;
 using GqaM32 = Cfg<128, 128, 2, 4, 4, false, 2, 1, 2, 1, false, 1>;
 using GqaM64 = Cfg<128, 128, 4, 4, 4, false, 4, 1, 1, 1, false, 1>;
@@ -633,7 +775,7 @@ Instance Make(const char* name) {
 bool IsMla(const Shape& s) { return s.mla; }
 
 // Kernel instances, by index (a plan records the index it was made for).
-constexpr int kNumInstances = 11;
+constexpr int kNumInstances = 15;
 const Instance& InstanceAt(int i) {
   static const Instance table[kNumInstances] = {
       Make<MlaM16>("mla576x512.m16"),         Make<MlaM32W8>("mla576x512.m32.w8"),
@@ -642,6 +784,8 @@ const Instance& InstanceAt(int i) {
       Make<GqaM32>("gqa128.m32"),             Make<GqaM64>("gqa128.m64"),
       Make<MlaM32W8Ov>("mla576x512.m32.w8.ov"), Make<MlaM32W16Ov>("mla576x512.m32.w16.ov"),
       Make<MlaM64W8Ov>("mla576x512.m64.w8.ov"),
+      Make<MlaM32W8Tma>("mla576x512.m32.tma"),  Make<MlaM32W16Tma>("mla576x512.m32.w16.tma"),
+      Make<MlaM64W8Tma>("mla576x512.m64.tma"),    Make<MlaM32W8TmaOv>("mla576x512.m32.tma.ov"),
   };
   return table[i];
 }

@@ -5,9 +5,22 @@
 // through a per-warp buffer between warp barriers and follow the PTX ISA fragment
 // layouts. cp.async copies run either at issue ("early") or at the wait that retires
 // their group ("late"), the two extremes of real timing, so slot-reuse races show up.
+// Bulk copies (cp.async.bulk ... mbarrier::complete_tx) and mbarriers (init, arrive with
+// expect_tx, try_wait.parity) follow the PTX semantics: a phase completes when its pending
+// arrivals and transaction bytes both reach zero, then the phase bit flips and the
+// arrival count resets; try_wait.parity(p) succeeds once the phase of parity p is over
+// (current phase bit != p). Early: a bulk copy lands (and counts its bytes) at issue, so a
+// copy issued into a stage still being read corrupts it. Late: it lands only when a thread
+// waits on its barrier and the phase cannot complete otherwise, so a read that does not
+// wait for the right phase sees stale data. Waits that never finish (a parity or count
+// bug that would hang the GPU) abort after 30 s; copies still in flight when a block
+// exits, misaligned copies, generic writes over a barrier's word and a bulk copy into
+// bytes that an ldmatrix read not ordered before it by a block barrier (write-after-read
+// race, see Block::read_gen) abort too.
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
@@ -95,11 +108,37 @@ struct WarpX {
   float v[32];
 };
 
+struct Mbar {
+  int count = 0;     // arrivals per phase
+  int pending = 0;   // arrivals still missing in the current phase
+  long long tx = 0;  // transaction bytes still expected in the current phase
+  int phase = 0;     // current phase bit
+  long long completed = 0;
+};
+
+struct BulkCopy {
+  uint32_t dst;
+  const void* src;
+  uint32_t bytes;
+  uint32_t bar;
+};
+
 struct Block {
   std::vector<unsigned char> smem;
   std::unique_ptr<Barrier> block;
   std::vector<std::unique_ptr<Barrier>> warp;
   std::vector<WarpX> x;
+  std::mutex mb_mu;
+  std::condition_variable mb_cv;
+  std::vector<std::pair<uint32_t, Mbar>> bars;
+  std::vector<BulkCopy> in_flight;  // late bulk copies not yet landed
+  // Race check for bulk copies (write-after-read): per 16-byte chunk of shared memory, the
+  // block-barrier generation of the latest ldmatrix read since the chunk was last written
+  // by a bulk copy (-1: none). A copy issued by a thread that has passed G block barriers
+  // may only overwrite chunks last read before barrier G (generation < G); a read in
+  // generation >= G is not ordered before the copy and could see it land mid-read.
+  // (Assumes stages are released by block barriers, as the bulk-load kernels do.)
+  std::unique_ptr<std::atomic<int>[]> read_gen;
 };
 
 struct Copy {
@@ -110,6 +149,7 @@ struct Copy {
 
 struct ThreadState {
   Block* blk = nullptr;
+  int gen = 0;  // block barriers passed
   std::vector<std::vector<Copy>> groups;  // committed, oldest first
   std::vector<Copy> open;
 };
@@ -141,6 +181,8 @@ void Launch(K kernel, dim3 grid, dim3 block, size_t smem, A... args) {
     for (unsigned bx = 0; bx < grid.x; ++bx) {
       Block b;
       b.smem.assign(smem + 16, 0xff);  // garbage (bf16 0xffff is NaN) until written
+      b.read_gen.reset(new std::atomic<int>[b.smem.size() / 16 + 1]);
+      for (size_t i = 0; i <= b.smem.size() / 16; ++i) b.read_gen[i].store(-1);
       b.block = std::make_unique<Barrier>(nt);
       for (int w = 0; w < (nt + 31) / 32; ++w) b.warp.push_back(std::make_unique<Barrier>(std::min(32, nt - 32 * w)));
       b.x.resize((nt + 31) / 32);
@@ -160,6 +202,10 @@ void Launch(K kernel, dim3 grid, dim3 block, size_t smem, A... args) {
           }
         });
       for (auto& x : th) x.join();
+      if (!b.in_flight.empty()) {
+        std::fprintf(stderr, "block (%u,%u) exited with %zu bulk copies in flight\n", bx, by, b.in_flight.size());
+        std::abort();
+      }
     }
 }
 
@@ -170,7 +216,10 @@ void Launch(K kernel, dim3 grid, dim3 block, size_t smem, A... args) {
 #define blockDim (::g2m_emu::g_block_dim)
 #define gridDim (::g2m_emu::g_grid_dim)
 
-inline void __syncthreads() { g2m_emu::tls.blk->block->Wait(); }
+inline void __syncthreads() {
+  g2m_emu::tls.blk->block->Wait();
+  ++g2m_emu::tls.gen;
+}
 
 inline float __shfl_xor_sync(unsigned, float v, int o) {
   auto& x = g2m_emu::X();
@@ -201,6 +250,12 @@ inline void LdsmImpl(uint32_t addr, uint32_t* r, bool trans) {
     std::abort();
   }
   x.u[l][0] = addr;
+  {
+    std::atomic<int>& rg = g2m_emu::tls.blk->read_gen[addr / 16];
+    int prev = rg.load();
+    while (prev < g2m_emu::tls.gen && !rg.compare_exchange_weak(prev, g2m_emu::tls.gen)) {
+    }
+  }
   g2m_emu::WarpSync();
   for (int j = 0; j < 4; ++j) {
     uint16_t e0, e1;
@@ -289,6 +344,121 @@ inline void CpAsyncWait() {
   while (static_cast<int>(gs.size()) > N) {
     for (auto& c : gs.front()) g2m_emu::DoCopy(c);
     gs.erase(gs.begin());
+  }
+}
+
+// ---- mbarriers and bulk copies ------------------------------------------------------------
+namespace g2m_emu {
+constexpr uint64_t kMbarMagic = 0x6d62617242415221ull;  // written over a barrier's word at init
+
+[[noreturn]] inline void EmuFail(const char* what, uint32_t addr) {
+  std::fprintf(stderr, "emulated %s failed at shared address %u (thread %u, block %u,%u)\n", what, addr, tl_thread.x,
+               tl_block.x, tl_block.y);
+  std::abort();
+}
+
+// The barrier at `addr` (lock held); checks that nothing overwrote its word.
+inline Mbar& BarAt(Block& b, uint32_t addr) {
+  uint64_t word;
+  std::memcpy(&word, b.smem.data() + addr, 8);
+  for (auto& e : b.bars)
+    if (e.first == addr) {
+      if (word != kMbarMagic) EmuFail("mbarrier (its word was overwritten)", addr);
+      return e.second;
+    }
+  EmuFail("mbarrier (not initialized)", addr);
+}
+
+// Counts `bytes` of completed transactions (and `arrivals` arrivals) on a barrier (lock held).
+inline void BarUpdate(Block& b, uint32_t addr, long long expect, long long done, int arrivals) {
+  Mbar& m = BarAt(b, addr);
+  m.tx += expect - done;
+  m.pending -= arrivals;
+  if (m.pending < 0) EmuFail("mbarrier arrive (more arrivals than the count)", addr);
+  if (m.pending == 0 && m.tx == 0) {
+    m.phase ^= 1;
+    m.pending = m.count;
+    ++m.completed;
+    b.mb_cv.notify_all();
+  } else if (m.pending == 0 && m.tx < 0) {
+    EmuFail("mbarrier (more transaction bytes completed than expected)", addr);
+  }
+}
+
+inline void LandBulk(Block& b, const BulkCopy& c) {
+  std::memcpy(b.smem.data() + c.dst, c.src, c.bytes);
+  for (uint32_t ch = c.dst / 16; ch < (c.dst + c.bytes) / 16; ++ch) b.read_gen[ch].store(-1);
+  BarUpdate(b, c.bar, 0, c.bytes, 0);
+}
+}  // namespace g2m_emu
+
+inline void __syncwarp(unsigned = 0xffffffffu) { g2m_emu::WarpSync(); }
+
+inline void MbarInit(uint32_t bar, int count) {
+  auto& b = *g2m_emu::tls.blk;
+  std::lock_guard<std::mutex> lk(b.mb_mu);
+  if (bar % 8 != 0 || bar + 8 > b.smem.size()) g2m_emu::EmuFail("mbarrier.init (alignment or range)", bar);
+  std::memcpy(b.smem.data() + bar, &g2m_emu::kMbarMagic, 8);
+  g2m_emu::Mbar m;
+  m.count = m.pending = count;
+  for (auto& e : b.bars)
+    if (e.first == bar) {
+      e.second = m;
+      return;
+    }
+  b.bars.emplace_back(bar, m);
+}
+inline void MbarInitFence() {}
+
+inline void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
+  auto& b = *g2m_emu::tls.blk;
+  std::lock_guard<std::mutex> lk(b.mb_mu);
+  g2m_emu::BarUpdate(b, bar, bytes, 0, 1);
+}
+
+inline void MbarWait(uint32_t bar, uint32_t parity) {
+  auto& b = *g2m_emu::tls.blk;
+  std::unique_lock<std::mutex> lk(b.mb_mu);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    if (static_cast<uint32_t>(g2m_emu::BarAt(b, bar).phase) != (parity & 1u)) return;
+    // late copies: land the ones this barrier is waiting for, only now
+    bool landed = false;
+    for (size_t i = 0; i < b.in_flight.size();)
+      if (b.in_flight[i].bar == bar) {
+        const g2m_emu::BulkCopy c = b.in_flight[i];
+        b.in_flight.erase(b.in_flight.begin() + static_cast<long>(i));
+        g2m_emu::LandBulk(b, c);
+        landed = true;
+      } else {
+        ++i;
+      }
+    if (landed) continue;
+    if (b.mb_cv.wait_until(lk, deadline) == std::cv_status::timeout) g2m_emu::EmuFail("mbarrier wait (never completed)", bar);
+  }
+}
+
+inline void BulkG2S(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  auto& b = *g2m_emu::tls.blk;
+  std::lock_guard<std::mutex> lk(b.mb_mu);
+  if (dst % 16 != 0 || bytes % 16 != 0 || reinterpret_cast<uintptr_t>(src) % 16 != 0 || dst + bytes > b.smem.size())
+    g2m_emu::EmuFail("cp.async.bulk (alignment or range)", dst);
+  for (auto& e : b.bars)
+    if (e.first + 8 > dst && e.first < dst + bytes) g2m_emu::EmuFail("cp.async.bulk (destination covers an mbarrier)", dst);
+  g2m_emu::BarAt(b, bar);
+  for (uint32_t ch = dst / 16; ch < (dst + bytes) / 16; ++ch)
+    if (b.read_gen[ch].load() >= g2m_emu::tls.gen) {
+      std::fprintf(stderr, "cp.async.bulk into shared bytes %u.. read in block-barrier generation %d, issued in %d: "
+                   "the read is not ordered before the copy (write-after-read race)\n",
+                   ch * 16, b.read_gen[ch].load(), g2m_emu::tls.gen);
+      g2m_emu::EmuFail("cp.async.bulk (race)", dst);
+    }
+  const g2m_emu::BulkCopy c{dst, src, bytes, bar};
+  if (g2m_emu::g_late_copies) {
+    b.in_flight.push_back(c);
+    b.mb_cv.notify_all();
+  } else {
+    g2m_emu::LandBulk(b, c);
   }
 }
 

@@ -5,7 +5,7 @@
 // or late. A development check that needs no GPU:
 //
 //   g++ -std=c++17 -O2 -pthread -DG2M_EMULATE -I bench/mla-decode/emu -I native/cuda \
-//       bench/mla-decode/emu/emulate.cc -o /tmp/emulate && /tmp/emulate
+//       bench/mla-decode/emu/emulate.cc -o /tmp/emulate && /tmp/emulate [SEED] [--only SUBSTR]
 #include "../../../native/cuda/decode_attn.cu"
 
 #include <random>
@@ -230,7 +230,8 @@ int CheckPlans() {
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "--plans") return CheckPlans();
-  const uint32_t seed = argc > 1 ? static_cast<uint32_t>(std::atoi(argv[1])) : static_cast<uint32_t>(time(nullptr));
+  const uint32_t seed = argc > 1 && std::string(argv[1]) != "--only" ? static_cast<uint32_t>(std::atoi(argv[1]))
+                                                                      : static_cast<uint32_t>(time(nullptr));
   std::printf("seed %u\n", seed);
   std::vector<Case> cases = {
       {true, 16, 1, 1, {0, 1, 77, 300}, true, 4, false},
@@ -266,6 +267,29 @@ int main(int argc, char** argv) {
       {true, 32, 1, 2, {1, 2, 250, 64}, true, 5, true, "mla576x512.m64.w8.ov"},
       {true, 128, 1, 1, {0, 1, 90}, false, 132, false, "mla576x512.m64.w8.ov"},
   };
+  // Bulk-copy (TMA) instances on every shape class: 16 / 32 / 64 / 128 rows, q_len 1 and 2
+  // (causal), paged and contiguous, lengths 0 and 1, partial last tiles, lengths on page
+  // boundaries, many tiles per segment (more than the stages) and several segments per
+  // part (few SMs: the stage ring and its phases carry over from one segment to the
+  // next), copies landing at issue or only when waited for.
+  for (const char* k : {"mla576x512.m32.tma", "mla576x512.m32.w16.tma", "mla576x512.m64.tma", "mla576x512.m32.tma.ov"}) {
+    cases.push_back({true, 32, 1, 1, {0, 1, 333, 64, 97}, true, 4, true, k});
+    cases.push_back({true, 32, 1, 1, {5, 0, 200, 33, 1000}, false, 132, false, k});
+    cases.push_back({true, 32, 1, 1, {700, 3, 128, 65}, true, 2, false, k});
+    cases.push_back({true, 16, 1, 2, {1, 2, 300, 33}, true, 6, false, k});
+    cases.push_back({true, 16, 1, 2, {2, 129, 64}, false, 132, true, k});
+    cases.push_back({true, 16, 1, 1, {0, 1, 77, 300}, true, 8, true, k});
+    cases.push_back({true, 32, 1, 2, {1, 2, 250, 64}, true, 5, true, k});
+    cases.push_back({true, 128, 1, 1, {0, 1, 90}, false, 132, false, k});
+  }
+  // --only SUBSTR: just the cases whose forced kernel name contains SUBSTR
+  const char* only = nullptr;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--only") only = argv[i + 1];
+  if (only != nullptr)
+    cases.erase(std::remove_if(cases.begin(), cases.end(),
+                               [&](const Case& c) { return c.kernel == nullptr || !std::strstr(c.kernel, only); }),
+                cases.end());
   int failed = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
