@@ -291,6 +291,7 @@ suite('CudaBackend vs the engine on a fixture layer', () => {
       expect(ea).toBeLessThan(1e-4);
       const h2 = hidden.slice();
       await backend.layerForward(spec, w, h2, nSeq, S);
+      await backend.syncHidden(h2); // the device keeps the hidden states until asked
       const hRef = hidden.slice();
       await layerForward(spec, ref, hRef, nSeq, S);
       // bf16 activations in the GEMMs: relative change of the layer's update, not of h
