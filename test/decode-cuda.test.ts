@@ -125,6 +125,7 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
     'mla576x512.m32.w16.tma',
     'mla576x512.m64.tma',
     'mla576x512.m32.tma.ov',
+    'mla576x512.m16.tma',
   ];
   for (const kernel of kernels)
     test(`kernel ${kernel} (heads 32 q_len 1 paged, heads 64 q_len 2 contiguous)`, async () => {
@@ -148,7 +149,13 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
   // The bulk-copy (TMA) instances on every shape class (16 to 256 rows, q_len 1 and 2
   // causal, paged and contiguous, lengths 0 and 1, NaN in every slot past a length); one
   // float64 reference per class, every instance checked against it.
-  const tmaKernels = ['mla576x512.m32.tma', 'mla576x512.m32.tma.ov', 'mla576x512.m32.w16.tma', 'mla576x512.m64.tma'];
+  const tmaKernels = [
+    'mla576x512.m16.tma',
+    'mla576x512.m32.tma',
+    'mla576x512.m32.tma.ov',
+    'mla576x512.m32.w16.tma',
+    'mla576x512.m64.tma',
+  ];
   const tmaClasses: Array<{ heads: number; qLen: number; lens: number[]; paged: boolean }> = [
     ...classes,
     { heads: 32, qLen: 1, lens: [0, 1, 64, 999], paged: false },

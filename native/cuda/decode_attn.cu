@@ -7,7 +7,12 @@
 // Tiles stream through a 2-4 stage cp.async pipeline of 16-byte copies into padded
 // shared-memory rows (row stride = 16 bytes mod 128, so ldmatrix is conflict-free); slots
 // past the sequence length are zero-filled by the copy itself, so NaN garbage there
-// never reaches the tensor cores. The grid is persistent: a host-built schedule cuts the
+// never reaches the tensor cores. The bulk-load (TMA) instances (".tma") instead have
+// warp 0 issue one cp.async.bulk per token row (1152 bytes into the padded row; rows past
+// the length repeat the last valid row, whose weights are exactly zero) completing on a
+// per-stage mbarrier: the block waits on the barrier's phase instead of a block barrier,
+// the per-thread copy address arithmetic is gone, and the block-table lookup is done once
+// per tile by warp 0, one issue ahead. The grid is persistent: a host-built schedule cuts the
 // concatenated token tiles of all requests into about one equal part per resident
 // block; a request cut into several pieces writes fp32 partials that a second kernel
 // merges by their log-sum-exp.
@@ -526,6 +531,9 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       for (int mt = 0; mt < C::MTP; ++mt) {
         const int r0 = (p_mg * C::MTP + mt) * 16 + g;
         const float a0 = sA[r0], a1 = sA[r0 + 8];
+        // (bulk-load instances) no rescale when no row of this m-tile got a new maximum,
+        // the common case after the first tiles: saves NT_O * 4 multiplies per thread
+        if (C::TMA && !__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) continue;
 #pragma unroll
         for (int nt = 0; nt < C::NT_O; ++nt) {
           acc[mt][nt][0] *= a0;
@@ -754,6 +762,8 @@ using MlaM32W8Tma = Cfg<576, 512, 2, 8, 4, true, 1, 2, 4, 1, true, 1, false, tru
 using MlaM32W16Tma = Cfg<576, 512, 2, 16, 4, true, 2, 2, 4, 2, true, 1, false, true>;
 using MlaM64W8Tma = Cfg<576, 512, 4, 8, 3, true, 4, 1, 2, 1, false, 1, false, true>;
 using MlaM32W8TmaOv = Cfg<576, 512, 2, 8, 4, true, 1, 2, 4, 1, true, 1, true, true>;
+// 16 rows, 2 stages, 2 blocks per SM (the m16 layout; 105 KB of shared memory a block).
+using MlaM16Tma = Cfg<576, 512, 1, 8, 2, true, 1, 2, 4, 1, true, 2, false, true>;
 using GqaM16 = Cfg<128, 128, 1, 4, 4, false, 1, 2, 2, 1, false, 1>;
 using GqaM32 = Cfg<128, 128, 2, 4, 4, false, 2, 1, 2, 1, false, 1>;
 using GqaM64 = Cfg<128, 128, 4, 4, 4, false, 4, 1, 1, 1, false, 1>;
@@ -775,7 +785,7 @@ Instance Make(const char* name) {
 bool IsMla(const Shape& s) { return s.mla; }
 
 // Kernel instances, by index (a plan records the index it was made for).
-constexpr int kNumInstances = 15;
+constexpr int kNumInstances = 16;
 const Instance& InstanceAt(int i) {
   static const Instance table[kNumInstances] = {
       Make<MlaM16>("mla576x512.m16"),         Make<MlaM32W8>("mla576x512.m32.w8"),
@@ -786,6 +796,7 @@ const Instance& InstanceAt(int i) {
       Make<MlaM64W8Ov>("mla576x512.m64.w8.ov"),
       Make<MlaM32W8Tma>("mla576x512.m32.tma"),  Make<MlaM32W16Tma>("mla576x512.m32.w16.tma"),
       Make<MlaM64W8Tma>("mla576x512.m64.tma"),    Make<MlaM32W8TmaOv>("mla576x512.m32.tma.ov"),
+      Make<MlaM16Tma>("mla576x512.m16.tma"),
   };
   return table[i];
 }

@@ -231,6 +231,17 @@ inline float __shfl_xor_sync(unsigned, float v, int o) {
   return r;
 }
 
+inline bool __any_sync(unsigned, bool pred) {
+  auto& x = g2m_emu::X();
+  const int l = g2m_emu::Lane();
+  x.v[l] = pred ? 1.f : 0.f;
+  g2m_emu::WarpSync();
+  bool any = false;
+  for (int i = 0; i < 32; ++i) any = any || x.v[i] != 0.f;
+  g2m_emu::WarpSync();
+  return any;
+}
+
 inline uint32_t SmemU32(const void* p) {
   return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - g2m_emu::BlockSmem());
 }
