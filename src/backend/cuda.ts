@@ -87,6 +87,7 @@ export class CudaBackend implements ComputeBackend {
   /** host copy of the current moments: products with it use momC instead of an upload */
   private resident: Float64Array | null = null;
   private posKey = '';
+  private latentHost: Float32Array | null = null;
 
   constructor() {
     this.cu = cudaExports();
@@ -372,7 +373,9 @@ export class CudaBackend implements ComputeBackend {
     this.cu.linear(xd.buf, wd.buf, out.buf, { rows, inDim: hid, outDim: R, wDtype: 'F32' });
     await this.cu.synchronizeAsync();
     const t2 = now();
-    const c = new Float32Array(rows * R);
+    // a host buffer kept across layers: no fresh pages to fault in on every download
+    if (!this.latentHost || this.latentHost.length < rows * R) this.latentHost = new Float32Array(rows * R);
+    const c = this.latentHost.subarray(0, rows * R);
     out.download(c);
     this.stats.downloadSeconds += now() - t2;
     return latentRowStats(c, rows, R, b);
@@ -439,7 +442,7 @@ export class CudaBackend implements ComputeBackend {
     this.tensors.clear();
     for (const a of [this.hidden, this.x, this.momC, this.momSum]) a?.free();
     this.hidden = this.x = this.momC = this.momSum = null;
-    this.mirror = this.hostX = this.resident = null;
+    this.mirror = this.hostX = this.resident = this.latentHost = null;
     this.hostStale = false;
   }
 }

@@ -19,8 +19,7 @@
  *   X_ab = (U^T P^{-1/2} Q S^{-1/2} W)_ab / (l_a m_b + (1 - l_a)(1 - m_b)).
  * All in float64.
  */
-import { eigh } from '../linalg.js';
-import { type Mat, matmul, zeros } from './mat.js';
+import { type Mat, matmul, symEigh as eigh, zeros } from './mat.js';
 
 /** sum_ij a_ij b_ij (= tr(A B^T)). */
 function dotAll(a: Mat, b: Mat): number {

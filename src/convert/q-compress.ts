@@ -20,9 +20,8 @@
  *   stored value is exact in bf16.
  * q_lora_rank = k + 1 with a bias, k without.
  */
-import { eigh } from '../linalg.js';
 import { usageError } from '../errors.js';
-import { fromArray, matmul } from './mat.js';
+import { fromArray, matmul, symEigh as eigh } from './mat.js';
 import { type InputMoments, secondMoment } from './statistics.js';
 import { chooseLatentScaling, maxLatentMeanSquare, type LatentNormScaling } from './latent-norm.js';
 

@@ -14,7 +14,8 @@ import { native } from '../native/binding.js';
 import { ropeFor } from '../engine/attention.js';
 import type { LayerWeights } from '../engine/weights.js';
 import { mlaSoftmaxScale } from '../model/rope.js';
-import { eigh, gemm, svd, syrkAccumulate } from '../linalg.js';
+import { gemm, svd, syrkAccumulate } from '../linalg.js';
+import { symEigh as eigh } from './mat.js';
 
 function positions(rows: number, seqLen: number): Int32Array {
   const p = new Int32Array(rows);
