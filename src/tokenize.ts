@@ -41,14 +41,20 @@ async function readJson(path: string, required: boolean): Promise<Record<string,
   }
 }
 
+/** The parsed `tokenizer.json` and `tokenizer_config.json` (empty when absent) of a model directory. */
+export async function readTokenizerFiles(modelDir: string): Promise<{ path: string; json: Record<string, unknown>; config: Record<string, unknown> }> {
+  const path = join(modelDir, 'tokenizer.json');
+  const json = (await readJson(path, true))!;
+  const config = (await readJson(join(modelDir, 'tokenizer_config.json'), false)) ?? {};
+  return { path, json, config };
+}
+
 /** Loads `<modelDir>/tokenizer.json` (+ tokenizer_config.json when present). */
 export async function loadTokenizer(modelDir: string): Promise<ModelTokenizer> {
-  const path = join(modelDir, 'tokenizer.json');
-  const json = await readJson(path, true);
-  const config = (await readJson(join(modelDir, 'tokenizer_config.json'), false)) ?? {};
+  const { path, json, config } = await readTokenizerFiles(modelDir);
   let tok: Tokenizer;
   try {
-    tok = new Tokenizer(json!, config);
+    tok = new Tokenizer(json, config);
   } catch (e) {
     throw new GqaError('ERR_TOKENIZER_JSON', `${path}: unsupported tokenizer: ${(e as Error).message}`, 'input', { cause: e });
   }

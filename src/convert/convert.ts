@@ -16,6 +16,7 @@ import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { loadModelSpec, parseModelSpec } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { loadTokenizer } from '../tokenize.js';
+import { encodeParallel } from '../tokenize-parallel.js';
 import { native } from '../native/binding.js';
 import type { LayerWeights } from '../engine/weights.js';
 import { createBackend } from '../backend/select.js';
@@ -143,7 +144,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
     progress('tokenize');
     const text = options.calibText ?? (await readCalibText(options.calibFile));
     const tokenizer = await loadTokenizer(options.modelDir);
-    const tokens = tokenizer.encode(text);
+    const { ids: tokens } = await encodeParallel(tokenizer, options.modelDir, text); // same ids as one encode
     const calib = drawCalibration(tokens, opt0.calibSamples, opt0.heldOutSamples, opt0.calibSeqlen, opt0.seed);
     shared.tokenize += now() - t;
     const count = calib.samples + calib.heldOut;
