@@ -126,6 +126,8 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
     'mla576x512.m64.tma',
     'mla576x512.m32.tma.ov',
     'mla576x512.m16.tma',
+    'mla576x512.m32.tma.p',
+    'mla576x512.m32.tma.p5',
   ];
   for (const kernel of kernels)
     test(`kernel ${kernel} (heads 32 q_len 1 paged, heads 64 q_len 2 contiguous)`, async () => {
@@ -155,6 +157,8 @@ suite('CUDA MLA decode (bf16) against a float64 reference', () => {
     'mla576x512.m32.tma.ov',
     'mla576x512.m32.w16.tma',
     'mla576x512.m64.tma',
+    'mla576x512.m32.tma.p',
+    'mla576x512.m32.tma.p5',
   ];
   const tmaClasses: Array<{ heads: number; qLen: number; lens: number[]; paged: boolean }> = [
     ...classes,

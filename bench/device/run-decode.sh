@@ -103,7 +103,7 @@ if [ "$NCU" = 1 ]; then
       --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables \
       --section SchedulerStats --section WarpStateStats --section Occupancy --section LaunchStats \
       node node_modules/.bin/tsx bench/mla-decode/profile.ts 16:1:mla576x512.m16 16:1:mla576x512.m16.tma 32:1:mla576x512.m32.w8 \
-      32:1:mla576x512.m32.tma 32:1:mla576x512.m32.tma.ov 32:1:mla576x512.m32.w16.tma 128:1:mla576x512.m64.w8 128:1:mla576x512.m64.tma \
+      32:1:mla576x512.m32.tma 32:1:mla576x512.m32.tma.p 32:1:mla576x512.m32.tma.p5 32:1:mla576x512.m32.w16.tma 128:1:mla576x512.m64.w8 128:1:mla576x512.m64.tma \
       > "$OUT/ncu.txt" 2>&1
     stamp "ncu exit $?"
     grep -E "profile:|Duration|SM Frequency|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|Registers Per" "$OUT/ncu.txt" | head -60

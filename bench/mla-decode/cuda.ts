@@ -63,16 +63,27 @@ interface Cfg {
 /**
  * Kernel variants (the plan's `kernel` option) next to the default choice, fixed lengths,
  * batch 64 and 128: for 16 rows the bulk-copy 16-row kernel; for 32 rows (heads 32 q_len 1, heads 16 q_len 2) the bulk-copy (TMA)
- * 8-warp 32-row kernel (three-phase and overlapped schedules), the 16-warp one and the
- * 16-warp cp.async one; for 64 and 128 rows the
+ * 8-warp 32-row kernel (two-barrier, overlapped and one-barrier pipelined schedules, the
+ * last with 4 or 5 stages), the 16-warp one and the 16-warp cp.async one; for 64 and 128 rows the
  * bulk-copy 64-row kernel, the 16-warp cp.async one and (64 rows) two bulk-copy 32-row
  * blocks. (The overlapped-schedule .ov instances and two 16-row blocks per part, measured
  * in device runs 4-5 at +-1% and -10% of the defaults, are no longer timed here.)
  */
 const VARIANTS: Array<[number, number, string[]]> = [
   [16, 1, ['mla576x512.m16.tma']],
-  [32, 1, ['mla576x512.m32.tma', 'mla576x512.m32.tma.ov', 'mla576x512.m32.w16.tma', 'mla576x512.m32.w16']],
-  [16, 2, ['mla576x512.m32.tma', 'mla576x512.m32.tma.ov', 'mla576x512.m32.w16.tma']],
+  [
+    32,
+    1,
+    [
+      'mla576x512.m32.tma',
+      'mla576x512.m32.tma.ov',
+      'mla576x512.m32.tma.p',
+      'mla576x512.m32.tma.p5',
+      'mla576x512.m32.w16.tma',
+      'mla576x512.m32.w16',
+    ],
+  ],
+  [16, 2, ['mla576x512.m32.tma', 'mla576x512.m32.tma.ov', 'mla576x512.m32.tma.p', 'mla576x512.m32.tma.p5', 'mla576x512.m32.w16.tma']],
   [32, 2, ['mla576x512.m64.tma', 'mla576x512.m32.tma', 'mla576x512.m64.w16']],
   [128, 1, ['mla576x512.m64.tma', 'mla576x512.m64.w16']],
 ];

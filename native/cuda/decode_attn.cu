@@ -119,6 +119,9 @@ __device__ __forceinline__ void MbarInitFence() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
+// Orders this thread's earlier generic-proxy shared-memory accesses before later
+// async-proxy (bulk copy) accesses.
+__device__ __forceinline__ void FenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // One arrival that also announces `bytes` of transactions for the current phase.
 __device__ __forceinline__ void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
@@ -169,7 +172,7 @@ __device__ __forceinline__ float WarpSum(float v) {
 //  O += P V: warp w takes m-group w / NCG (MTP = MT / PMG m-tiles) and column group
 //    w % NCG (NCOL = DV / NCG columns); each V fragment is shared by the MTP m-tiles.
 template <int DQK_, int DV_, int MT_, int NW_, int STAGES_, bool SHARED_, int SMG_, int NH_, int KS_, int PMG_,
-          bool QREG_, int MINB_, bool OV_ = false, bool TMA_ = false>
+          bool QREG_, int MINB_, bool OV_ = false, bool TMA_ = false, bool PIPE_ = false>
 struct Cfg {
   static constexpr int DQK = DQK_, DV = DV_, MT = MT_, NW = NW_, STAGES = STAGES_;
   static constexpr int SMG = SMG_, NH = NH_, KS = KS_, PMG = PMG_;
@@ -179,6 +182,10 @@ struct Cfg {
   // Bulk tile loads (TMA): warp 0 issues one bulk copy per token row, completing on a
   // per-stage mbarrier that the block waits on; see DecodeKernel.
   static constexpr bool TMA = TMA_;
+  // One block barrier per tile (bulk loads only): S(j+2), softmax(j+1) and P V(j) share a
+  // barrier interval, with S, P and alpha double-buffered; see DecodeKernel.
+  static constexpr bool PIPE = PIPE_;
+  static constexpr int NBUF = PIPE ? 2 : 1;
   static constexpr int M = 16 * MT;
   static constexpr int THREADS = NW * 32;
   static constexpr int QSTR = DQK + 8;  // bf16 elements per smem row (16-byte pad)
@@ -201,11 +208,17 @@ struct Cfg {
   static constexpr size_t K_BYTES = size_t(STAGES) * TN * KSTR * 2;
   // Q staged in the K stages (not with bulk loads: those start before Q is read)
   static constexpr bool Q_ALIAS = QREG && !TMA && Q_BYTES_RAW <= K_BYTES;
-  static constexpr size_t Q_BYTES = Q_ALIAS ? 0 : Q_BYTES_RAW;
+  static constexpr size_t S_SLICE = size_t(KS) * M * SPAD;  // floats per S buffer
+  static constexpr size_t P_SLICE = size_t(M) * PSTR;       // bf16 per P buffer
+  static constexpr size_t S_BYTES = NBUF * S_SLICE * 4;
+  // PIPE: Q staged in the S buffers (read into registers before S(0) writes them)
+  static constexpr bool Q_IN_S = PIPE && QREG && !Q_ALIAS && Q_BYTES_RAW <= S_BYTES;
+  // or else in the stage the first refill of a segment will use (free until then)
+  static constexpr bool Q_IN_RING = PIPE && QREG && !Q_ALIAS && !Q_IN_S && Q_BYTES_RAW <= size_t(TN) * KSTR * 2;
+  static constexpr size_t Q_BYTES = Q_ALIAS || Q_IN_S || Q_IN_RING ? 0 : Q_BYTES_RAW;
   static constexpr size_t V_BYTES = SHARED ? 0 : size_t(STAGES) * TN * VSTR * 2;
-  static constexpr size_t S_BYTES = size_t(KS) * M * SPAD * 4;
-  static constexpr size_t P_BYTES = size_t(M) * PSTR * 2;
-  static constexpr size_t STAT_BYTES = size_t(3) * M * 4;
+  static constexpr size_t P_BYTES = NBUF * P_SLICE * 2;
+  static constexpr size_t STAT_BYTES = size_t(2 + NBUF) * M * 4;  // max, sum, alpha per buffer
   static constexpr size_t BAR_OFF = Q_BYTES + K_BYTES + V_BYTES + S_BYTES + P_BYTES + STAT_BYTES;
   static constexpr size_t BAR_BYTES = TMA ? size_t(8) * STAGES : 0;  // one "tile landed" mbarrier per stage
   static constexpr size_t SMEM = BAR_OFF + BAR_BYTES;
@@ -219,6 +232,7 @@ struct Cfg {
                 "softmax: a power-of-two number of threads per row, inside one warp");
   static_assert(DV <= DQK, "values are a prefix of the key row (MLA) or the same size (GQA)");
   static_assert(!OV || STAGES >= 3, "the overlapped schedule keeps two tiles in use while loading");
+  static_assert(!PIPE || (TMA && !OV && STAGES >= 3), "the one-barrier schedule needs bulk loads and 3+ stages");
   static_assert(!TMA || (SHARED && STAGES >= 2 && BAR_OFF % 8 == 0 && (KSTR * 2) % 16 == 0 && (DQK * 2) % 16 == 0 &&
                          Q_BYTES % 16 == 0),
                 "bulk loads: MLA rows (one copy per token row), aligned rows");
@@ -263,13 +277,15 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
   static_assert(TN == 32, "one token row per lane");
   G2M_DYN_SMEM(smem);
   bf16* sK = reinterpret_cast<bf16*>(smem + C::Q_BYTES);
-  bf16* sQ = C::Q_ALIAS ? sK : reinterpret_cast<bf16*>(smem);
+  bf16* sQ = C::Q_ALIAS  ? sK
+             : C::Q_IN_S ? reinterpret_cast<bf16*>(smem + C::Q_BYTES + C::K_BYTES + C::V_BYTES)
+                         : reinterpret_cast<bf16*>(smem);
   bf16* sV = C::SHARED ? sK : reinterpret_cast<bf16*>(smem + C::Q_BYTES + C::K_BYTES);
   float* sS = reinterpret_cast<float*>(smem + C::Q_BYTES + C::K_BYTES + C::V_BYTES);
   bf16* sP = reinterpret_cast<bf16*>(smem + C::Q_BYTES + C::K_BYTES + C::V_BYTES + C::S_BYTES);
   float* sM = reinterpret_cast<float*>(smem + C::Q_BYTES + C::K_BYTES + C::V_BYTES + C::S_BYTES + C::P_BYTES);
   float* sL = sM + C::M;
-  float* sA = sL + C::M;
+  float* sA = sL + C::M;  // NBUF x M
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int kvh = blockIdx.x / a.m_blocks, mb = blockIdx.x % a.m_blocks;
@@ -341,6 +357,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
     }
 
     // Query rows of this block -> sQ (rows past the last are zero).
+    if constexpr (C::Q_IN_RING) sQ = sK + ((it_base + C::STAGES - 1) % C::STAGES) * TN * C::KSTR;
     for (int c = tid; c < C::M * C::KCH; c += C::THREADS) {
       const int rr = c / C::KCH, ch = c % C::KCH, r = mb * C::M + rr;
       uint4 val = make_uint4(0, 0, 0, 0);
@@ -353,6 +370,9 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       }
       *reinterpret_cast<uint4*>(sQ + rr * C::QSTR + ch * 8) = val;
     }
+    // Q written through the generic proxy into a stage that a bulk copy (async proxy) will
+    // overwrite later: order the two proxies' writes.
+    if constexpr (C::Q_IN_RING) FenceProxyAsync();
     // Rows this block can see (causal for q_len > 1); running max / sum of the softmax row.
     const int sm_nvalid = sm_row < a.rows ? seqlen - a.q_len + 1 + sm_row / a.group : 0;
     float m_run = -INFINITY, l_run = 0.f;
@@ -368,7 +388,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
         for (int kk = 0; kk < C::KSTEPS; ++kk)
           LdsmX4(SmemU32(qrow + kk * 16), qf[i][kk][0], qf[i][kk][1], qf[i][kk][2], qf[i][kk][3]);
       }
-      if constexpr (C::Q_ALIAS) __syncthreads();  // sQ (inside the K stages) read before the copies start
+      if constexpr (C::Q_ALIAS || C::Q_IN_S || C::Q_IN_RING) __syncthreads();  // sQ (in K stages / S) read
     }
 
     auto load_tile = [&](int j, int stage) {
@@ -465,7 +485,8 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
 #pragma unroll
           for (int n = 0; n < C::NTW; ++n) {
             const int nt = s_nh * C::NTW + n;
-            float* srow = sS + (s_ks * C::M + (s_mg * C::MTW + i) * 16 + g) * C::SPAD + nt * 8 + 2 * t4;
+            float* srow = sS + (C::PIPE ? (j & 1) * C::S_SLICE : 0) +
+                          (s_ks * C::M + (s_mg * C::MTW + i) * 16 + g) * C::SPAD + nt * 8 + 2 * t4;
             *reinterpret_cast<float2*>(srow) = make_float2(c[i][n][0], c[i][n][1]);
             *reinterpret_cast<float2*>(srow + 8 * C::SPAD) = make_float2(c[i][n][2], c[i][n][3]);
           }
@@ -475,11 +496,13 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       // ---- online softmax: TPR threads per row, TPT tokens each ------------------------
       {
         float sv[C::TPT];
-        LoadF<C::TPT>(sS + sm_r * C::SPAD + sm_c, sv);
+        const int buf = C::PIPE ? (j & 1) : 0;
+        const float* tS = sS + buf * C::S_SLICE;
+        LoadF<C::TPT>(tS + sm_r * C::SPAD + sm_c, sv);
 #pragma unroll
         for (int ks = 1; ks < C::KS; ++ks) {
           float t[C::TPT];
-          LoadF<C::TPT>(sS + (ks * C::M + sm_r) * C::SPAD + sm_c, t);
+          LoadF<C::TPT>(tS + (ks * C::M + sm_r) * C::SPAD + sm_c, t);
 #pragma unroll
           for (int i = 0; i < C::TPT; ++i) sv[i] += t[i];
         }
@@ -511,9 +534,9 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
         for (int o = C::TPR / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
         l_run = l_run * alpha + sum;
         m_run = m_new;
-        StoreBf16<C::TPT>(sP + sm_r * C::PSTR + sm_c, sv);
+        StoreBf16<C::TPT>(sP + buf * C::P_SLICE + sm_r * C::PSTR + sm_c, sv);
         if (sm_c == 0) {
-          sA[sm_r] = alpha;
+          sA[buf * C::M + sm_r] = alpha;
           if (j == ntiles - 1) {
             sL[sm_r] = l_run;
             sM[sm_r] = m_run;
@@ -525,12 +548,13 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       const int stage = (C::TMA ? it_base + j : j) % C::STAGES;
       const bf16* tK = sK + stage * TN * C::KSTR;
       const bf16* tV = C::SHARED ? tK : sV + stage * TN * C::VSTR;
+      const int pbuf = C::PIPE ? (j & 1) : 0;
       (void)tK;
       // ---- O = alpha * O + P V ------------------------------------------------------------
 #pragma unroll
       for (int mt = 0; mt < C::MTP; ++mt) {
         const int r0 = (p_mg * C::MTP + mt) * 16 + g;
-        const float a0 = sA[r0], a1 = sA[r0 + 8];
+        const float a0 = sA[pbuf * C::M + r0], a1 = sA[pbuf * C::M + r0 + 8];
         // (bulk-load instances) no rescale when no row of this m-tile got a new maximum,
         // the common case after the first tiles: saves NT_O * 4 multiplies per thread
         if (C::TMA && !__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) continue;
@@ -547,7 +571,8 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
         uint32_t pa[C::MTP][4];
 #pragma unroll
         for (int mt = 0; mt < C::MTP; ++mt)
-          LdsmX4(SmemU32(sP + ((p_mg * C::MTP + mt) * 16 + (lane & 15)) * C::PSTR + kk * 16 + (lane >> 4) * 8),
+          LdsmX4(SmemU32(sP + pbuf * C::P_SLICE + ((p_mg * C::MTP + mt) * 16 + (lane & 15)) * C::PSTR + kk * 16 +
+                         (lane >> 4) * 8),
                  pa[mt][0], pa[mt][1], pa[mt][2], pa[mt][3]);
         const bf16* vrow =
             tV + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::VSTR + p_cg * C::NCOL + (lane >> 4) * 8;
@@ -574,7 +599,31 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
         if (jn + 1 < ntiles) next_row0 = tile_row0(jn + 1);
       }
     };
-    if constexpr (C::TMA && C::OV) {
+    if constexpr (C::PIPE) {
+      // One barrier per tile: interval j runs S(j+2), softmax(j+1) and P V(j), which touch
+      // different buffers (S and P/alpha alternate by tile parity) and stages (j, j+2);
+      // S(j+1) and softmax(j) completed in the interval before. After the barrier that
+      // opens interval j every warp has finished P V(j-1), so its stage is refilled then.
+      wait_tile(0);
+      phase_s(0);
+      if (1 < ntiles) {
+        wait_tile(1);
+        phase_s(1);
+      }
+      __syncthreads();  // S(0), S(1) complete
+      phase_softmax(0);
+      for (int j = 0; j < ntiles; ++j) {
+        __syncthreads();  // softmax(j) and S(j+1) complete; P V(j-1) done everywhere
+        refill(j + C::STAGES - 1);
+        if (j + 2 < ntiles) {
+          wait_tile(j + 2);
+          phase_s(j + 2);
+        }
+        if (j + 1 < ntiles) phase_softmax(j + 1);
+        phase_pv(j);
+      }
+      it_base += ntiles;
+    } else if constexpr (C::TMA && C::OV) {
       // Overlapped with bulk loads: S(j+1) and P V(j) between the same two barriers,
       // softmax(j+1) after them; the stage of tile j-1 is refilled after the first one.
       wait_tile(0);
@@ -764,6 +813,11 @@ using MlaM64W8Tma = Cfg<576, 512, 4, 8, 3, true, 4, 1, 2, 1, false, 1, false, tr
 using MlaM32W8TmaOv = Cfg<576, 512, 2, 8, 4, true, 1, 2, 4, 1, true, 1, true, true>;
 // 16 rows, 2 stages, 2 blocks per SM (the m16 layout; 105 KB of shared memory a block).
 using MlaM16Tma = Cfg<576, 512, 1, 8, 2, true, 1, 2, 4, 1, true, 2, false, true>;
+// One block barrier per tile (S, P, alpha double-buffered): the m32.w8 layout with 4 stages
+// (Q staged in the S buffers; 196 KB), or warps split by m-tile in S (K fragments read
+// twice, half the S buffers) with 5 stages (Q staged in a stage; 213 KB).
+using MlaM32TmaP = Cfg<576, 512, 2, 8, 4, true, 1, 2, 4, 1, true, 1, false, true, true>;
+using MlaM32TmaP5 = Cfg<576, 512, 2, 8, 5, true, 2, 2, 2, 1, true, 1, false, true, true>;
 using GqaM16 = Cfg<128, 128, 1, 4, 4, false, 1, 2, 2, 1, false, 1>;
 using GqaM32 = Cfg<128, 128, 2, 4, 4, false, 2, 1, 2, 1, false, 1>;
 using GqaM64 = Cfg<128, 128, 4, 4, 4, false, 4, 1, 1, 1, false, 1>;
@@ -785,7 +839,7 @@ Instance Make(const char* name) {
 bool IsMla(const Shape& s) { return s.mla; }
 
 // Kernel instances, by index (a plan records the index it was made for).
-constexpr int kNumInstances = 16;
+constexpr int kNumInstances = 18;
 const Instance& InstanceAt(int i) {
   static const Instance table[kNumInstances] = {
       Make<MlaM16>("mla576x512.m16"),         Make<MlaM32W8>("mla576x512.m32.w8"),
@@ -796,7 +850,8 @@ const Instance& InstanceAt(int i) {
       Make<MlaM64W8Ov>("mla576x512.m64.w8.ov"),
       Make<MlaM32W8Tma>("mla576x512.m32.tma"),  Make<MlaM32W16Tma>("mla576x512.m32.w16.tma"),
       Make<MlaM64W8Tma>("mla576x512.m64.tma"),    Make<MlaM32W8TmaOv>("mla576x512.m32.tma.ov"),
-      Make<MlaM16Tma>("mla576x512.m16.tma"),
+      Make<MlaM16Tma>("mla576x512.m16.tma"),      Make<MlaM32TmaP>("mla576x512.m32.tma.p"),
+      Make<MlaM32TmaP5>("mla576x512.m32.tma.p5"),
   };
   return table[i];
 }

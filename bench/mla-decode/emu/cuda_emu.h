@@ -420,6 +420,7 @@ inline void MbarInit(uint32_t bar, int count) {
   b.bars.emplace_back(bar, m);
 }
 inline void MbarInitFence() {}
+inline void FenceProxyAsync() {}
 
 inline void MbarArriveExpectTx(uint32_t bar, uint32_t bytes) {
   auto& b = *g2m_emu::tls.blk;

@@ -273,7 +273,7 @@ int main(int argc, char** argv) {
   // part (few SMs: the stage ring and its phases carry over from one segment to the
   // next), copies landing at issue or only when waited for.
   for (const char* k : {"mla576x512.m32.tma", "mla576x512.m32.w16.tma", "mla576x512.m64.tma", "mla576x512.m32.tma.ov",
-                        "mla576x512.m16.tma"}) {
+                        "mla576x512.m16.tma", "mla576x512.m32.tma.p", "mla576x512.m32.tma.p5"}) {
     cases.push_back({true, 32, 1, 1, {0, 1, 333, 64, 97}, true, 4, true, k});
     cases.push_back({true, 32, 1, 1, {5, 0, 200, 33, 1000}, false, 132, false, k});
     cases.push_back({true, 32, 1, 1, {700, 3, 128, 65}, true, 2, false, k});
