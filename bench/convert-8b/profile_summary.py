@@ -43,8 +43,13 @@ def main():
         top = int(args[args.index("--top") + 1])
     target = args[0]
     files = sorted(glob.glob(os.path.join(target, "*.cpuprofile"))) if os.path.isdir(target) else [target]
-    # the main thread's profile is the largest
-    files.sort(key=os.path.getsize, reverse=True)
+    # the main thread's profile: the one with the most call-tree nodes in the project's src/
+    # (loader and tokenizer worker threads write their own profiles)
+    def project_nodes(f):
+        with open(f) as fh:
+            d = json.load(fh)
+        return sum(1 for n in d["nodes"] if "/src/" in n["callFrame"].get("url", ""))
+    files.sort(key=project_nodes, reverse=True)
     for f in files[:1]:
         print(summarize(f, top))
 

@@ -9,12 +9,13 @@
 # (8 files at most): smi.txt build.log test.log eigh.json agree.json convert.json run.log
 # convert-8b-results.json. --quick: 2 layers, tests without the fixture conversions, no agreement.
 # --profile: only the 8B conversion, under node --cpu-prof; host-side summary in $OUT/profile.txt.
+# --method transmla|gqa2mla|default: the main conversion's method (default transmla, freqfold 4).
 # --default-method: a second 8B conversion with the tool's default settings (method gqa2mla),
 # its JSON folded into convert-8b-results.json as convertDefaultMethod.
 set -uo pipefail
 OUT=${OUT:-/tmp/convert-8b-out}
 mkdir -p "$OUT"
-QUICK=0; TESTS=1; AGREE=1; LAYERS=32; PROFILE=0; EIGH=1; DEFAULT=0
+QUICK=0; TESTS=1; AGREE=1; LAYERS=32; PROFILE=0; EIGH=1; DEFAULT=0; METHOD=transmla
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; AGREE=0; LAYERS=2 ;;
@@ -23,6 +24,7 @@ while [ $# -gt 0 ]; do
     --layers) LAYERS=$2; shift ;;
     --profile) PROFILE=1; TESTS=0; AGREE=0; EIGH=0 ;;
     --default-method) DEFAULT=1 ;;
+    --method) METHOD=$2; shift ;;
   esac
   shift
 done
@@ -72,7 +74,7 @@ lim=$(left); [ $lim -gt 330 ] && lim=330
 stamp "8B-shaped conversion on the GPU (limit ${lim}s)"
 PROF=()
 [ "$PROFILE" = 1 ] && PROF=(--cpu-prof --cpu-prof-dir=/tmp/convert-prof)
-timeout $lim node "${PROF[@]}" --import tsx bench/convert-8b/run.ts --model $MODEL --out /tmp/llama3-8b-mla --json "$OUT/convert.json" --device cuda \
+timeout $lim node "${PROF[@]}" --import tsx bench/convert-8b/run.ts --model $MODEL --out /tmp/llama3-8b-mla --json "$OUT/convert.json" --device cuda --method $METHOD \
   2> >(tail -40 >> "$OUT/run.log") | tee -a "$OUT/run.log"
 stamp "conversion exit $?"
 if [ "$PROFILE" = 1 ]; then python3 bench/convert-8b/profile_summary.py /tmp/convert-prof --top 40 > "$OUT/profile.txt" 2>&1; head -60 "$OUT/profile.txt"; fi
