@@ -28,7 +28,7 @@
  */
 import type { ModelSpec } from '../model/spec-types.js';
 import { symEigh as eigh } from './mat.js';
-import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, trace, zeros } from './mat.js';
+import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, spectralMatrix, trace, zeros } from './mat.js';
 import { type RopeRotation, roropeRotation } from './rorope.js';
 import { type Affine, type InputMoments, crossMoment, secondMoment, symmetrize } from './statistics.js';
 import type { AttentionMoments } from './attention-stats.js';
@@ -162,22 +162,10 @@ function sqrtPair(a: Mat): { sqrt: Mat; isqrt: Mat } {
   const n = a.rows;
   const { values, vectors } = eigh(a.data.slice(), n);
   const floor = Math.max(values[0], 1e-300) * 1e-10;
-  // V diag(f(lambda)) V^T as one product each (BLAS / the GPU), then exactly symmetric
-  const up = zeros(n, n);
-  const down = zeros(n, n);
-  for (let c = 0; c < n; c++) {
-    const s = Math.sqrt(Math.max(values[c], floor));
-    for (let i = 0; i < n; i++) {
-      up.data[i * n + c] = vectors[i * n + c] * s;
-      down.data[i * n + c] = vectors[i * n + c] / s;
-    }
-  }
-  const V: Mat = { rows: n, cols: n, data: vectors };
-  const sqrt = matmul(up, V, false, true);
-  const isqrt = matmul(down, V, false, true);
-  symmetrize(sqrt);
-  symmetrize(isqrt);
-  return { sqrt, isqrt };
+  return {
+    sqrt: spectralMatrix(values, vectors, n, (l) => Math.sqrt(Math.max(l, floor))),
+    isqrt: spectralMatrix(values, vectors, n, (l) => 1 / Math.sqrt(Math.max(l, floor))),
+  };
 }
 
 function identity(n: number): Mat {

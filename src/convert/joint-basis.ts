@@ -19,7 +19,7 @@
  *   X_ab = (U^T P^{-1/2} Q S^{-1/2} W)_ab / (l_a m_b + (1 - l_a)(1 - m_b)).
  * All in float64.
  */
-import { type Mat, matmul, symEigh as eigh, zeros } from './mat.js';
+import { type Mat, matmul, spectralMatrix, symEigh as eigh, zeros } from './mat.js';
 
 /** sum_ij a_ij b_ij (= tr(A B^T)). */
 function dotAll(a: Mat, b: Mat): number {
@@ -38,30 +38,28 @@ export interface JointBasis {
   loss: number[];
 }
 
-/** Symmetric functions of a positive semi-definite matrix: V f(max(lambda, floor)) V^T. */
-function symFn(a: Mat, f: (x: number) => number, relFloor: number): { out: Mat; values: Float64Array; vectors: Float64Array } {
+/** The symmetric part of a square matrix (copy). */
+function symPart(a: Mat): Float64Array {
   const n = a.rows;
   const sym = new Float64Array(n * n);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) sym[i * n + j] = 0.5 * (a.data[i * n + j] + a.data[j * n + i]);
-  const { values, vectors } = eigh(sym, n);
+  return sym;
+}
+
+/** Symmetric functions of a positive semi-definite matrix: V f(max(lambda, floor)) V^T. */
+function symFn(a: Mat, f: (x: number) => number, relFloor: number): { out: Mat; values: Float64Array; vectors: Float64Array } {
+  const n = a.rows;
+  const { values, vectors } = eigh(symPart(a), n);
   const floor = Math.max(values[0], 1e-300) * relFloor;
-  const scaled = new Float64Array(n * n);
-  for (let i = 0; i < n; i++)
-    for (let c = 0; c < n; c++) scaled[i * n + c] = vectors[i * n + c] * f(Math.max(values[c], floor));
-  const out = matmul({ rows: n, cols: n, data: scaled }, { rows: n, cols: n, data: vectors }, false, true);
-  return { out, values, vectors };
+  return { out: spectralMatrix(values, vectors, n, (l) => f(Math.max(l, floor))), values, vectors };
 }
 
 /** Pseudo-inverse of a symmetric PSD matrix (eigenvalues below 1e-12 x the largest dropped). */
 function pinv(a: Mat): Mat {
   const n = a.rows;
-  const sym = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) sym[i * n + j] = 0.5 * (a.data[i * n + j] + a.data[j * n + i]);
-  const { values, vectors } = eigh(sym, n);
+  const { values, vectors } = eigh(symPart(a), n);
   const cut = Math.max(values[0], 0) * 1e-12;
-  const scaled = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let c = 0; c < n; c++) scaled[i * n + c] = values[c] > cut ? vectors[i * n + c] / values[c] : 0;
-  return matmul({ rows: n, cols: n, data: scaled }, { rows: n, cols: n, data: vectors }, false, true);
+  return spectralMatrix(values, vectors, n, (l) => (l > cut ? 1 / l : 0));
 }
 
 /**

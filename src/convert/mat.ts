@@ -60,6 +60,26 @@ export function matmul(a: Mat, b: Mat, transA = false, transB = false): Mat {
   return c;
 }
 
+/**
+ * V diag(f(lambda)) V^T from a symmetric eigendecomposition (column c of `vectors` belongs to
+ * `values[c]`), as one product on the installed kernels, made exactly symmetric.
+ */
+export function spectralMatrix(values: ArrayLike<number>, vectors: Float64Array, n: number, f: (lambda: number) => number): Mat {
+  const scaled = new Float64Array(n * n);
+  const fv = new Float64Array(n);
+  for (let c = 0; c < n; c++) fv[c] = f(values[c]);
+  for (let i = 0; i < n; i++) for (let c = 0; c < n; c++) scaled[i * n + c] = vectors[i * n + c] * fv[c];
+  const out = matmul({ rows: n, cols: n, data: scaled }, { rows: n, cols: n, data: vectors }, false, true);
+  const d = out.data;
+  for (let i = 0; i < n; i++)
+    for (let j = i + 1; j < n; j++) {
+      const v = 0.5 * (d[i * n + j] + d[j * n + i]);
+      d[i * n + j] = v;
+      d[j * n + i] = v;
+    }
+  return out;
+}
+
 /** Rows [r0, r1) of a matrix (copy). */
 export function rowSlice(a: Mat, r0: number, r1: number): Mat {
   return { rows: r1 - r0, cols: a.cols, data: a.data.slice(r0 * a.cols, r1 * a.cols) };

@@ -15,7 +15,7 @@ import { ropeFor } from '../engine/attention.js';
 import type { LayerWeights } from '../engine/weights.js';
 import { mlaSoftmaxScale } from '../model/rope.js';
 import { gemm, svd, syrkAccumulate } from '../linalg.js';
-import { symEigh as eigh } from './mat.js';
+import { spectralMatrix, symEigh as eigh } from './mat.js';
 
 function positions(rows: number, seqLen: number): Int32Array {
   const p = new Int32Array(rows);
@@ -136,15 +136,7 @@ export async function refitValues(
     const lam = (ridge * tr) / R;
     // (A + lam I)^-1 via eigh
     const { values, vectors } = eigh(A, R);
-    const inv = new Float64Array(R * R);
-    for (let c = 0; c < R; c++) {
-      const s = 1 / (Math.max(values[c], 0) + lam);
-      for (let i = 0; i < R; i++) {
-        const vi = vectors[i * R + c] * s;
-        if (vi === 0) continue;
-        for (let j = 0; j < R; j++) inv[i * R + j] += vi * vectors[j * R + c];
-      }
-    }
+    const inv = spectralMatrix(values, vectors, R, (l) => 1 / (Math.max(l, 0) + lam)).data;
     const W = new Float64Array(d * R);
     gemm(B, inv, W, d, R, R);
     const base = (h * (dn + dv) + dn) * R;
@@ -156,24 +148,12 @@ export async function refitValues(
 /** (A + lambda I)^{-1/2} and (A + lambda I)^{1/2} of a symmetric PSD n x n matrix (float64). */
 function ridgeRoots(a: Float64Array, n: number, lambda: number): { isqrt: Float64Array; sqrt: Float64Array; inv: Float64Array } {
   const { values, vectors } = eigh(a.slice(), n);
-  const isqrt = new Float64Array(n * n);
-  const sqrt = new Float64Array(n * n);
-  const inv = new Float64Array(n * n);
-  for (let c = 0; c < n; c++) {
-    const lam = Math.max(values[c], 0) + lambda;
-    const s = Math.sqrt(lam);
-    for (let i = 0; i < n; i++) {
-      const vi = vectors[i * n + c];
-      if (vi === 0) continue;
-      for (let j = 0; j < n; j++) {
-        const p = vi * vectors[j * n + c];
-        isqrt[i * n + j] += p / s;
-        sqrt[i * n + j] += p * s;
-        inv[i * n + j] += p / lam;
-      }
-    }
-  }
-  return { isqrt, sqrt, inv };
+  const lam = (l: number) => Math.max(l, 0) + lambda;
+  return {
+    isqrt: spectralMatrix(values, vectors, n, (l) => 1 / Math.sqrt(lam(l))).data,
+    sqrt: spectralMatrix(values, vectors, n, (l) => Math.sqrt(lam(l))).data,
+    inv: spectralMatrix(values, vectors, n, (l) => 1 / lam(l)).data,
+  };
 }
 
 /** Result of {@link refitOutput}. */
