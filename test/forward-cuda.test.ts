@@ -309,3 +309,31 @@ suite('CudaBackend vs the engine on a fixture layer', () => {
     }
   });
 });
+
+suite('CudaBackend float64 products with pinned operands', () => {
+  test('a pinned operand gives the product of its host values, on the GPU path', async () => {
+    const { matmul, pinOperand } = await import('../src/convert/mat.js');
+    const { gemm } = await import('../src/linalg.js');
+    const backend = new CudaBackend();
+    try {
+      backend.claimMatKernels();
+      const n = 600; // 2 n^3 > the GPU threshold, n^2 > the pin threshold
+      const a = Float64Array.from(randn(n * n, seed()));
+      const b = Float64Array.from(randn(n * n, seed()));
+      const ref = new Float64Array(n * n);
+      gemm(a, b, ref, n, n, n, {});
+      pinOperand(a);
+      pinOperand(b);
+      const calls = backend.stats.gemmCalls;
+      const c1 = matmul({ rows: n, cols: n, data: a }, { rows: n, cols: n, data: b });
+      const c2 = matmul({ rows: n, cols: n, data: b }, { rows: n, cols: n, data: a }, true, false);
+      const ref2 = new Float64Array(n * n);
+      gemm(b, a, ref2, n, n, n, { transA: true });
+      expect(backend.stats.gemmCalls).toBe(calls + 2);
+      expect(maxRelErr(c1.data, ref)).toBeLessThan(1e-12);
+      expect(maxRelErr(c2.data, ref2)).toBeLessThan(1e-12);
+    } finally {
+      await backend.release();
+    }
+  });
+});

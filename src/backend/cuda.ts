@@ -32,6 +32,8 @@ import { type BackendStats, type ComputeBackend, emptyStats } from './types.js';
 const MICRO_BATCH_TOKENS = 16384;
 /** Products of at least this many flops (2mnk) run on the GPU. */
 const GPU_GEMM_FLOPS = 2e8;
+/** Pinned float64 operands of at least this many elements keep a device copy. */
+const PIN_MIN_ELEMENTS = 1 << 18;
 /** Eigendecompositions of at least this order run on cuSOLVER. */
 const GPU_EIGH_MIN_N = 256;
 
@@ -88,6 +90,8 @@ export class CudaBackend implements ComputeBackend {
   private resident: Float64Array | null = null;
   private posKey = '';
   private latentHost: Float32Array | null = null;
+  /** device copies of float64 operands pinned for the current layer (mat.ts pinOperand) */
+  private readonly pinned = new Map<Float64Array, DeviceArray>();
 
   constructor() {
     this.cu = cudaExports();
@@ -120,6 +124,7 @@ export class CudaBackend implements ComputeBackend {
   async loadLayer(ckpt: Checkpoint, spec: ModelSpec, layer: number): Promise<LayerWeights> {
     if (!Number.isInteger(layer) || layer < 0 || layer >= spec.numLayers)
       throw new GqaError('ERR_OUT_OF_RANGE', `layer ${layer} is outside [0, ${spec.numLayers})`, 'usage');
+    this.unpinAll(); // pins last for one layer
     let t = now();
     const raw = this.prefetch?.layer === layer ? await this.prefetch.bytes : await this.readLayer(ckpt, spec, layer);
     this.stats.readWaitSeconds += now() - t;
@@ -412,11 +417,19 @@ export class CudaBackend implements ComputeBackend {
           return;
         }
         const t = now();
-        const A = this.resident && a === this.resident && this.momC ? this.momC.buf : a;
-        const B = this.resident && b === this.resident && this.momC ? this.momC.buf : b;
+        const A = this.resident && a === this.resident && this.momC ? this.momC.buf : (this.pinned.get(a)?.buf ?? a);
+        const B = this.resident && b === this.resident && this.momC ? this.momC.buf : (this.pinned.get(b)?.buf ?? b);
         this.cu.gemm(A, B, c, m, n, k, options);
         this.stats.gemmCalls++;
         this.stats.gemmSeconds += now() - t;
+      },
+      pin: (a) => {
+        if (a.length < PIN_MIN_ELEMENTS || this.pinned.has(a)) return;
+        const t = now();
+        const d = DeviceArray.alloc('F64', a.length);
+        d.upload(a);
+        this.pinned.set(a, d);
+        this.stats.uploadSeconds += now() - t;
       },
       eigh: (a, n) => {
         const t = now();
@@ -429,8 +442,14 @@ export class CudaBackend implements ComputeBackend {
     });
   }
 
+  private unpinAll(): void {
+    for (const d of this.pinned.values()) d.free();
+    this.pinned.clear();
+  }
+
   async release(): Promise<void> {
     setMatKernels(null);
+    this.unpinAll();
     if (this.prefetch) await this.prefetch.bytes.catch(() => undefined);
     this.prefetch = null;
     this.cu.synchronize();

@@ -19,7 +19,7 @@
  *   X_ab = (U^T P^{-1/2} Q S^{-1/2} W)_ab / (l_a m_b + (1 - l_a)(1 - m_b)).
  * All in float64.
  */
-import { type Mat, matmul, spectralMatrix, symEigh as eigh, zeros } from './mat.js';
+import { type Mat, matmul, pinOperand, spectralMatrix, symEigh as eigh, zeros } from './mat.js';
 
 /** sum_ij a_ij b_ij (= tr(A B^T)). */
 function dotAll(a: Mat, b: Mat): number {
@@ -136,8 +136,11 @@ export function jointBasis(m1: Mat, m2: Mat, inputs: JointInputs, a0: Mat, itera
     if (x.cols !== n) throw new Error(`jointBasis: ${name} has ${x.cols} columns, expected ${n}`);
   const { s1, s2, sIsqrtW, mu } = inputs;
   if (R >= n) iterations = 0;
+  for (const x of [s1.data, s2.data, sIsqrtW.data]) pinOperand(x); // read in every iteration, never written
   const m1s1 = matmul(m1, s1);
   const m2s2 = matmul(m2, s2);
+  pinOperand(m1s1.data);
+  pinOperand(m2s2.data);
   const tot1 = dotAll(m1s1, m1);
   const tot2 = dotAll(m2s2, m2);
 

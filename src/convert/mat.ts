@@ -11,6 +11,8 @@ import { eigh, gemm, type GemmOptions } from '../linalg.js';
 export interface MatKernels {
   gemm(a: Float64Array, b: Float64Array, c: Float64Array, m: number, n: number, k: number, options: GemmOptions): void;
   eigh(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array };
+  /** `a` will not change until the backend's next layer: a device copy may be kept for products */
+  pin?(a: Float64Array): void;
 }
 
 const cpuKernels: MatKernels = {
@@ -22,6 +24,15 @@ let kernels: MatKernels = cpuKernels;
 /** Installs `k` as the kernels of matmul / symEigh (null restores the CPU ones). */
 export function setMatKernels(k: MatKernels | null): void {
   kernels = k ?? cpuKernels;
+}
+
+/**
+ * Promises that `a` is not written again during the current layer, so that the installed
+ * kernels may keep a device copy for repeated products instead of uploading it each time
+ * (a no-op on the CPU).
+ */
+export function pinOperand(a: Float64Array): void {
+  kernels.pin?.(a);
 }
 
 /** Symmetric eigendecomposition (linalg `eigh` conventions: values descending, column j = vector j) on the installed kernels. */
