@@ -10,12 +10,14 @@
 # convert-8b-results.json. --quick: 2 layers, tests without the fixture conversions, no agreement.
 # --profile: only the 8B conversion, under node --cpu-prof; host-side summary in $OUT/profile.txt.
 # --method transmla|gqa2mla|default: the main conversion's method (default transmla, freqfold 4).
+# --no-eigh: skip the eigh benchmark. --backend-tests: of the first test set only test/forward-cuda.test.ts.
+# --default-layers N: --default-method on its own N-layer synthetic checkpoint.
 # --default-method: a second 8B conversion with the tool's default settings (method gqa2mla),
 # its JSON folded into convert-8b-results.json as convertDefaultMethod.
 set -uo pipefail
 OUT=${OUT:-/tmp/convert-8b-out}
 mkdir -p "$OUT"
-QUICK=0; TESTS=1; AGREE=1; LAYERS=32; PROFILE=0; EIGH=1; DEFAULT=0; METHOD=transmla
+QUICK=0; TESTS=1; AGREE=1; LAYERS=32; PROFILE=0; EIGH=1; DEFAULT=0; METHOD=transmla; DLAYERS=0; TESTSET=all
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; AGREE=0; LAYERS=2 ;;
@@ -25,6 +27,9 @@ while [ $# -gt 0 ]; do
     --profile) PROFILE=1; TESTS=0; AGREE=0; EIGH=0 ;;
     --default-method) DEFAULT=1 ;;
     --method) METHOD=$2; shift ;;
+    --no-eigh) EIGH=0 ;;
+    --default-layers) DEFAULT=1; DLAYERS=$2; shift ;;
+    --backend-tests) TESTSET=backend ;;
   esac
   shift
 done
@@ -61,7 +66,8 @@ run_tests() {  # $1: limit in seconds, rest: test files
   stamp "tests exit $rc"
 }
 # order: what the acceptance needs most first; the slow fixture conversions last
-[ "$TESTS" = 1 ] && run_tests 120 test/linalg-cuda.test.ts test/forward-cuda.test.ts
+if [ "$TESTS" = 1 ] && [ "$TESTSET" = backend ]; then run_tests 120 test/forward-cuda.test.ts
+elif [ "$TESTS" = 1 ]; then run_tests 120 test/linalg-cuda.test.ts test/forward-cuda.test.ts; fi
 
 [ "$EIGH" = 1 ] && stamp "eigh bench" && timeout 150 node node_modules/.bin/tsx bench/convert-8b/eigh.ts --json "$OUT/eigh.json" --reps $([ "$QUICK" = 1 ] && echo 1 || echo 3) 2>&1 | tee -a "$OUT/run.log"
 
@@ -88,6 +94,11 @@ elif [ "$AGREE" = 1 ]; then
   stamp "agreement bench skipped ($(left)s left)"
 fi
 
+if [ "$DEFAULT" = 1 ] && [ "$DLAYERS" -gt 0 ]; then
+  rm -rf $MODEL
+  stamp "writing a $DLAYERS-layer synthetic checkpoint for the default-method run"
+  timeout 100 node node_modules/.bin/tsx bench/convert-8b/synth.ts $MODEL --layers $DLAYERS 2>&1 | tail -1 | tee -a "$OUT/run.log"
+fi
 if [ "$DEFAULT" = 1 ]; then
   lim=$(( $(left) - 15 ))
   if [ $lim -gt 60 ]; then
