@@ -21,14 +21,19 @@ test('peak RSS of convert differs by < 15% between 8-layer and 32-layer models o
     for (const layers of [8, 32]) {
       const dir = join(tmp, `m${layers}`);
       await writeSyntheticModel(dir, { ...shape, layers, seed: layers });
-      const { stdout } = await run(
-        join(root, 'node_modules', '.bin', 'tsx'),
-        [join(root, 'test', 'helpers', 'rss-convert.ts'), dir, join(tmp, `o${layers}`), join(fixtures, 'pydocs-eval.txt')],
-        { cwd: root, env: { ...process.env, GQA2MLA_THREADS: '2' } },
-      );
-      const r = JSON.parse(stdout.trim().split('\n').pop()!) as { layers: number; maxRssKiB: number };
-      expect(r.layers).toBe(layers);
-      rss.push(r.maxRssKiB * 1024);
+      // the peak of two runs: one run's peak can fall short of it by ~10% (GC timing)
+      let peak = 0;
+      for (let rep = 0; rep < 2; rep++) {
+        const { stdout } = await run(
+          join(root, 'node_modules', '.bin', 'tsx'),
+          [join(root, 'test', 'helpers', 'rss-convert.ts'), dir, join(tmp, `o${layers}-${rep}`), join(fixtures, 'pydocs-eval.txt')],
+          { cwd: root, env: { ...process.env, GQA2MLA_THREADS: '2' } },
+        );
+        const r = JSON.parse(stdout.trim().split('\n').pop()!) as { layers: number; maxRssKiB: number };
+        expect(r.layers).toBe(layers);
+        peak = Math.max(peak, r.maxRssKiB * 1024);
+      }
+      rss.push(peak);
     }
     const [shallow, deep] = rss;
     console.log(`convert peak RSS: 8 layers ${(shallow / 2 ** 20).toFixed(1)} MiB, 32 layers ${(deep / 2 ** 20).toFixed(1)} MiB`);
