@@ -79,12 +79,6 @@ std::string SolverErr(const char* what, cusolverStatus_t s);
     if (!m_.empty()) return m_;                        \
   } while (0)
 
-// bfloat16 bits of float32 bits `b`, rounded to nearest even; NaN stays NaN (quiet bit set).
-__device__ __forceinline__ unsigned short FloatBitsToBf16(unsigned int b) {
-  if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu)) return static_cast<unsigned short>((b >> 16) | 0x40u);
-  return static_cast<unsigned short>((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-}
-
 // Blocks of `threads` covering n items (at least one block).
 inline unsigned Blocks(size_t n, unsigned threads) {
   size_t b = (n + threads - 1) / threads;

@@ -8,6 +8,7 @@
 
 #include "convert_ctx.h"
 #include "convert_cuda.h"
+#include "half_bits.h"
 
 namespace g2m {
 namespace cuconv {
@@ -105,7 +106,7 @@ __global__ void ToBf16Kernel(const float* __restrict__ x, size_t xs, uint16_t* _
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const size_t r = i / cols, c = i % cols;
-    y[i] = detail::FloatBitsToBf16(__float_as_uint(x[r * xs + c]));
+    y[i] = half_bits::FloatBitsToBf16(__float_as_uint(x[r * xs + c]));
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include "convert_ctx.h"
 #include "convert_cuda.h"
+#include "half_bits.h"
 
 namespace g2m {
 namespace cuconv {
@@ -208,49 +209,12 @@ void ResetPeak() {
 // ---- dtype conversion ---------------------------------------------------------------------
 namespace {
 
-__device__ __forceinline__ uint32_t HalfToFloatBits(uint32_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  const uint32_t e = (h >> 10) & 0x1fu;
-  const uint32_t m = h & 0x3ffu;
-  if (e == 0x1f) return m ? (sign | 0x7fc00000u | (m << 13)) : (sign | 0x7f800000u);
-  if (e == 0) {
-    if (m == 0) return sign;
-    // subnormal: value m * 2^-24, exact in float32
-    const float v = static_cast<float>(m) * 5.9604644775390625e-8f;
-    return sign | __float_as_uint(v);
-  }
-  return sign | ((e + 112u) << 23) | (m << 13);
-}
-
-__device__ __forceinline__ uint16_t FloatBitsToHalf(uint32_t x) {
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t exp = (x >> 23) & 0xffu;
-  const uint32_t mant = x & 0x7fffffu;
-  if (exp == 0xff) return static_cast<uint16_t>(sign | 0x7c00u | (mant ? (0x200u | (mant >> 13)) : 0u));
-  const int e = static_cast<int>(exp) - 112;
-  if (e >= 0x1f) return static_cast<uint16_t>(sign | 0x7c00u);
-  if (e <= 0) {
-    if (e < -10) return static_cast<uint16_t>(sign);
-    const uint32_t full = mant | 0x800000u;
-    const int shift = 14 - e;
-    uint32_t h = full >> shift;
-    const uint32_t rem = full & ((1u << shift) - 1u);
-    const uint32_t half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (h & 1u))) h++;
-    return static_cast<uint16_t>(sign | h);
-  }
-  uint32_t h = (static_cast<uint32_t>(e) << 10) | (mant >> 13);
-  const uint32_t rem = mant & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-  return static_cast<uint16_t>(sign | h);
-}
-
 __device__ __forceinline__ uint32_t LoadBits(const void* src, Dt dt, size_t i) {
   switch (dt) {
     case Dt::BF16:
       return static_cast<uint32_t>(static_cast<const uint16_t*>(src)[i]) << 16;
     case Dt::F16:
-      return HalfToFloatBits(static_cast<const uint16_t*>(src)[i]);
+      return half_bits::HalfToFloatBits(static_cast<const uint16_t*>(src)[i]);
     default:
       return static_cast<const uint32_t*>(src)[i];
   }
@@ -262,10 +226,10 @@ __global__ void ConvertKernel(const void* src, Dt sdt, void* dst, Dt ddt, size_t
     const uint32_t b = LoadBits(src, sdt, i);
     switch (ddt) {
       case Dt::BF16:
-        static_cast<uint16_t*>(dst)[i] = detail::FloatBitsToBf16(b);
+        static_cast<uint16_t*>(dst)[i] = half_bits::FloatBitsToBf16(b);
         break;
       case Dt::F16:
-        static_cast<uint16_t*>(dst)[i] = FloatBitsToHalf(b);
+        static_cast<uint16_t*>(dst)[i] = half_bits::FloatBitsToHalf(b);
         break;
       default:
         static_cast<uint32_t*>(dst)[i] = b;
