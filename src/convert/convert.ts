@@ -295,6 +295,27 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           }
         }
         const chosen = best!;
+        /**
+         * Evaluates the chosen layer with some attention tensors replaced (rounded to the stored
+         * dtype, what is evaluated is what is written) and keeps the replacement when it lowers
+         * the held-out error.
+         */
+        const tryReplacing = async (replace: Record<string, Float32Array>) => {
+          t = now();
+          const mw2: LayerWeights = { layer: chosen.mw.layer, tensors: { ...chosen.mw.tensors } };
+          for (const [name, data] of Object.entries(replace)) mw2.tensors[name] = { data: roundToDtype(data, dtype), shape: chosen.mw.tensors[name].shape };
+          tg.times.factorize += now() - t;
+          t = now();
+          const out = await backend.attentionForward(mlaSpec, mw2, xHeld, calib.heldOut, S);
+          const err = relativeError(out, ref);
+          tg.times.evaluate += now() - t;
+          const result = { errBefore: chosen.err, errAfter: err, kept: err < chosen.err };
+          if (result.kept) {
+            chosen.mw = mw2;
+            chosen.err = err;
+          }
+          return result;
+        };
         let refit: LayerReport['valueRefit'] = null;
         if (opt.valueRefit) {
           // ---- closed-form value refit under the converted attention (calibration windows)
@@ -302,18 +323,8 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           progress('factorize', l, 'value refit');
           const nFit = Math.min(calib.samples, REFIT_WINDOWS);
           const kvb = await refitValues(spec, mlaSpec, w, chosen.mw, x, nFit, S);
-          const mw2: LayerWeights = { layer: chosen.mw.layer, tensors: { ...chosen.mw.tensors } };
-          mw2.tensors['self_attn.kv_b_proj.weight'] = { data: roundToDtype(kvb, dtype), shape: chosen.mw.tensors['self_attn.kv_b_proj.weight'].shape };
           tg.times.factorize += now() - t;
-          t = now();
-          const out = await backend.attentionForward(mlaSpec, mw2, xHeld, calib.heldOut, S);
-          const err = relativeError(out, ref);
-          tg.times.evaluate += now() - t;
-          refit = { windows: nFit, errBefore: chosen.err, errAfter: err, kept: err < chosen.err };
-          if (err < chosen.err) {
-            chosen.mw = mw2;
-            chosen.err = err;
-          }
+          refit = { windows: nFit, ...(await tryReplacing({ 'self_attn.kv_b_proj.weight': kvb })) };
         }
         let outRefit: LayerReport['outputRefit'] = null;
         if (opt.outputRefit) {
@@ -323,20 +334,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           const nFit = Math.min(calib.samples, REFIT_WINDOWS);
           const r = await refitOutput(spec, mlaSpec, w, chosen.mw, x, nFit, S);
           tg.times.factorize += now() - t;
-          if (r) {
-            const mw2: LayerWeights = { layer: chosen.mw.layer, tensors: { ...chosen.mw.tensors } };
-            mw2.tensors['self_attn.kv_b_proj.weight'] = { data: roundToDtype(r.kvB, dtype), shape: chosen.mw.tensors['self_attn.kv_b_proj.weight'].shape };
-            mw2.tensors['self_attn.o_proj.weight'] = { data: roundToDtype(r.oProj, dtype), shape: chosen.mw.tensors['self_attn.o_proj.weight'].shape };
-            t = now();
-            const out = await backend.attentionForward(mlaSpec, mw2, xHeld, calib.heldOut, S);
-            const err = relativeError(out, ref);
-            tg.times.evaluate += now() - t;
-            outRefit = { windows: nFit, rank: r.rank, errBefore: chosen.err, errAfter: err, kept: err < chosen.err };
-            if (err < chosen.err) {
-              chosen.mw = mw2;
-              chosen.err = err;
-            }
-          }
+          if (r) outRefit = { windows: nFit, rank: r.rank, ...(await tryReplacing({ 'self_attn.kv_b_proj.weight': r.kvB, 'self_attn.o_proj.weight': r.oProj })) };
         }
         let queryCompression: LayerReport['queryCompression'] = null;
         if (opt.qLoraRank !== null) {
