@@ -13,7 +13,7 @@
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { type ModelTokenizer, readTokenizerFiles } from './tokenize.js';
+import type { ModelTokenizer } from './tokenize.js';
 
 /** Texts shorter than this are encoded on the calling thread. */
 const MIN_PARALLEL_CHARS = 1 << 20;
@@ -100,22 +100,21 @@ export interface ParallelEncoding {
 /**
  * Token ids of `text` (no special tokens), identical to `tok.encode(text)`; long texts are
  * encoded in chunks on worker threads when the cuts are transparent (see the module comment).
- * @param modelDir the directory `tok` was loaded from (each worker loads it again)
+ * @param tok the tokenizer (each worker builds its own from `tok.files`)
  * @param workers worker threads to use (default: the available parallelism, at most 8)
  * @param minChars shorter texts are encoded on the calling thread (default 1 Mi characters)
  */
-export async function encodeParallel(tok: ModelTokenizer, modelDir: string, text: string, workers = Math.min(MAX_WORKERS, availableParallelism()), minChars = MIN_PARALLEL_CHARS): Promise<ParallelEncoding> {
+export async function encodeParallel(tok: ModelTokenizer, text: string, workers = Math.min(MAX_WORKERS, availableParallelism()), minChars = MIN_PARALLEL_CHARS): Promise<ParallelEncoding> {
   const here = (): ParallelEncoding => ({ ids: tok.encode(text), chunks: 1 });
   if (workers < 2 || text.length < minChars) return here();
   const lib = tokenizersPath();
   if (!lib) return here();
   const cuts = chooseCuts(tok, text, workers);
   if (!cuts || cuts.length === 0) return here();
-  const files = await readTokenizerFiles(modelDir);
   const bounds = [0, ...cuts, text.length];
   let parts: Int32Array[];
   try {
-    parts = await Promise.all(bounds.slice(0, -1).map((b, i) => encodeInWorker(lib, files, text.slice(b, bounds[i + 1]))));
+    parts = await Promise.all(bounds.slice(0, -1).map((b, i) => encodeInWorker(lib, tok.files, text.slice(b, bounds[i + 1]))));
   } catch {
     return here(); // a worker could not run here: the same ids, on this thread
   }

@@ -19,6 +19,8 @@ export interface ModelTokenizer {
   readonly vocabSize: number;
   /** The tokenizer.json path it was loaded from. */
   readonly path: string;
+  /** The parsed tokenizer.json and tokenizer_config.json ({} when absent) it was built from. */
+  readonly files: { json: Record<string, unknown>; config: Record<string, unknown> };
 }
 
 async function readJson(path: string, required: boolean): Promise<Record<string, unknown> | null> {
@@ -42,7 +44,7 @@ async function readJson(path: string, required: boolean): Promise<Record<string,
 }
 
 /** The parsed `tokenizer.json` and `tokenizer_config.json` (empty when absent) of a model directory. */
-export async function readTokenizerFiles(modelDir: string): Promise<{ path: string; json: Record<string, unknown>; config: Record<string, unknown> }> {
+async function readTokenizerFiles(modelDir: string): Promise<{ path: string; json: Record<string, unknown>; config: Record<string, unknown> }> {
   const path = join(modelDir, 'tokenizer.json');
   const json = (await readJson(path, true))!;
   const config = (await readJson(join(modelDir, 'tokenizer_config.json'), false)) ?? {};
@@ -62,6 +64,7 @@ export async function loadTokenizer(modelDir: string): Promise<ModelTokenizer> {
   for (const id of tok.get_vocab(true).values()) if (id > maxId) maxId = id;
   return {
     path,
+    files: { json, config },
     vocabSize: maxId + 1,
     encode(text: string): Int32Array {
       return Int32Array.from(tok.encode(text, { add_special_tokens: false }).ids);

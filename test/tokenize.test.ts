@@ -32,7 +32,7 @@ describe('parallel encoding', () => {
     const dir = new URL(`./fixtures/${name}/`, import.meta.url).pathname;
     const tok = await loadTokenizer(dir);
     const whole = tok.encode(evalText);
-    const par = await encodeParallel(tok, dir, evalText, 3, 0);
+    const par = await encodeParallel(tok, evalText, 3, 0);
     expect(par.chunks).toBe(3);
     expect(Buffer.compare(Buffer.from(par.ids.buffer), Buffer.from(whole.buffer))).toBe(0);
   });
@@ -47,7 +47,7 @@ describe('parallel encoding', () => {
       const whole = tok.encode(evalText);
       // cutting would change the ids: 'X' at a chunk start would encode as ' X'
       expect(Array.from(tok.encode('a\nb'))).not.toEqual([...tok.encode('a\n'), ...tok.encode('b')]);
-      const par = await encodeParallel(tok, d, evalText, 3, 0);
+      const par = await encodeParallel(tok, evalText, 3, 0);
       expect(par.chunks).toBe(1);
       expect(Buffer.compare(Buffer.from(par.ids.buffer), Buffer.from(whole.buffer))).toBe(0);
     } finally {

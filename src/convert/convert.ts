@@ -144,7 +144,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
     progress('tokenize');
     const text = options.calibText ?? (await readCalibText(options.calibFile));
     const tokenizer = await loadTokenizer(options.modelDir);
-    const { ids: tokens } = await encodeParallel(tokenizer, options.modelDir, text); // same ids as one encode
+    const { ids: tokens } = await encodeParallel(tokenizer, text); // same ids as one encode
     const calib = drawCalibration(tokens, opt0.calibSamples, opt0.heldOutSamples, opt0.calibSeqlen, opt0.seed);
     shared.tokenize += now() - t;
     const count = calib.samples + calib.heldOut;

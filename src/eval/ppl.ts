@@ -95,7 +95,7 @@ export async function evalPpl(options: EvalPplOptions): Promise<PplResult> {
   const report = (p: Omit<PplProgress, 'windows'>, windows: number) => options.onProgress?.({ ...p, windows });
   report({ stage: 'tokenize', done: 0, total: 0, windowsDone: 0 }, 0);
   const tokenizer = await loadTokenizer(options.modelDir);
-  const { ids: tokens } = await encodeParallel(tokenizer, options.modelDir, text); // same ids as one encode
+  const { ids: tokens } = await encodeParallel(tokenizer, text); // same ids as one encode
   const available = Math.floor(tokens.length / seq);
   if (available < 1)
     throw usageError(
