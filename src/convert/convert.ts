@@ -316,12 +316,12 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           }
           return result;
         };
+        const nFit = Math.min(calib.samples, REFIT_WINDOWS); // calibration windows of the refits
         let refit: LayerReport['valueRefit'] = null;
         if (opt.valueRefit) {
           // ---- closed-form value refit under the converted attention (calibration windows)
           t = now();
           progress('factorize', l, 'value refit');
-          const nFit = Math.min(calib.samples, REFIT_WINDOWS);
           const kvb = await refitValues(spec, mlaSpec, w, chosen.mw, x, nFit, S);
           tg.times.factorize += now() - t;
           refit = { windows: nFit, ...(await tryReplacing({ 'self_attn.kv_b_proj.weight': kvb })) };
@@ -331,7 +331,6 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           // ---- joint value/output refit across heads (calibration windows)
           t = now();
           progress('factorize', l, 'output refit');
-          const nFit = Math.min(calib.samples, REFIT_WINDOWS);
           const r = await refitOutput(spec, mlaSpec, w, chosen.mw, x, nFit, S);
           tg.times.factorize += now() - t;
           if (r) outRefit = { windows: nFit, rank: r.rank, ...(await tryReplacing({ 'self_attn.kv_b_proj.weight': r.kvB, 'self_attn.o_proj.weight': r.oProj })) };
