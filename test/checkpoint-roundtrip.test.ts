@@ -11,6 +11,7 @@ import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { DTYPE_SIZE, floatBitsToBf16, floatBitsToHalf, halfBitsToFloat } from '../src/checkpoint/dtype.js';
 import { SafetensorsFile } from '../src/checkpoint/safetensors-reader.js';
 import { CheckpointWriter, type WriterOptions } from '../src/checkpoint/safetensors-writer.js';
+import { OUTPUT_MARKER } from '../src/checkpoint/output-guard.js';
 import { normalGenerator, writeSyntheticModel } from './helpers/synthetic.js';
 
 const FIXTURES = ['test/fixtures/tiny-llama-gqa', 'test/fixtures/tiny-qwen2-gqa'];
@@ -59,7 +60,7 @@ describe('fixture round trip', () => {
     const dst = join(tmp, `single-${src.split('/').pop()}`);
     const r = await copyCheckpoint(src, dst);
     expect(r.shards).toEqual(['model.safetensors']);
-    expect(readdirSync(dst).sort()).toEqual(['model.safetensors']);
+    expect(readdirSync(dst).sort()).toEqual([OUTPUT_MARKER, 'model.safetensors']);
     expect(existsSync(CheckpointWriter.partialDirOf(dst))).toBe(false);
     await expectSameTensors(src, dst);
     const ck = await Checkpoint.open(dst);
@@ -280,19 +281,27 @@ describe('float conversions', () => {
 });
 
 describe('writer directory protocol', () => {
-  test('refuses an existing directory unless overwrite, which replaces it only at finish', async () => {
+  test('refuses an existing directory unless overwrite; overwrite replaces only a previous output, at finish; never foreign files', async () => {
     const dir = join(tmp, 'exists');
     mkdirSync(dir);
     writeFileSync(join(dir, 'keep.txt'), 'old');
-    await expect(CheckpointWriter.create(dir)).rejects.toMatchObject({ code: 'ERR_OUTPUT_EXISTS', message: expect.stringContaining('--force'), exitCode: 2 });
-    const w = await CheckpointWriter.create(dir, { overwrite: true });
+    await expect(CheckpointWriter.create(dir)).rejects.toMatchObject({ code: 'ERR_OUTPUT_EXISTS', message: expect.stringContaining('overwrite'), exitCode: 2 });
+    await expect(CheckpointWriter.create(dir, { overwrite: true })).rejects.toMatchObject({ code: 'ERR_OUTPUT_FOREIGN', message: expect.stringContaining('keep.txt'), exitCode: 2 });
+    expect(readFileSync(join(dir, 'keep.txt'), 'utf8')).toBe('old');
+    expect(existsSync(`${dir}.partial`)).toBe(false);
+    const prev = join(tmp, 'previous');
+    const w0 = await CheckpointWriter.create(prev);
+    await w0.add('t', 'F32', [1], Float32Array.of(9));
+    await w0.addFile('old.json', '{}');
+    await w0.finish();
+    const w = await CheckpointWriter.create(prev, { overwrite: true });
     await w.add('t', 'F32', [3], Float32Array.of(1, 2, 3));
     await w.flush();
-    expect(readFileSync(join(dir, 'keep.txt'), 'utf8')).toBe('old');
+    expect(readFileSync(join(prev, 'old.json'), 'utf8')).toBe('{}');
     await w.addFile('config.json', '{}');
     await w.finish();
-    expect(readdirSync(dir).sort()).toEqual(['config.json', 'model.safetensors']);
-    expect(readdirSync(tmp).filter((f) => f.startsWith('exists.'))).toEqual([]);
+    expect(readdirSync(prev).sort()).toEqual([OUTPUT_MARKER, 'config.json', 'model.safetensors']);
+    expect(readdirSync(tmp).filter((f) => f.startsWith('previous.'))).toEqual([]);
   });
 
   test('abort leaves no final directory and no partial directory', async () => {
@@ -358,7 +367,7 @@ describe('writer directory protocol', () => {
     expect(done.shards.length).toBe(3);
     expect(existsSync(w2.partialDir)).toBe(false);
     expect(readFileSync(join(dir, 'config.json'), 'utf8')).toBe(readFileSync(join(ref.dir, 'config.json'), 'utf8'));
-    expect(readdirSync(dir).filter((f) => f.startsWith('.'))).toEqual([]);
+    expect(readdirSync(dir).filter((f) => f.startsWith('.'))).toEqual([OUTPUT_MARKER]); // no leftovers of the writer
     await expectSameTensors(ref.dir, dir);
     const ck = await Checkpoint.open(dir);
     expect(ck.metadata).toEqual({ format: 'pt', k: 'v' });

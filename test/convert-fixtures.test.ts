@@ -142,7 +142,7 @@ test('abort after layer 2 of 4, then --resume: byte-identical to an uninterrupte
   ).rejects.toThrow(/aborted/);
   expect(existsSync(part)).toBe(false);
   expect(existsSync(`${part}.partial`)).toBe(true);
-  await expect(convert({ ...opts, outDir: part })).rejects.toThrow(/--resume/);
+  await expect(convert({ ...opts, outDir: part })).rejects.toThrow(/use resume to continue/);
   const report = await convert({ ...opts, outDir: part, resume: true });
   expect(report.resumedFromLayer).toBe(2);
   const files = readdirSync(full).filter((f) => f.endsWith('.safetensors') || f === 'model.safetensors.index.json' || f === 'config.json');

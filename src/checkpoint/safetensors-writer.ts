@@ -34,6 +34,7 @@ import { GqaError, usageError } from '../errors.js';
 import { DTYPE_SIZE, type Dtype, encodeFloat32, isDtype, numelOf } from './dtype.js';
 import { INDEX_FILE } from './checkpoint.js';
 import { IO_CHUNK_BYTES, MAX_HEADER_BYTES } from './safetensors-reader.js';
+import { assertReplaceable, OUTPUT_MARKER, outputMarker } from './output-guard.js';
 
 /** Options of {@link CheckpointWriter.create} and {@link CheckpointWriter.resume}. */
 export interface WriterOptions {
@@ -183,13 +184,18 @@ export class CheckpointWriter {
     const maxShardBytes = positive(opts.maxShardBytes, DEFAULT_MAX_SHARD, 'maxShardBytes');
     const reserve = positive(opts.headerReserveBytes, DEFAULT_RESERVE, 'headerReserveBytes', 8);
     const compactBelow = opts.compactBelowBytes ?? DEFAULT_COMPACT_BELOW;
-    if (existsSync(out) && !opts.overwrite) throw usageError('ERR_OUTPUT_EXISTS', `output directory ${out} already exists (use --force to replace it)`);
+    if (existsSync(out) && (await readdir(out)).length > 0) {
+      if (!opts.overwrite) throw usageError('ERR_OUTPUT_EXISTS', `output directory ${out} already exists (use overwrite to replace a previous gqa2mla output)`);
+      assertReplaceable(out);
+    }
     if (existsSync(partial)) {
       const owner = await readJournal(partial).then((j) => j.pid).catch(() => 0);
       if (owner !== process.pid && isAlive(owner))
         throw usageError('ERR_OUTPUT_BUSY', `${partial} is being written by process ${owner}; wait for it or stop it first (if no gqa2mla is running, remove ${partial})`);
       if (!opts.overwrite)
-        throw usageError('ERR_OUTPUT_EXISTS', `an interrupted write is in ${partial}: resume it (--resume) or use --force to start afresh`);
+        throw usageError('ERR_OUTPUT_EXISTS', `an interrupted write is in ${partial}: resume it (CheckpointWriter.resume) or use overwrite to start afresh`);
+      if (!existsSync(join(partial, WRITER_JOURNAL)) && (await readdir(partial)).length > 0)
+        throw usageError('ERR_OUTPUT_FOREIGN', `${partial} exists but is not an interrupted gqa2mla write (no ${WRITER_JOURNAL}); refusing to touch it`);
       await rm(partial, { recursive: true, force: true });
     }
     await mkdir(dirname(partial), { recursive: true });
@@ -441,8 +447,10 @@ export class CheckpointWriter {
         await writeAtomic(join(this.partialDir, INDEX_FILE), `${JSON.stringify({ metadata: { total_size: totalSize }, weight_map: sorted }, null, 2)}\n`);
       }
       await rm(join(this.partialDir, WRITER_JOURNAL), { force: true });
+      await writeAtomic(join(this.partialDir, OUTPUT_MARKER), outputMarker('checkpoint', '0.1.0', await readdir(this.partialDir)));
       if (existsSync(this.dir)) {
-        if (!this.overwrite) throw usageError('ERR_OUTPUT_EXISTS', `output directory ${this.dir} appeared while writing (use --force to replace it)`);
+        if (!this.overwrite && (await readdir(this.dir)).length > 0) throw usageError('ERR_OUTPUT_EXISTS', `output directory ${this.dir} appeared while writing (use overwrite to replace it)`);
+        assertReplaceable(this.dir);
         const old = `${this.dir}.old-${process.pid}`;
         await rename(this.dir, old);
         await rename(this.partialDir, this.dir);

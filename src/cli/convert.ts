@@ -5,7 +5,9 @@ import type { Command } from 'commander';
 import { convert, convertSweep } from '../convert/convert.js';
 import type { ConvertProgress } from '../convert/options.js';
 import { attachPpl, formatSweep, summarizeSweep } from '../convert/sweep.js';
-import { usageError } from '../errors.js';
+import { existsSync } from 'node:fs';
+import { checkOutputTarget } from '../checkpoint/output-guard.js';
+import { GqaError, usageError } from '../errors.js';
 import { createProgress } from './progress.js';
 
 function int(name: string) {
@@ -95,6 +97,9 @@ export function register(program: Command): void {
         if (!Number.isFinite(balanceKv)) throw usageError('ERR_BAD_OPTION', `--balance-kv must be a number or 'auto' (got '${String(o.balanceKv)}')`);
       } else if (o.balanceKv === 'auto') balanceKv = 'auto';
       if (o.method !== 'gqa2mla' && o.method !== 'transmla') throw usageError('ERR_BAD_OPTION', `--method must be 'gqa2mla' or 'transmla' (got '${String(o.method)}')`);
+      // the output and the inputs, in the CLI's own flag names, before any work
+      checkOutputTarget({ modelDir, outDir, overwrite: Boolean(o.force), resume: Boolean(o.resume), inputs: [o.calib as string, o.evalText as string | undefined], names: { overwrite: '--force', resume: '--resume' } });
+      if (o.evalText && !existsSync(o.evalText as string)) throw new GqaError('ERR_EVAL_READ', `cannot read evaluation text ${String(o.evalText)}: no such file`, 'input');
       const bar = createProgress(!o.json && !o.quiet);
       const controller = new AbortController();
       const onSig = () => controller.abort();

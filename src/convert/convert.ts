@@ -9,8 +9,7 @@
  * are in memory; each layer's tensors are written as soon as it is done, so peak memory
  * does not grow with depth.
  */
-import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { loadModelSpec, parseModelSpec } from '../model/spec.js';
@@ -30,12 +29,14 @@ import { chooseLatentScaling, countSubnormal, latentNormReport } from './latent-
 import { relativeError, roundToDtype } from './layer-ops.js';
 import { type Dtype, toFloat32 } from '../checkpoint/dtype.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import { type OutTensor, OutputSink } from './output.js';
+import { finishSweepDir, type OutTensor, OutputSink } from './output.js';
 import type { ConversionReport, LayerReport, StageTimes } from './report.js';
 import { writeReportHtml } from '../report/html.js';
 import { distanceProfile } from './distance.js';
 import { refitOutput, refitValues } from './refit.js';
 import { compressQuery, type QueryCompression } from './q-compress.js';
+import { checkOutputTarget } from '../checkpoint/output-guard.js';
+import { checkConversionMemory } from './memory-estimate.js';
 
 /** Calibration windows used by the value refit (bounded for time). */
 const REFIT_WINDOWS = 128;
@@ -90,8 +91,10 @@ export interface SweepResult {
  * complete (an interrupted run leaves `<outDir>.partial`, continued by `resume: true`).
  */
 export async function convert(options: ConvertOptions): Promise<ConversionReport> {
+  checkAbort(options.signal);
   const spec = await loadModelSpec(options.modelDir);
   const opt = resolveOptions(spec, options);
+  await checkBeforeWork(spec, options, opt);
   const [report] = await run(spec, options, [{ opt, outDir: options.outDir }]);
   return report;
 }
@@ -103,6 +106,7 @@ export async function convert(options: ConvertOptions): Promise<ConversionReport
  */
 export async function convertSweep(options: SweepOptions): Promise<SweepResult> {
   const t0 = now();
+  checkAbort(options.signal);
   const spec = await loadModelSpec(options.modelDir);
   if ((options.calibInputs ?? 'original') !== 'original')
     throw usageError('ERR_BAD_OPTION', "a budget sweep needs --calib-inputs original (converted inputs differ per budget); run one conversion per budget instead");
@@ -113,10 +117,11 @@ export async function convertSweep(options: SweepOptions): Promise<SweepResult> 
       const o = { ...options, kvLoraRank: r, qkRopeDim: p };
       targets.push({ opt: resolveOptions(spec, o), outDir: join(options.outDir, `r${r}-p${p}`) });
     }
-  if (existsSync(options.outDir) && !options.overwrite && !options.resume)
-    throw usageError('ERR_OUTPUT_EXISTS', `output directory ${options.outDir} already exists (use --force to replace it)`);
+  await checkBeforeWork(spec, options, targets[0].opt);
+  for (const tg of targets) checkOutputTarget({ ...options, outDir: tg.outDir });
   await mkdir(options.outDir, { recursive: true });
   const reports = await run(spec, { ...options, kvLoraRank: undefined, qkRopeDim: undefined, outDir: options.outDir }, targets);
+  await finishSweepDir(options.outDir, targets.map((tg) => tg.outDir), reports[0]?.tool.version ?? '0.1.0');
   return {
     outDir: options.outDir,
     budgets: reports.map((report, i) => ({ kvLoraRank: report.settings.kvLoraRank, qkRopeDim: report.settings.qkRopeDim, dir: targets[i].outDir, report })),
@@ -429,6 +434,10 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
     }
     progress('done', numLayers);
     return reports;
+  } catch (e) {
+    // a run that recorded no layer leaves nothing to resume: remove its partial directory
+    for (const tg of targets) await tg.sink.discardIfUnused();
+    throw e;
   } finally {
     // a shard still being written when something failed: let it finish (or fail) first
     for (const tg of targets) await tg.sink.settle();
@@ -481,6 +490,23 @@ function buildReport(spec: ModelSpec, modelDir: string, tg: Target, calibTokens:
   };
   if (tg.startLayer > 0) report.resumedFromLayer = tg.startLayer;
   return report;
+}
+
+/**
+ * Every check that needs no tokenization, before any work: the output directory (and that it
+ * does not overlap the source or the inputs), the calibration text's presence, the memory
+ * the calibration set needs, and an aborted signal.
+ */
+async function checkBeforeWork(spec: ModelSpec, options: ConvertOptions, opt: ResolvedOptions): Promise<void> {
+  checkAbort(options.signal);
+  checkOutputTarget({ ...options, inputs: [options.calibFile] });
+  if (options.calibText === undefined) {
+    if (!options.calibFile) throw new GqaError('ERR_NO_CALIB', 'a calibration text is required (calibFile or calibText)', 'usage');
+    const st = await stat(options.calibFile).catch(() => null);
+    if (!st?.isFile()) throw new GqaError('ERR_CALIB_READ', `cannot read calibration text ${options.calibFile}: no such file`, 'input');
+  }
+  checkConversionMemory(spec, opt);
+  checkAbort(options.signal);
 }
 
 async function readCalibText(file?: string): Promise<string> {

@@ -17,10 +17,11 @@
  * finished in the journal only after its shard is on disk (fsync'ed and renamed).
  */
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { copyFile, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { GqaError, usageError } from '../errors.js';
+import { assertReplaceable, isOwnPartial, OUTPUT_MARKER, outputMarker, readOutputMarker } from '../checkpoint/output-guard.js';
 import { DTYPE_SIZE, type Dtype, encodeFloat32 } from '../checkpoint/dtype.js';
 import { stringifyConfig } from './config.js';
 import type { ConvertOptions, ResolvedOptions } from './options.js';
@@ -93,6 +94,8 @@ export class OutputSink {
     journal: Journal,
     /** seconds between saves of the resume state (0: after every layer) */
     readonly checkpointSeconds: number,
+    /** this run created the partial directory (it did not resume one) */
+    private readonly fresh: boolean,
   ) {
     this.journal = journal;
   }
@@ -104,8 +107,10 @@ export class OutputSink {
   static async open(o: ConvertOptions, opt: ResolvedOptions, numLayers: number, settings: unknown): Promise<OutputSink> {
     const out = o.outDir.replace(/\/+$/, '');
     const partial = `${out}.partial`;
-    if (existsSync(out) && !o.overwrite)
-      throw usageError('ERR_OUTPUT_EXISTS', `output directory ${out} already exists (use --force to replace it)`);
+    if (existsSync(out) && readdirSync(out).length > 0) {
+      if (!o.overwrite) throw usageError('ERR_OUTPUT_EXISTS', `output directory ${out} already exists (use overwrite to replace a previous gqa2mla output)`);
+      assertReplaceable(out);
+    }
     const checkpointSeconds = o.checkpointSeconds ?? DEFAULT_CHECKPOINT_SECONDS;
     if (!(checkpointSeconds >= 0) || !Number.isFinite(checkpointSeconds))
       throw usageError('ERR_BAD_OPTION', `checkpointSeconds must be a number >= 0 (got ${checkpointSeconds})`);
@@ -121,10 +126,12 @@ export class OutputSink {
         }
         if (j.settingsKey !== settingsKey)
           throw usageError('ERR_RESUME', `cannot resume: ${partial} was started with different settings or inputs (rerun with --force to start afresh)`);
-        return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), j, checkpointSeconds);
+        return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), j, checkpointSeconds, false);
       }
       if (!o.overwrite)
-        throw usageError('ERR_OUTPUT_EXISTS', `an interrupted conversion is in ${partial}: use --resume to continue it or --force to start afresh`);
+        throw usageError('ERR_OUTPUT_EXISTS', `an interrupted conversion is in ${partial}: use resume to continue it or overwrite to start afresh`);
+      if (!isOwnPartial(partial) && readdirSync(partial).length > 0)
+        throw usageError('ERR_OUTPUT_FOREIGN', `${partial} exists but is not an interrupted gqa2mla conversion (no journal.json); refusing to touch it`);
       await rm(partial, { recursive: true, force: true });
     } else if (o.resume) {
       // nothing to resume: start normally
@@ -132,7 +139,16 @@ export class OutputSink {
     await mkdir(partial, { recursive: true });
     await writeFile(join(partial, 'journal.json'), JSON.stringify(fresh));
     void opt;
-    return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), fresh, checkpointSeconds);
+    return new OutputSink(out, partial, numLayers, Boolean(o.overwrite), fresh, checkpointSeconds, true);
+  }
+
+  /**
+   * After a failure: removes the partial directory when this run created it and no layer was
+   * recorded (nothing to resume, and it would only block the next run).
+   */
+  async discardIfUnused(): Promise<void> {
+    await this.settle();
+    if (this.fresh && this.journal.layersDone === 0 && isOwnPartial(this.partialDir)) await rm(this.partialDir, { recursive: true, force: true });
   }
 
   private shardName(index: number): string {
@@ -272,8 +288,12 @@ export class OutputSink {
     await writeFile(join(p, 'conversion-report.json'), `${JSON.stringify(report, null, 2)}\n`);
     await rm(join(p, 'hidden.f32'), { force: true });
     await rm(join(p, 'journal.json'), { force: true });
+    // the marker lists what this output owns (report.html is drawn after the rename)
+    await writeFile(join(p, OUTPUT_MARKER), outputMarker('conversion', this.toolVersion, [...(await readdir(p)), 'report.html']));
     if (existsSync(this.outDir)) {
-      if (!this.overwrite) throw usageError('ERR_OUTPUT_EXISTS', `output directory ${this.outDir} appeared during the conversion`);
+      const empty = (await readdir(this.outDir)).length === 0;
+      if (!this.overwrite && !empty) throw usageError('ERR_OUTPUT_EXISTS', `output directory ${this.outDir} appeared during the conversion`);
+      assertReplaceable(this.outDir); // checked again: it may have changed during the run
       const old = `${this.outDir}.old-${process.pid}`;
       await rename(this.outDir, old);
       await rename(p, this.outDir);
@@ -283,4 +303,22 @@ export class OutputSink {
     }
     return { shards, totalSize };
   }
+}
+
+/**
+ * Ends a sweep into `outDir` whose budgets went to `budgetDirs`: drops the top-level entries a
+ * previous gqa2mla output there owned that this sweep did not write again (its marker lists
+ * them; nothing else is touched) and writes the sweep's marker (budget directories,
+ * sweep.json, report.html).
+ */
+export async function finishSweepDir(outDir: string, budgetDirs: string[], version: string): Promise<void> {
+  const names = [...budgetDirs.map((d) => d.slice(outDir.replace(/\/+$/, '').length + 1)), 'sweep.json', 'report.html'];
+  const previous = readOutputMarker(outDir);
+  for (const f of previous?.files ?? []) if (isPlainName(f) && !names.includes(f)) await rm(join(outDir, f), { recursive: true, force: true });
+  await writeFile(join(outDir, OUTPUT_MARKER), outputMarker('sweep', version, names));
+}
+
+/** A single path component (a marker's entries never reach outside its directory). */
+function isPlainName(f: string): boolean {
+  return typeof f === 'string' && f !== '' && f !== '.' && f !== '..' && !f.includes('/') && !f.includes('\\');
 }
