@@ -6,6 +6,7 @@ import { convert, convertSweep } from '../convert/convert.js';
 import type { ConvertProgress } from '../convert/options.js';
 import { attachPpl, formatSweep, summarizeSweep } from '../convert/sweep.js';
 import { usageError } from '../errors.js';
+import { checkSeqs } from '../eval/ppl.js';
 import { createProgress } from './progress.js';
 
 function int(name: string) {
@@ -134,7 +135,7 @@ export function register(program: Command): void {
         };
         const ranks = o.kvLoraRank as number[];
         const ropes = o.qkRopeDim as number[];
-        const evalOpts = o.evalText ? { textFile: o.evalText as string, seq: (o.evalSeq as number[])[0], seqs: o.evalSeq as number[], windows: o.evalWindows as number } : null;
+        const evalOpts = o.evalText ? { textFile: o.evalText as string, seq: (o.evalSeq as number[])[0], seqs: checkSeqs(undefined, o.evalSeq as number[]), windows: o.evalWindows as number } : null;
         if (ranks.length > 1 || ropes.length > 1) {
           const sweep = await convertSweep({ ...base, outDir, kvLoraRanks: ranks, qkRopeDims: ropes });
           const summary = await summarizeSweep(sweep, modelDir, evalOpts, (m) => bar.update(layers, m));
