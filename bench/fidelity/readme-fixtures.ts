@@ -4,7 +4,9 @@
  * with the eval-ppl protocol (40 windows of 512 tokens of the eval text). Calibration:
  * the first 3,000,000 characters of pydocs-train, 128 x 256 tokens, seed 42.
  *
- *   npx tsx bench/fidelity/run.ts [--quick]      (writes bench/results/fidelity-cpu.json)
+ *   npx tsx bench/fidelity/readme-fixtures.ts [--quick]      (writes bench/results/fidelity-cpu.json)
+ *
+ * (the README's fixture table; bench/fidelity/run.ts runs the grid over the fixtures and the zoo)
  */
 import { cpus } from 'node:os';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,0 +1,196 @@
+/**
+ * Fidelity grid (issue 14): both fixtures and every zoo model under bench/zoo/models/, at
+ * about 1/2 and 1/4 of the original KV values per token, evaluated at 512 and 2048 tokens:
+ * the original, `--method transmla` at each fixed freqfold, TransMLA settings plus each
+ * component alone, and the default. Writes bench/results/fidelity-zoo-cpu.json (every row
+ * with its per-layer choices, plus a summary) and the markdown table next to it after each
+ * row. Rows already in the file are skipped, so a run can be stopped and continued, or split.
+ *
+ *   npx tsx bench/fidelity/run.ts [--model a,b] [--budget half,quarter] [--rows id,id]
+ *       [--jobs N] [--zoo DIR] [--out FILE] [--seqs 512,2048] [--windows 40] [--list] [--redo]
+ *
+ * --jobs N runs N child processes (each with cores / N compute threads); only the parent
+ * writes the file. Row ids: original, transmla-ffN, +freqfold-auto, +rope-qk, +kv-objective,
+ * +kv-attention, +nope-shrink, +nope-rotation, +value-refit, +output-refit, +balance-auto,
+ * +sequential, default-ffN, default.
+ */
+import { fork } from 'node:child_process';
+import { cpus, tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { budgetsOf, findModels, type GridModel } from './models.js';
+import { rowsFor, type RowDef } from './rows.js';
+import { loadGrid, markdown, saveGrid, type GridFile } from './summary.js';
+import { runTask, taskKey, type GridRow, type GridSettings, type GridTask } from './task.js';
+
+const root = join(import.meta.dirname, '..', '..');
+/** where conversions are written (each removed after its evaluation) */
+const workDir = join(tmpdir(), `gqa2mla-fidelity-zoo-${process.getuid?.() ?? 0}`);
+
+interface Args {
+  models?: string[];
+  budgets?: string[];
+  rows?: string[];
+  jobs: number;
+  zoo: string;
+  out: string;
+  seqs: number[];
+  windows: number;
+  list: boolean;
+  redo: boolean;
+  worker: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { jobs: 1, zoo: join(root, 'bench', 'zoo', 'models'), out: join(root, 'bench', 'results', 'fidelity-zoo-cpu.json'), seqs: [512, 2048], windows: 40, list: false, redo: false, worker: false };
+  const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
+  const int = (flag: string, v: string | undefined) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${flag} needs a positive integer (got ${v})`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const f = argv[i];
+    const v = () => {
+      if (argv[i + 1] === undefined) throw new Error(`${f} needs a value`);
+      return argv[++i];
+    };
+    if (f === '--model') a.models = list(v());
+    else if (f === '--budget') a.budgets = list(v());
+    else if (f === '--rows') a.rows = list(v());
+    else if (f === '--jobs') a.jobs = int(f, v());
+    else if (f === '--zoo') a.zoo = v();
+    else if (f === '--out') a.out = v();
+    else if (f === '--seqs') a.seqs = list(v()).map((s) => int(f, s));
+    else if (f === '--windows') a.windows = int(f, v());
+    else if (f === '--list') a.list = true;
+    else if (f === '--redo') a.redo = true;
+    else if (f === '--worker') a.worker = true;
+    else throw new Error(`unknown option ${f}`);
+  }
+  return a;
+}
+
+/** Row definitions of a model over its budgets, each id once, in grid order. */
+function rowOrder(m: Pick<GridModel, 'headDim' | 'kvPerLayer'>): RowDef[] {
+  const seen = new Map<string, RowDef>();
+  for (const b of budgetsOf(m)) for (const r of rowsFor(m.headDim, b.qkRopeDim)) if (!seen.has(r.id)) seen.set(r.id, r);
+  return [...seen.values()];
+}
+
+/** The selected tasks (the original once per model, then every budget x row). */
+function tasksOf(models: GridModel[], a: Args): GridTask[] {
+  const out: GridTask[] = [];
+  for (const m of models) {
+    if (a.models && !a.models.includes(m.name)) continue;
+    for (const b of budgetsOf(m)) {
+      if (a.budgets && !a.budgets.includes(b.name)) continue;
+      for (const row of rowsFor(m.headDim, b.qkRopeDim)) {
+        if (a.rows && !a.rows.includes(row.id)) continue;
+        const budget = row.opts ? b : null;
+        const key = taskKey(m.name, budget, row.id);
+        if (!out.some((t) => t.key === key)) out.push({ key, model: m.name, modelDir: m.dir, budget, row });
+      }
+    }
+  }
+  return out;
+}
+
+function settingsOf(a: Args): GridSettings {
+  return {
+    calibFile: 'test/fixtures/pydocs-train-3M.txt',
+    calibSamples: 128,
+    calibSeqlen: 256,
+    seed: 42,
+    evalFile: 'test/fixtures/pydocs-eval.txt',
+    seqs: a.seqs,
+    windows: a.windows,
+  };
+}
+
+function line(r: GridRow): string {
+  const ppl = Object.entries(r.ppl).map(([k, v]) => `${k}: ${v.toFixed(3)}`).join('  ');
+  return `${r.key.padEnd(44)} ${ppl}  (convert ${r.convertSeconds.toFixed(0)} s, eval ${r.evalSeconds.toFixed(0)} s)`;
+}
+
+/** Runs the tasks on `jobs` child processes; `onRow` gets each result as it arrives. */
+async function runPool(tasks: GridTask[], a: Args, s: GridSettings, onRow: (r: GridRow) => void): Promise<number> {
+  const threads = Math.max(1, Math.floor(cpus().length / a.jobs));
+  const queue = [...tasks];
+  let failed = 0;
+  const one = () =>
+    new Promise<void>((resolve) => {
+      const env = { ...process.env, GQA2MLA_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) };
+      const child = fork(import.meta.filename, ['--worker', '--windows', String(a.windows), '--seqs', a.seqs.join(',')], { env, execArgv: process.execArgv });
+      const next = () => {
+        const t = queue.shift();
+        if (t) child.send({ task: t, settings: s, threads });
+        else child.disconnect();
+      };
+      child.on('message', (m: { row?: GridRow; error?: string; key: string }) => {
+        if (m.row) onRow(m.row);
+        else {
+          failed++;
+          console.error(`${m.key}: FAILED ${m.error}`);
+        }
+        next();
+      });
+      child.on('exit', () => resolve());
+      next();
+    });
+  await Promise.all(Array.from({ length: Math.min(a.jobs, tasks.length) }, one));
+  return failed;
+}
+
+function worker(): void {
+  process.on('message', (m: { task: GridTask; settings: GridSettings; threads: number }) => {
+    runTask(m.task, m.settings, workDir, m.threads).then(
+      (row) => process.send!({ key: m.task.key, row }),
+      (e: Error) => process.send!({ key: m.task.key, error: e.stack ?? String(e) }),
+    );
+  });
+}
+
+async function main(): Promise<void> {
+  const a = parseArgs(process.argv.slice(2));
+  if (a.worker) return worker();
+  const s = settingsOf(a);
+  const models = await findModels(root, a.zoo);
+  const g: GridFile = loadGrid(a.out, s);
+  for (const m of models) {
+    const { dir: _d, ...rest } = m;
+    g.models[m.name] = { ...rest, budgets: budgetsOf(m) };
+  }
+  const all = tasksOf(models, a);
+  const todo = all.filter((t) => a.redo || !g.rows[t.key]);
+  console.log(`${models.length} models (${models.map((m) => m.name).join(', ')}); ${all.length} tasks selected, ${all.length - todo.length} already in ${a.out}, ${todo.length} to run on ${a.jobs} job(s)`);
+  if (a.list) {
+    for (const t of all) console.log(`${g.rows[t.key] && !a.redo ? 'done ' : 'todo '} ${t.key}${t.budget ? `  ${t.budget.qkRopeDim}+${t.budget.kvLoraRank}` : ''}  ${t.row.label}`);
+    return;
+  }
+  const md = a.out.replace(/\.json$/, '') + '.md';
+  const save = () => {
+    saveGrid(a.out, g);
+    writeFileSync(md, markdown(g, (name) => rowOrder(g.models[name])));
+  };
+  const onRow = (r: GridRow) => {
+    g.rows[r.key] = r;
+    save();
+    console.log(line(r));
+  };
+  let failed = 0;
+  if (a.jobs === 1) {
+    for (const t of todo)
+      try {
+        onRow(await runTask(t, s, workDir, cpus().length));
+      } catch (e) {
+        failed++;
+        console.error(`${t.key}: FAILED ${(e as Error).stack}`);
+      }
+  } else failed = await runPool(todo, a, s, onRow);
+  save();
+  console.log(`saved ${a.out} and ${md}${failed ? `; ${failed} task(s) failed` : ''}`);
+  if (failed) process.exitCode = 1;
+}
+
+await main();
