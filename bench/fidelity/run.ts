@@ -122,8 +122,10 @@ async function runPool(tasks: GridTask[], a: Args, s: GridSettings, onRow: (r: G
     new Promise<void>((resolve) => {
       const env = { ...process.env, GQA2MLA_THREADS: String(threads), OPENBLAS_NUM_THREADS: String(threads) };
       const child = fork(import.meta.filename, ['--worker', '--windows', String(a.windows), '--seqs', a.seqs.join(',')], { env, execArgv: process.execArgv });
+      let inFlight: string | null = null;
       const next = () => {
         const t = queue.shift();
+        inFlight = t?.key ?? null;
         if (t) child.send({ task: t, settings: s, threads });
         else child.disconnect();
       };
@@ -135,7 +137,13 @@ async function runPool(tasks: GridTask[], a: Args, s: GridSettings, onRow: (r: G
         }
         next();
       });
-      child.on('exit', () => resolve());
+      child.on('exit', (code, signal) => {
+        if (inFlight) {
+          failed++;
+          console.error(`${inFlight}: FAILED (worker exited with ${signal ?? code})`);
+        }
+        resolve();
+      });
       next();
     });
   await Promise.all(Array.from({ length: Math.min(a.jobs, tasks.length) }, one));
