@@ -20,6 +20,7 @@ test("budgets: about 1/2 and 1/4 of the source's KV values, RoPE dims as in the 
   expect(budgetsOf({ headDim: 64, kvPerLayer: 2 * 6 * 64 }).map((x) => `${x.qkRopeDim}+${x.kvLoraRank}`)).toEqual(['32+352', '32+160']);
   expect(ropeDimFor(64, 32)).toBe(16);
   expect(models[0].reference['512']).toBeCloseTo(15.925, 2); // the fixture's transformers reference
+  expect(models.map((m) => m.trainSeq)).toEqual([512, 512]); // train-log.json
 });
 
 test('rows: transmla at each allowed fixed freqfold up to 8, components on TransMLA settings, the default', () => {
@@ -37,10 +38,10 @@ test('rows: transmla at each allowed fixed freqfold up to 8, components on Trans
 test('summary: best fixed-freqfold TransMLA per length, gaps as its fraction, the acceptance checks; settings must match', () => {
   const dir = mkdtempSync(join(tmpdir(), 'gqa2mla-grid-'));
   try {
-    const s: GridSettings = { calibFile: 'c', calibSamples: 1, calibSeqlen: 2, seed: 3, evalFile: 'e', seqs: [512, 2048], windows: 4 };
+    const s: GridSettings = { calibFile: 'c', calibSamples: 1, calibSeqlen: 2, seed: 3, evalFile: 'e', seqs: [512, 2048], windows: 4, device: 'cpu' };
     const file = join(dir, 'g.json');
     const g = loadGrid(file, s);
-    g.models.m = { name: 'm', kind: 'fixture', headDim: 64, numKvHeads: 2, numLayers: 4, maxPositionEmbeddings: 2048, kvPerLayer: 256, reference: {}, budgets: budgetsOf({ headDim: 64, kvPerLayer: 256 }) };
+    g.models.m = { name: 'm', kind: 'fixture', headDim: 64, numKvHeads: 2, numLayers: 4, maxPositionEmbeddings: 2048, trainSeq: 2048, kvPerLayer: 256, reference: {}, budgets: budgetsOf({ headDim: 64, kvPerLayer: 256 }) };
     const row = (key: string, rowId: string, group: GridRow['group'], ppl: [number, number], ff?: number): GridRow =>
       ({ key, model: 'm', budget: rowId === 'original' ? null : 'half', row: rowId, group, opts: ff ? { method: 'transmla', freqfold: ff } : {}, ppl: { 512: ppl[0], 2048: ppl[1] } }) as unknown as GridRow;
     g.rows['m/original'] = row('m/original', 'original', 'original', [16, 14]);

@@ -18,6 +18,8 @@ export interface GridModel {
   maxPositionEmbeddings: number;
   /** values cached per token and layer by the source: 2 x kv_heads x head_dim */
   kvPerLayer: number;
+  /** training context from train-log.json (args.seq or train.seq), null when unknown */
+  trainSeq: number | null;
   /** transformers float32 ppl by length, from reference.json when it has them */
   reference: Record<string, number>;
 }
@@ -58,6 +60,15 @@ function readReference(dir: string): Record<string, number> {
   return out;
 }
 
+/** The training context recorded in train-log.json (fixtures: args.seq; zoo: train.seq). */
+function readTrainSeq(dir: string): number | null {
+  const file = join(dir, 'train-log.json');
+  if (!existsSync(file)) return null;
+  const log = JSON.parse(readFileSync(file, 'utf8')) as { args?: { seq?: unknown }; train?: { seq?: unknown } };
+  const v = log.train?.seq ?? log.args?.seq;
+  return typeof v === 'number' ? v : null;
+}
+
 async function describe(name: string, dir: string, kind: GridModel['kind']): Promise<GridModel> {
   const spec = await loadModelSpec(dir);
   return {
@@ -69,6 +80,7 @@ async function describe(name: string, dir: string, kind: GridModel['kind']): Pro
     numLayers: spec.numLayers,
     maxPositionEmbeddings: spec.maxPositionEmbeddings,
     kvPerLayer: 2 * spec.numKvHeads * spec.headDim,
+    trainSeq: readTrainSeq(dir),
     reference: readReference(dir),
   };
 }

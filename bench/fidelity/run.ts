@@ -7,7 +7,11 @@
  * row. Rows already in the file are skipped, so a run can be stopped and continued, or split.
  *
  *   npx tsx bench/fidelity/run.ts [--model a,b] [--budget half,quarter] [--rows id,id]
- *       [--jobs N] [--zoo DIR] [--out FILE] [--seqs 512,2048] [--windows 40] [--list] [--redo]
+ *       [--jobs N] [--zoo DIR] [--out FILE] [--seqs 512,2048] [--windows 40] [--device cpu|cuda]
+ *       [--list] [--redo]
+ *
+ * --device: where the conversions run (default cpu; cuda writes fidelity-zoo-cuda.json by
+ * default); evaluation always runs on the CPU engine.
  *
  * --jobs N runs N child processes (each with cores / N compute threads); only the parent
  * writes the file. Row ids: original, transmla-ffN, +freqfold-auto, +rope-qk, +kv-objective,
@@ -36,13 +40,14 @@ interface Args {
   out: string;
   seqs: number[];
   windows: number;
+  device: 'cpu' | 'cuda';
   list: boolean;
   redo: boolean;
   worker: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { jobs: 1, zoo: join(root, 'bench', 'zoo', 'models'), out: join(root, 'bench', 'results', 'fidelity-zoo-cpu.json'), seqs: [512, 2048], windows: 40, list: false, redo: false, worker: false };
+  const a: Args = { jobs: 1, zoo: join(root, 'bench', 'zoo', 'models'), out: '', device: 'cpu', seqs: [512, 2048], windows: 40, list: false, redo: false, worker: false };
   const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
   const int = (flag: string, v: string | undefined) => {
     const n = Number(v);
@@ -63,11 +68,16 @@ function parseArgs(argv: string[]): Args {
     else if (f === '--out') a.out = v();
     else if (f === '--seqs') a.seqs = list(v()).map((s) => int(f, s));
     else if (f === '--windows') a.windows = int(f, v());
-    else if (f === '--list') a.list = true;
+    else if (f === '--device') {
+      const d = v();
+      if (d !== 'cpu' && d !== 'cuda') throw new Error(`--device must be cpu or cuda (got ${d})`);
+      a.device = d;
+    } else if (f === '--list') a.list = true;
     else if (f === '--redo') a.redo = true;
     else if (f === '--worker') a.worker = true;
     else throw new Error(`unknown option ${f}`);
   }
+  if (!a.out) a.out = join(root, 'bench', 'results', `fidelity-zoo-${a.device}.json`);
   return a;
 }
 
@@ -105,6 +115,7 @@ function settingsOf(a: Args): GridSettings {
     evalFile: 'test/fixtures/pydocs-eval.txt',
     seqs: a.seqs,
     windows: a.windows,
+    device: a.device,
   };
 }
 

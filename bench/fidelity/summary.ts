@@ -31,7 +31,7 @@ export interface SummaryCell {
   rows: Record<string, { ppl: number; gapRatio: number | null }>;
   /** default gap <= 0.5 x best TransMLA gap (and never larger); null while a row is missing */
   defaultMeetsHalfGap: boolean | null;
-  /** default <= 1.6 x original (checked at 2048+ tokens, half budget) */
+  /** default <= 1.6 x original (checked at 2048+ tokens, half budget, on models trained at >= 2048 tokens) */
   defaultWithin1_6x: boolean | null;
 }
 
@@ -77,7 +77,7 @@ function summarize(g: GridFile): SummaryCell[] {
           transmlaBest,
           rows,
           defaultMeetsHalfGap: d && d.gapRatio !== null ? d.gapRatio <= 0.5 : null,
-          defaultWithin1_6x: d && original !== null && seq >= 2048 && b.name === 'half' ? d.ppl <= 1.6 * original : null,
+          defaultWithin1_6x: d && original !== null && seq >= 2048 && b.name === 'half' && (m.trainSeq ?? 0) >= 2048 ? d.ppl <= 1.6 * original : null,
         });
       }
   return cells;
@@ -98,7 +98,7 @@ export function markdown(g: GridFile, rowOrder: (model: string) => Array<{ id: s
   for (const [name, m] of Object.entries(g.models)) {
     const cols = m.budgets.flatMap((b) => g.settings.seqs.map((seq) => ({ b, seq })));
     const cell = (b: Budget, seq: number) => g.summary.find((c) => c.model === name && c.budget === b.name && c.seq === seq);
-    out.push(`## ${name}`, '', `head_dim ${m.headDim}, ${m.numKvHeads} KV heads, ${m.numLayers} layers, max_position_embeddings ${m.maxPositionEmbeddings}, ${m.kvPerLayer} KV values per token and layer`, '');
+    out.push(`## ${name}`, '', `head_dim ${m.headDim}, ${m.numKvHeads} KV heads, ${m.numLayers} layers, max_position_embeddings ${m.maxPositionEmbeddings}, trained at ${m.trainSeq ?? '?'} tokens, ${m.kvPerLayer} KV values per token and layer`, '');
     out.push(`| row | ${cols.map(({ b, seq }) => `${b.qkRopeDim}+${b.kvLoraRank} (${b.name}), ${seq}`).join(' | ')} |`);
     out.push(`|---|${cols.map(() => '---|').join('')}`);
     const orig = cols.map(({ b, seq }) => cell(b, seq)?.original);

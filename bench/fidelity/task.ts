@@ -19,6 +19,8 @@ export interface GridSettings {
   evalFile: string;
   seqs: number[];
   windows: number;
+  /** where the conversions run (evaluation is always the CPU engine) */
+  device: 'cpu' | 'cuda';
 }
 
 /** A task: one row of one model at one budget (null for the original). */
@@ -93,6 +95,7 @@ export async function runTask(t: GridTask, s: GridSettings, workDir: string, thr
         qkRopeDim: t.budget.qkRopeDim,
         kvLoraRank: t.budget.kvLoraRank,
         overwrite: true,
+        device: s.device,
         ...t.row.opts,
       });
       convertSeconds = (performance.now() - t0) / 1000;
