@@ -96,6 +96,7 @@ export function markdown(g: GridFile, rowOrder: (model: string) => Array<{ id: s
     '',
   ];
   for (const [name, m] of Object.entries(g.models)) {
+    if (!Object.values(g.rows).some((r) => r.model === name)) continue;
     const cols = m.budgets.flatMap((b) => g.settings.seqs.map((seq) => ({ b, seq })));
     const cell = (b: Budget, seq: number) => g.summary.find((c) => c.model === name && c.budget === b.name && c.seq === seq);
     out.push(`## ${name}`, '', `head_dim ${m.headDim}, ${m.numKvHeads} KV heads, ${m.numLayers} layers, max_position_embeddings ${m.maxPositionEmbeddings}, trained at ${m.trainSeq ?? '?'} tokens, ${m.kvPerLayer} KV values per token and layer`, '');
