@@ -162,6 +162,8 @@ async function runPool(tasks: GridTask[], a: Args, s: GridSettings, onRow: (r: G
 }
 
 function worker(): void {
+  // the parent is gone (stopped or killed): drop the task in flight, it is simply not in the file
+  process.on('disconnect', () => process.exit(1));
   process.on('message', (m: { task: GridTask; settings: GridSettings; threads: number }) => {
     runTask(m.task, m.settings, workDir, m.threads).then(
       (row) => process.send!({ key: m.task.key, row }),
