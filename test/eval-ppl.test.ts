@@ -99,7 +99,7 @@ describe('eval-ppl options', () => {
     await expect(p).rejects.toMatchObject({ code: 'ERR_ABORTED' });
   });
 
-  test('CLI --json prints ppl, windows, seq, tokensScored, seconds; usage errors exit 2', async () => {
+  test('CLI --json prints ppl, windows, seq, tokensScored, seconds (and the version-2 keys); usage errors exit 2', async () => {
     const chunks: string[] = [];
     const spy = jest.spyOn(process.stdout, 'write').mockImplementation((c: string | Uint8Array) => {
       chunks.push(String(c));
@@ -114,7 +114,8 @@ describe('eval-ppl options', () => {
       const code = await main(['node', 'gqa2mla', 'eval-ppl', dir, '--text', evalFile, '--seq', '64', '--windows', '3', '--json']);
       expect(code).toBe(0);
       const out = JSON.parse(chunks.join('')) as Record<string, number>;
-      expect(Object.keys(out).sort()).toEqual(['ppl', 'seconds', 'seq', 'tokensScored', 'windows']);
+      expect(Object.keys(out).sort()).toEqual(['contexts', 'ppl', 'seconds', 'seq', 'textTokens', 'tokensScored', 'version', 'warnings', 'windows']);
+      expect(out.version).toBe(2);
       expect(out.windows).toBe(3);
       expect(out.seq).toBe(64);
       expect(out.tokensScored).toBe(3 * 63);

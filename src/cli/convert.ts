@@ -8,6 +8,7 @@ import { attachPpl, formatSweep, summarizeSweep } from '../convert/sweep.js';
 import { existsSync } from 'node:fs';
 import { checkOutputTarget } from '../checkpoint/output-guard.js';
 import { GqaError, usageError } from '../errors.js';
+import { checkSeqs } from '../eval/ppl.js';
 import { createProgress } from './progress.js';
 
 function int(name: string) {
@@ -59,7 +60,7 @@ export function register(program: Command): void {
     .option('--qk-rope-dim <n[,n...]>', 'RoPE dims per head (qk_rope_head_dim); a list makes a sweep', intList('--qk-rope-dim'), [64])
     .option('--kv-lora-rank <n[,n...]>', 'latent rank (kv_lora_rank); a list makes a sweep into <out-dir>/r<rank>-p<rope>/', intList('--kv-lora-rank'), [512])
     .option('--eval-text <file>', 'after converting, measure ppl of the source and of each output on this text (eval-ppl protocol)')
-    .option('--eval-seq <n>', 'tokens per evaluation window', int('--eval-seq'), 512)
+    .option('--eval-seq <n[,n...]>', 'tokens per evaluation window; a list evaluates each length (report: eval.contexts)', intList('--eval-seq'), [512])
     .option('--eval-windows <n>', 'evaluation windows', int('--eval-windows'), 40)
     .option('--freqfold <n|auto>', "frequencies per RoRoPE group, or 'auto' (per layer)", 'auto')
     .option('--balance-kv <x|auto>', "norm ratio of NoPE keys to values before the joint PCA, or 'auto' (searched per layer)")
@@ -139,7 +140,7 @@ export function register(program: Command): void {
         };
         const ranks = o.kvLoraRank as number[];
         const ropes = o.qkRopeDim as number[];
-        const evalOpts = o.evalText ? { textFile: o.evalText as string, seq: o.evalSeq as number, windows: o.evalWindows as number } : null;
+        const evalOpts = o.evalText ? { textFile: o.evalText as string, seq: (o.evalSeq as number[])[0], seqs: checkSeqs(undefined, o.evalSeq as number[]), windows: o.evalWindows as number } : null;
         if (ranks.length > 1 || ropes.length > 1) {
           const sweep = await convertSweep({ ...base, outDir, kvLoraRanks: ranks, qkRopeDims: ropes });
           const summary = await summarizeSweep(sweep, modelDir, evalOpts, (m) => bar.update(layers, m));

@@ -4,7 +4,8 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { evalPpl } from '../eval/ppl.js';
+import { buildConversionEval, type ConversionEval } from '../eval/conversion-eval.js';
+import { evalPpl, type PplResult } from '../eval/ppl.js';
 import { writeReportHtml } from '../report/html.js';
 import { writeSweepReportHtml } from '../report/sweep-html.js';
 import type { SweepResult } from './convert.js';
@@ -13,8 +14,15 @@ import type { ConversionReport } from './report.js';
 /** Evaluation settings (the eval-ppl protocol). */
 export interface EvalSettings {
   textFile: string;
+  /** tokens per window; with `seqs`, ignored in favour of them */
   seq: number;
+  /** several lengths (the report's `eval.contexts`; `ppl` holds the first) */
+  seqs?: number[];
   windows: number;
+}
+
+function evalAt(modelDir: string, e: EvalSettings): Promise<PplResult> {
+  return evalPpl({ modelDir, textFile: e.textFile, seqs: e.seqs ?? [e.seq], windows: e.windows });
 }
 
 /** Perplexity before/after, as stored in conversion-report.json. */
@@ -25,15 +33,22 @@ export interface PplSummary {
 }
 
 function protocol(e: EvalSettings): string {
-  return `eval-ppl: ${e.windows} non-overlapping windows of ${e.seq} tokens from offset 0 of ${e.textFile}, tokens 1..${e.seq - 1} scored`;
+  const seq = e.seqs?.[0] ?? e.seq;
+  return `eval-ppl: ${e.windows} non-overlapping windows of ${seq} tokens from offset 0 of ${e.textFile}, tokens 1..${seq - 1} scored`;
 }
 
-/** Measures ppl of the source and of the converted directory and records it in the report (file and object). */
-export async function attachPpl(report: ConversionReport, sourceDir: string, outDir: string, e: EvalSettings, before?: number): Promise<PplSummary> {
-  const b = before ?? (await evalPpl({ modelDir: sourceDir, textFile: e.textFile, seq: e.seq, windows: e.windows })).ppl;
-  const a = (await evalPpl({ modelDir: outDir, textFile: e.textFile, seq: e.seq, windows: e.windows })).ppl;
-  const ppl = { before: b, after: a, protocol: protocol(e) };
-  (report as ConversionReport & { ppl?: PplSummary }).ppl = ppl;
+/**
+ * Measures ppl of the source (unless `before`, its evaluation, is given) and of the converted
+ * directory at every length of `e`, and records it in the report (file and object): `ppl` for
+ * the first length, `eval` (src/eval/conversion-eval.ts) for all of them.
+ */
+export async function attachPpl(report: ConversionReport, sourceDir: string, outDir: string, e: EvalSettings, before?: PplResult): Promise<PplSummary> {
+  const b = before ?? (await evalAt(sourceDir, e));
+  const a = await evalAt(outDir, e);
+  const ppl = { before: b.ppl, after: a.ppl, protocol: protocol(e) };
+  const r = report as ConversionReport & { ppl?: PplSummary; eval?: ConversionEval };
+  r.ppl = ppl;
+  r.eval = buildConversionEval(e.textFile, b, a);
   await writeFile(join(outDir, 'conversion-report.json'), `${JSON.stringify(report, null, 2)}\n`);
   await writeReportHtml(outDir);
   return ppl;
@@ -127,13 +142,13 @@ export async function summarizeSweep(s: SweepResult, sourceDir: string, e: EvalS
   let ppl: SweepPpl | undefined;
   if (e) {
     onStatus?.('eval source');
-    const before = (await evalPpl({ modelDir: sourceDir, textFile: e.textFile, seq: e.seq, windows: e.windows })).ppl;
+    const source = await evalAt(sourceDir, e);
     const after: number[] = [];
     for (const b of s.budgets) {
       onStatus?.(`eval r${b.kvLoraRank}-p${b.qkRopeDim}`);
-      after.push((await attachPpl(b.report, sourceDir, b.dir, e, before)).after);
+      after.push((await attachPpl(b.report, sourceDir, b.dir, e, source)).after);
     }
-    ppl = { before, after, protocol: protocol(e) };
+    ppl = { before: source.ppl, after, protocol: protocol(e) };
   }
   const summary = buildSweepSummary(s, sourceDir, ppl);
   await writeFile(join(s.outDir, 'sweep.json'), `${JSON.stringify(summary, null, 2)}\n`);

@@ -1,0 +1,86 @@
+/**
+ * Held-out windows at the serving context (issue 14, `--context N`): the per-layer choices
+ * (freqfold, RoPE directions, balance, metric, refits) are judged on held-out calibration
+ * windows of `context` tokens instead of `calibSeqlen`, so that a choice is ranked by how it
+ * behaves at the distances the model will be served at.
+ *
+ * The length defaults to min(max_position_embeddings, 4096), bounded by the calibration
+ * text (a window cannot be longer than the text). The windows come from the calibration
+ * text only, one per equal stratum of the text's start offsets (seeded), so they spread over
+ * the text and do not depend on the statistics windows' draw.
+ *
+ * Not yet read by convert(): the pipeline still judges on `calibSeqlen` windows. What the
+ * conversion needs to use it is listed in the eval branch's report (issue 14).
+ */
+import { usageError } from '../errors.js';
+import { seededRandom } from './calibration.js';
+
+/** The option as ConvertOptions will carry it. */
+export interface ContextOptions {
+  /** tokens per held-out window (>= 2); default min(max_position_embeddings, 4096), bounded by the calibration text */
+  context?: number;
+}
+
+/** Default upper bound of the held-out context. */
+export const DEFAULT_MAX_CONTEXT = 4096;
+
+/** A resolved context length and what bounded it. */
+export interface ResolvedContext {
+  context: number;
+  /** 'option' (given), or the bound that set the default */
+  from: 'option' | 'max_position_embeddings' | 'default-max' | 'calibration text';
+}
+
+/**
+ * The held-out context length for a model with `maxPositionEmbeddings` and a calibration
+ * text of `calibTokens` tokens. A given `context` longer than the text is a usage error.
+ */
+export function resolveContext(o: ContextOptions, maxPositionEmbeddings: number, calibTokens: number): ResolvedContext {
+  if (o.context !== undefined) {
+    if (!Number.isInteger(o.context) || o.context < 2) throw usageError('ERR_BAD_OPTION', `context must be an integer >= 2 (got ${o.context})`);
+    if (o.context > calibTokens)
+      throw usageError('ERR_CALIB_TOO_SHORT', `calibration text has ${calibTokens} tokens, fewer than one held-out window of context = ${o.context}`);
+    return { context: o.context, from: 'option' };
+  }
+  const bounds: Array<[number, ResolvedContext['from']]> = [
+    [maxPositionEmbeddings, 'max_position_embeddings'],
+    [DEFAULT_MAX_CONTEXT, 'default-max'],
+    [calibTokens, 'calibration text'],
+  ];
+  let best = bounds[0];
+  for (const b of bounds) if (b[0] < best[0]) best = b;
+  if (best[0] < 2) throw usageError('ERR_CALIB_TOO_SHORT', `calibration text has ${calibTokens} tokens, fewer than one held-out window of 2`);
+  return { context: best[0], from: best[1] };
+}
+
+/** Held-out windows of one length. */
+export interface HeldOutWindows {
+  /** [heldOut, context] token ids */
+  ids: Int32Array;
+  heldOut: number;
+  context: number;
+  offsets: number[];
+}
+
+/**
+ * Draws `heldOut` windows of `context` tokens: the valid start offsets 0..n-context are cut
+ * into `heldOut` equal strata and one offset is drawn in each (seeded by `seed`, a stream of
+ * its own, so the statistics windows' draw is unchanged).
+ */
+export function drawHeldOutWindows(tokens: ArrayLike<number>, heldOut: number, context: number, seed: number): HeldOutWindows {
+  const n = tokens.length;
+  if (!Number.isInteger(heldOut) || heldOut < 1) throw usageError('ERR_BAD_OPTION', `heldOut must be a positive integer (got ${heldOut})`);
+  if (n < context) throw usageError('ERR_CALIB_TOO_SHORT', `calibration text has ${n} tokens, fewer than one held-out window of context = ${context}`);
+  const rand = seededRandom((seed ^ 0x6c8e9cf5) >>> 0);
+  const span = n - context + 1; // valid start offsets
+  const ids = new Int32Array(heldOut * context);
+  const offsets: number[] = [];
+  for (let s = 0; s < heldOut; s++) {
+    const lo = Math.floor((s * span) / heldOut);
+    const hi = Math.max(lo + 1, Math.floor(((s + 1) * span) / heldOut));
+    const off = lo + Math.floor(rand() * (hi - lo));
+    offsets.push(off);
+    for (let t = 0; t < context; t++) ids[s * context + t] = tokens[off + t];
+  }
+  return { ids, heldOut, context, offsets };
+}
