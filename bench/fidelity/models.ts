@@ -88,7 +88,8 @@ async function describe(name: string, dir: string, kind: GridModel['kind']): Pro
 /** The fixtures, then the zoo models under `zooDir` (sorted by name; none when it does not exist). */
 export async function findModels(root: string, zooDir: string): Promise<GridModel[]> {
   const out: GridModel[] = [];
-  for (const f of FIXTURES) out.push(await describe(f, join(root, 'test', 'fixtures', f), 'fixture'));
+  // a fixture left out of the working tree (e.g. a device copy that carries only the zoo) is skipped
+  for (const f of FIXTURES) if (existsSync(join(root, 'test', 'fixtures', f))) out.push(await describe(f, join(root, 'test', 'fixtures', f), 'fixture'));
   if (existsSync(zooDir)) {
     const names = readdirSync(zooDir, { withFileTypes: true })
       .filter((d) => d.isDirectory() && existsSync(join(zooDir, d.name, 'config.json')))
