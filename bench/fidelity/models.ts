@@ -89,7 +89,7 @@ async function describe(name: string, dir: string, kind: GridModel['kind']): Pro
 export async function findModels(root: string, zooDir: string): Promise<GridModel[]> {
   const out: GridModel[] = [];
   // a fixture left out of the working tree (e.g. a device copy that carries only the zoo) is skipped
-  for (const f of FIXTURES) if (existsSync(join(root, 'test', 'fixtures', f))) out.push(await describe(f, join(root, 'test', 'fixtures', f), 'fixture'));
+  for (const f of FIXTURES) if (existsSync(join(root, 'test', 'fixtures', f, 'config.json'))) out.push(await describe(f, join(root, 'test', 'fixtures', f), 'fixture'));
   if (existsSync(zooDir)) {
     const names = readdirSync(zooDir, { withFileTypes: true })
       .filter((d) => d.isDirectory() && existsSync(join(zooDir, d.name, 'config.json')))
