@@ -6,7 +6,9 @@ import { convert, convertSweep } from '../convert/convert.js';
 import type { ConvertProgress } from '../convert/options.js';
 import { attachPpl, formatSweep, summarizeSweep } from '../convert/sweep.js';
 import { usageError } from '../errors.js';
-import { createProgress } from './progress.js';
+import { attachSamples } from '../generate-samples.js';
+import { createProgress, type Progress } from './progress.js';
+import { subnormalWarning } from './warnings.js';
 
 function int(name: string) {
   return (v: string): number => {
@@ -39,6 +41,22 @@ function onOff(name: string) {
   return (v: string): boolean => {
     if (v !== 'on' && v !== 'off') throw usageError('ERR_BAD_OPTION', `${name} must be 'on' or 'off' (got '${v}')`);
     return v === 'on';
+  };
+}
+
+/** Feeds conversion events to `bar`: tokenize/embed as notes, then one step per decoder layer. */
+function layerProgress(bar: Progress): (p: ConvertProgress) => void {
+  let started = false;
+  return (p) => {
+    if (p.layer === undefined && p.stage !== 'done') {
+      bar.note(p.stage === 'tokenize' ? 'tokenizing the calibration text' : p.stage === 'embed' ? 'embedding the calibration windows' : p.stage);
+      return;
+    }
+    if (!started) {
+      bar.start(p.layers, 'layers');
+      started = true;
+    }
+    bar.update(p.stage === 'done' ? p.layers : (p.layer ?? 0), `layer ${p.layer ?? p.layers} ${p.stage}${p.message ? ` ${p.message}` : ''}`);
   };
 }
 
@@ -99,7 +117,6 @@ export function register(program: Command): void {
       const controller = new AbortController();
       const onSig = () => controller.abort();
       process.once('SIGINT', onSig);
-      let layers = 0;
       try {
         const base = {
           modelDir,
@@ -124,20 +141,18 @@ export function register(program: Command): void {
           resume: Boolean(o.resume),
           checkpointSeconds: o.checkpointSeconds as number,
           signal: controller.signal,
-          onProgress: (p: ConvertProgress) => {
-            if (layers !== p.layers) {
-              layers = p.layers;
-              bar.start(p.layers, 'layers');
-            }
-            bar.update(p.layer ?? (p.stage === 'done' ? p.layers : 0), `${p.stage}${p.message ? ` ${p.message}` : ''}`);
-          },
+          onProgress: layerProgress(bar),
         };
         const ranks = o.kvLoraRank as number[];
         const ropes = o.qkRopeDim as number[];
         const evalOpts = o.evalText ? { textFile: o.evalText as string, seq: o.evalSeq as number, windows: o.evalWindows as number } : null;
         if (ranks.length > 1 || ropes.length > 1) {
           const sweep = await convertSweep({ ...base, outDir, kvLoraRanks: ranks, qkRopeDims: ropes });
-          const summary = await summarizeSweep(sweep, modelDir, evalOpts, (m) => bar.update(layers, m));
+          for (const b of sweep.budgets) {
+            const warning = subnormalWarning(b.report);
+            if (warning && !o.quiet) process.stderr.write(`gqa2mla: warning: ${b.dir}: ${warning}\n`);
+          }
+          const summary = await summarizeSweep(sweep, modelDir, evalOpts, (m) => bar.note(m));
           bar.stop();
           if (o.json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
           else if (!o.quiet) process.stdout.write(formatSweep(summary));
@@ -145,7 +160,13 @@ export function register(program: Command): void {
         }
         const report = await convert({ ...base, outDir, kvLoraRank: ranks[0], qkRopeDim: ropes[0] });
         const ppl = evalOpts ? await attachPpl(report, modelDir, outDir, evalOpts) : null;
+        if (evalOpts) {
+          bar.note('greedy samples, source beside converted');
+          await attachSamples({ report, sourceDir: modelDir, convertedDir: outDir, calibFile: o.calib as string });
+        }
         bar.stop();
+        const warning = subnormalWarning(report);
+        if (warning && !o.quiet) process.stderr.write(`gqa2mla: warning: ${warning}\n`);
         if (o.json) {
           process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         } else if (!o.quiet) {
