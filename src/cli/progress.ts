@@ -36,6 +36,7 @@ export function formatDuration(seconds: number): string {
 export class StepClock {
   private t0 = 0;
   private v0: number | null = null;
+  private tFirst = 0;
   private readonly now: () => number;
   constructor(now: () => number = () => performance.now() / 1000) {
     this.now = now;
@@ -49,12 +50,20 @@ export class StepClock {
   elapsed(): number {
     return this.now() - this.t0;
   }
-  /** Seconds left for `total` steps with `value` done, null until a step of this run completed. */
+  /**
+   * Seconds left for `total` steps with `value` done: the time per step since the first call
+   * (whose value is the starting point, e.g. a resumed layer) times the steps left; null until
+   * a step of this run completed.
+   */
   eta(value: number, total: number): number | null {
-    if (this.v0 === null) this.v0 = value;
+    const t = this.now();
+    if (this.v0 === null) {
+      this.v0 = value;
+      this.tFirst = t;
+    }
     const done = value - this.v0;
     if (done <= 0) return value >= total ? 0 : null;
-    return (this.elapsed() / done) * Math.max(0, total - value);
+    return ((t - this.tFirst) / done) * Math.max(0, total - value);
   }
 }
 
