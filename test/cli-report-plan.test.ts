@@ -42,7 +42,8 @@ describe('gqa2mla report', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out);
-    expect(Object.keys(j).sort()).toEqual(['bytes', 'charts', 'kind', 'kvValuesPerToken', 'layers', 'meanAttnRelError', 'ppl', 'reportHtml', 'source'].sort());
+    expect(Object.keys(j).sort()).toEqual(['bytes', 'charts', 'kind', 'kvValuesPerToken', 'layers', 'meanAttnRelError', 'ppl', 'reportHtml', 'sections', 'source'].sort());
+    expect(j.sections).toEqual({ verdict: true, samples: false, engines: false });
     expect(j.kind).toBe('conversion');
     expect(j.reportHtml).toBe(join(converted, 'report.html'));
     expect(j.source).toBe(join(converted, 'conversion-report.json'));
