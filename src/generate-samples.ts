@@ -5,7 +5,10 @@
  * conversion-report.json and shown side by side in report.html.
  */
 import { readFile, writeFile } from 'node:fs/promises';
+import { freemem } from 'node:os';
 import { join } from 'node:path';
+import { Checkpoint } from './checkpoint/checkpoint.js';
+import { numelOf } from './checkpoint/dtype.js';
 import type { ConversionReport } from './convert/report.js';
 import { decodeLoop, eosIds, firstDivergence, openDecoder } from './generate.js';
 import { loadModelSpec } from './model/spec.js';
@@ -33,6 +36,8 @@ export interface ReportSamples {
   maxNewTokens: number;
   decoding: 'greedy';
   items: SampleItem[];
+  /** why no samples were made (e.g. the resident float32 weights would not fit in free memory) */
+  skipped?: string;
 }
 
 /** Options of {@link attachSamples}. */
@@ -46,6 +51,8 @@ export interface SampleOptions {
   promptTokens?: number;
   /** generated tokens per sample (default 32) */
   maxNewTokens?: number;
+  /** free memory to plan against (default os.freemem()); samples are skipped when a model's float32 weights exceed 80% of it */
+  freeBytes?: number;
 }
 
 /** Three prompts of `n` tokens from `text`, each starting at a line start near 0, 1/3, 2/3 of it. */
@@ -76,10 +83,26 @@ async function continueAll(dir: string, prompts: number[][], maxNewTokens: numbe
   }
 }
 
+/** Bytes of a checkpoint's weights held as float32 (the decoders keep every layer resident). */
+export async function residentBytes(dir: string): Promise<number> {
+  const ck = await Checkpoint.open(dir);
+  try {
+    return ck.names().reduce((s, name) => s + 4 * numelOf(ck.info(name).shape), 0);
+  } finally {
+    await ck.close();
+  }
+}
+
 /** Greedy samples of the source and the converted model on calibration-text prompts (neither file is written). */
 export async function greedySamples(o: Omit<SampleOptions, 'report'>): Promise<ReportSamples> {
   const n = o.promptTokens ?? 24;
   const maxNewTokens = o.maxNewTokens ?? 32;
+  const need = Math.max(await residentBytes(o.sourceDir), await residentBytes(o.convertedDir));
+  const free = o.freeBytes ?? freemem();
+  if (need > 0.8 * free) {
+    const gib = (b: number) => (b / 2 ** 30).toFixed(1);
+    return { from: o.calibFile, promptTokens: n, maxNewTokens, decoding: 'greedy', items: [], skipped: `the decoders need ${gib(need)} GiB of float32 weights in memory, ${gib(free)} GiB is free` };
+  }
   const tok = await loadTokenizer(o.sourceDir);
   const prompts = samplePrompts(await readFile(o.calibFile, 'utf8'), tok, n);
   const ids = prompts.map((p) => p.ids);

@@ -11,7 +11,9 @@ import { join } from 'node:path';
 import { convert } from '../src/convert/convert.js';
 import { GqaDecoder } from '../src/engine/gqa-decoder.js';
 import { ModelRunner, NORM_NAME, readLmHead } from '../src/engine/model.js';
-import { generate } from '../src/generate.js';
+import { firstDivergence, generate } from '../src/generate.js';
+import { greedySamples, residentBytes } from '../src/generate-samples.js';
+import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { argmax, pickToken, seededRandom } from '../src/generate-sampling.js';
 import { native } from '../src/native/binding.js';
 import { loadTokenizer } from '../src/tokenize.js';
@@ -145,6 +147,32 @@ test('API option errors name the API options', async () => {
   await bad({ modelDir: LLAMA, prompt: 'x', seed: 0.5 }, 'seed');
   await bad({ modelDir: LLAMA, prompt: 'x', maxNewTokens: 5000 }, "2048 positions");
 });
+
+test('report samples: three calibration prompts, both models greedy, equal to generate(); skipped (with the reason) when the weights would not fit', async () => {
+  const calibFile = join(FIX, 'pydocs-train-3M.txt');
+  const s = await greedySamples({ sourceDir: LLAMA, convertedDir: mla, calibFile, maxNewTokens: 12 });
+  expect(s.items).toHaveLength(3);
+  expect(s.skipped).toBeUndefined();
+  const text = readFileSync(calibFile, 'utf8');
+  for (const it of s.items) {
+    expect(it.promptIds).toHaveLength(24);
+    expect(text.slice(it.offset, it.offset + 400).startsWith(it.prompt.slice(0, 20))).toBe(true);
+    const a = await generate({ modelDir: LLAMA, promptIds: it.promptIds, maxNewTokens: 12 });
+    const b = await generate({ modelDir: mla, promptIds: it.promptIds, maxNewTokens: 12 });
+    expect(it.source.tokens).toEqual(a.tokens);
+    expect(it.converted.tokens).toEqual(b.tokens);
+    expect(it.firstDivergence).toBe(firstDivergence(a.tokens, b.tokens));
+  }
+  expect(new Set(s.items.map((i) => i.offset)).size).toBe(3);
+  // the bf16 fixture: float32 resident weights are twice the stored bytes
+  const ck = await Checkpoint.open(LLAMA);
+  const stored = ck.totalBytes;
+  await ck.close();
+  expect(await residentBytes(LLAMA)).toBe(2 * stored);
+  const skipped = await greedySamples({ sourceDir: LLAMA, convertedDir: mla, calibFile, freeBytes: 1024 ** 2 });
+  expect(skipped.items).toEqual([]);
+  expect(skipped.skipped).toMatch(/need [\d.]+ GiB of float32 weights in memory, 0\.0 GiB is free/);
+}, 300000);
 
 describe('gqa2mla generate', () => {
   test('streams the prompt and continuation to stdout, a summary to stderr', async () => {

@@ -211,6 +211,8 @@ describe('verdict, samples, engines sections', () => {
     expect(html).toContain('gqa2mla check');
     for (const r of PPL_RULES) expect(html).toContain(esc(r.advice));
     expect(html).not.toContain('data-chart="nll-by-position"');
+    const skipped = renderReportHtml({ ...syntheticReport(), samples: { items: [], skipped: 'the decoders need 29.9 GiB <of> float32 weights' } } as never);
+    expect(skipped).toContain('Samples were skipped: the decoders need 29.9 GiB &lt;of&gt; float32 weights.');
   });
 
   test('one measured length (ppl only): verdict from its change, marked single-length', () => {

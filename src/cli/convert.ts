@@ -74,7 +74,7 @@ export function register(program: Command): void {
     .option('--seed <n>', 'seed of the calibration offsets', int('--seed'), 42)
     .option('--qk-rope-dim <n[,n...]>', 'RoPE dims per head (qk_rope_head_dim); a list makes a sweep', intList('--qk-rope-dim'), [64])
     .option('--kv-lora-rank <n[,n...]>', 'latent rank (kv_lora_rank); a list makes a sweep into <out-dir>/r<rank>-p<rope>/', intList('--kv-lora-rank'), [512])
-    .option('--eval-text <file>', 'after converting, measure ppl of the source and of each output on this text (eval-ppl protocol)')
+    .option('--eval-text <file>', 'after converting, measure ppl of the source and of each output on this text (eval-ppl protocol), and store greedy samples of both models on three calibration-text prompts in the report')
     .option('--eval-seq <n>', 'tokens per evaluation window', int('--eval-seq'), 512)
     .option('--eval-windows <n>', 'evaluation windows', int('--eval-windows'), 40)
     .option('--freqfold <n|auto>', "frequencies per RoRoPE group, or 'auto' (per layer)", 'auto')
@@ -162,7 +162,8 @@ export function register(program: Command): void {
         const ppl = evalOpts ? await attachPpl(report, modelDir, outDir, evalOpts) : null;
         if (evalOpts) {
           bar.note('greedy samples, source beside converted');
-          await attachSamples({ report, sourceDir: modelDir, convertedDir: outDir, calibFile: o.calib as string });
+          const samples = await attachSamples({ report, sourceDir: modelDir, convertedDir: outDir, calibFile: o.calib as string });
+          if (samples.skipped && !o.quiet) process.stderr.write(`gqa2mla: note: no greedy samples in the report: ${samples.skipped}\n`);
         }
         bar.stop();
         const warning = subnormalWarning(report);

@@ -82,7 +82,8 @@ export function register(program: Command): void {
     .addHelpText(
       'after',
       '\nSizes assume bf16 (2 bytes per cached value) and count all layers. Invalid combinations are\n' +
-        'listed with the limit they break; nothing heavy runs (no weights are read).\n\n' +
+        'listed with the limit they break; nothing heavy runs (no weights are read). The exit status is\n' +
+        '2 when no candidate is valid (the table is still printed).\n\n' +
         'Examples:\n' +
         '  gqa2mla plan test/fixtures/tiny-llama-gqa\n' +
         '  gqa2mla plan ./Llama-3.1-8B --kv-lora-rank 256,512,1024 --qk-rope-dim 32,64\n' +

@@ -53,7 +53,7 @@ export interface ReportSample {
 /** The optional report fields these sections read. */
 export interface ReportExtras {
   eval?: { contexts?: ContextPpl[]; nllByPosition?: NllBucket[] | { buckets: NllBucket[] } };
-  samples?: { from?: string; promptTokens?: number; maxNewTokens?: number; items: ReportSample[] };
+  samples?: { from?: string; promptTokens?: number; maxNewTokens?: number; items: ReportSample[]; skipped?: string };
   engines?: EngineCheck[];
 }
 
@@ -177,6 +177,7 @@ export function verdictSection(r: ConversionReport & ReportExtras): string {
 export function samplesSection(r: ReportExtras): string {
   const sm = r.samples;
   let s = '<section data-section="samples"><h2>Samples</h2>';
+  if (sm?.skipped) return `${s}<p class="note" data-absent="samples">Samples were skipped: ${esc(sm.skipped)}. <code>gqa2mla generate</code> on a machine with more memory shows them.</p></section>`;
   if (!sm || !Array.isArray(sm.items) || sm.items.length === 0)
     return `${s}<p class="note" data-absent="samples">No samples in this report. <code>gqa2mla convert --eval-text</code> adds greedy continuations of three calibration-text prompts by both models; <code>gqa2mla generate &lt;dir&gt; --prompt TEXT --compare &lt;source&gt;</code> shows any prompt.</p></section>`;
   s += `<p class="note">Greedy continuations (${esc(String(sm.maxNewTokens ?? '?'))} tokens) of ${sm.items.length} prompt${sm.items.length === 1 ? '' : 's'} of ${esc(String(sm.promptTokens ?? '?'))} tokens cut from ${esc(sm.from ?? 'the calibration text')}; the same token ids go to both models.</p>`;
