@@ -8,7 +8,8 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter", "-pthread"],
-      "libraries": ["-lopenblas", "-llapacke", "-pthread"],
+      "libraries": ["<!@(node scripts/blas-link.cjs)"],
+      "ldflags": ["-Wl,-rpath,'$$ORIGIN'"],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
         "CLANG_CXX_LANGUAGE_STANDARD": "c++17",

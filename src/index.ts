@@ -33,7 +33,12 @@ export { CheckpointWriter, WRITER_JOURNAL, type WriterOptions, type WriterResult
 export { DTYPE_SIZE, toFloat32, encodeFloat32, floatBitsToBf16, floatBitsToHalf, halfBitsToFloat, numelOf, type Dtype } from './checkpoint/dtype.js';
 export { loadModelSpec, parseModelSpec, parseRope, SUPPORTED_MODEL_TYPES, SUPPORTED_ROPE_TYPES } from './model/spec.js';
 export { inspectModel, formatInspect, kvValuesPerTokenPerLayer, type InspectResult } from './cli/inspect.js';
-export { renderReportHtml, writeReportHtml, REPORT_HTML, CHART_NAMES, type WrittenReport } from './report/html.js';
+export { renderReportHtml, writeReportHtml, REPORT_HTML, CHART_NAMES, chartsIn, kvContexts, type RenderOptions, type WrittenReport } from './report/html.js';
 export { readConversionReport, validateConversionReport, REPORT_JSON } from './report/read.js';
 export { kvBytesPerToken, kvGiBPerSequence, kvCacheRows, REPORT_CONTEXT_LENGTHS, type KvCacheRow } from './report/kv-cache.js';
-export { plan, planForSpec, allowedFreqfolds, validQkRopeDims, type PlanOptions, type PlanResult, type PlanBudget, type KvCost } from './plan.js';
+export { plan, planForSpec, allowedFreqfolds, validQkRopeDims, type PlanOptions, type PlanRequest, type PlanResult, type PlanBudget, type KvCost } from './plan.js';
+export { GqaDecoder } from './engine/gqa-decoder.js';
+export { generate, decodeLoop, firstDivergence, type GenerateOptions, type GenerateResult, type GeneratedToken, type Decoder, type DecodeLoopInput, type DecodeRun } from './generate.js';
+export { pickToken, seededRandom, argmax, type SamplingOptions } from './generate-sampling.js';
+export { attachSamples, greedySamples, samplePrompts, type ReportSamples, type SampleItem, type SampleOptions } from './generate-samples.js';
+export { verdictSection, samplesSection, enginesSection, pplRule, PPL_RULES, type ReportExtras, type EngineCheck, type ContextPpl, type NllBucket, type ReportSample } from './report/verdict.js';

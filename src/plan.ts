@@ -184,15 +184,38 @@ export function planForSpec(spec: ModelSpec, options: PlanOptions = {}, dir = ''
   };
 }
 
+/** Options of {@link plan}: the model directory and the candidates. */
+export interface PlanRequest extends PlanOptions {
+  /** the source checkpoint directory (only its config.json is read) */
+  modelDir: string;
+}
+
+function checkRequest(options: unknown): PlanRequest {
+  if (!options || typeof options !== 'object' || Array.isArray(options))
+    throw usageError('ERR_BAD_OPTION', 'plan() takes one options object: plan({ modelDir, kvLoraRanks?, qkRopeDims?, contextTokens?, bytesPerValue? })');
+  const o = options as Record<string, unknown>;
+  if (typeof o.modelDir !== 'string' || o.modelDir === '') throw usageError('ERR_BAD_OPTION', `modelDir must be a non-empty string (got ${typeof o.modelDir})`);
+  for (const k of ['kvLoraRanks', 'qkRopeDims'] as const)
+    if (o[k] !== undefined && !Array.isArray(o[k])) throw usageError('ERR_BAD_OPTION', `${k} must be an array of positive integers (got ${typeof o[k]})`);
+  for (const k of ['contextTokens', 'bytesPerValue'] as const)
+    if (o[k] !== undefined && typeof o[k] !== 'number') throw usageError('ERR_BAD_OPTION', `${k} must be a number (got ${typeof o[k]})`);
+  return o as unknown as PlanRequest;
+}
+
 /**
- * Plans candidate budgets for the checkpoint in `dir`, reading only its config.json.
- * Invalid combinations are returned with `valid: false` and their reasons; malformed
- * options throw a usage GqaError (exit 2), an unreadable or already-MLA model an input
- * GqaError (exit 3).
+ * Plans candidate budgets for the checkpoint in `modelDir`, reading only its config.json.
+ * Invalid combinations are returned with `valid: false` and their reasons (check
+ * `budgets.some((b) => b.valid)`); malformed options throw a usage GqaError (exit 2), an
+ * unreadable or already-MLA model an input GqaError (exit 3).
+ *
+ * @example
+ * const p = await plan({ modelDir: 'test/fixtures/tiny-llama-gqa', kvLoraRanks: [96], qkRopeDims: [32] });
+ * console.log(p.budgets[0].compressionRatio); // 2
  */
-export async function plan(dir: string, options: PlanOptions = {}): Promise<PlanResult> {
-  const spec = await loadModelSpec(dir);
+export async function plan(options: PlanRequest): Promise<PlanResult> {
+  const { modelDir, ...rest } = checkRequest(options);
+  const spec = await loadModelSpec(modelDir);
   if (spec.modelType === 'deepseek_v3' || spec.mla)
-    throw new GqaError('ERR_ALREADY_MLA', `${dir}: already a DeepSeek-V3 (MLA) checkpoint (kv_lora_rank ${spec.mla?.kvLoraRank ?? '?'}); plan takes a GQA/MHA model`);
-  return planForSpec(spec, options, dir);
+    throw new GqaError('ERR_ALREADY_MLA', `${modelDir}: already a DeepSeek-V3 (MLA) checkpoint (kv_lora_rank ${spec.mla?.kvLoraRank ?? '?'}); plan takes a GQA/MHA model`);
+  return planForSpec(spec, rest, modelDir);
 }

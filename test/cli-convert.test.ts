@@ -44,13 +44,13 @@ test('a list of ranks makes a sweep with sweep.json', async () => {
 });
 
 test.each([
-  [['--kv-lora-rank', '300', '--qk-rope-dim', '32'], 'kvLoraRank 300 exceeds the maximum'],
-  [['--qk-rope-dim', '24'], 'qkRopeDim 24 must be even and divide head_dim 64'],
+  [['--kv-lora-rank', '300', '--qk-rope-dim', '32'], '--kv-lora-rank 300 exceeds the maximum'],
+  [['--qk-rope-dim', '24'], '--qk-rope-dim 24 must be even and divide head_dim 64'],
   [['--freqfold', 'x'], '--freqfold must be an integer'],
   [['--kv-lora-rank', '1,a'], '--kv-lora-rank must be an integer'],
   [['--method', 'foo'], "--method must be 'gqa2mla' or 'transmla'"],
-  [['--q-lora-rank', '257', '--qk-rope-dim', '32', '--kv-lora-rank', '64'], 'qLoraRank 257 must be an integer in [1, 256]'],
-  [['--q-lora-rank', '0', '--qk-rope-dim', '32', '--kv-lora-rank', '64'], 'qLoraRank 0 must be an integer'],
+  [['--q-lora-rank', '257', '--qk-rope-dim', '32', '--kv-lora-rank', '64'], '--q-lora-rank 257 must be an integer in [1, 256]'],
+  [['--q-lora-rank', '0', '--qk-rope-dim', '32', '--kv-lora-rank', '64'], '--q-lora-rank 0 must be an integer'],
 ])('usage error %j -> exit 2, one line', async (args, msg) => {
   const r = await runCli('convert', LLAMA, join(tmp, 'never'), '--calib', CALIB, ...args);
   expect(r.code).toBe(2);

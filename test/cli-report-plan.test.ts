@@ -42,7 +42,8 @@ describe('gqa2mla report', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out);
-    expect(Object.keys(j).sort()).toEqual(['bytes', 'charts', 'kind', 'kvValuesPerToken', 'layers', 'meanAttnRelError', 'ppl', 'reportHtml', 'source'].sort());
+    expect(Object.keys(j).sort()).toEqual(['bytes', 'charts', 'kind', 'kvValuesPerToken', 'layers', 'meanAttnRelError', 'ppl', 'reportHtml', 'sections', 'source'].sort());
+    expect(j.sections).toEqual({ verdict: true, samples: false, engines: false });
     expect(j.kind).toBe('conversion');
     expect(j.reportHtml).toBe(join(converted, 'report.html'));
     expect(j.source).toBe(join(converted, 'conversion-report.json'));
@@ -206,8 +207,26 @@ describe('gqa2mla plan', () => {
     expect(r.out).toContain('original 256 KV values/token/layer');
     expect(r.out).toContain('GiB/32K');
     expect(r.out).toMatch(/^32\s+96\s+128\s+512\s+1\.00 KiB\s+0\.0313\s+2\.00x\s+50\.0%\s+2,4,8,16,32\s+ok$/m);
-    expect(r.out).toContain('invalid: kvLoraRank 300 exceeds the maximum 2 x kv_heads x head_dim - qkRopeDim = 224');
-    expect(r.out).toContain('invalid: qkRopeDim 48 must divide head_dim 64');
+    // the CLI names its flags, not the API's options
+    expect(r.out).toContain('invalid: --kv-lora-rank 300 exceeds the maximum 2 x kv_heads x head_dim - --qk-rope-dim = 224');
+    expect(r.out).toContain('invalid: --qk-rope-dim 48 must divide head_dim 64');
+    expect(r.out).not.toMatch(/kvLoraRank|qkRopeDim/);
+    expect(r.out).toMatch(/^48\s+96\s+.*\s-\s+-\s+-\s+invalid/m);
+  });
+
+  test('no valid budget: the table, then exit 2 with one line naming the limits as flags (text and --json)', async () => {
+    let r = await cli('plan', LLAMA, '--kv-lora-rank', '100000', '--qk-rope-dim', '32,48');
+    expect(r.code).toBe(2);
+    expect(r.out).toContain('invalid: --kv-lora-rank 100000 exceeds the maximum');
+    expect(r.out).not.toContain('%  '); // no negative "saved" percentages for invalid rows
+    expect(r.out).not.toMatch(/-\d+\.\d%/);
+    oneLine(r, 'no candidate budget is valid');
+    expect(r.err).toContain('--kv-lora-rank 100000 exceeds');
+    r = await cli('plan', LLAMA, '--kv-lora-rank', '100000', '--json');
+    expect(r.code).toBe(2);
+    const j = JSON.parse(r.out);
+    expect(j.budgets.every((b: { valid: boolean }) => !b.valid)).toBe(true);
+    oneLine(r, 'no candidate budget is valid');
   });
 
   test('--help has examples', async () => {

@@ -67,7 +67,7 @@ async function expectError(p: Promise<unknown>, code: string, exitCode: number, 
 }
 
 test('tiny-llama-gqa defaults: 2 KV heads x 64 -> 256 values/token/layer; ranks capped to 2L - rope', async () => {
-  const p = await plan(LLAMA);
+  const p = await plan({ modelDir: LLAMA });
   expect(p.model).toMatchObject({ dir: LLAMA, modelType: 'llama', numLayers: 4, numHeads: 4, numKvHeads: 2, headDim: 64 });
   expect(p.original.valuesPerTokenPerLayer).toBe(256);
   expect(p.original.valuesPerToken).toBe(1024);
@@ -99,7 +99,7 @@ test('tiny-llama-gqa defaults: 2 KV heads x 64 -> 256 values/token/layer; ranks 
     expect(b.freqfolds).toEqual(freqfoldCandidates(64, b.qkRopeDim));
   }
   // the fixture budgets of the fidelity table: rope 32 + rank 96 -> 128 values (2x), rank 32 -> 64 (4x)
-  const q = await plan(LLAMA, { qkRopeDims: [32], kvLoraRanks: [96, 32] });
+  const q = await plan({ modelDir: LLAMA, qkRopeDims: [32], kvLoraRanks: [96, 32] });
   expect(q.budgets.map((b) => [b.valuesPerTokenPerLayer, b.compressionRatio])).toEqual([
     [128, 2],
     [64, 4],
@@ -133,7 +133,7 @@ test('invalid combinations are listed with their reason, not thrown; validity ma
 });
 
 test('tiny-qwen2-gqa: 1 KV head x 128', async () => {
-  const p = await plan(QWEN, { kvLoraRanks: [64, 32, 128, 192], qkRopeDims: [64, 128] });
+  const p = await plan({ modelDir: QWEN, kvLoraRanks: [64, 32, 128, 192], qkRopeDims: [64, 128] });
   expect(p.original.valuesPerTokenPerLayer).toBe(256);
   const valid = p.budgets.filter((b) => b.valid).map((b) => [b.qkRopeDim, b.kvLoraRank, b.valuesPerTokenPerLayer]);
   expect(valid).toEqual([
@@ -151,7 +151,7 @@ test('tiny-qwen2-gqa: 1 KV head x 128', async () => {
 
 test('Llama-3-8B config: 128 KiB/token, 4 GiB per 32K sequence; rank 512 + rope 64 -> 3.56x', async () => {
   const dir = await modelDir('llama3-8b', LLAMA3_8B);
-  const p = await plan(dir);
+  const p = await plan({ modelDir: dir });
   expect(p.model).toMatchObject({ numLayers: 32, numHeads: 32, numKvHeads: 8, headDim: 128, hiddenSize: 4096 });
   expect(p.original.valuesPerTokenPerLayer).toBe(2048);
   expect(p.original.bytesPerToken).toBe(128 * 1024);
@@ -174,7 +174,7 @@ test('Llama-3-8B config: 128 KiB/token, 4 GiB per 32K sequence; rank 512 + rope 
   expect(b.freqfolds).toEqual([2, 4, 8, 16, 32, 64]);
   expect(b.maxKvLoraRank).toBe(2048 - 64);
   // 128K context: 16 GiB before
-  const long = await plan(dir, { contextTokens: 131072, qkRopeDims: [64], kvLoraRanks: [512] });
+  const long = await plan({ modelDir: dir, contextTokens: 131072, qkRopeDims: [64], kvLoraRanks: [512] });
   expect(long.original.gibPerSequence).toBe(16);
   expect(long.budgets[0].gibPerSequence).toBe(4.5);
 });
@@ -200,7 +200,7 @@ test('defaults for other head sizes: RoPE dims capped and filtered to valid ones
 });
 
 test('errors: missing model (3), already MLA (3), bad option lists (2)', async () => {
-  await expectError(plan(join(tmp, 'nope')), 'ERR_FILE_MISSING', 3, 'config.json');
+  await expectError(plan({ modelDir: join(tmp, 'nope') }), 'ERR_FILE_MISSING', 3, 'config.json');
   const mla = await modelDir('mla', {
     ...LLAMA3_8B,
     model_type: 'deepseek_v3',
@@ -214,9 +214,18 @@ test('errors: missing model (3), already MLA (3), bad option lists (2)', async (
     first_k_dense_replace: 32,
     n_routed_experts: null,
   });
-  await expectError(plan(mla), 'ERR_ALREADY_MLA', 3, mla);
-  await expectError(plan(LLAMA, { kvLoraRanks: [64, 0] }), 'ERR_BAD_OPTION', 2, 'kvLoraRanks');
-  await expectError(plan(LLAMA, { qkRopeDims: [] }), 'ERR_BAD_OPTION', 2, 'qkRopeDims');
-  await expectError(plan(LLAMA, { qkRopeDims: [32.5] }), 'ERR_BAD_OPTION', 2, 'qkRopeDims');
-  await expectError(plan(LLAMA, { contextTokens: -1 }), 'ERR_BAD_OPTION', 2, 'contextTokens');
+  await expectError(plan({ modelDir: mla }), 'ERR_ALREADY_MLA', 3, mla);
+  await expectError(plan({ modelDir: LLAMA, kvLoraRanks: [64, 0] }), 'ERR_BAD_OPTION', 2, 'kvLoraRanks');
+  await expectError(plan({ modelDir: LLAMA, qkRopeDims: [] }), 'ERR_BAD_OPTION', 2, 'qkRopeDims');
+  await expectError(plan({ modelDir: LLAMA, qkRopeDims: [32.5] }), 'ERR_BAD_OPTION', 2, 'qkRopeDims');
+  await expectError(plan({ modelDir: LLAMA, contextTokens: -1 }), 'ERR_BAD_OPTION', 2, 'contextTokens');
+});
+
+test('named options: a positional call, a missing modelDir or wrong types are usage GqaErrors naming the option, not TypeErrors', async () => {
+  const untyped = plan as unknown as (...a: unknown[]) => Promise<unknown>;
+  await expectError(untyped(LLAMA), 'ERR_BAD_OPTION', 2, 'plan({ modelDir');
+  await expectError(untyped(), 'ERR_BAD_OPTION', 2, 'plan({ modelDir');
+  await expectError(untyped({ kvLoraRanks: [64] }), 'ERR_BAD_OPTION', 2, 'modelDir');
+  await expectError(untyped({ modelDir: LLAMA, kvLoraRanks: 64 }), 'ERR_BAD_OPTION', 2, 'kvLoraRanks');
+  await expectError(untyped({ modelDir: LLAMA, contextTokens: '4096' }), 'ERR_BAD_OPTION', 2, 'contextTokens');
 });

@@ -12,8 +12,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { summarizeSweep, type SweepSummary } from '../src/convert/sweep.js';
 import { GqaError } from '../src/errors.js';
-import { fmt } from '../src/report/escape.js';
-import { CHART_NAMES, renderReportHtml, writeReportHtml } from '../src/report/html.js';
+import { esc, fmt } from '../src/report/escape.js';
+import { CHART_NAMES, kvContexts, renderReportHtml, writeReportHtml } from '../src/report/html.js';
+import { PPL_RULES, pplRule, type ReportExtras } from '../src/report/verdict.js';
 import { kvCacheRows, kvGiBPerSequence } from '../src/report/kv-cache.js';
 import { readConversionReport, readSweepSummary } from '../src/report/read.js';
 import { renderSweepHtml, SWEEP_CHART_NAMES, writeSweepReportHtml } from '../src/report/sweep-html.js';
@@ -22,6 +23,31 @@ import { syntheticReport, syntheticSweep, syntheticSweepResult } from './helpers
 const run = promisify(execFile);
 const CHROMIUM = '/usr/bin/chromium';
 const PPL = { before: 15.925, after: 26.4, protocol: 'eval-ppl: 40 windows x 512 tokens of pydocs-eval.txt' };
+/** Synthetic optional report fields (multi-length eval, samples, engine checks), for rendering only. */
+const EXTRAS: ReportExtras = {
+  eval: {
+    contexts: [
+      { seq: 2048, before: 14.1, after: 21.0 },
+      { seq: 512, before: 15.925, after: 26.4 },
+      { seq: 1024, before: 15.0, after: 17.0 },
+    ],
+    nllByPosition: [0, 1, 2, 3, 4, 5, 6, 7].map((i) => ({ start: i * 64, end: (i + 1) * 64, before: 3.2 - 0.1 * i, after: 3.3 - 0.05 * i })),
+  },
+  samples: {
+    from: 'pydocs-train-3M.txt',
+    promptTokens: 24,
+    maxNewTokens: 32,
+    items: [
+      { prompt: 'The json module <b>', source: { text: ' provides dumps() and loads().\n\n   Example::', tokens: [1, 2, 3] }, converted: { text: ' provides dumps() and <i>x</i>', tokens: [1, 2, 4] }, firstDivergence: 2 },
+      { prompt: 'def f(x):', source: { text: '\n    return x', tokens: [5, 6] }, converted: { text: '\n    return x', tokens: [5, 6] }, firstDivergence: null },
+      { prompt: 'A'.repeat(300), source: { text: 'B'.repeat(300), tokens: [7] }, converted: { text: 'C'.repeat(300), tokens: [8] }, firstDivergence: 0 },
+    ],
+  },
+  engines: [
+    { engine: 'transformers', loads: true, exact: true, reasons: [], fastBackends: ['sdpa'] },
+    { engine: 'vllm', loads: true, exact: false, reasons: ['kv_a_layernorm <weight> not identity'], fastBackends: ['FlashMLA'] },
+  ],
+};
 
 /** The svg elements of a page, keyed "chart" or "chart@layer". */
 function charts(html: string): Map<string, string> {
@@ -69,7 +95,8 @@ describe('renderReportHtml', () => {
     const expected = ['kv-cache', 'ppl', 'attn-error', 'variance-kept', 'stage-times'];
     for (let l = 0; l < 4; l++) expected.push(`rope-spectrum@${l}`, `pca-spectrum@${l}`);
     expect([...c.keys()].sort()).toEqual(expected.sort());
-    for (const name of CHART_NAMES) expect([...c.keys()].some((k) => k.split('@')[0] === name)).toBe(true);
+    // every chart but the NLL-by-position one (drawn only from multi-length eval data, tested below)
+    for (const name of CHART_NAMES.filter((n) => n !== 'nll-by-position')) expect([...c.keys()].some((k) => k.split('@')[0] === name)).toBe(true);
     for (const [k, svg] of c) {
       expect(/<title>[^<]+<\/title>/.test(svg)).toBe(true);
       expect(count(svg, /class="mark[ "]/g)).toBeGreaterThan(0);
@@ -171,6 +198,70 @@ describe('renderReportHtml', () => {
     const html = renderReportHtml(r);
     expect(html).toContain('<td>128K</td><td>0.25</td><td>0.125</td><td>0.125</td>');
     expect(html).toContain('2.00 KiB &rarr; 1.00 KiB');
+  });
+});
+
+describe('verdict, samples, engines sections', () => {
+  test('absent data: each section says so and how to get it', () => {
+    const html = renderReportHtml(syntheticReport());
+    expect(html).toContain('data-absent="ppl"');
+    expect(html).toContain('--eval-text');
+    expect(html).toContain('data-absent="samples"');
+    expect(html).toContain('data-absent="engines"');
+    expect(html).toContain('gqa2mla check');
+    for (const r of PPL_RULES) expect(html).toContain(esc(r.advice));
+    expect(html).not.toContain('data-chart="nll-by-position"');
+    const skipped = renderReportHtml({ ...syntheticReport(), samples: { items: [], skipped: 'the decoders need 29.9 GiB <of> float32 weights' } } as never);
+    expect(skipped).toContain('Samples were skipped: the decoders need 29.9 GiB &lt;of&gt; float32 weights.');
+  });
+
+  test('one measured length (ppl only): verdict from its change, marked single-length', () => {
+    const html = renderReportHtml(syntheticReport({ ppl: PPL }));
+    const change = (PPL.after - PPL.before) / PPL.before; // +65.8%
+    expect(pplRule(change).verdict).toBe('much worse');
+    expect(html).toContain(`<strong class="bad">much worse</strong>: perplexity +${(100 * change).toFixed(1)}% at worst over 1 context length`);
+    expect(html).toContain('<td>512</td><td>15.925</td><td>26.400</td>');
+    expect(html).toContain('data-absent="contexts"');
+    expect(html).toContain('data-absent="nll-by-position"');
+  });
+
+  test('multi-length eval, NLL by position, samples (escaped), engines', () => {
+    const html = renderReportHtml({ ...syntheticReport({ ppl: PPL }), ...EXTRAS } as never);
+    // contexts sorted by length, each with its change and rule
+    const rows = [...html.matchAll(/<tr><td>(\d+)<\/td><td>([\d.]+)<\/td><td>([\d.]+)<\/td><td>([+-][\d.]+%)<\/td><td>([a-z ]+)<\/td><\/tr>/g)].map((m) => [m[1], m[4], m[5]]);
+    expect(rows).toEqual([
+      ['512', '+65.8%', 'much worse'],
+      ['1024', '+13.3%', 'noticeably worse'],
+      ['2048', '+48.9%', 'much worse'],
+    ]);
+    expect(html).not.toContain('data-absent="contexts"');
+    const nll = charts(html).get('nll-by-position')!;
+    expect(count(nll, /<circle class="mark point"/g)).toBe(16);
+    expect(count(nll, /<path class="mark line"/g)).toBe(2);
+    expect(html).toContain('(grows with position)');
+    expect(html).toContain('<td class="sample">The json module &lt;b&gt;</td>');
+    expect(html).toContain('provides dumps() and &lt;i&gt;x&lt;/i&gt;');
+    expect(html).not.toContain('<i>x</i>');
+    expect(html).toContain('<td>same for 2 of 3 tokens</td>');
+    expect(html).toContain('<td>identical</td>');
+    expect(html).toContain('<td class="good">yes</td><td class="good">yes</td><td>sdpa</td>');
+    expect(html).toContain('<td class="good">yes</td><td class="bad">no</td><td>FlashMLA</td><td class="sample">kv_a_layernorm &lt;weight&gt; not identity</td>');
+  });
+
+  test('KV sizes stop at the model positions: config.json max_position_embeddings 2048 -> 512, 1K, 2K', async () => {
+    expect(kvContexts(2048)).toEqual([512, 1024, 2048]);
+    expect(kvContexts(131072)).toEqual([4096, 8192, 16384, 32768, 65536, 131072]);
+    expect(kvContexts(40960)).toEqual([4096, 8192, 16384, 32768, 40960]);
+    expect(kvContexts(undefined)).toEqual([4096, 8192, 16384, 32768, 65536, 131072]);
+    const dir = join(tmp, 'maxpos');
+    await mkdir(dir);
+    await writeFile(join(dir, 'conversion-report.json'), JSON.stringify(syntheticReport()));
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ model_type: 'deepseek_v3', max_position_embeddings: 2048 }));
+    const html = await readFile((await writeReportHtml(dir)).path, 'utf8');
+    expect(count(charts(html).get('kv-cache')!, /<rect class="mark"/g)).toBe(6);
+    expect(html).not.toContain('<td>4K</td>');
+    expect(html).toContain('<td>2K</td>');
+    expect(html).toContain("up to the model's 2K positions (max_position_embeddings 2048)");
   });
 });
 
@@ -473,14 +564,48 @@ async function screenshot(page: string, height: number, name: string, minBytes: 
   expect((await stat(png)).size).toBeGreaterThan(minBytes);
 }
 
+/** Lays out `page` and reports the verdict/samples/engines sections' boxes and contents. */
+async function sectionsInChromium(page: string): Promise<{ sections: Record<string, { w: number; h: number }>; verdictText: string; sampleCells: number; widestSampleCell: number; engineRows: number; kvHeaders: string[] }> {
+  const html = await readFile(page, 'utf8');
+  const probePage = page.replace(/\.html$/, '.sections.html');
+  const script = `<script>(() => {
+    const sections = {};
+    for (const el of document.querySelectorAll('section[data-section]')) { const b = el.getBoundingClientRect(); sections[el.dataset.section] = { w: b.width, h: b.height }; }
+    const cells = [...document.querySelectorAll('table.samples td.sample')];
+    const kv = [...document.querySelectorAll('section[data-section="kv-cache"] tbody tr td:first-child')].map((t) => t.textContent);
+    const out = { sections, verdictText: document.querySelector('p.verdict')?.textContent ?? '', sampleCells: cells.length,
+      widestSampleCell: Math.max(...cells.map((c) => c.getBoundingClientRect().width)),
+      engineRows: document.querySelectorAll('section[data-section="engines"] tbody tr').length, kvHeaders: kv };
+    const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+  })();</script>`;
+  await writeFile(probePage, html.replace('</body>', `${script}</body>`));
+  const dom = await chromium(['--window-size=1200,2400', '--dump-dom', `file://${probePage}`]);
+  await rm(probePage, { force: true });
+  const m = /<pre id="probe">([\s\S]*?)<\/pre>/.exec(dom);
+  expect(m).not.toBeNull();
+  return JSON.parse(m![1].replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&'));
+}
+
 describe('headless Chromium', () => {
   chromiumTest('renders every chart of a conversion report with drawn marks and saves a screenshot', async () => {
     const dir = join(tmp, 'chromium');
     await mkdir(dir);
-    await writeFile(join(dir, 'conversion-report.json'), JSON.stringify(syntheticReport({ ppl: PPL })));
+    await writeFile(join(dir, 'conversion-report.json'), JSON.stringify({ ...syntheticReport({ ppl: PPL }), ...EXTRAS }));
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ model_type: 'deepseek_v3', max_position_embeddings: 2048 }));
     const w = await writeReportHtml(dir);
     const probe = await probeInChromium(w.path);
     for (const name of CHART_NAMES) expect(probe.charts.some((c) => c.chart === name)).toBe(true);
+    // the new sections are laid out, visible, within the page width; the sample cells wrap
+    const s = await sectionsInChromium(w.path);
+    for (const name of ['verdict', 'samples', 'engines']) {
+      expect(s.sections[name].h).toBeGreaterThan(80);
+      expect(s.sections[name].w).toBeLessThanOrEqual(1200);
+    }
+    expect(s.verdictText).toContain('much worse');
+    expect(s.sampleCells).toBe(9);
+    expect(s.widestSampleCell).toBeLessThanOrEqual(420);
+    expect(s.engineRows).toBe(2);
+    expect(s.kvHeaders).toEqual(['512', '1K', '2K']);
     await screenshot(w.path, probe.height, 'report.png', 50_000);
   });
 

@@ -9,7 +9,9 @@ import { existsSync } from 'node:fs';
 import { checkOutputTarget } from '../checkpoint/output-guard.js';
 import { GqaError, usageError } from '../errors.js';
 import { checkSeqs } from '../eval/ppl.js';
-import { createProgress } from './progress.js';
+import { attachSamples } from '../generate-samples.js';
+import { createProgress, type Progress } from './progress.js';
+import { subnormalWarning } from './warnings.js';
 
 function int(name: string) {
   return (v: string): number => {
@@ -45,6 +47,22 @@ function onOff(name: string) {
   };
 }
 
+/** Feeds conversion events to `bar`: tokenize/embed as notes, then one step per decoder layer. */
+function layerProgress(bar: Progress): (p: ConvertProgress) => void {
+  let started = false;
+  return (p) => {
+    if (p.layer === undefined && p.stage !== 'done') {
+      bar.note(p.stage === 'tokenize' ? 'tokenizing the calibration text' : p.stage === 'embed' ? 'embedding the calibration windows' : p.stage);
+      return;
+    }
+    if (!started) {
+      bar.start(p.layers, 'layers');
+      started = true;
+    }
+    bar.update(p.stage === 'done' ? p.layers : (p.layer ?? 0), `layer ${p.layer ?? p.layers} ${p.stage}${p.message ? ` ${p.message}` : ''}`);
+  };
+}
+
 /** Registers the command. */
 export function register(program: Command): void {
   program
@@ -59,7 +77,7 @@ export function register(program: Command): void {
     .option('--seed <n>', 'seed of the calibration offsets', int('--seed'), 42)
     .option('--qk-rope-dim <n[,n...]>', 'RoPE dims per head (qk_rope_head_dim); a list makes a sweep', intList('--qk-rope-dim'), [64])
     .option('--kv-lora-rank <n[,n...]>', 'latent rank (kv_lora_rank); a list makes a sweep into <out-dir>/r<rank>-p<rope>/', intList('--kv-lora-rank'), [512])
-    .option('--eval-text <file>', 'after converting, measure ppl of the source and of each output on this text (eval-ppl protocol)')
+    .option('--eval-text <file>', 'after converting, measure ppl of the source and of each output on this text (eval-ppl protocol), and store greedy samples of both models on three calibration-text prompts in the report')
     .option('--eval-seq <n[,n...]>', 'tokens per evaluation window; a list evaluates each length (report: eval.contexts)', intList('--eval-seq'), [512])
     .option('--eval-windows <n>', 'evaluation windows', int('--eval-windows'), 40)
     .option('--freqfold <n|auto>', "frequencies per RoRoPE group, or 'auto' (per layer)", 'auto')
@@ -105,7 +123,6 @@ export function register(program: Command): void {
       const controller = new AbortController();
       const onSig = () => controller.abort();
       process.once('SIGINT', onSig);
-      let layers = 0;
       try {
         const base = {
           modelDir,
@@ -130,20 +147,18 @@ export function register(program: Command): void {
           resume: Boolean(o.resume),
           checkpointSeconds: o.checkpointSeconds as number,
           signal: controller.signal,
-          onProgress: (p: ConvertProgress) => {
-            if (layers !== p.layers) {
-              layers = p.layers;
-              bar.start(p.layers, 'layers');
-            }
-            bar.update(p.layer ?? (p.stage === 'done' ? p.layers : 0), `${p.stage}${p.message ? ` ${p.message}` : ''}`);
-          },
+          onProgress: layerProgress(bar),
         };
         const ranks = o.kvLoraRank as number[];
         const ropes = o.qkRopeDim as number[];
         const evalOpts = o.evalText ? { textFile: o.evalText as string, seq: (o.evalSeq as number[])[0], seqs: checkSeqs(undefined, o.evalSeq as number[]), windows: o.evalWindows as number } : null;
         if (ranks.length > 1 || ropes.length > 1) {
           const sweep = await convertSweep({ ...base, outDir, kvLoraRanks: ranks, qkRopeDims: ropes });
-          const summary = await summarizeSweep(sweep, modelDir, evalOpts, (m) => bar.update(layers, m));
+          for (const b of sweep.budgets) {
+            const warning = subnormalWarning(b.report);
+            if (warning && !o.quiet) process.stderr.write(`gqa2mla: warning: ${b.dir}: ${warning}\n`);
+          }
+          const summary = await summarizeSweep(sweep, modelDir, evalOpts, (m) => bar.note(m));
           bar.stop();
           if (o.json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
           else if (!o.quiet) process.stdout.write(formatSweep(summary));
@@ -151,7 +166,14 @@ export function register(program: Command): void {
         }
         const report = await convert({ ...base, outDir, kvLoraRank: ranks[0], qkRopeDim: ropes[0] });
         const ppl = evalOpts ? await attachPpl(report, modelDir, outDir, evalOpts) : null;
+        if (evalOpts) {
+          bar.note('greedy samples, source beside converted');
+          const samples = await attachSamples({ report, sourceDir: modelDir, convertedDir: outDir, calibFile: o.calib as string });
+          if (samples.skipped && !o.quiet) process.stderr.write(`gqa2mla: note: no greedy samples in the report: ${samples.skipped}\n`);
+        }
         bar.stop();
+        const warning = subnormalWarning(report);
+        if (warning && !o.quiet) process.stderr.write(`gqa2mla: warning: ${warning}\n`);
         if (o.json) {
           process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         } else if (!o.quiet) {

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { usageError } from '../errors.js';
 import { plan, type PlanResult } from '../plan.js';
 import { contextLabel } from '../report/kv-cache.js';
+import { toFlagNames } from './flag-names.js';
 
 function intList(name: string) {
   return (v: string): number[] => {
@@ -49,7 +50,7 @@ export function formatPlan(p: PlanResult): string {
     `original ${o.valuesPerTokenPerLayer} KV values/token/layer (2 x ${m.numKvHeads} x ${m.headDim}), ${o.valuesPerToken} values = ${bytes(o.bytesPerToken)} per token, ` +
     `${gib(o.gibPerSequence)} GiB per ${ctx}-token sequence (${p.bytesPerValue} bytes/value)\n` +
     `limits   qk-rope-dim: even divisor of ${m.headDim} (${p.limits.validQkRopeDims.join(', ')}); kv-lora-rank <= ${p.limits.maxKvLoraRankPlusRope} - qk-rope-dim\n`;
-  for (const w of p.warnings) s += `warning  ${w}\n`;
+  for (const w of p.warnings) s += `warning  ${toFlagNames(w, 'plan')}\n`;
   const rows: string[][] = [['rope', 'rank', 'values/tok/layer', 'values/tok', 'bytes/tok', `GiB/${ctx}`, 'ratio', 'saved', 'freqfold', 'status']];
   for (const b of p.budgets) {
     rows.push([
@@ -59,10 +60,10 @@ export function formatPlan(p: PlanResult): string {
       String(b.valuesPerToken),
       bytes(b.bytesPerToken),
       gib(b.gibPerSequence),
-      `${b.compressionRatio.toFixed(2)}x`,
-      `${(100 * b.savedFraction).toFixed(1)}%`,
+      b.valid ? `${b.compressionRatio.toFixed(2)}x` : '-',
+      b.valid ? `${(100 * b.savedFraction).toFixed(1)}%` : '-',
       b.freqfolds.length ? b.freqfolds.join(',') : '-',
-      b.valid ? 'ok' : `invalid: ${b.reasons.join('; ')}`,
+      b.valid ? 'ok' : `invalid: ${toFlagNames(b.reasons.join('; '), 'plan')}`,
     ]);
   }
   return `${s}\n${pad(rows)}\n`;
@@ -81,14 +82,17 @@ export function register(program: Command): void {
     .addHelpText(
       'after',
       '\nSizes assume bf16 (2 bytes per cached value) and count all layers. Invalid combinations are\n' +
-        'listed with the limit they break; nothing heavy runs (no weights are read).\n\n' +
+        'listed with the limit they break; nothing heavy runs (no weights are read). The exit status is\n' +
+        '2 when no candidate is valid (the table is still printed).\n\n' +
         'Examples:\n' +
         '  gqa2mla plan test/fixtures/tiny-llama-gqa\n' +
         '  gqa2mla plan ./Llama-3.1-8B --kv-lora-rank 256,512,1024 --qk-rope-dim 32,64\n' +
         '  gqa2mla plan ./Qwen2.5-7B --context 131072 --json',
     )
     .action(async (dir: string, o: { kvLoraRank?: number[]; qkRopeDim?: number[]; context: number; json?: boolean }) => {
-      const p = await plan(dir, { kvLoraRanks: o.kvLoraRank, qkRopeDims: o.qkRopeDim, contextTokens: o.context });
+      const p = await plan({ modelDir: dir, kvLoraRanks: o.kvLoraRank, qkRopeDims: o.qkRopeDim, contextTokens: o.context });
       process.stdout.write(o.json ? `${JSON.stringify(p)}\n` : formatPlan(p));
+      if (!p.budgets.some((b) => b.valid))
+        throw usageError('ERR_NO_VALID_BUDGET', toFlagNames(`no candidate budget is valid for ${dir}: ${[...new Set(p.budgets.flatMap((b) => b.reasons))].join('; ')}`, 'plan'));
     });
 }

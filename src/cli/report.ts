@@ -6,7 +6,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { CHART_NAMES, writeReportHtml } from '../report/html.js';
+import { readFile } from 'node:fs/promises';
+import { CHART_NAMES, chartsIn, writeReportHtml } from '../report/html.js';
+import type { ReportExtras } from '../report/verdict.js';
 import { SWEEP_JSON } from '../report/read.js';
 import { budgetDir, budgetName, SWEEP_CHART_NAMES, sweepLayers, writeSweepReportHtml } from '../report/sweep-html.js';
 
@@ -14,7 +16,10 @@ async function conversionPage(dir: string, json: boolean): Promise<void> {
   const w = await writeReportHtml(dir);
   const r = w.report;
   if (json) {
-    const charts = CHART_NAMES.filter((c) => c !== 'ppl' || (r.ppl && (r.ppl.before !== undefined || r.ppl.after !== undefined)));
+    const present = chartsIn(await readFile(w.path, 'utf8'));
+    const charts = CHART_NAMES.filter((c) => present.includes(c));
+    const x = r as typeof r & ReportExtras;
+    const sections = { verdict: Boolean(x.ppl || x.eval?.contexts?.length), samples: Boolean(x.samples?.items?.length), engines: Boolean(x.engines?.length) };
     process.stdout.write(
       `${JSON.stringify({
         kind: 'conversion',
@@ -23,6 +28,7 @@ async function conversionPage(dir: string, json: boolean): Promise<void> {
         layers: r.layers.length,
         bytes: w.bytes,
         charts,
+        sections,
         kvValuesPerToken: r.kvValuesPerToken,
         meanAttnRelError: r.meanAttnRelError ?? null,
         ppl: r.ppl ?? null,

@@ -585,25 +585,35 @@ export interface NativeBinding {
   buildInfo(): BuildInfo;
 }
 
+const require = createRequire(import.meta.url);
+
+/**
+ * The addon file: GQA2MLA_ADDON when set, else node-gyp-build's choice — a local build
+ * (build/Release, where both `node-gyp` and the CUDA `cmake-js` build put it, then
+ * build/Debug), else the prebuilt binary for this platform in prebuilds/ (shipped in the npm
+ * package, OpenBLAS linked in).
+ */
 function findAddon(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   // src/native or dist/native -> package root
   const root = join(here, '..', '..');
-  const candidates = [
-    process.env.GQA2MLA_ADDON,
-    join(root, 'build', 'Release', 'gqa2mla.node'),
-    join(root, 'build', 'Debug', 'gqa2mla.node'),
-  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
-  for (const c of candidates) if (existsSync(c)) return c;
-  const err = new Error(
-    `gqa2mla native addon not found (looked in ${candidates.join(', ')}); run \`npm install\` ` +
-      '(needs libopenblas-dev and liblapacke-dev) or `npm run build:native`',
-  ) as Error & { code: string };
-  err.code = 'ERR_ADDON_MISSING';
-  throw err;
+  const env = process.env.GQA2MLA_ADDON;
+  if (env) {
+    if (existsSync(env)) return env;
+    throw Object.assign(new Error(`GQA2MLA_ADDON=${env} does not exist`), { code: 'ERR_ADDON_MISSING' });
+  }
+  try {
+    return (require('node-gyp-build') as { path(dir: string): string }).path(root);
+  } catch (e) {
+    const err = new Error(
+      `gqa2mla native addon not found (no build in ${join(root, 'build')}, no prebuilt binary in ${join(root, 'prebuilds')} for ` +
+        `${process.platform}-${process.arch}); run \`npm run build:native\` (needs libopenblas-dev and liblapacke-dev): ${(e as Error).message.split('\n')[0]}`,
+    ) as Error & { code: string };
+    err.code = 'ERR_ADDON_MISSING';
+    throw err;
+  }
 }
 
-const require = createRequire(import.meta.url);
 
 /**
  * OpenBLAS 0.3.21 (Debian 12) does not recognise recent Xeons and falls back to its generic

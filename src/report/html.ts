@@ -4,19 +4,40 @@
  * per-layer attention-output error, the RoRoPE and joint K/V PCA spectra with the kept
  * ranks marked, per-layer details, time per stage and the options used.
  */
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ConversionReport, LayerReport } from '../convert/report.js';
 import { esc, fixed, fmt, pct } from './escape.js';
-import { BF16_BYTES, kvBytesPerToken, kvCacheRows } from './kv-cache.js';
+import { BF16_BYTES, contextLabel, kvBytesPerToken, kvCacheRows, REPORT_CONTEXT_LENGTHS } from './kv-cache.js';
 import { bytes, card, gib, htmlDocument, mean, seconds, table, valueText, writeFileAtomic } from './page.js';
 import { readConversionReport } from './read.js';
 import { barChart, COLORS, hbarChart, spectrumChart, stripChart } from './svg.js';
+import { enginesSection, type ReportExtras, samplesSection, verdictSection } from './verdict.js';
 
 /** File name of the HTML report inside a converted directory. */
 export const REPORT_HTML = 'report.html';
 
 /** The data-chart names a report can contain (per-layer charts also carry data-layer). */
-export const CHART_NAMES = ['kv-cache', 'ppl', 'attn-error', 'variance-kept', 'rope-spectrum', 'pca-spectrum', 'stage-times'] as const;
+export const CHART_NAMES = ['nll-by-position', 'kv-cache', 'ppl', 'attn-error', 'variance-kept', 'rope-spectrum', 'pca-spectrum', 'stage-times'] as const;
+
+/** The data-chart names present in a rendered page, in page order (per-layer charts once). */
+export function chartsIn(html: string): string[] {
+  return [...new Set([...html.matchAll(/<svg\b[^>]*\bdata-chart="([^"]+)"/g)].map((m) => m[1]))];
+}
+
+/** Context lengths of the KV table: the usual ones up to the model's positions, and that maximum itself (six at most). */
+export function kvContexts(maxPositions?: number): number[] {
+  if (!maxPositions || !Number.isFinite(maxPositions) || maxPositions <= 0) return [...REPORT_CONTEXT_LENGTHS];
+  const base = maxPositions >= REPORT_CONTEXT_LENGTHS[0] ? REPORT_CONTEXT_LENGTHS : [512, 1024, 2048];
+  const all = base.filter((t) => t < maxPositions);
+  return [...all, maxPositions].slice(-6);
+}
+
+/** What {@link renderReportHtml} takes besides the report. */
+export interface RenderOptions {
+  /** the model's max_position_embeddings: the KV table stops there */
+  maxPositions?: number;
+}
 
 function summaryCards(r: ConversionReport): string {
   const kv = r.kvValuesPerToken;
@@ -38,9 +59,9 @@ function summaryCards(r: ConversionReport): string {
   return `${s}</div>`;
 }
 
-function kvSection(r: ConversionReport): string {
+function kvSection(r: ConversionReport, maxPositions?: number): string {
   const kv = r.kvValuesPerToken;
-  const rows = kvCacheRows(kv.before, kv.after);
+  const rows = kvCacheRows(kv.before, kv.after, kvContexts(maxPositions));
   const chart = barChart({
     chart: 'kv-cache',
     title: 'KV cache per sequence (GiB, bf16, all layers) before and after conversion',
@@ -61,12 +82,13 @@ function kvSection(r: ConversionReport): string {
     rows.map((x) => [x.label, gib(x.beforeGiB), gib(x.afterGiB), gib(x.savedGiB)]),
   );
   return (
-    '<section><h2>KV cache</h2>' +
+    '<section data-section="kv-cache"><h2>KV cache</h2>' +
     `<p class="note">Cached values per token: ${esc(fmt(kv.before))} &rarr; ${esc(fmt(kv.after))} over ${esc(String(r.source.numLayers))} layers ` +
     `(${esc(fmt(kv.perLayerBefore))} = 2 &times; ${esc(String(r.source.numKvHeads))} KV heads &times; ${esc(String(r.source.headDim))} per layer before; ` +
     `${esc(fmt(kv.perLayerAfter))} = kv_lora_rank ${esc(String(r.settings.kvLoraRank))} + qk_rope_head_dim ${esc(String(r.settings.qkRopeDim))} after), ` +
     `${BF16_BYTES} bytes per value: ${esc(bytes(kvBytesPerToken(kv.before)))} &rarr; ${esc(bytes(kvBytesPerToken(kv.after)))} per token.</p>` +
-    `<div class="row"><figure>${chart}<figcaption>GiB per sequence for each context length (one sequence, all layers, bf16).</figcaption></figure>` +
+    `<div class="row"><figure>${chart}<figcaption>GiB per sequence for each context length (one sequence, all layers, bf16)` +
+    `${maxPositions ? `, up to the model's ${esc(contextLabel(maxPositions))} positions (max_position_embeddings ${esc(String(maxPositions))})` : ''}.</figcaption></figure>` +
     `<div class="side">${tbl}</div></div></section>`
   );
 }
@@ -346,8 +368,8 @@ function optionsSection(r: ConversionReport): string {
 }
 
 /** Renders the self-contained report page for `report` (deterministic: same input, same bytes). */
-export function renderReportHtml(report: ConversionReport): string {
-  const r = report;
+export function renderReportHtml(report: ConversionReport, options: RenderOptions = {}): string {
+  const r = report as ConversionReport & ReportExtras;
   const title = `gqa2mla conversion report \u2014 ${r.source.dir}`;
   const kv = r.kvValuesPerToken;
   return htmlDocument(
@@ -358,7 +380,9 @@ export function renderReportHtml(report: ConversionReport): string {
     `${esc(String(r.source.numKvHeads))} KV heads &times; ${esc(String(r.source.headDim))} &rarr; MLA with kv_lora_rank ${esc(String(r.settings.kvLoraRank))}, ` +
     `qk_rope_head_dim ${esc(String(r.settings.qkRopeDim))} (${esc(fmt(kv.perLayerBefore))} &rarr; ${esc(fmt(kv.perLayerAfter))} cached values per token per layer)</p></header>` +
     summaryCards(r) +
-    kvSection(r) +
+    verdictSection(r) +
+    samplesSection(r) +
+    kvSection(r, options.maxPositions) +
     pplSection(r) +
     errorSection(r) +
     varianceSection(r) +
@@ -367,8 +391,19 @@ export function renderReportHtml(report: ConversionReport): string {
     layerTable(r) +
     timeSection(r) +
     optionsSection(r) +
+    enginesSection(r) +
       `<footer>Generated by ${esc(r.tool?.name ?? 'gqa2mla')} ${esc(r.tool?.version ?? '')} from conversion-report.json. Self-contained: no scripts, no external resources.</footer>`,
   );
+}
+
+/** max_position_embeddings from `<dir>/config.json`, undefined when unreadable. */
+async function maxPositionsOf(dir: string): Promise<number | undefined> {
+  try {
+    const v = (JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as { max_position_embeddings?: unknown }).max_position_embeddings;
+    return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Result of {@link writeReportHtml}. */
@@ -389,6 +424,6 @@ export interface WrittenReport {
 export async function writeReportHtml(dir: string): Promise<WrittenReport> {
   const { file, report } = await readConversionReport(dir);
   const path = join(dir, REPORT_HTML);
-  const n = await writeFileAtomic(path, renderReportHtml(report));
+  const n = await writeFileAtomic(path, renderReportHtml(report, { maxPositions: await maxPositionsOf(dir) }));
   return { path, source: file, report, bytes: n };
 }

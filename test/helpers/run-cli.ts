@@ -30,9 +30,12 @@ export async function runCli(...args: string[]): Promise<CliRun> {
   }
 }
 
-/** A GqaError reaches the user as exactly one line mentioning `mention`. */
+/** Progress lines on a non-TTY stderr (src/cli/progress.ts): notes and per-step lines, not errors. */
+const PROGRESS_LINE = /^gqa2mla: (tokenizing the calibration text|embedding the calibration windows|\w+ \d+\/\d+ done, elapsed .*)$/;
+
+/** A GqaError reaches the user as exactly one line mentioning `mention` (after any progress lines). */
 export function expectOneLineError(r: CliRun, mention: string): void {
-  const lines = r.err.trimEnd().split('\n');
+  const lines = r.err.trimEnd().split('\n').filter((l) => !PROGRESS_LINE.test(l));
   expect(lines).toHaveLength(1);
   expect(lines[0].startsWith('gqa2mla: ')).toBe(true);
   expect(lines[0]).toContain(mention);

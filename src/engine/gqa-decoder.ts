@@ -1,0 +1,216 @@
+/**
+ * Incremental decoding of a GQA/MHA checkpoint (llama, qwen2, mistral) with a per-layer
+ * key/value cache: the first append runs the prefill path's causal attention (the native
+ * kernel of src/engine/attention.ts) over the prompt, later appends attend from each new
+ * token to the cached keys and values (float64 softmax, sliding window as config.json says).
+ * Projections, RoPE, norms and the MLP are the engine's own functions, so the logits equal
+ * ModelRunner's prefill to float32 round-off (tested). All layers' weights stay resident.
+ */
+import { Checkpoint } from '../checkpoint/checkpoint.js';
+import { GqaError } from '../errors.js';
+import { loadModelSpec } from '../model/spec.js';
+import type { ModelSpec } from '../model/spec-types.js';
+import { native } from '../native/binding.js';
+import { ropeFor, slidingWindowOf } from './attention.js';
+import { mlpInto } from './layer.js';
+import { EMBED_NAME, NORM_NAME, readLmHead } from './model.js';
+import { type LayerWeights, loadLayerWeights, opt, req, type TensorSource } from './weights.js';
+import { Workspace } from './workspace.js';
+
+/** One layer's weights and its key/value cache ([capacity, kv_heads * head_dim] each, RoPE applied to keys). */
+interface CachedLayer {
+  w: LayerWeights;
+  k: Float32Array;
+  v: Float32Array;
+}
+
+type ClosableSource = TensorSource & { close?(): void | Promise<void> };
+
+/**
+ * KV-cached incremental decoder over a GQA/MHA checkpoint.
+ *
+ * @example
+ * const dec = await GqaDecoder.open('test/fixtures/tiny-llama-gqa');
+ * const promptLogits = await dec.append(Int32Array.of(5, 17, 42)); // [3, vocab]
+ * const next = await dec.append(Int32Array.of(7));                 // [1, vocab]
+ * await dec.close();
+ */
+export class GqaDecoder {
+  readonly spec: ModelSpec;
+  private readonly layers: CachedLayer[];
+  private readonly source: ClosableSource;
+  private readonly embed: Float32Array;
+  private readonly norm: Float32Array;
+  private readonly head: Float32Array;
+  private readonly ws = new Workspace();
+  private len = 0;
+  private capacity = 0;
+
+  private constructor(source: ClosableSource, spec: ModelSpec, layers: CachedLayer[], embed: Float32Array, norm: Float32Array, head: Float32Array) {
+    this.source = source;
+    this.spec = spec;
+    this.layers = layers;
+    this.embed = embed;
+    this.norm = norm;
+    this.head = head;
+  }
+
+  /** Opens a GQA/MHA checkpoint directory and loads every layer (weights stay resident). */
+  static async open(modelDir: string): Promise<GqaDecoder> {
+    const spec = await loadModelSpec(modelDir);
+    const ckpt = await Checkpoint.open(modelDir);
+    try {
+      return await GqaDecoder.fromSource(ckpt, spec);
+    } catch (e) {
+      await ckpt.close();
+      throw e;
+    }
+  }
+
+  /** Builds a decoder over an open tensor source (closed by {@link close}). */
+  static async fromSource(source: ClosableSource, spec: ModelSpec): Promise<GqaDecoder> {
+    if (spec.mla) throw new GqaError('ERR_MODEL_TYPE', 'GqaDecoder takes a GQA/MHA checkpoint; use MlaDecoder for deepseek_v3', 'usage');
+    const layers: CachedLayer[] = [];
+    for (let l = 0; l < spec.numLayers; l++) layers.push({ w: await loadLayerWeights(source, spec, l), k: new Float32Array(0), v: new Float32Array(0) });
+    const H = spec.hiddenSize;
+    if (!source.has(NORM_NAME)) throw new GqaError('ERR_TENSOR_MISSING', `tensor ${NORM_NAME} is missing from the checkpoint`);
+    const norm = await source.read(NORM_NAME);
+    if (norm.length !== H) throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${NORM_NAME} has ${norm.length} elements, expected ${H}`);
+    const head = await readLmHead(source, spec);
+    if (!source.has(EMBED_NAME)) throw new GqaError('ERR_TENSOR_MISSING', `tensor ${EMBED_NAME} is missing from the checkpoint`);
+    const embed = spec.tieWordEmbeddings || !source.has('lm_head.weight') ? head : await source.read(EMBED_NAME);
+    if (embed.length !== spec.vocabSize * H) throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${EMBED_NAME} has ${embed.length} elements, expected ${spec.vocabSize * H}`);
+    return new GqaDecoder(source, spec, layers, embed, norm, head);
+  }
+
+  /** Tokens in the cache. */
+  get length(): number {
+    return this.len;
+  }
+
+  /** Forgets every cached token. */
+  reset(): void {
+    this.len = 0;
+  }
+
+  private ensureCapacity(tokens: number): void {
+    if (tokens <= this.capacity) return;
+    const cap = Math.max(tokens, this.capacity * 2, 64);
+    const row = this.spec.numKvHeads * this.spec.headDim;
+    for (const L of this.layers) {
+      const k = new Float32Array(cap * row);
+      k.set(L.k);
+      L.k = k;
+      const v = new Float32Array(cap * row);
+      v.set(L.v);
+      L.v = v;
+    }
+    this.capacity = cap;
+  }
+
+  /**
+   * Appends `ids` at positions length .. length + n - 1 and returns their logits [n, vocab]
+   * (token i attends to the cache and to new tokens 0..i).
+   */
+  async append(ids: Int32Array): Promise<Float32Array> {
+    const spec = this.spec;
+    const n = ids.length;
+    if (n === 0) return new Float32Array(0);
+    for (let i = 0; i < n; i++)
+      if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= spec.vocabSize)
+        throw new GqaError('ERR_TOKEN_ID', `token id ${ids[i]} at ${i} is outside the vocabulary [0, ${spec.vocabSize})`, 'usage');
+    const H = spec.hiddenSize;
+    const start = this.len;
+    this.ensureCapacity(start + n);
+    const h = new Float32Array(n * H);
+    await native.embedGatherAsync(this.embed, ids, h, H);
+    const pos = new Int32Array(n);
+    for (let i = 0; i < n; i++) pos[i] = start + i;
+    const xn = this.ws.get('xn', n * H);
+    for (const L of this.layers) {
+      await native.rmsNormAsync(h, req(L.w, 'input_layernorm.weight', H), xn, { rows: n, dim: H, eps: spec.rmsNormEps });
+      await this.attention(L, xn, n, start, pos, h);
+      await native.rmsNormAsync(h, req(L.w, 'post_attention_layernorm.weight', H), xn, { rows: n, dim: H, eps: spec.rmsNormEps });
+      await mlpInto(spec, L.w, xn, n, h, this.ws);
+    }
+    this.len = start + n;
+    await native.rmsNormAsync(h, this.norm, xn, { rows: n, dim: H, eps: spec.rmsNormEps });
+    const logits = new Float32Array(n * spec.vocabSize);
+    await native.linearAsync(xn, this.head, logits, { rows: n, inDim: H, outDim: spec.vocabSize });
+    return logits;
+  }
+
+  /** Attention of the n new rows (normalised input xn) added into the residual stream h. */
+  private async attention(L: CachedLayer, xn: Float32Array, n: number, start: number, pos: Int32Array, h: Float32Array): Promise<void> {
+    const spec = this.spec;
+    const { hiddenSize: H, numHeads: nH, numKvHeads: G, headDim: d } = spec;
+    const w = L.w;
+    const q = this.ws.get('q', n * nH * d);
+    const k = L.k.subarray(start * G * d, (start + n) * G * d);
+    const v = L.v.subarray(start * G * d, (start + n) * G * d);
+    await native.linearAsync(xn, req(w, 'self_attn.q_proj.weight', nH * d * H), q, { rows: n, inDim: H, outDim: nH * d, bias: opt(w, 'self_attn.q_proj.bias', nH * d) });
+    await native.linearAsync(xn, req(w, 'self_attn.k_proj.weight', G * d * H), k, { rows: n, inDim: H, outDim: G * d, bias: opt(w, 'self_attn.k_proj.bias', G * d) });
+    await native.linearAsync(xn, req(w, 'self_attn.v_proj.weight', G * d * H), v, { rows: n, inDim: H, outDim: G * d, bias: opt(w, 'self_attn.v_proj.bias', G * d) });
+    const rope = ropeFor(spec, start + n - 1);
+    const ropeOpts = { headStride: d, rotDim: rope.rotDim, scale: rope.attentionScaling };
+    await native.ropeAsync(q, pos, rope.invFreq, { ...ropeOpts, rowStride: nH * d, nHeads: nH });
+    await native.ropeAsync(k, pos, rope.invFreq, { ...ropeOpts, rowStride: G * d, nHeads: G });
+    const ao = this.ws.get('attn', n * nH * d);
+    const window = slidingWindowOf(spec, w.layer);
+    if (start === 0) {
+      await native.attentionAsync(q, k, v, ao, { nSeq: 1, seqLen: n, nHeads: nH, nKvHeads: G, qkDim: d, vDim: d, scale: 1 / Math.sqrt(d), window });
+    } else {
+      cachedAttention({ q, k: L.k, v: L.v, out: ao, n, start, nH, G, d, window });
+    }
+    await native.linearAsync(ao, req(w, 'self_attn.o_proj.weight', H * nH * d), h, { rows: n, inDim: nH * d, outDim: H, bias: opt(w, 'self_attn.o_proj.bias', H), accumulate: true });
+  }
+
+  /** Releases the cache and closes the checkpoint. */
+  async close(): Promise<void> {
+    for (const L of this.layers) {
+      L.k = new Float32Array(0);
+      L.v = new Float32Array(0);
+    }
+    this.capacity = 0;
+    this.len = 0;
+    this.ws.clear();
+    await this.source.close?.();
+  }
+}
+
+/**
+ * Causal attention of new rows start..start+n-1 over cache rows 0..start+i (within the
+ * sliding window when > 0): float64 scores and softmax, heads grouped onto KV heads.
+ */
+function cachedAttention(a: { q: Float32Array; k: Float32Array; v: Float32Array; out: Float32Array; n: number; start: number; nH: number; G: number; d: number; window: number }): void {
+  const { q, k, v, out, n, start, nH, G, d, window } = a;
+  const group = nH / G;
+  const scale = 1 / Math.sqrt(d);
+  const s = new Float64Array(start + n);
+  const acc = new Float64Array(d);
+  for (let i = 0; i < n; i++) {
+    const t = start + i;
+    const lo = window > 0 ? Math.max(0, t + 1 - window) : 0;
+    for (let hh = 0; hh < nH; hh++) {
+      const g = Math.floor(hh / group);
+      const qo = (i * nH + hh) * d;
+      let max = -Infinity;
+      for (let u = lo; u <= t; u++) {
+        const ko = (u * G + g) * d;
+        let dot = 0;
+        for (let c = 0; c < d; c++) dot += q[qo + c] * k[ko + c];
+        s[u] = dot * scale;
+        if (s[u] > max) max = s[u];
+      }
+      let sum = 0;
+      acc.fill(0);
+      for (let u = lo; u <= t; u++) {
+        const p = Math.exp(s[u] - max);
+        sum += p;
+        const vo = (u * G + g) * d;
+        for (let c = 0; c < d; c++) acc[c] += p * v[vo + c];
+      }
+      for (let c = 0; c < d; c++) out[qo + c] = acc[c] / sum;
+    }
+  }
+}
