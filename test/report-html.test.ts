@@ -23,15 +23,29 @@ import { syntheticReport, syntheticSweep, syntheticSweepResult } from './helpers
 const run = promisify(execFile);
 const CHROMIUM = '/usr/bin/chromium';
 const PPL = { before: 15.925, after: 26.4, protocol: 'eval-ppl: 40 windows x 512 tokens of pydocs-eval.txt' };
+/** One context of the report's `eval` field (src/eval/conversion-eval.ts), buckets at the real edges. */
+function ctx(seq: number, before: number, after: number, nllBefore: number[], nllAfter: number[]) {
+  const edges = [0, 64, 256, 1024, 2048];
+  const side = (ppl: number, nll: number[]) => ({
+    ppl,
+    meanNll: Math.log(ppl),
+    buckets: nll.map((m, i) => ({ from: edges[i], to: Math.min(edges[i + 1], seq) - 1, count: 40 * (Math.min(edges[i + 1], seq) - Math.max(edges[i], 1)), meanNll: m, ppl: Math.exp(m) })),
+  });
+  return { seq, windows: 40, tokensScored: 40 * (seq - 1), beyondMaxPosition: false, source: side(before, nllBefore), converted: side(after, nllAfter), pplRatio: after / before };
+}
 /** Synthetic optional report fields (multi-length eval, samples, engine checks), for rendering only. */
 const EXTRAS: ReportExtras = {
   eval: {
+    version: 1,
+    textFile: 'pydocs-eval.txt',
+    windowsRequested: 40,
+    protocol: 'eval-ppl: at each length of [2048, 512, 1024] tokens, the first 40 windows',
+    warnings: [],
     contexts: [
-      { seq: 2048, before: 14.1, after: 21.0 },
-      { seq: 512, before: 15.925, after: 26.4 },
-      { seq: 1024, before: 15.0, after: 17.0 },
+      ctx(2048, 14.1, 21.0, [3.2, 3.0, 2.8, 2.7], [3.3, 3.2, 3.15, 3.2]),
+      ctx(512, 15.925, 26.4, [3.2, 3.0, 2.8], [3.3, 3.2, 3.15]),
+      ctx(1024, 15.0, 17.0, [3.2, 3.0, 2.8], [3.3, 3.2, 3.15]),
     ],
-    nllByPosition: [0, 1, 2, 3, 4, 5, 6, 7].map((i) => ({ start: i * 64, end: (i + 1) * 64, before: 3.2 - 0.1 * i, after: 3.3 - 0.05 * i })),
   },
   samples: {
     from: 'pydocs-train-3M.txt',
@@ -236,7 +250,7 @@ describe('verdict, samples, engines sections', () => {
     ]);
     expect(html).not.toContain('data-absent="contexts"');
     const nll = charts(html).get('nll-by-position')!;
-    expect(count(nll, /<circle class="mark point"/g)).toBe(16);
+    expect(count(nll, /<circle class="mark point"/g)).toBe(8); // 4 buckets of the longest (2048) context, before and after
     expect(count(nll, /<path class="mark line"/g)).toBe(2);
     expect(html).toContain('(grows with position)');
     expect(html).toContain('<td class="sample">The json module &lt;b&gt;</td>');

@@ -13,6 +13,7 @@
  * - `engines` [{engine, loads, exact, reasons, fastBackends}]: `gqa2mla check`.
  */
 import type { ConversionReport } from '../convert/report.js';
+import type { ConversionEval } from '../eval/conversion-eval.js';
 import { esc, fixed, fmt } from './escape.js';
 import { table } from './page.js';
 import { COLORS, lineChart } from './svg.js';
@@ -52,7 +53,8 @@ export interface ReportSample {
 
 /** The optional report fields these sections read. */
 export interface ReportExtras {
-  eval?: { contexts?: ContextPpl[]; nllByPosition?: NllBucket[] | { buckets: NllBucket[] } };
+  /** written by `convert --eval-text` (src/eval/conversion-eval.ts) */
+  eval?: ConversionEval;
   samples?: { from?: string; promptTokens?: number; maxNewTokens?: number; items: ReportSample[]; skipped?: string };
   engines?: EngineCheck[];
 }
@@ -81,7 +83,7 @@ function pctText(x: number): string {
 /** Context lengths with ppl: eval.contexts, else the single-length `ppl` (protocol seq unknown: null). */
 function contextRows(r: ConversionReport & ReportExtras): Array<Omit<ContextPpl, 'seq'> & { seq: number | null }> {
   const cs = (r.eval?.contexts ?? []).filter((c) => Number.isFinite(c.seq));
-  if (cs.length > 0) return [...cs].sort((a, b) => a.seq - b.seq);
+  if (cs.length > 0) return cs.map((c) => ({ seq: c.seq, before: c.source.ppl, after: c.converted.ppl, windows: c.windows })).sort((a, b) => a.seq - b.seq);
   if (r.ppl && (r.ppl.before !== undefined || r.ppl.after !== undefined)) {
     const m = /windows (?:of|x) (\d+) tokens/.exec(r.ppl.protocol ?? '');
     return [{ seq: m ? Number(m[1]) : null, before: r.ppl.before, after: r.ppl.after }];
@@ -89,10 +91,12 @@ function contextRows(r: ConversionReport & ReportExtras): Array<Omit<ContextPpl,
   return [];
 }
 
+/** NLL by position of the longest measured context, source (before) beside converted (after). */
 function buckets(r: ReportExtras): NllBucket[] {
-  const n = r.eval?.nllByPosition;
-  const list = Array.isArray(n) ? n : (n?.buckets ?? []);
-  return list.filter((b) => Number.isFinite(b.start) && Number.isFinite(b.end));
+  const cs = r.eval?.contexts ?? [];
+  if (cs.length === 0) return [];
+  const c = cs.reduce((a, b) => (b.seq > a.seq ? b : a));
+  return c.source.buckets.map((b, i) => ({ start: b.from, end: b.to + 1, before: b.meanNll, after: c.converted.buckets[i]?.meanNll }));
 }
 
 function rulesList(): string {
