@@ -36,27 +36,17 @@ export interface Budget {
 /** Fixture names bundled in test/fixtures. */
 export const FIXTURES = ['tiny-llama-gqa', 'tiny-qwen2-gqa'];
 
-/** Reference ppl by length from a reference.json of any of the known shapes (absent: {}). */
+/**
+ * Reference ppl by length from reference.json: the fixtures' `{ seq, ppl }` and the zoo's
+ * `contexts: [{ seq, ppl, ... }]` (absent file: {}).
+ */
 function readReference(dir: string): Record<string, number> {
   const file = join(dir, 'reference.json');
   if (!existsSync(file)) return {};
-  const ref = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  const ref = JSON.parse(readFileSync(file, 'utf8')) as { seq?: unknown; ppl?: unknown; contexts?: Array<{ seq?: unknown; ppl?: unknown }> };
   const out: Record<string, number> = {};
   if (typeof ref.ppl === 'number' && typeof ref.seq === 'number') out[String(ref.seq)] = ref.ppl;
-  for (const key of ['ppl', 'ppl_by_seq', 'contexts']) {
-    const v = ref[key];
-    if (v && typeof v === 'object' && !Array.isArray(v))
-      for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
-        if (typeof x === 'number' && /^\d+$/.test(k)) out[k] = x;
-        else if (x && typeof x === 'object' && typeof (x as { ppl?: unknown }).ppl === 'number' && /^\d+$/.test(k)) out[k] = (x as { ppl: number }).ppl;
-      }
-    if (Array.isArray(v))
-      for (const x of v as Array<Record<string, unknown>>) if (typeof x?.seq === 'number' && typeof x?.ppl === 'number') out[String(x.seq)] = x.ppl;
-  }
-  for (const [k, x] of Object.entries(ref)) {
-    const m = /^ppl_?(\d+)$/.exec(k);
-    if (m && typeof x === 'number') out[m[1]] = x;
-  }
+  for (const c of Array.isArray(ref.contexts) ? ref.contexts : []) if (typeof c.seq === 'number' && typeof c.ppl === 'number') out[String(c.seq)] = c.ppl;
   return out;
 }
 
