@@ -635,3 +635,15 @@ describe('headless Chromium', () => {
     await screenshot(w.path, probe.height, 'sweep-report.png', 50_000);
   });
 });
+
+test('the sweep KV chart stops at the model positions (max_position_embeddings 2048: one 2K sequence, not 32K)', async () => {
+  const dir = join(tmp, 'sweep-maxpos');
+  const sweep = syntheticSweep();
+  await mkdir(join(dir, `r${sweep.budgets[0].kvLoraRank}-p${sweep.budgets[0].qkRopeDim}`), { recursive: true });
+  await writeFile(join(dir, 'sweep.json'), JSON.stringify(sweep));
+  await writeFile(join(dir, `r${sweep.budgets[0].kvLoraRank}-p${sweep.budgets[0].qkRopeDim}`, 'config.json'), JSON.stringify({ model_type: 'deepseek_v3', max_position_embeddings: 2048 }));
+  const html = await readFile((await writeSweepReportHtml(dir)).path, 'utf8');
+  expect(html).toContain('KV GiB / 2K sequence');
+  expect(html).not.toContain('32K');
+  expect(renderSweepHtml(sweep)).toContain('KV GiB / 32K sequence');
+});

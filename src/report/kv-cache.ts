@@ -4,6 +4,8 @@
  */
 
 /** Bytes per cached value in bf16. */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 export const BF16_BYTES = 2;
 
 /** Context lengths of the report's KV-cache table (tokens). */
@@ -49,4 +51,14 @@ export function kvCacheRows(
     const afterGiB = kvGiBPerSequence(valuesAfter, tokens, bytesPerValue);
     return { tokens, label: contextLabel(tokens), beforeGiB, afterGiB, savedGiB: beforeGiB - afterGiB };
   });
+}
+
+/** max_position_embeddings from `<dir>/config.json`, undefined when unreadable. */
+export async function maxPositionsOf(dir: string): Promise<number | undefined> {
+  try {
+    const v = (JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as { max_position_embeddings?: unknown }).max_position_embeddings;
+    return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
