@@ -1,13 +1,13 @@
 import { factorizeLayer, type GqaAttention } from '../src/convert/factorize.js';
 import { roropeRotation } from '../src/convert/rorope.js';
-import { MomentAccumulator, secondMoment } from '../src/convert/statistics.js';
-import { fromArray } from '../src/convert/mat.js';
+import { MomentAccumulator, secondMoment } from '../src/tensor/moments.js';
+import { fromArray } from '../src/tensor/mat.js';
 import { queryMetric } from '../src/convert/factorize.js';
 import type { ModelSpec } from '../src/model/spec-types.js';
 import { gqaAttentionRef, headPairs, linear, mlaAttentionRef, relErr, rotatedAttentionRef, rotatePairs, type RotPair } from './helpers/ref-attention.js';
 import { jointBasis, jointInputs } from '../src/convert/joint-basis.js';
 import { attentionMoments, headWeights } from '../src/convert/attention-stats.js';
-import { type Mat, matmul, zeros } from '../src/convert/mat.js';
+import { type Mat, matmul, zeros } from '../src/tensor/mat.js';
 import { randn } from './helpers/random.js';
 import { eigh } from '../src/linalg.js';
 import { refitOutput, refitValues } from '../src/convert/refit.js';

@@ -15,10 +15,10 @@
  */
 import type { Checkpoint, RawTensor } from '../checkpoint/checkpoint.js';
 import { encodeFloat32, toFloat32, type Dtype } from '../checkpoint/dtype.js';
-import type { OutTensor } from '../convert/output.js';
-import type { InputMoments } from '../convert/statistics.js';
-import { setMatKernels } from '../convert/mat.js';
-import { latentRowStats } from '../convert/latent-norm.js';
+import type { OutTensor } from '../tensor/out-tensor.js';
+import type { InputMoments } from '../tensor/moments.js';
+import { setMatKernels } from '../tensor/mat.js';
+import { latentRowStats } from '../tensor/latent-stats.js';
 import { gemm as cpuGemm, eigh as cpuEigh } from '../linalg.js';
 import { type LayerWeights, layerPrefix, layerTensorSpecs } from '../engine/weights.js';
 import { GqaError } from '../errors.js';

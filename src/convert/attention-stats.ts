@@ -22,9 +22,9 @@ import type { ModelSpec } from '../model/spec-types.js';
 import { ropeFor, slidingWindowOf } from '../engine/attention.js';
 import { native } from '../native/binding.js';
 import { gemm, syrkAccumulate } from '../linalg.js';
-import { type Mat, fromArray, matmul } from './mat.js';
-import type { GqaAttention } from './factorize.js';
-import type { InputMoments } from './statistics.js';
+import { type Mat, fromArray, matmul } from '../tensor/mat.js';
+import type { GqaAttention } from './attention-weights.js';
+import type { InputMoments } from '../tensor/moments.js';
 
 /** Attention-aware second moments of the (optionally augmented) attention input, pooled over heads. */
 export interface AttentionMoments {

@@ -24,6 +24,7 @@ import type { ComputeBackend } from '../backend/types.js';
 import { GqaError, usageError } from '../errors.js';
 import { drawCalibration } from './calibration.js';
 import { deepseekConfig, type ExportSettings } from './config.js';
+import { gqaAttention } from './attention-weights.js';
 import { factorizeLayer, type KvMetric, type LayerFactorization, layerMoments } from './factorize.js';
 import { cachedAttentionMoments } from './attention-stats.js';
 import { chooseLatentScaling, countSubnormal, latentNormReport } from './latent-norm.js';
@@ -31,7 +32,7 @@ import { relativeError, roundToDtype } from './layer-ops.js';
 import { type Dtype, toFloat32 } from '../checkpoint/dtype.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type OutTensor, OutputSink } from './output.js';
-import type { ConversionReport, LayerReport, StageTimes } from './report.js';
+import type { ConversionReport, LayerReport, StageTimes } from '../report-types.js';
 import { writeReportHtml } from '../report/html.js';
 import { distanceProfile } from './distance.js';
 import { refitOutput, refitValues } from './refit.js';
@@ -535,10 +536,6 @@ async function embedRows(table: OutTensor, ids: Int32Array, hid: number): Promis
   return out;
 }
 
-function gqaAttention(w: LayerWeights) {
-  const t = (n: string) => w.tensors[`self_attn.${n}`]?.data ?? null;
-  return { wq: t('q_proj.weight')!, wk: t('k_proj.weight')!, wv: t('v_proj.weight')!, wo: t('o_proj.weight')!, bq: t('q_proj.bias'), bk: t('k_proj.bias'), bv: t('v_proj.bias'), bo: t('o_proj.bias') };
-}
 
 /**
  * The converted layer as the engine reads it, rounded to the stored dtype (what is

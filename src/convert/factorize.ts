@@ -27,38 +27,15 @@
  * Biases follow the same linear maps.
  */
 import type { ModelSpec } from '../model/spec-types.js';
-import { symEigh as eigh } from './mat.js';
-import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, spectralMatrix, trace, zeros } from './mat.js';
+import { symEigh as eigh } from '../tensor/mat.js';
+import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, spectralMatrix, trace, zeros } from '../tensor/mat.js';
 import { type RopeRotation, roropeRotation } from './rorope.js';
-import { type Affine, type InputMoments, crossMoment, secondMoment, symmetrize } from './statistics.js';
+import { type Affine, type InputMoments, crossMoment, secondMoment, symmetrize } from '../tensor/moments.js';
 import type { AttentionMoments } from './attention-stats.js';
 import { type JointInputs, jointBasis, jointInputs } from './joint-basis.js';
+import type { GqaAttention, MlaAttention } from './attention-weights.js';
 
-/** A GQA/MHA layer's attention weights as stored ([out, in] row-major). */
-export interface GqaAttention {
-  wq: Float32Array;
-  wk: Float32Array;
-  wv: Float32Array;
-  wo: Float32Array;
-  bq?: Float32Array | null;
-  bk?: Float32Array | null;
-  bv?: Float32Array | null;
-  bo?: Float32Array | null;
-}
-
-/** DeepSeek-V3 attention weights of one layer (transformers' names and shapes). */
-export interface MlaAttention {
-  /** q_proj.weight [H * (d + r), hidden], per head [nope d | rope r] */
-  qProj: Float32Array;
-  qBias: Float32Array | null;
-  /** kv_a_proj_with_mqa.weight [R + r, hidden]: [latent R | k_rope r] */
-  kvA: Float32Array;
-  kvABias: Float32Array | null;
-  /** kv_b_proj.weight [H * (d + d), R], per head [k_nope d | v d] */
-  kvB: Float32Array;
-  oProj: Float32Array;
-  oBias: Float32Array | null;
-}
+export type { GqaAttention, MlaAttention };
 
 /** How the RoPE directions are chosen: TransMLA's key PCA, or by attention-logit energy. */
 export type RopeSelection = 'key' | 'qk';

@@ -15,7 +15,7 @@ import { ropeFor } from '../engine/attention.js';
 import type { LayerWeights } from '../engine/weights.js';
 import { mlaSoftmaxScale } from '../model/rope.js';
 import { gemm, svd, syrkAccumulate } from '../linalg.js';
-import { spectralMatrix, symEigh as eigh } from './mat.js';
+import { spectralMatrix, symEigh as eigh } from '../tensor/mat.js';
 
 function positions(rows: number, seqLen: number): Int32Array {
   const p = new Int32Array(rows);

@@ -23,8 +23,8 @@
  * logit energy L_a = E[q'_a^2] E[k'_a^2], and keeping the largest L_a keeps RoPE where
  * the attention logits need it most.
  */
-import { symEigh as eigh } from './mat.js';
-import { type Mat, zeros } from './mat.js';
+import { symEigh as eigh } from '../tensor/mat.js';
+import { type Mat, zeros } from '../tensor/mat.js';
 
 /** The orthogonal rotation of the merged key latent (nKv * headDim dims). */
 export interface RopeRotation {

@@ -6,7 +6,8 @@
  * and directories (`dir`) removed.
  *
  * `npx tsx test/helpers/pin-outputs.ts --write` records the hashes into
- * test/pinned-outputs.json; test/pinned-outputs.test.ts recomputes and compares them.
+ * test/pinned-outputs.json (`--check` compares instead); test/pinned-outputs.test.ts
+ * recomputes and compares them.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -131,6 +132,11 @@ if (process.argv[1] && process.argv[1].endsWith('pin-outputs.ts')) {
   const pins = await computePins();
   const json = `${JSON.stringify(pins, null, 2)}\n`;
   if (process.argv.includes('--write')) writeFileSync(PIN_FILE, json);
-  else process.stdout.write(json);
+  else if (process.argv.includes('--check')) {
+    const same = json === readFileSync(PIN_FILE, 'utf8');
+    process.stderr.write(same ? 'pinned outputs: identical\n' : 'pinned outputs: DIFFERENT\n');
+    if (!same) process.stdout.write(json);
+    process.exitCode = same ? 0 : 1;
+  } else process.stdout.write(json);
   process.stderr.write(`pinned ${Object.keys(pins).length} cases in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 }
