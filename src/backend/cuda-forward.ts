@@ -10,7 +10,7 @@ import { GqaError } from '../errors.js';
 import { mlaSoftmaxScale } from '../model/rope.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import type { NativeConvertCuda } from '../native/binding.js';
-import { DeviceArray, type DeviceWorkspace } from './cuda-memory.js';
+import type { DeviceArray, DeviceWorkspace } from './cuda-memory.js';
 
 /** A weight on the device in the dtype its linear layer uses. */
 export interface DeviceWeight {
@@ -138,6 +138,57 @@ function gqaAttention(
   });
 }
 
+/** DeepSeek-V3 queries (before RoPE) into `q` [rows, heads, qk_nope + qk_rope], as engine mlaQueries: q_proj, or q_b(q_a_layernorm(q_a(x))). */
+function mlaQueriesDevice(ctx: DeviceForwardContext, spec: ModelSpec, w: LayerWeights, x: DeviceArray, rows: number, q: DeviceArray): void {
+  const m = spec.mla!;
+  const H = spec.hiddenSize;
+  const nH = spec.numHeads;
+  const dq = m.qkNopeHeadDim + m.qkRopeHeadDim;
+  const { ws, weights: W, allowBf16: bf, cu } = ctx;
+  if (m.qLoraRank) {
+    const Rq = m.qLoraRank;
+    const qa = ws.get('qa', 'F32', rows * Rq);
+    linear(ctx, x, W.linear(w, 'self_attn.q_a_proj.weight', Rq * H, bf), qa, { rows, inDim: H, outDim: Rq, bias: W.vector(w, 'self_attn.q_a_proj.bias', Rq) });
+    if (m.qkLatentLayernorm) cu.rmsNorm(qa.buf, required(ctx, w, 'self_attn.q_a_layernorm.weight', Rq).buf, qa.buf, { rows, dim: Rq, eps: spec.rmsNormEps });
+    linear(ctx, qa, W.linear(w, 'self_attn.q_b_proj.weight', nH * dq * Rq, bf), q, {
+      rows,
+      inDim: Rq,
+      outDim: nH * dq,
+      bias: W.vector(w, 'self_attn.q_b_proj.bias', nH * dq),
+    });
+  } else {
+    linear(ctx, x, W.linear(w, 'self_attn.q_proj.weight', nH * dq * H, bf), q, { rows, inDim: H, outDim: nH * dq, bias: W.vector(w, 'self_attn.q_proj.bias', nH * dq) });
+  }
+}
+
+/**
+ * The cache rows `kva` [rows, kv_lora_rank + qk_rope] (latent and k_rope, before RoPE) and
+ * per head [k_nope | v] in `kvb` from the (kv_a_layernorm-normed) latent.
+ */
+function mlaKeysValuesDevice(ctx: DeviceForwardContext, spec: ModelSpec, w: LayerWeights, x: DeviceArray, rows: number, kva: DeviceArray, kvb: DeviceArray): void {
+  const m = spec.mla!;
+  const H = spec.hiddenSize;
+  const nH = spec.numHeads;
+  const R = m.kvLoraRank;
+  const dr = m.qkRopeHeadDim;
+  const { ws, weights: W, allowBf16: bf, cu } = ctx;
+  linear(ctx, x, W.linear(w, 'self_attn.kv_a_proj_with_mqa.weight', (R + dr) * H, bf), kva, {
+    rows,
+    inDim: H,
+    outDim: R + dr,
+    bias: W.vector(w, 'self_attn.kv_a_proj_with_mqa.bias', R + dr),
+  });
+  let latent = kva;
+  let latentStride = R + dr;
+  if (m.qkLatentLayernorm) {
+    latent = ws.get('latent', 'F32', rows * R);
+    latentStride = R;
+    cu.rmsNorm(kva.buf, required(ctx, w, 'self_attn.kv_a_layernorm.weight', R).buf, latent.buf, { rows, dim: R, eps: spec.rmsNormEps, xStride: R + dr });
+  }
+  const kvOut = nH * (m.qkNopeHeadDim + m.vHeadDim);
+  linear(ctx, latent, W.linear(w, 'self_attn.kv_b_proj.weight', kvOut * R, bf), kvb, { rows, inDim: R, outDim: kvOut, xStride: latentStride });
+}
+
 function mlaAttention(
   ctx: DeviceForwardContext,
   spec: ModelSpec,
@@ -160,44 +211,12 @@ function mlaAttention(
   const R = m.kvLoraRank;
   const dq = dn + dr;
   const rows = nSeq * seqLen;
-  const eps = spec.rmsNormEps;
   const { ws, weights: W, allowBf16: bf, cu } = ctx;
   const q = ws.get('q', 'F32', rows * nH * dq);
-  if (m.qLoraRank) {
-    const Rq = m.qLoraRank;
-    const qa = ws.get('qa', 'F32', rows * Rq);
-    linear(ctx, x, W.linear(w, 'self_attn.q_a_proj.weight', Rq * H, bf), qa, { rows, inDim: H, outDim: Rq, bias: W.vector(w, 'self_attn.q_a_proj.bias', Rq) });
-    if (m.qkLatentLayernorm) cu.rmsNorm(qa.buf, required(ctx, w, 'self_attn.q_a_layernorm.weight', Rq).buf, qa.buf, { rows, dim: Rq, eps });
-    linear(ctx, qa, W.linear(w, 'self_attn.q_b_proj.weight', nH * dq * Rq, bf), q, {
-      rows,
-      inDim: Rq,
-      outDim: nH * dq,
-      bias: W.vector(w, 'self_attn.q_b_proj.bias', nH * dq),
-    });
-  } else {
-    linear(ctx, x, W.linear(w, 'self_attn.q_proj.weight', nH * dq * H, bf), q, { rows, inDim: H, outDim: nH * dq, bias: W.vector(w, 'self_attn.q_proj.bias', nH * dq) });
-  }
+  mlaQueriesDevice(ctx, spec, w, x, rows, q);
   const kva = ws.get('kva', 'F32', rows * (R + dr));
-  linear(ctx, x, W.linear(w, 'self_attn.kv_a_proj_with_mqa.weight', (R + dr) * H, bf), kva, {
-    rows,
-    inDim: H,
-    outDim: R + dr,
-    bias: W.vector(w, 'self_attn.kv_a_proj_with_mqa.bias', R + dr),
-  });
-  let latent = kva;
-  let latentStride = R + dr;
-  if (m.qkLatentLayernorm) {
-    latent = ws.get('latent', 'F32', rows * R);
-    latentStride = R;
-    cu.rmsNorm(kva.buf, required(ctx, w, 'self_attn.kv_a_layernorm.weight', R).buf, latent.buf, { rows, dim: R, eps, xStride: R + dr });
-  }
   const kvb = ws.get('kvb', 'F32', rows * nH * (dn + dv));
-  linear(ctx, latent, W.linear(w, 'self_attn.kv_b_proj.weight', nH * (dn + dv) * R, bf), kvb, {
-    rows,
-    inDim: R,
-    outDim: nH * (dn + dv),
-    xStride: latentStride,
-  });
+  mlaKeysValuesDevice(ctx, spec, w, x, rows, kva, kvb);
   const interleave = m.ropeInterleave;
   cu.rope(q.buf, pos.buf, inv.buf, { rows, rowStride: nH * dq, nHeads: nH, headStride: dq, offset: dn, rotDim: dr, scale, interleave });
   cu.rope(kva.buf, pos.buf, inv.buf, { rows, rowStride: R + dr, nHeads: 1, headStride: R + dr, offset: R, rotDim: dr, scale, interleave });
