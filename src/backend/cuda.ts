@@ -336,7 +336,7 @@ export class CudaBackend implements ComputeBackend {
     const per = Math.max(1, Math.floor(MICRO_BATCH_TOKENS / seqLen));
     for (let s0 = 0; s0 < nSeq; s0 += per) {
       const n = Math.min(per, nSeq - s0);
-      attentionDevice(ctx, spec, w, xd.sub(s0 * seqLen * H, n * seqLen * H), n, seqLen, out.sub(s0 * seqLen * H, n * seqLen * H), false);
+      await attentionDevice(ctx, spec, w, xd.sub(s0 * seqLen * H, n * seqLen * H), n, seqLen, out.sub(s0 * seqLen * H, n * seqLen * H), false);
     }
     await this.cu.synchronizeAsync();
     const t = now();
@@ -352,7 +352,7 @@ export class CudaBackend implements ComputeBackend {
     if (hidden.length < nSeq * seqLen * H)
       throw new GqaError('ERR_SHAPE', `hidden has ${hidden.length} floats, needs nSeq*seqLen*hidden = ${nSeq * seqLen * H}`, 'usage');
     const h = this.ensureHidden(hidden);
-    layerForwardDevice(this.context(true), spec, w, h, nSeq, seqLen, MICRO_BATCH_TOKENS);
+    await layerForwardDevice(this.context(true), spec, w, h, nSeq, seqLen, MICRO_BATCH_TOKENS);
     await this.cu.synchronizeAsync();
     this.mirror = hidden; // the device copy is current; the host one only after syncHidden
     this.hostStale = true;
