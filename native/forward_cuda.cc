@@ -14,6 +14,7 @@
 #include "common.h"
 #include "cuda/convert_cuda.h"
 #include "exports.h"
+#include "forward_args.h"
 #include "forward_common.h"
 #include "memory_cuda.h"
 
@@ -23,11 +24,7 @@ namespace {
 namespace cc = g2m::cuconv;
 using cudamem::DevView;
 
-size_t OptSize(const Napi::Object& o, const char* key, size_t dflt) {
-  const int64_t v = OptInt(o, key, static_cast<int64_t>(dflt));
-  if (v < 0) ThrowRangeError(o.Env(), "ERR_OUT_OF_RANGE", std::string("option ") + key + " must be >= 0");
-  return static_cast<size_t>(v);
-}
+using fwd::OptSize;
 
 void NeedF32(Napi::Env env, const DevView& d, size_t elems, const char* name) { cudamem::Need(env, d, elems, 4, name); }
 
@@ -61,19 +58,17 @@ Napi::Value RopeFn(const Napi::CallbackInfo& info) {
   a.pos = pos.as<int32_t>();
   a.inv_freq = inv.as<float>();
   a.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 31));
-  a.row_stride = static_cast<size_t>(fwd::ReqInt(o, "rowStride", 1, int64_t(1) << 30));
-  a.n_heads = static_cast<size_t>(fwd::ReqInt(o, "nHeads", 1, 1 << 20));
-  a.head_stride = static_cast<size_t>(fwd::ReqInt(o, "headStride", 0, int64_t(1) << 30));
-  a.offset = OptSize(o, "offset", 0);
-  a.rot_dim = static_cast<size_t>(fwd::ReqInt(o, "rotDim", 2, 1 << 20));
-  a.scale = static_cast<float>(OptNumber(o, "scale", 1.0));
-  a.interleave = OptBool(o, "interleave", false);
-  if (a.rot_dim % 2 != 0) ThrowRangeError(env, "ERR_SHAPE", "rotDim must be even");
-  if (a.n_heads > 1 && a.head_stride < a.offset + a.rot_dim)
-    ThrowRangeError(env, "ERR_SHAPE", "headStride must cover offset + rotDim");
+  const fwd::RopeShape r = fwd::ParseRopeShape(env, o);
+  a.row_stride = r.rowStride;
+  a.n_heads = r.nHeads;
+  a.head_stride = r.headStride;
+  a.offset = r.offset;
+  a.rot_dim = r.rotDim;
+  a.scale = r.scale;
+  a.interleave = r.interleave;
   cudamem::Need(env, pos, a.rows, 4, "positions");
   NeedF32(env, inv, a.rot_dim / 2, "invFreq");
-  NeedF32(env, x, fwd::Extent(a.rows, a.row_stride, a.n_heads, a.head_stride, a.offset + a.rot_dim), "x");
+  NeedF32(env, x, r.extent(a.rows), "x");
   cudamem::Check(env, cc::Rope(a));
   return env.Undefined();
 }
@@ -138,36 +133,20 @@ Napi::Value AttentionFn(const Napi::CallbackInfo& info) {
   DevView v = cudamem::Get(env, info[2], "v");
   DevView out = cudamem::Get(env, info[3], "out");
   auto o = fwd::OptObject(info, 4);
-  const int64_t big = int64_t(1) << 30;
-  cc::AttnArgs a;
-  a.n_seq = static_cast<size_t>(fwd::ReqInt(o, "nSeq", 0, big));
-  a.seq_len = static_cast<size_t>(fwd::ReqInt(o, "seqLen", 1, big));
-  a.n_heads = static_cast<size_t>(fwd::ReqInt(o, "nHeads", 1, 65535));
-  a.n_kv_heads = static_cast<size_t>(fwd::ReqInt(o, "nKvHeads", 1, 65535));
-  a.qk_dim = static_cast<size_t>(fwd::ReqInt(o, "qkDim", 0, static_cast<int64_t>(cc::kAttnMaxQkDim)));
-  a.v_dim = static_cast<size_t>(fwd::ReqInt(o, "vDim", 1, static_cast<int64_t>(cc::kAttnMaxVDim)));
-  if (!o.Has("scale") || !o.Get("scale").IsNumber()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "option scale must be a number");
-  a.scale = static_cast<float>(o.Get("scale").As<Napi::Number>().DoubleValue());
   DevView kr = cudamem::Opt(env, o, "kRope");
-  a.rope_dim = kr.ptr ? static_cast<size_t>(fwd::ReqInt(o, "ropeDim", 1, static_cast<int64_t>(cc::kAttnMaxQkDim))) : 0;
-  const size_t dq = a.qk_dim + a.rope_dim;
-  if (dq == 0 || dq > cc::kAttnMaxQkDim)
-    ThrowRangeError(env, "ERR_SHAPE", "qkDim + ropeDim must be in [1, " + std::to_string(cc::kAttnMaxQkDim) + "]");
-  if (a.n_heads % a.n_kv_heads != 0) ThrowRangeError(env, "ERR_SHAPE", "nHeads must be a multiple of nKvHeads");
-  a.q_head = OptSize(o, "qHeadStride", dq);
-  a.q_row = OptSize(o, "qRowStride", a.n_heads * a.q_head);
-  a.k_head = OptSize(o, "kHeadStride", a.qk_dim);
-  a.k_row = OptSize(o, "kRowStride", a.n_kv_heads * a.k_head);
-  a.v_head = OptSize(o, "vHeadStride", a.v_dim);
-  a.v_row = OptSize(o, "vRowStride", a.n_kv_heads * a.v_head);
-  a.k_rope_row = OptSize(o, "kRopeRowStride", a.rope_dim);
-  a.window = OptSize(o, "window", 0);
-  const size_t rows = a.n_seq * a.seq_len;
-  NeedF32(env, q, fwd::Extent(rows, a.q_row, a.n_heads, a.q_head, dq), "q");
-  if (a.qk_dim > 0) NeedF32(env, k, fwd::Extent(rows, a.k_row, a.n_kv_heads, a.k_head, a.qk_dim), "k");
-  NeedF32(env, v, fwd::Extent(rows, a.v_row, a.n_kv_heads, a.v_head, a.v_dim), "v");
-  if (kr.ptr) NeedF32(env, kr, fwd::Extent(rows, a.k_rope_row, 1, 0, a.rope_dim), "kRope");
-  NeedF32(env, out, rows * a.n_heads * a.v_dim, "out");
+  const int64_t maxQk = static_cast<int64_t>(cc::kAttnMaxQkDim), maxV = static_cast<int64_t>(cc::kAttnMaxVDim);
+  const fwd::AttnShape s = fwd::ParseAttnShape(env, o, kr.ptr != nullptr, {65535, maxQk, maxV});
+  cc::AttnArgs a;
+  a.n_seq = s.nSeq, a.seq_len = s.seqLen, a.n_heads = s.nHeads, a.n_kv_heads = s.nKvHeads;
+  a.qk_dim = s.qkDim, a.rope_dim = s.ropeDim, a.v_dim = s.vDim, a.scale = s.scale, a.window = s.window;
+  a.q_head = s.qHead, a.q_row = s.qRow, a.k_head = s.kHead, a.k_row = s.kRow, a.v_head = s.vHead, a.v_row = s.vRow;
+  a.k_rope_row = s.kRopeRow;
+  const fwd::AttnExtents e = fwd::AttnBufferExtents(s);
+  NeedF32(env, q, e.q, "q");
+  if (a.qk_dim > 0) NeedF32(env, k, e.k, "k");
+  NeedF32(env, v, e.v, "v");
+  if (kr.ptr) NeedF32(env, kr, e.kRope, "kRope");
+  NeedF32(env, out, e.out, "out");
   a.q = q.as<float>();
   a.k = k.as<float>();
   a.v = v.as<float>();
