@@ -28,16 +28,13 @@ namespace {
 constexpr size_t kBq = 32;  // queries per block
 constexpr size_t kBk = 64;  // keys per block
 
-struct AttnParams {
+// The parsed shape (forward_args.h) and the buffers.
+struct AttnParams : fwd::AttnShape {
   const float* q = nullptr;
   const float* k = nullptr;
   const float* v = nullptr;
   const float* kRope = nullptr;
   float* out = nullptr;
-  size_t nSeq = 0, seqLen = 0, nHeads = 0, nKvHeads = 0, qkDim = 0, ropeDim = 0, vDim = 0;
-  size_t qRow = 0, qHead = 0, kRow = 0, kHead = 0, vRow = 0, vHead = 0, kRopeRow = 0;
-  size_t window = 0;
-  float scale = 1.0f;
 };
 
 AttnParams ParseAttention(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
@@ -50,11 +47,8 @@ AttnParams ParseAttention(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
   p.out = GetF32(info, 3, "out", &olen);
   auto o = fwd::OptObject(info, 4);
   p.kRope = fwd::OptF32(o, "kRope", &krlen, keep);
-  const fwd::AttnShape a = fwd::ParseAttnShape(env, o, p.kRope != nullptr, {1 << 16, 1 << 16, 1 << 16});
-  p.nSeq = a.nSeq, p.seqLen = a.seqLen, p.nHeads = a.nHeads, p.nKvHeads = a.nKvHeads;
-  p.qkDim = a.qkDim, p.ropeDim = a.ropeDim, p.vDim = a.vDim, p.scale = a.scale, p.window = a.window;
-  p.qRow = a.qRow, p.qHead = a.qHead, p.kRow = a.kRow, p.kHead = a.kHead, p.vRow = a.vRow, p.vHead = a.vHead, p.kRopeRow = a.kRopeRow;
-  const fwd::AttnExtents e = fwd::AttnBufferExtents(a);
+  static_cast<fwd::AttnShape&>(p) = fwd::ParseAttnShape(env, o, p.kRope != nullptr, {1 << 16, 1 << 16, 1 << 16});
+  const fwd::AttnExtents e = fwd::AttnBufferExtents(p);
   CheckLength(env, qlen, e.q, "q");
   if (p.qkDim > 0) CheckLength(env, klen, e.k, "k");
   CheckLength(env, vlen, e.v, "v");

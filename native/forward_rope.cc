@@ -19,13 +19,12 @@
 namespace g2m {
 namespace {
 
-struct RopeParams {
+// The parsed shape (forward_args.h), the rows and the buffers.
+struct RopeParams : fwd::RopeShape {
   float* x = nullptr;
   const int32_t* pos = nullptr;
   const float* invFreq = nullptr;
-  size_t rows = 0, rowStride = 0, nHeads = 0, headStride = 0, offset = 0, rotDim = 0;
-  float scale = 1.0f;
-  bool interleave = false;
+  size_t rows = 0;
 };
 
 RopeParams ParseRope(const Napi::CallbackInfo& info, fwd::KeepList*) {
@@ -35,14 +34,11 @@ RopeParams ParseRope(const Napi::CallbackInfo& info, fwd::KeepList*) {
   p.pos = GetI32(info, 1, "positions", &p.rows);
   p.invFreq = GetF32(info, 2, "invFreq", &flen);
   auto o = fwd::OptObject(info, 3);
-  const fwd::RopeShape a = fwd::ParseRopeShape(info.Env(), o);
-  p.rowStride = a.rowStride, p.nHeads = a.nHeads, p.headStride = a.headStride, p.offset = a.offset, p.rotDim = a.rotDim;
-  p.scale = a.scale;
-  p.interleave = a.interleave;
+  static_cast<fwd::RopeShape&>(p) = fwd::ParseRopeShape(info.Env(), o);
   if (flen < p.rotDim / 2)
     ThrowRangeError(info.Env(), "ERR_SHAPE",
                     "invFreq has " + std::to_string(flen) + " entries, rotDim/2 = " + std::to_string(p.rotDim / 2));
-  CheckLength(info.Env(), xlen, a.extent(p.rows), "x");
+  CheckLength(info.Env(), xlen, p.extent(p.rows), "x");
   for (size_t r = 0; r < p.rows; ++r)
     if (p.pos[r] < 0) ThrowRangeError(info.Env(), "ERR_OUT_OF_RANGE", "positions must be >= 0");
   return p;
