@@ -1,5 +1,6 @@
 // Option parsing of the forward kernels, one parser per options shape, shared by the CPU
-// exports (forward_attention.cc, forward_rope.cc) and their CUDA twins (forward_cuda.cc):
+// exports (forward_attention.cc, forward_rope.cc, forward_norm.cc, forward_linear.cc) and their
+// CUDA twins (forward_cuda.cc):
 // both read the same JavaScript options object with the same names, defaults and checks;
 // only the buffer types (and the CUDA kernels' size limits) differ.
 #pragma once
@@ -103,6 +104,47 @@ inline RopeShape ParseRopeShape(Napi::Env env, const Napi::Object& o) {
   p.interleave = OptBool(o, "interleave", false);
   if (p.rotDim % 2 != 0) ThrowRangeError(env, "ERR_SHAPE", "rotDim must be even");
   if (p.nHeads > 1 && p.headStride < p.offset + p.rotDim) ThrowRangeError(env, "ERR_SHAPE", "headStride must cover offset + rotDim");
+  return p;
+}
+
+// rmsNorm(x, weight|null, out, {rows, dim, eps?, xStride?, outStride?})
+struct NormShape {
+  size_t rows = 0, dim = 0, xStride = 0, outStride = 0;
+  double eps = 1e-6;
+  size_t xExtent() const { return Extent(rows, xStride, 1, 0, dim); }
+  size_t outExtent() const { return Extent(rows, outStride, 1, 0, dim); }
+};
+
+// The norm options of `o`, at most `maxRows` rows.
+inline NormShape ParseNormShape(Napi::Env env, const Napi::Object& o, int64_t maxRows) {
+  NormShape p;
+  p.rows = static_cast<size_t>(ReqInt(o, "rows", 0, maxRows));
+  p.dim = static_cast<size_t>(ReqInt(o, "dim", 1, int64_t(1) << 30));
+  p.xStride = OptSize(o, "xStride", p.dim);
+  p.outStride = OptSize(o, "outStride", p.dim);
+  p.eps = OptNumber(o, "eps", 1e-6);
+  if (p.xStride < p.dim || p.outStride < p.dim) ThrowRangeError(env, "ERR_SHAPE", "xStride/outStride must be >= dim");
+  return p;
+}
+
+// linear(x, w, out, {rows, inDim, outDim, bias?, xStride?, outStride?, accumulate?}) (the bias is the caller's)
+struct LinearShape {
+  size_t rows = 0, inDim = 0, outDim = 0, xStride = 0, outStride = 0;
+  bool accumulate = false;
+  size_t xExtent() const { return Extent(rows, xStride, 1, 0, inDim); }
+  size_t outExtent() const { return Extent(rows, outStride, 1, 0, outDim); }
+};
+
+// The linear options of `o`: at most `maxRows` rows and `maxDim` input/output dims.
+inline LinearShape ParseLinearShape(Napi::Env env, const Napi::Object& o, int64_t maxRows, int64_t maxDim) {
+  LinearShape p;
+  p.rows = static_cast<size_t>(ReqInt(o, "rows", 0, maxRows));
+  p.inDim = static_cast<size_t>(ReqInt(o, "inDim", 1, maxDim));
+  p.outDim = static_cast<size_t>(ReqInt(o, "outDim", 1, maxDim));
+  p.xStride = OptSize(o, "xStride", p.inDim);
+  p.outStride = OptSize(o, "outStride", p.outDim);
+  p.accumulate = OptBool(o, "accumulate", false);
+  if (p.xStride < p.inDim || p.outStride < p.outDim) ThrowRangeError(env, "ERR_SHAPE", "xStride must be >= inDim and outStride >= outDim");
   return p;
 }
 

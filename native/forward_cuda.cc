@@ -35,15 +35,11 @@ Napi::Value RmsNormFn(const Napi::CallbackInfo& info) {
   if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) w = cudamem::Get(env, info[1], "weight");
   DevView out = cudamem::Get(env, info[2], "out");
   auto o = fwd::OptObject(info, 3);
-  const size_t rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 31));
-  const size_t dim = static_cast<size_t>(fwd::ReqInt(o, "dim", 1, int64_t(1) << 30));
-  const size_t xs = OptSize(o, "xStride", dim), os = OptSize(o, "outStride", dim);
-  const double eps = OptNumber(o, "eps", 1e-6);
-  if (xs < dim || os < dim) ThrowRangeError(env, "ERR_SHAPE", "xStride/outStride must be >= dim");
-  NeedF32(env, x, fwd::Extent(rows, xs, 1, 0, dim), "x");
-  NeedF32(env, out, fwd::Extent(rows, os, 1, 0, dim), "out");
-  if (w.ptr) NeedF32(env, w, dim, "weight");
-  cudamem::Check(env, cc::RmsNorm(x.as<float>(), w.ptr ? w.as<float>() : nullptr, out.as<float>(), rows, dim, xs, os, eps));
+  const fwd::NormShape n = fwd::ParseNormShape(env, o, int64_t(1) << 31);
+  NeedF32(env, x, n.xExtent(), "x");
+  NeedF32(env, out, n.outExtent(), "out");
+  if (w.ptr) NeedF32(env, w, n.dim, "weight");
+  cudamem::Check(env, cc::RmsNorm(x.as<float>(), w.ptr ? w.as<float>() : nullptr, out.as<float>(), n.rows, n.dim, n.xStride, n.outStride, n.eps));
   return env.Undefined();
 }
 
@@ -93,12 +89,14 @@ Napi::Value LinearFn(const Napi::CallbackInfo& info) {
   DevView out = cudamem::Get(env, info[2], "out");
   auto o = fwd::OptObject(info, 3);
   cc::LinearArgs a;
-  a.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, (int64_t(1) << 31) - 1));
-  a.in_dim = static_cast<size_t>(fwd::ReqInt(o, "inDim", 1, (int64_t(1) << 31) - 1));
-  a.out_dim = static_cast<size_t>(fwd::ReqInt(o, "outDim", 1, (int64_t(1) << 31) - 1));
-  a.x_stride = OptSize(o, "xStride", a.in_dim);
-  a.out_stride = OptSize(o, "outStride", a.out_dim);
-  a.accumulate = OptBool(o, "accumulate", false);
+  const int64_t lim = (int64_t(1) << 31) - 1;
+  const fwd::LinearShape l = fwd::ParseLinearShape(env, o, lim, lim);
+  a.rows = l.rows;
+  a.in_dim = l.inDim;
+  a.out_dim = l.outDim;
+  a.x_stride = l.xStride;
+  a.out_stride = l.outStride;
+  a.accumulate = l.accumulate;
   Napi::Value wd = o.Get("wDtype");
   if (!wd.IsString()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "option wDtype must be 'BF16' or 'F32'");
   const std::string wds = wd.As<Napi::String>().Utf8Value();
@@ -108,13 +106,11 @@ Napi::Value LinearFn(const Napi::CallbackInfo& info) {
     a.w_dt = cc::Dt::F32;
   else
     ThrowRangeError(env, "ERR_DTYPE", "option wDtype must be 'BF16' or 'F32' (got " + wds + ")");
-  if (a.x_stride < a.in_dim || a.out_stride < a.out_dim)
-    ThrowRangeError(env, "ERR_SHAPE", "xStride must be >= inDim and outStride >= outDim");
   if (a.x_stride > 0x7fffffffu || a.out_stride > 0x7fffffffu) ThrowRangeError(env, "ERR_SHAPE", "strides must fit in int32");
   DevView b = cudamem::Opt(env, o, "bias");
   cudamem::Need(env, w, a.out_dim * a.in_dim, a.w_dt == cc::Dt::BF16 ? 2 : 4, "w");
-  NeedF32(env, x, fwd::Extent(a.rows, a.x_stride, 1, 0, a.in_dim), "x");
-  NeedF32(env, out, fwd::Extent(a.rows, a.out_stride, 1, 0, a.out_dim), "out");
+  NeedF32(env, x, l.xExtent(), "x");
+  NeedF32(env, out, l.outExtent(), "out");
   if (b.ptr) NeedF32(env, b, a.out_dim, "bias");
   if (x.ptr < out.ptr + out.bytes && out.ptr < x.ptr + x.bytes)
     ThrowRangeError(env, "ERR_ALIAS", "linear: out must not share memory with x");
