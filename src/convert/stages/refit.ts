@@ -47,12 +47,12 @@ export async function refitLayer(ctx: RunContext, li: LayerInputs, tg: Target, c
   const out: RefitResult = { valueRefit: null, outputRefit: null };
   if (opt.valueRefit) {
     const at = { layer: li.layer, message: 'value refit' };
-    const kvb = await clock.run('refit', tg.times, at, () => refitValues(spec, mlaSpec, li.w, chosen.mw, li.x, nFit, S));
+    const kvb = await clock.run('refit', tg.times, at, () => refitValues({ spec, mla: mlaSpec, orig: li.w, conv: chosen.mw, x: li.x, nSeq: nFit, seqLen: S }));
     out.valueRefit = { windows: nFit, ...(await tryReplacing(ctx, li, tg, chosen, { 'self_attn.kv_b_proj.weight': kvb })) };
   }
   if (opt.outputRefit) {
     const at = { layer: li.layer, message: 'output refit' };
-    const r = await clock.run('refit', tg.times, at, () => refitOutput(spec, mlaSpec, li.w, chosen.mw, li.x, nFit, S));
+    const r = await clock.run('refit', tg.times, at, () => refitOutput({ spec, mla: mlaSpec, orig: li.w, conv: chosen.mw, x: li.x, nSeq: nFit, seqLen: S }));
     if (r) out.outputRefit = { windows: nFit, rank: r.rank, ...(await tryReplacing(ctx, li, tg, chosen, { 'self_attn.kv_b_proj.weight': r.kvB, 'self_attn.o_proj.weight': r.oProj })) };
   }
   return out;
