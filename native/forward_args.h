@@ -72,16 +72,17 @@ inline AttnShape ParseAttnShape(Napi::Env env, const Napi::Object& o, bool hasRo
   return p;
 }
 
-// Elements each attention buffer must hold for shape `p`.
-struct AttnExtents {
-  size_t q, k, v, kRope, out;
-};
-
-inline AttnExtents AttnBufferExtents(const AttnShape& p) {
+// Calls need(i, extent, name) for each buffer i of q, k, v, kRope, out (0..4) that shape `p`
+// reads or writes (k only when qkDim > 0, kRope only with ropeDim > 0), with the elements it
+// must hold.
+template <class Need>
+void ForEachAttnBuffer(const AttnShape& p, Need need) {
   const size_t rows = p.rows();
-  return {Extent(rows, p.qRow, p.nHeads, p.qHead, p.dq()), p.qkDim > 0 ? Extent(rows, p.kRow, p.nKvHeads, p.kHead, p.qkDim) : 0,
-          Extent(rows, p.vRow, p.nKvHeads, p.vHead, p.vDim), p.ropeDim > 0 ? Extent(rows, p.kRopeRow, 1, 0, p.ropeDim) : 0,
-          rows * p.nHeads * p.vDim};
+  need(0, Extent(rows, p.qRow, p.nHeads, p.qHead, p.dq()), "q");
+  if (p.qkDim > 0) need(1, Extent(rows, p.kRow, p.nKvHeads, p.kHead, p.qkDim), "k");
+  need(2, Extent(rows, p.vRow, p.nKvHeads, p.vHead, p.vDim), "v");
+  if (p.ropeDim > 0) need(3, Extent(rows, p.kRopeRow, 1, 0, p.ropeDim), "kRope");
+  need(4, rows * p.nHeads * p.vDim, "out");
 }
 
 // rope(x, positions, invFreq, {rowStride, nHeads, headStride, offset?, rotDim, scale?, interleave?})

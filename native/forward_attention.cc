@@ -48,12 +48,8 @@ AttnParams ParseAttention(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
   auto o = fwd::OptObject(info, 4);
   p.kRope = fwd::OptF32(o, "kRope", &krlen, keep);
   static_cast<fwd::AttnShape&>(p) = fwd::ParseAttnShape(env, o, p.kRope != nullptr, {1 << 16, 1 << 16, 1 << 16});
-  const fwd::AttnExtents e = fwd::AttnBufferExtents(p);
-  CheckLength(env, qlen, e.q, "q");
-  if (p.qkDim > 0) CheckLength(env, klen, e.k, "k");
-  CheckLength(env, vlen, e.v, "v");
-  if (p.kRope) CheckLength(env, krlen, e.kRope, "kRope");
-  CheckLength(env, olen, e.out, "out");
+  const size_t lengths[5] = {qlen, klen, vlen, krlen, olen};
+  fwd::ForEachAttnBuffer(p, [&](int i, size_t extent, const char* name) { CheckLength(env, lengths[i], extent, name); });
   return p;
 }
 
