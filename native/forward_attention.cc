@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "exports.h"
+#include "forward_args.h"
 #include "forward_common.h"
 #include "parallel.h"
 
@@ -27,16 +28,13 @@ namespace {
 constexpr size_t kBq = 32;  // queries per block
 constexpr size_t kBk = 64;  // keys per block
 
-struct AttnParams {
+// The parsed shape (forward_args.h) and the buffers.
+struct AttnParams : fwd::AttnShape {
   const float* q = nullptr;
   const float* k = nullptr;
   const float* v = nullptr;
   const float* kRope = nullptr;
   float* out = nullptr;
-  size_t nSeq = 0, seqLen = 0, nHeads = 0, nKvHeads = 0, qkDim = 0, ropeDim = 0, vDim = 0;
-  size_t qRow = 0, qHead = 0, kRow = 0, kHead = 0, vRow = 0, vHead = 0, kRopeRow = 0;
-  size_t window = 0;
-  float scale = 1.0f;
 };
 
 AttnParams ParseAttention(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
@@ -48,37 +46,10 @@ AttnParams ParseAttention(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
   p.v = GetF32(info, 2, "v", &vlen);
   p.out = GetF32(info, 3, "out", &olen);
   auto o = fwd::OptObject(info, 4);
-  const int64_t big = int64_t(1) << 30;
-  p.nSeq = static_cast<size_t>(fwd::ReqInt(o, "nSeq", 0, big));
-  p.seqLen = static_cast<size_t>(fwd::ReqInt(o, "seqLen", 1, big));
-  p.nHeads = static_cast<size_t>(fwd::ReqInt(o, "nHeads", 1, 1 << 16));
-  p.nKvHeads = static_cast<size_t>(fwd::ReqInt(o, "nKvHeads", 1, 1 << 16));
-  p.qkDim = static_cast<size_t>(fwd::ReqInt(o, "qkDim", 0, 1 << 16));
-  p.vDim = static_cast<size_t>(fwd::ReqInt(o, "vDim", 1, 1 << 16));
-  if (!o.Has("scale") || !o.Get("scale").IsNumber())
-    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "option scale must be a number");
-  p.scale = static_cast<float>(o.Get("scale").As<Napi::Number>().DoubleValue());
   p.kRope = fwd::OptF32(o, "kRope", &krlen, keep);
-  p.ropeDim = p.kRope ? static_cast<size_t>(fwd::ReqInt(o, "ropeDim", 1, 1 << 16)) : 0;
-  const size_t dq = p.qkDim + p.ropeDim;
-  if (dq == 0) ThrowRangeError(env, "ERR_SHAPE", "qkDim + ropeDim must be > 0");
-  if (p.nHeads % p.nKvHeads != 0)
-    ThrowRangeError(env, "ERR_SHAPE",
-                    "nHeads " + std::to_string(p.nHeads) + " is not a multiple of nKvHeads " + std::to_string(p.nKvHeads));
-  p.qHead = static_cast<size_t>(OptInt(o, "qHeadStride", static_cast<int64_t>(dq)));
-  p.qRow = static_cast<size_t>(OptInt(o, "qRowStride", static_cast<int64_t>(p.nHeads * p.qHead)));
-  p.kHead = static_cast<size_t>(OptInt(o, "kHeadStride", static_cast<int64_t>(p.qkDim)));
-  p.kRow = static_cast<size_t>(OptInt(o, "kRowStride", static_cast<int64_t>(p.nKvHeads * p.kHead)));
-  p.vHead = static_cast<size_t>(OptInt(o, "vHeadStride", static_cast<int64_t>(p.vDim)));
-  p.vRow = static_cast<size_t>(OptInt(o, "vRowStride", static_cast<int64_t>(p.nKvHeads * p.vHead)));
-  p.kRopeRow = static_cast<size_t>(OptInt(o, "kRopeRowStride", static_cast<int64_t>(p.ropeDim)));
-  p.window = static_cast<size_t>(OptInt(o, "window", 0));
-  const size_t rows = p.nSeq * p.seqLen;
-  CheckLength(env, qlen, fwd::Extent(rows, p.qRow, p.nHeads, p.qHead, dq), "q");
-  if (p.qkDim > 0) CheckLength(env, klen, fwd::Extent(rows, p.kRow, p.nKvHeads, p.kHead, p.qkDim), "k");
-  CheckLength(env, vlen, fwd::Extent(rows, p.vRow, p.nKvHeads, p.vHead, p.vDim), "v");
-  if (p.kRope) CheckLength(env, krlen, fwd::Extent(rows, p.kRopeRow, 1, 0, p.ropeDim), "kRope");
-  CheckLength(env, olen, rows * p.nHeads * p.vDim, "out");
+  static_cast<fwd::AttnShape&>(p) = fwd::ParseAttnShape(env, o, p.kRope != nullptr, {1 << 16, 1 << 16, 1 << 16});
+  const size_t lengths[5] = {qlen, klen, vlen, krlen, olen};
+  fwd::ForEachAttnBuffer(p, [&](int i, size_t extent, const char* name) { CheckLength(env, lengths[i], extent, name); });
   return p;
 }
 

@@ -14,6 +14,7 @@
 #include "common.h"
 #include "cuda/convert_cuda.h"
 #include "exports.h"
+#include "forward_args.h"
 #include "forward_common.h"
 #include "memory_cuda.h"
 
@@ -23,11 +24,7 @@ namespace {
 namespace cc = g2m::cuconv;
 using cudamem::DevView;
 
-size_t OptSize(const Napi::Object& o, const char* key, size_t dflt) {
-  const int64_t v = OptInt(o, key, static_cast<int64_t>(dflt));
-  if (v < 0) ThrowRangeError(o.Env(), "ERR_OUT_OF_RANGE", std::string("option ") + key + " must be >= 0");
-  return static_cast<size_t>(v);
-}
+using fwd::OptSize;
 
 void NeedF32(Napi::Env env, const DevView& d, size_t elems, const char* name) { cudamem::Need(env, d, elems, 4, name); }
 
@@ -38,15 +35,11 @@ Napi::Value RmsNormFn(const Napi::CallbackInfo& info) {
   if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) w = cudamem::Get(env, info[1], "weight");
   DevView out = cudamem::Get(env, info[2], "out");
   auto o = fwd::OptObject(info, 3);
-  const size_t rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 31));
-  const size_t dim = static_cast<size_t>(fwd::ReqInt(o, "dim", 1, int64_t(1) << 30));
-  const size_t xs = OptSize(o, "xStride", dim), os = OptSize(o, "outStride", dim);
-  const double eps = OptNumber(o, "eps", 1e-6);
-  if (xs < dim || os < dim) ThrowRangeError(env, "ERR_SHAPE", "xStride/outStride must be >= dim");
-  NeedF32(env, x, fwd::Extent(rows, xs, 1, 0, dim), "x");
-  NeedF32(env, out, fwd::Extent(rows, os, 1, 0, dim), "out");
-  if (w.ptr) NeedF32(env, w, dim, "weight");
-  cudamem::Check(env, cc::RmsNorm(x.as<float>(), w.ptr ? w.as<float>() : nullptr, out.as<float>(), rows, dim, xs, os, eps));
+  const fwd::NormShape n = fwd::ParseNormShape(env, o, int64_t(1) << 31);
+  NeedF32(env, x, n.xExtent(), "x");
+  NeedF32(env, out, n.outExtent(), "out");
+  if (w.ptr) NeedF32(env, w, n.dim, "weight");
+  cudamem::Check(env, cc::RmsNorm(x.as<float>(), w.ptr ? w.as<float>() : nullptr, out.as<float>(), n.rows, n.dim, n.xStride, n.outStride, n.eps));
   return env.Undefined();
 }
 
@@ -61,19 +54,12 @@ Napi::Value RopeFn(const Napi::CallbackInfo& info) {
   a.pos = pos.as<int32_t>();
   a.inv_freq = inv.as<float>();
   a.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 31));
-  a.row_stride = static_cast<size_t>(fwd::ReqInt(o, "rowStride", 1, int64_t(1) << 30));
-  a.n_heads = static_cast<size_t>(fwd::ReqInt(o, "nHeads", 1, 1 << 20));
-  a.head_stride = static_cast<size_t>(fwd::ReqInt(o, "headStride", 0, int64_t(1) << 30));
-  a.offset = OptSize(o, "offset", 0);
-  a.rot_dim = static_cast<size_t>(fwd::ReqInt(o, "rotDim", 2, 1 << 20));
-  a.scale = static_cast<float>(OptNumber(o, "scale", 1.0));
-  a.interleave = OptBool(o, "interleave", false);
-  if (a.rot_dim % 2 != 0) ThrowRangeError(env, "ERR_SHAPE", "rotDim must be even");
-  if (a.n_heads > 1 && a.head_stride < a.offset + a.rot_dim)
-    ThrowRangeError(env, "ERR_SHAPE", "headStride must cover offset + rotDim");
+  const fwd::RopeShape r = fwd::ParseRopeShape(env, o);
+  a.row_stride = r.rowStride, a.n_heads = r.nHeads, a.head_stride = r.headStride, a.offset = r.offset, a.rot_dim = r.rotDim;
+  a.scale = r.scale, a.interleave = r.interleave;
   cudamem::Need(env, pos, a.rows, 4, "positions");
   NeedF32(env, inv, a.rot_dim / 2, "invFreq");
-  NeedF32(env, x, fwd::Extent(a.rows, a.row_stride, a.n_heads, a.head_stride, a.offset + a.rot_dim), "x");
+  NeedF32(env, x, r.extent(a.rows), "x");
   cudamem::Check(env, cc::Rope(a));
   return env.Undefined();
 }
@@ -98,12 +84,10 @@ Napi::Value LinearFn(const Napi::CallbackInfo& info) {
   DevView out = cudamem::Get(env, info[2], "out");
   auto o = fwd::OptObject(info, 3);
   cc::LinearArgs a;
-  a.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, (int64_t(1) << 31) - 1));
-  a.in_dim = static_cast<size_t>(fwd::ReqInt(o, "inDim", 1, (int64_t(1) << 31) - 1));
-  a.out_dim = static_cast<size_t>(fwd::ReqInt(o, "outDim", 1, (int64_t(1) << 31) - 1));
-  a.x_stride = OptSize(o, "xStride", a.in_dim);
-  a.out_stride = OptSize(o, "outStride", a.out_dim);
-  a.accumulate = OptBool(o, "accumulate", false);
+  const int64_t lim = (int64_t(1) << 31) - 1;
+  const fwd::LinearShape l = fwd::ParseLinearShape(env, o, lim, lim);
+  a.rows = l.rows, a.in_dim = l.inDim, a.out_dim = l.outDim, a.x_stride = l.xStride, a.out_stride = l.outStride;
+  a.accumulate = l.accumulate;
   Napi::Value wd = o.Get("wDtype");
   if (!wd.IsString()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "option wDtype must be 'BF16' or 'F32'");
   const std::string wds = wd.As<Napi::String>().Utf8Value();
@@ -113,13 +97,11 @@ Napi::Value LinearFn(const Napi::CallbackInfo& info) {
     a.w_dt = cc::Dt::F32;
   else
     ThrowRangeError(env, "ERR_DTYPE", "option wDtype must be 'BF16' or 'F32' (got " + wds + ")");
-  if (a.x_stride < a.in_dim || a.out_stride < a.out_dim)
-    ThrowRangeError(env, "ERR_SHAPE", "xStride must be >= inDim and outStride >= outDim");
   if (a.x_stride > 0x7fffffffu || a.out_stride > 0x7fffffffu) ThrowRangeError(env, "ERR_SHAPE", "strides must fit in int32");
   DevView b = cudamem::Opt(env, o, "bias");
   cudamem::Need(env, w, a.out_dim * a.in_dim, a.w_dt == cc::Dt::BF16 ? 2 : 4, "w");
-  NeedF32(env, x, fwd::Extent(a.rows, a.x_stride, 1, 0, a.in_dim), "x");
-  NeedF32(env, out, fwd::Extent(a.rows, a.out_stride, 1, 0, a.out_dim), "out");
+  NeedF32(env, x, l.xExtent(), "x");
+  NeedF32(env, out, l.outExtent(), "out");
   if (b.ptr) NeedF32(env, b, a.out_dim, "bias");
   if (x.ptr < out.ptr + out.bytes && out.ptr < x.ptr + x.bytes)
     ThrowRangeError(env, "ERR_ALIAS", "linear: out must not share memory with x");
@@ -138,36 +120,16 @@ Napi::Value AttentionFn(const Napi::CallbackInfo& info) {
   DevView v = cudamem::Get(env, info[2], "v");
   DevView out = cudamem::Get(env, info[3], "out");
   auto o = fwd::OptObject(info, 4);
-  const int64_t big = int64_t(1) << 30;
-  cc::AttnArgs a;
-  a.n_seq = static_cast<size_t>(fwd::ReqInt(o, "nSeq", 0, big));
-  a.seq_len = static_cast<size_t>(fwd::ReqInt(o, "seqLen", 1, big));
-  a.n_heads = static_cast<size_t>(fwd::ReqInt(o, "nHeads", 1, 65535));
-  a.n_kv_heads = static_cast<size_t>(fwd::ReqInt(o, "nKvHeads", 1, 65535));
-  a.qk_dim = static_cast<size_t>(fwd::ReqInt(o, "qkDim", 0, static_cast<int64_t>(cc::kAttnMaxQkDim)));
-  a.v_dim = static_cast<size_t>(fwd::ReqInt(o, "vDim", 1, static_cast<int64_t>(cc::kAttnMaxVDim)));
-  if (!o.Has("scale") || !o.Get("scale").IsNumber()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "option scale must be a number");
-  a.scale = static_cast<float>(o.Get("scale").As<Napi::Number>().DoubleValue());
   DevView kr = cudamem::Opt(env, o, "kRope");
-  a.rope_dim = kr.ptr ? static_cast<size_t>(fwd::ReqInt(o, "ropeDim", 1, static_cast<int64_t>(cc::kAttnMaxQkDim))) : 0;
-  const size_t dq = a.qk_dim + a.rope_dim;
-  if (dq == 0 || dq > cc::kAttnMaxQkDim)
-    ThrowRangeError(env, "ERR_SHAPE", "qkDim + ropeDim must be in [1, " + std::to_string(cc::kAttnMaxQkDim) + "]");
-  if (a.n_heads % a.n_kv_heads != 0) ThrowRangeError(env, "ERR_SHAPE", "nHeads must be a multiple of nKvHeads");
-  a.q_head = OptSize(o, "qHeadStride", dq);
-  a.q_row = OptSize(o, "qRowStride", a.n_heads * a.q_head);
-  a.k_head = OptSize(o, "kHeadStride", a.qk_dim);
-  a.k_row = OptSize(o, "kRowStride", a.n_kv_heads * a.k_head);
-  a.v_head = OptSize(o, "vHeadStride", a.v_dim);
-  a.v_row = OptSize(o, "vRowStride", a.n_kv_heads * a.v_head);
-  a.k_rope_row = OptSize(o, "kRopeRowStride", a.rope_dim);
-  a.window = OptSize(o, "window", 0);
-  const size_t rows = a.n_seq * a.seq_len;
-  NeedF32(env, q, fwd::Extent(rows, a.q_row, a.n_heads, a.q_head, dq), "q");
-  if (a.qk_dim > 0) NeedF32(env, k, fwd::Extent(rows, a.k_row, a.n_kv_heads, a.k_head, a.qk_dim), "k");
-  NeedF32(env, v, fwd::Extent(rows, a.v_row, a.n_kv_heads, a.v_head, a.v_dim), "v");
-  if (kr.ptr) NeedF32(env, kr, fwd::Extent(rows, a.k_rope_row, 1, 0, a.rope_dim), "kRope");
-  NeedF32(env, out, rows * a.n_heads * a.v_dim, "out");
+  const int64_t maxQk = static_cast<int64_t>(cc::kAttnMaxQkDim), maxV = static_cast<int64_t>(cc::kAttnMaxVDim);
+  const fwd::AttnShape s = fwd::ParseAttnShape(env, o, kr.ptr != nullptr, {65535, maxQk, maxV});
+  cc::AttnArgs a;
+  a.n_seq = s.nSeq, a.seq_len = s.seqLen, a.n_heads = s.nHeads, a.n_kv_heads = s.nKvHeads;
+  a.qk_dim = s.qkDim, a.rope_dim = s.ropeDim, a.v_dim = s.vDim, a.scale = s.scale, a.window = s.window;
+  a.q_head = s.qHead, a.q_row = s.qRow, a.k_head = s.kHead, a.k_row = s.kRow, a.v_head = s.vHead, a.v_row = s.vRow;
+  a.k_rope_row = s.kRopeRow;
+  const DevView* views[5] = {&q, &k, &v, &kr, &out};
+  fwd::ForEachAttnBuffer(s, [&](int i, size_t extent, const char* name) { NeedF32(env, *views[i], extent, name); });
   a.q = q.as<float>();
   a.k = k.as<float>();
   a.v = v.as<float>();

@@ -7,19 +7,19 @@
 #include <cmath>
 
 #include "exports.h"
+#include "forward_args.h"
 #include "forward_common.h"
 #include "parallel.h"
 
 namespace g2m {
 namespace {
 
-struct LinearParams {
+// The parsed shape (forward_args.h) and the buffers.
+struct LinearParams : fwd::LinearShape {
   const float* x = nullptr;
   const float* w = nullptr;
   const float* bias = nullptr;
   float* out = nullptr;
-  size_t rows = 0, inDim = 0, outDim = 0, xStride = 0, outStride = 0;
-  bool accumulate = false;
 };
 
 LinearParams ParseLinear(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
@@ -29,23 +29,16 @@ LinearParams ParseLinear(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
   p.w = GetF32(info, 1, "w", &wlen);
   p.out = GetF32(info, 2, "out", &olen);
   auto o = fwd::OptObject(info, 3);
-  p.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 40));
-  p.inDim = static_cast<size_t>(fwd::ReqInt(o, "inDim", 1, int64_t(1) << 30));
-  p.outDim = static_cast<size_t>(fwd::ReqInt(o, "outDim", 1, int64_t(1) << 30));
-  p.xStride = static_cast<size_t>(OptInt(o, "xStride", static_cast<int64_t>(p.inDim)));
-  p.outStride = static_cast<size_t>(OptInt(o, "outStride", static_cast<int64_t>(p.outDim)));
-  p.accumulate = OptBool(o, "accumulate", false);
+  static_cast<fwd::LinearShape&>(p) = fwd::ParseLinearShape(info.Env(), o, int64_t(1) << 40, int64_t(1) << 30);
   p.bias = fwd::OptF32(o, "bias", &blen, keep);
-  if (p.xStride < p.inDim || p.outStride < p.outDim)
-    ThrowRangeError(info.Env(), "ERR_SHAPE", "xStride must be >= inDim and outStride >= outDim");
   CheckLength(info.Env(), wlen, p.inDim * p.outDim, "w");
   if (wlen != p.inDim * p.outDim)
     ThrowRangeError(info.Env(), "ERR_SHAPE",
                     "w has " + std::to_string(wlen) + " elements, expected outDim x inDim = " +
                         std::to_string(p.outDim * p.inDim));
   if (p.bias) CheckLength(info.Env(), blen, p.outDim, "bias");
-  CheckLength(info.Env(), xlen, fwd::Extent(p.rows, p.xStride, 1, 0, p.inDim), "x");
-  CheckLength(info.Env(), olen, fwd::Extent(p.rows, p.outStride, 1, 0, p.outDim), "out");
+  CheckLength(info.Env(), xlen, p.xExtent(), "x");
+  CheckLength(info.Env(), olen, p.outExtent(), "out");
   return p;
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "exports.h"
+#include "forward_args.h"
 #include "forward_common.h"
 #include "parallel.h"
 
@@ -47,12 +48,11 @@ void RunGather(const GatherParams& p) {
   });
 }
 
-struct NormParams {
+// The parsed shape (forward_args.h) and the buffers.
+struct NormParams : fwd::NormShape {
   const float* x = nullptr;
   const float* w = nullptr;
   float* out = nullptr;
-  size_t rows = 0, dim = 0, xStride = 0, outStride = 0;
-  double eps = 1e-6;
 };
 
 NormParams ParseNorm(const Napi::CallbackInfo& info, fwd::KeepList*) {
@@ -62,16 +62,10 @@ NormParams ParseNorm(const Napi::CallbackInfo& info, fwd::KeepList*) {
   if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) p.w = GetF32(info, 1, "weight", &wlen);
   p.out = GetF32(info, 2, "out", &olen);
   auto o = fwd::OptObject(info, 3);
-  p.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 40));
-  p.dim = static_cast<size_t>(fwd::ReqInt(o, "dim", 1, int64_t(1) << 30));
-  p.xStride = static_cast<size_t>(OptInt(o, "xStride", static_cast<int64_t>(p.dim)));
-  p.outStride = static_cast<size_t>(OptInt(o, "outStride", static_cast<int64_t>(p.dim)));
-  p.eps = OptNumber(o, "eps", 1e-6);
-  if (p.xStride < p.dim || p.outStride < p.dim)
-    ThrowRangeError(info.Env(), "ERR_SHAPE", "xStride/outStride must be >= dim");
+  static_cast<fwd::NormShape&>(p) = fwd::ParseNormShape(info.Env(), o, int64_t(1) << 40);
   if (p.w) CheckLength(info.Env(), wlen, p.dim, "weight");
-  CheckLength(info.Env(), xlen, fwd::Extent(p.rows, p.xStride, 1, 0, p.dim), "x");
-  CheckLength(info.Env(), olen, fwd::Extent(p.rows, p.outStride, 1, 0, p.dim), "out");
+  CheckLength(info.Env(), xlen, p.xExtent(), "x");
+  CheckLength(info.Env(), olen, p.outExtent(), "out");
   return p;
 }
 

@@ -12,19 +12,19 @@
 #include <vector>
 
 #include "exports.h"
+#include "forward_args.h"
 #include "forward_common.h"
 #include "parallel.h"
 
 namespace g2m {
 namespace {
 
-struct RopeParams {
+// The parsed shape (forward_args.h), the rows and the buffers.
+struct RopeParams : fwd::RopeShape {
   float* x = nullptr;
   const int32_t* pos = nullptr;
   const float* invFreq = nullptr;
-  size_t rows = 0, rowStride = 0, nHeads = 0, headStride = 0, offset = 0, rotDim = 0;
-  float scale = 1.0f;
-  bool interleave = false;
+  size_t rows = 0;
 };
 
 RopeParams ParseRope(const Napi::CallbackInfo& info, fwd::KeepList*) {
@@ -34,20 +34,11 @@ RopeParams ParseRope(const Napi::CallbackInfo& info, fwd::KeepList*) {
   p.pos = GetI32(info, 1, "positions", &p.rows);
   p.invFreq = GetF32(info, 2, "invFreq", &flen);
   auto o = fwd::OptObject(info, 3);
-  p.rowStride = static_cast<size_t>(fwd::ReqInt(o, "rowStride", 1, int64_t(1) << 30));
-  p.nHeads = static_cast<size_t>(fwd::ReqInt(o, "nHeads", 1, 1 << 20));
-  p.headStride = static_cast<size_t>(fwd::ReqInt(o, "headStride", 0, int64_t(1) << 30));
-  p.offset = static_cast<size_t>(OptInt(o, "offset", 0));
-  p.rotDim = static_cast<size_t>(fwd::ReqInt(o, "rotDim", 2, 1 << 20));
-  p.scale = static_cast<float>(OptNumber(o, "scale", 1.0));
-  p.interleave = OptBool(o, "interleave", false);
-  if (p.rotDim % 2 != 0) ThrowRangeError(info.Env(), "ERR_SHAPE", "rotDim must be even");
+  static_cast<fwd::RopeShape&>(p) = fwd::ParseRopeShape(info.Env(), o);
   if (flen < p.rotDim / 2)
     ThrowRangeError(info.Env(), "ERR_SHAPE",
                     "invFreq has " + std::to_string(flen) + " entries, rotDim/2 = " + std::to_string(p.rotDim / 2));
-  if (p.nHeads > 1 && p.headStride < p.offset + p.rotDim)
-    ThrowRangeError(info.Env(), "ERR_SHAPE", "headStride must cover offset + rotDim");
-  CheckLength(info.Env(), xlen, fwd::Extent(p.rows, p.rowStride, p.nHeads, p.headStride, p.offset + p.rotDim), "x");
+  CheckLength(info.Env(), xlen, p.extent(p.rows), "x");
   for (size_t r = 0; r < p.rows; ++r)
     if (p.pos[r] < 0) ThrowRangeError(info.Env(), "ERR_OUT_OF_RANGE", "positions must be >= 0");
   return p;

@@ -9,7 +9,7 @@ import { freemem } from 'node:os';
 import { join } from 'node:path';
 import { Checkpoint } from './checkpoint/checkpoint.js';
 import { numelOf } from './checkpoint/dtype.js';
-import type { ConversionReport } from './convert/report.js';
+import type { ConversionReport } from './report-types.js';
 import { decodeLoop, eosIds, firstDivergence, openDecoder } from './generate.js';
 import { loadModelSpec } from './model/spec.js';
 import { writeReportHtml } from './report/html.js';

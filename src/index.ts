@@ -22,7 +22,7 @@ export {
 } from './decode.js';
 export { convert, convertSweep, type ConvertOptions, type ConversionReport, type SweepOptions, type SweepResult, type Budget } from './convert/convert.js';
 export type { ConvertProgress } from './convert/options.js';
-export type { LayerReport, LatentNormReport, StageTimes } from './convert/report.js';
+export type { LayerReport, LatentNormReport, StageTimes } from './report-types.js';
 export { compressQuery, losslessQLoraRank, type QueryCompression } from './convert/q-compress.js';
 export { attachPpl, summarizeSweep, buildSweepSummary, type SweepSummary, type SweepRow } from './convert/sweep.js';
 export { renderSweepHtml, writeSweepReportHtml, SWEEP_CHART_NAMES, type WrittenSweepReport } from './report/sweep-html.js';

@@ -1,13 +1,13 @@
 import { factorizeLayer, type GqaAttention } from '../src/convert/factorize.js';
 import { roropeRotation } from '../src/convert/rorope.js';
-import { MomentAccumulator, secondMoment } from '../src/convert/statistics.js';
-import { fromArray } from '../src/convert/mat.js';
+import { MomentAccumulator, secondMoment } from '../src/tensor/moments.js';
+import { fromArray } from '../src/tensor/mat.js';
 import { queryMetric } from '../src/convert/factorize.js';
 import type { ModelSpec } from '../src/model/spec-types.js';
 import { gqaAttentionRef, headPairs, linear, mlaAttentionRef, relErr, rotatedAttentionRef, rotatePairs, type RotPair } from './helpers/ref-attention.js';
 import { jointBasis, jointInputs } from '../src/convert/joint-basis.js';
 import { attentionMoments, headWeights } from '../src/convert/attention-stats.js';
-import { type Mat, matmul, zeros } from '../src/convert/mat.js';
+import { type Mat, matmul, zeros } from '../src/tensor/mat.js';
 import { randn } from './helpers/random.js';
 import { eigh } from '../src/linalg.js';
 import { refitOutput, refitValues } from '../src/convert/refit.js';
@@ -578,8 +578,8 @@ describe('output refit (joint across heads)', () => {
     const orig = asLayer({ 'q_proj.weight': c.w.wq, 'k_proj.weight': c.w.wk, 'v_proj.weight': c.w.wv, 'o_proj.weight': c.w.wo });
     const conv = asLayer({ 'q_proj.weight': f.attention.qProj, 'kv_a_proj_with_mqa.weight': f.attention.kvA, 'kv_b_proj.weight': f.attention.kvB, 'o_proj.weight': c.w.wo });
     const mla = mlaSpecOf(c.spec, R, r);
-    const val = await refitValues(c.spec, mla, orig, conv, c.x, 4, 24);
-    const out = (await refitOutput(c.spec, mla, orig, conv, c.x, 4, 24))!;
+    const val = await refitValues({ spec: c.spec, mla, orig, conv, x: c.x, nSeq: 4, seqLen: 24 });
+    const out = (await refitOutput({ spec: c.spec, mla, orig, conv, x: c.x, nSeq: 4, seqLen: 24 }))!;
     expect(out.rank).toBe(Math.min(R, 16));
     const ropeInv = new Float64Array(r / 2).map((_, j) => Math.pow(10000, (-2 * j) / r));
     const dm = { hidden: 32, heads: 4, kvLoraRank: R, ropeDim: r, nopeDim: 16, vDim: 16 };
@@ -603,7 +603,7 @@ describe('output refit (joint across heads)', () => {
     const f = factorizeLayer(c.spec, c.w, moments(c), { qkRopeDim: 16, kvLoraRank: 16, freqfold: 1, balanceKv: 1 });
     const orig = asLayer({ 'q_proj.weight': c.w.wq, 'k_proj.weight': c.w.wk, 'v_proj.weight': c.w.wv, 'o_proj.weight': c.w.wo });
     const conv = asLayer({ 'q_proj.weight': f.attention.qProj, 'kv_a_proj_with_mqa.weight': f.attention.kvA, 'kv_b_proj.weight': f.attention.kvB, 'o_proj.weight': c.w.wo });
-    const out = (await refitOutput(c.spec, mlaSpecOf(c.spec, 16, 16), orig, conv, c.x, 4, 24))!;
+    const out = (await refitOutput({ spec: c.spec, mla: mlaSpecOf(c.spec, 16, 16), orig, conv, x: c.x, nSeq: 4, seqLen: 24 }))!;
     const x = Float64Array.from(c.x.subarray(0, 24 * 32));
     const ref = gqaAttentionRef(x, 24, dims(c), c.w, c.invFreq);
     const got = mlaAttentionRef(x, 24, { hidden: 32, heads: 2, kvLoraRank: 16, ropeDim: 16, nopeDim: 16, vDim: 16 }, { ...f.attention, kvB: out.kvB, oProj: out.oProj }, c.invFreq);

@@ -4,7 +4,7 @@
  */
 import { checkQLoraRank, compressQuery, losslessQLoraRank } from '../src/convert/q-compress.js';
 import { chooseLatentScaling } from '../src/convert/latent-norm.js';
-import { MomentAccumulator } from '../src/convert/statistics.js';
+import { MomentAccumulator } from '../src/tensor/moments.js';
 import { roundToDtype } from '../src/convert/layer-ops.js';
 import { randn } from './helpers/random.js';
 import { relErr } from './helpers/ref-attention.js';

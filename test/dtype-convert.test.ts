@@ -2,7 +2,7 @@
 // native/conversion_reduce.cc) against the scalar TypeScript definitions and float64 sums.
 import { native } from '../src/native/binding.js';
 import { expand16, floatBitsToBf16, floatBitsToHalf } from '../src/checkpoint/dtype.js';
-import { latentRowStats } from '../src/convert/latent-norm.js';
+import { latentRowStats } from '../src/tensor/latent-stats.js';
 import { relativeError, roundToDtype } from '../src/convert/layer-ops.js';
 
 /** Random float32 bit patterns (every exponent, so NaN/Inf/subnormals/zeros) plus hand-picked edges. */

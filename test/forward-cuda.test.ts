@@ -10,7 +10,7 @@
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { encodeFloat32, toFloat32 } from '../src/checkpoint/dtype.js';
 import { CudaBackend } from '../src/backend/cuda.js';
-import { MomentAccumulator } from '../src/convert/statistics.js';
+import { MomentAccumulator } from '../src/tensor/moments.js';
 import { attentionForward } from '../src/engine/attention.js';
 import { layerForward } from '../src/engine/layer.js';
 import { loadLayerWeights } from '../src/engine/weights.js';
@@ -312,7 +312,7 @@ suite('CudaBackend vs the engine on a fixture layer', () => {
 
 suite('CudaBackend float64 products with pinned operands', () => {
   test('a pinned operand gives the product of its host values, on the GPU path', async () => {
-    const { matmul, pinOperand } = await import('../src/convert/mat.js');
+    const { matmul, pinOperand } = await import('../src/tensor/mat.js');
     const { gemm } = await import('../src/linalg.js');
     const backend = new CudaBackend();
     try {

@@ -3,9 +3,9 @@
  * and the float64 moment accumulator), in the same order, so CPU results are unchanged.
  */
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import type { OutTensor } from '../convert/output.js';
-import { type InputMoments, MomentAccumulator } from '../convert/statistics.js';
-import { maxLatentMeanSquare } from '../convert/latent-norm.js';
+import type { OutTensor } from '../tensor/out-tensor.js';
+import { type InputMoments, MomentAccumulator } from '../tensor/moments.js';
+import { maxLatentMeanSquare } from '../tensor/latent-stats.js';
 import { attentionForward } from '../engine/attention.js';
 import { layerForward } from '../engine/layer.js';
 import { type LayerWeights, loadLayerWeights } from '../engine/weights.js';

@@ -15,10 +15,10 @@
  */
 import type { Checkpoint, RawTensor } from '../checkpoint/checkpoint.js';
 import { encodeFloat32, toFloat32, type Dtype } from '../checkpoint/dtype.js';
-import type { OutTensor } from '../convert/output.js';
-import type { InputMoments } from '../convert/statistics.js';
-import { setMatKernels } from '../convert/mat.js';
-import { latentRowStats } from '../convert/latent-norm.js';
+import type { OutTensor } from '../tensor/out-tensor.js';
+import type { InputMoments } from '../tensor/moments.js';
+import { setMatKernels } from '../tensor/mat.js';
+import { latentRowStats } from '../tensor/latent-stats.js';
 import { gemm as cpuGemm, eigh as cpuEigh } from '../linalg.js';
 import { type LayerWeights, layerPrefix, layerTensorSpecs } from '../engine/weights.js';
 import { GqaError } from '../errors.js';
@@ -336,7 +336,7 @@ export class CudaBackend implements ComputeBackend {
     const per = Math.max(1, Math.floor(MICRO_BATCH_TOKENS / seqLen));
     for (let s0 = 0; s0 < nSeq; s0 += per) {
       const n = Math.min(per, nSeq - s0);
-      attentionDevice(ctx, spec, w, xd.sub(s0 * seqLen * H, n * seqLen * H), n, seqLen, out.sub(s0 * seqLen * H, n * seqLen * H), false);
+      await attentionDevice(ctx, spec, w, xd.sub(s0 * seqLen * H, n * seqLen * H), n, seqLen, out.sub(s0 * seqLen * H, n * seqLen * H), false);
     }
     await this.cu.synchronizeAsync();
     const t = now();
@@ -352,7 +352,7 @@ export class CudaBackend implements ComputeBackend {
     if (hidden.length < nSeq * seqLen * H)
       throw new GqaError('ERR_SHAPE', `hidden has ${hidden.length} floats, needs nSeq*seqLen*hidden = ${nSeq * seqLen * H}`, 'usage');
     const h = this.ensureHidden(hidden);
-    layerForwardDevice(this.context(true), spec, w, h, nSeq, seqLen, MICRO_BATCH_TOKENS);
+    await layerForwardDevice(this.context(true), spec, w, h, nSeq, seqLen, MICRO_BATCH_TOKENS);
     await this.cu.synchronizeAsync();
     this.mirror = hidden; // the device copy is current; the host one only after syncHidden
     this.hostStale = true;

@@ -6,8 +6,8 @@
  * mirror those functions so the two paths read the same.
  */
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
-import type { OutTensor } from '../convert/output.js';
-import type { InputMoments } from '../convert/statistics.js';
+import type { OutTensor } from '../tensor/out-tensor.js';
+import type { InputMoments } from '../tensor/moments.js';
 import type { LayerWeights } from '../engine/weights.js';
 import type { ModelSpec } from '../model/spec-types.js';
 

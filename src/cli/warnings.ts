@@ -2,7 +2,7 @@
  * Warnings the CLI derives from a conversion report after the fact (the report holds the
  * numbers; the CLI says what they mean).
  */
-import type { ConversionReport } from '../convert/report.js';
+import type { ConversionReport } from '../report-types.js';
 
 /** Layers with subnormal stored weights (exact latent norm and q_a_layernorm) and their total. */
 export function subnormalCounts(report: Pick<ConversionReport, 'layers'>): { total: number; layers: number[] } {

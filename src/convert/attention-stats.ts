@@ -22,9 +22,9 @@ import type { ModelSpec } from '../model/spec-types.js';
 import { ropeFor, slidingWindowOf } from '../engine/attention.js';
 import { native } from '../native/binding.js';
 import { gemm, syrkAccumulate } from '../linalg.js';
-import { type Mat, fromArray, matmul } from './mat.js';
-import type { GqaAttention } from './factorize.js';
-import type { InputMoments } from './statistics.js';
+import { type Mat, fromArray, matmul } from '../tensor/mat.js';
+import type { GqaAttention } from './attention-weights.js';
+import type { InputMoments } from '../tensor/moments.js';
 
 /** Attention-aware second moments of the (optionally augmented) attention input, pooled over heads. */
 export interface AttentionMoments {
@@ -79,6 +79,64 @@ export function headWeights(spec: ModelSpec, w: GqaAttention, m: InputMoments): 
   return { keyWeights: norm(k), valueWeights: norm(v) };
 }
 
+/** Queries and keys of `rows` inputs (windows of `S` tokens at positions 0..S-1), with RoPE applied. */
+async function ropedQueriesKeys(spec: ModelSpec, w: GqaAttention, xs: Float32Array, rows: number, S: number): Promise<{ q: Float32Array; k: Float32Array }> {
+  const { hiddenSize: hid, numHeads: H, numKvHeads: G, headDim: d } = spec;
+  const q = new Float32Array(rows * H * d);
+  const k = new Float32Array(rows * G * d);
+  await native.linearAsync(xs, w.wq, q, { rows, inDim: hid, outDim: H * d, bias: w.bq ?? null });
+  await native.linearAsync(xs, w.wk, k, { rows, inDim: hid, outDim: G * d, bias: w.bk ?? null });
+  const rope = ropeFor(spec, S - 1);
+  const pos = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) pos[r] = r % S;
+  const ro = { headStride: d, rotDim: rope.rotDim, scale: rope.attentionScaling };
+  await native.ropeAsync(q, pos, rope.invFreq, { ...ro, rowStride: H * d, nHeads: H });
+  await native.ropeAsync(k, pos, rope.invFreq, { ...ro, rowStride: G * d, nHeads: G });
+  return { q, k };
+}
+
+/**
+ * In place: the S x S logits of one head and window -> causal (sliding-window `win` when
+ * > 0) softmax probabilities of `scale` x logits, zero outside the window; adds kw x each
+ * column's probabilities to `colSum`.
+ */
+function causalSoftmax(logits: Float32Array, S: number, scale: number, win: number, kw: number, colSum: Float64Array): void {
+  for (let t = 0; t < S; t++) {
+    const o = t * S;
+    const lo = win > 0 ? Math.max(0, t - win + 1) : 0;
+    let mx = -Infinity;
+    for (let u = lo; u <= t; u++) if (logits[o + u] * scale > mx) mx = logits[o + u] * scale;
+    let z = 0;
+    for (let u = 0; u < S; u++) {
+      if (u < lo || u > t) {
+        logits[o + u] = 0;
+        continue;
+      }
+      const e = Math.exp(logits[o + u] * scale - mx);
+      logits[o + u] = e;
+      z += e;
+    }
+    for (let u = lo; u <= t; u++) {
+      logits[o + u] /= z;
+      colSum[u] += kw * logits[o + u];
+    }
+  }
+}
+
+/** Window `s`'s S inputs into `xa` ([S, n], n = hid + 1 with a constant 1 column when augmented). */
+function windowInputs(xs: Float32Array, s: number, S: number, hid: number, augmented: boolean, xa: Float32Array): void {
+  const n = augmented ? hid + 1 : hid;
+  for (let t = 0; t < S; t++) {
+    xa.set(xs.subarray((s * S + t) * hid, (s * S + t + 1) * hid), t * n);
+    if (augmented) xa[t * n + hid] = 1;
+  }
+}
+
+/** Row `u` of `src` ([*, n]) times `f` into the same row of `dst`. */
+function scaleRow(src: Float32Array, dst: Float32Array, u: number, n: number, f: number): void {
+  for (let j = 0; j < n; j++) dst[u * n + j] = src[u * n + j] * f;
+}
+
 /**
  * Measures {@link AttentionMoments} of a GQA layer from the original attention on the
  * first `min(nSeq, maxWindows)` windows of normalised attention inputs `x`
@@ -109,16 +167,7 @@ export async function attentionMoments(
   const rows = nWin * S;
   if (x.length < rows * hid) throw new Error(`attentionMoments: x has ${x.length} values, needs ${rows} x ${hid}`);
   const xs = x.subarray(0, rows * hid);
-  const q = new Float32Array(rows * H * d);
-  const k = new Float32Array(rows * G * d);
-  await native.linearAsync(xs, w.wq, q, { rows, inDim: hid, outDim: H * d, bias: w.bq ?? null });
-  await native.linearAsync(xs, w.wk, k, { rows, inDim: hid, outDim: G * d, bias: w.bk ?? null });
-  const rope = ropeFor(spec, S - 1);
-  const pos = new Int32Array(rows);
-  for (let r = 0; r < rows; r++) pos[r] = r % S;
-  const ro = { headStride: d, rotDim: rope.rotDim, scale: rope.attentionScaling };
-  await native.ropeAsync(q, pos, rope.invFreq, { ...ro, rowStride: H * d, nHeads: H });
-  await native.ropeAsync(k, pos, rope.invFreq, { ...ro, rowStride: G * d, nHeads: G });
+  const { q, k } = await ropedQueriesKeys(spec, w, xs, rows, S);
   const win = slidingWindowOf(spec, layer);
   const scale = 1 / Math.sqrt(d);
   const grp = H / G;
@@ -141,10 +190,7 @@ export async function attentionMoments(
   const colSum = new Float64Array(S); // sum_h keyWeights[h] sum_t p_h(t, s)
   let sampledTokens = 0;
   for (let s = 0; s < nWin; s++) {
-    for (let t = 0; t < S; t++) {
-      xa.set(xs.subarray((s * S + t) * hid, (s * S + t + 1) * hid), t * n);
-      if (augmented) xa[t * n + hid] = 1;
-    }
+    windowInputs(xs, s, S, hid, augmented, xa);
     colSum.fill(0);
     const off = s % stride;
     const m = Math.ceil((S - off) / stride); // sampled queries off, off + stride, ...
@@ -157,26 +203,7 @@ export async function attentionMoments(
       }
       gemm(qh, kg, logits, S, S, d, { transB: true });
       const kw = keyWeights[h];
-      for (let t = 0; t < S; t++) {
-        const o = t * S;
-        const lo = win > 0 ? Math.max(0, t - win + 1) : 0;
-        let mx = -Infinity;
-        for (let u = lo; u <= t; u++) if (logits[o + u] * scale > mx) mx = logits[o + u] * scale;
-        let z = 0;
-        for (let u = 0; u < S; u++) {
-          if (u < lo || u > t) {
-            logits[o + u] = 0;
-            continue;
-          }
-          const e = Math.exp(logits[o + u] * scale - mx);
-          logits[o + u] = e;
-          z += e;
-        }
-        for (let u = lo; u <= t; u++) {
-          logits[o + u] /= z;
-          colSum[u] += kw * logits[o + u];
-        }
-      }
+      causalSoftmax(logits, S, scale, win, kw, colSum);
       for (let i = 0; i < m; i++) pRows.set(logits.subarray((off + i * stride) * S, (off + i * stride + 1) * S), i * S);
       gemm(pRows.subarray(0, m * S), xa, xbar.subarray(0, m * n), m, n, S); // xbar = P x (sampled queries)
       const fv = Math.sqrt(valueWeights[h]);
@@ -189,10 +216,7 @@ export async function attentionMoments(
     // attended moments under the value weights; the key spread subtracts them under the key weights
     syrkAccumulate(attended, stackV.subarray(0, H * m * n), H * m, n);
     syrkAccumulate(attendedK, stackK.subarray(0, H * m * n), H * m, n);
-    for (let u = 0; u < S; u++) {
-      const f = Math.sqrt(colSum[u]);
-      for (let j = 0; j < n; j++) scaledRows[u * n + j] = xa[u * n + j] * f;
-    }
+    for (let u = 0; u < S; u++) scaleRow(xa, scaledRows, u, n, Math.sqrt(colSum[u]));
     syrkAccumulate(weighted, scaledRows, S, n);
   }
   const tokens = rows;

@@ -8,7 +8,7 @@
 import type { ModelSpec } from '../model/spec-types.js';
 import { ropeFor } from '../engine/attention.js';
 import { gemm } from '../linalg.js';
-import type { GqaAttention } from './factorize.js';
+import type { GqaAttention } from './attention-weights.js';
 
 /** Attention-mass distribution over distances per head, and the expected cosines. */
 export interface DistanceProfile {

@@ -27,38 +27,15 @@
  * Biases follow the same linear maps.
  */
 import type { ModelSpec } from '../model/spec-types.js';
-import { symEigh as eigh } from './mat.js';
-import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, spectralMatrix, trace, zeros } from './mat.js';
+import { symEigh as eigh } from '../tensor/mat.js';
+import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, spectralMatrix, trace, zeros } from '../tensor/mat.js';
 import { type RopeRotation, roropeRotation } from './rorope.js';
-import { type Affine, type InputMoments, crossMoment, secondMoment, symmetrize } from './statistics.js';
+import { type Affine, type InputMoments, crossMoment, secondMoment, symmetrize } from '../tensor/moments.js';
 import type { AttentionMoments } from './attention-stats.js';
 import { type JointInputs, jointBasis, jointInputs } from './joint-basis.js';
+import type { GqaAttention, MlaAttention } from './attention-weights.js';
 
-/** A GQA/MHA layer's attention weights as stored ([out, in] row-major). */
-export interface GqaAttention {
-  wq: Float32Array;
-  wk: Float32Array;
-  wv: Float32Array;
-  wo: Float32Array;
-  bq?: Float32Array | null;
-  bk?: Float32Array | null;
-  bv?: Float32Array | null;
-  bo?: Float32Array | null;
-}
-
-/** DeepSeek-V3 attention weights of one layer (transformers' names and shapes). */
-export interface MlaAttention {
-  /** q_proj.weight [H * (d + r), hidden], per head [nope d | rope r] */
-  qProj: Float32Array;
-  qBias: Float32Array | null;
-  /** kv_a_proj_with_mqa.weight [R + r, hidden]: [latent R | k_rope r] */
-  kvA: Float32Array;
-  kvABias: Float32Array | null;
-  /** kv_b_proj.weight [H * (d + d), R], per head [k_nope d | v d] */
-  kvB: Float32Array;
-  oProj: Float32Array;
-  oBias: Float32Array | null;
-}
+export type { GqaAttention, MlaAttention };
 
 /** How the RoPE directions are chosen: TransMLA's key PCA, or by attention-logit energy. */
 export type RopeSelection = 'key' | 'qk';
@@ -195,36 +172,28 @@ export function layerMoments(spec: ModelSpec, w: GqaAttention, m: InputMoments, 
   return { ck, cv, cq: needQuery ? queryMetric(spec, w, m) : null, mv: needQuery ? valueMetric(spec, w.wo) : null };
 }
 
-/** Factorizes one layer's attention into DeepSeek-V3 MLA weights. */
-export function factorizeLayer(
-  spec: ModelSpec,
-  w: GqaAttention,
-  m: InputMoments,
-  opt: FactorizeOptions,
-  lm: LayerMoments = layerMoments(spec, w, m, opt.ropeSelection === 'qk' || (opt.kvMetric ?? 'plain') !== 'plain'),
-): LayerFactorization {
-  const { hiddenSize: hid, numHeads: H, numKvHeads: nKv, headDim: d } = spec;
+/** The RoRoPE split of the merged keys (T) and of the queries (S) into RoPE and NoPE rows. */
+interface RopeSplit {
+  rope: RopeRotation;
+  tRope: Mat;
+  tNope: Mat;
+  sRope: Mat;
+  sNope: Mat;
+}
+
+function ropeSplit(lm: LayerMoments, nKv: number, d: number, opt: FactorizeOptions): RopeSplit {
   const L = nKv * d;
   const r = opt.qkRopeDim;
-  const R = opt.kvLoraRank;
-  const group = H / nKv;
-  const nN = L - r;
-  const k = affine(w.wk, w.bk, L, hid);
-  const v = affine(w.wv, w.bv, L, hid);
-  const { ck, cv } = lm;
-  const attn = opt.kvMetric === 'attention';
-  const objective = opt.kvMetric === 'objective' || attn;
-  if ((opt.ropeSelection === 'qk' || objective) && (!lm.cq || !lm.mv)) throw new Error('factorizeLayer: query/value metrics missing');
-  if (attn && !opt.attention) throw new Error("factorizeLayer: kvMetric 'attention' needs the attention moments");
-
-  // ---- RoRoPE (step 2)
-  const rope: RopeRotation = roropeRotation(ck, nKv, d, r, opt.freqfold, opt.ropeSelection === 'qk' ? lm.cq! : undefined);
+  const rope: RopeRotation = roropeRotation(lm.ck, nKv, d, r, opt.freqfold, opt.ropeSelection === 'qk' ? lm.cq! : undefined);
   const tRope = rowSlice(rope.rot, 0, r);
   const tNope = rowSlice(rope.rot, r, L);
   const sRope = rope.qrot === rope.rot ? tRope : rowSlice(rope.qrot, 0, r);
   const sNope = rope.qrot === rope.rot ? tNope : rowSlice(rope.qrot, r, L);
+  return { rope, tRope, tNope, sRope, sNope };
+}
 
-  // ---- metrics of the joint compression (step 3)
+/** Square roots (and inverses) of the joint compression's key and value metrics: identity for plain PCA. */
+function compressionMetrics(lm: LayerMoments, sNope: Mat, nN: number, L: number, objective: boolean) {
   let gk = identity(nN);
   let gkInv = gk;
   let gv = identity(L);
@@ -235,16 +204,11 @@ export function factorizeLayer(
     ({ sqrt: gk, isqrt: gkInv } = sqrtPair(qn));
   }
   if (objective) ({ sqrt: gv, isqrt: gvInv } = sqrtPair(lm.mv!));
+  return { gk, gkInv, gv, gvInv };
+}
 
-  // key part a = Gk T[r:] k, value part b = Gv v (affine in x)
-  const kA: Affine = { w: matmul(matmul(gk, tNope), k.w), b: k.b ? matvec(gk, matvec(tNope, k.b)) : null };
-  const vB: Affine = objective ? { w: matmul(gv, v.w), b: v.b ? matvec(gv, v.b) : null } : v;
-  const cA = nN > 0 ? matmul(matmul(matmul(gk, tNope), ck), matmul(gk, tNope), false, true) : zeros(0, 0);
-  const cB = objective ? matmul(matmul(gv, cv), gv, false, true) : cv;
-  const trA = trace(cA);
-  const s = nN > 0 && trA > 0 ? opt.balanceKv * Math.sqrt(trace(cB) / trA) : 1;
-
-  // z = [s a ; b]
+/** The joint PCA of z = [s a ; b]: eigen-decomposition of E[z z^T] and the share the top R directions keep. */
+function jointPca(m: InputMoments, kA: Affine, vB: Affine, cA: Mat, cB: Mat, s: number, nN: number, L: number, R: number) {
   const nz = nN + L;
   const cz = zeros(nz, nz);
   const cross = nN > 0 ? crossMoment(kA, vB, m) : zeros(0, L);
@@ -265,15 +229,17 @@ export function factorizeLayer(
     totalZ += values[i];
     if (i < R) keptZ += values[i];
   }
+  return { P, values, varianceKept: totalZ > 0 ? keptZ / totalZ : 1 };
+}
 
-  // ---- latent c = P^T [s a; b] (kv_a) with decoders [s a; b] ~ [Dk; Dv] c (PCA: D = P)
-  let decK = rowSlice(P, 0, nN);
-  let decV = rowSlice(P, nN, nz);
-  let latentW = nN > 0 ? matmul(decK, kA.w, true, false) : zeros(R, hid);
+/** The latent c = P^T [s a; b] (kv_a's latent rows and bias) with its PCA decoders [Dk; Dv] = P. */
+function pcaLatent(P: Mat, kA: Affine, vB: Affine, s: number, nN: number, R: number, hid: number, hasBias: boolean) {
+  const decK = rowSlice(P, 0, nN);
+  const decV = rowSlice(P, nN, P.rows);
+  const latentW = nN > 0 ? matmul(decK, kA.w, true, false) : zeros(R, hid);
   if (nN > 0) for (let i = 0; i < latentW.data.length; i++) latentW.data[i] *= s;
   const lv = matmul(decV, vB.w, true, false);
   for (let i = 0; i < latentW.data.length; i++) latentW.data[i] += lv.data[i];
-  const hasBias = Boolean(k.b || v.b);
   let latentB: Float64Array | null = null;
   if (hasBias) {
     latentB = new Float64Array(R);
@@ -286,34 +252,64 @@ export function factorizeLayer(
       for (let i = 0; i < R; i++) latentB[i] += t[i];
     }
   }
-  let joint: LayerFactorization['joint'];
-  let sDec = s; // decK maps the latent to sDec * a
-  if (attn && nN > 0) {
-    const am = opt.attention!;
-    const ref = jointRefinement(hid, am, hasBias, kA, vB, latentW, latentB, opt.balanceKv, opt.jointIterations ?? 10);
-    latentW = ref.latentW;
-    latentB = ref.latentB;
-    decK = ref.decK;
-    decV = ref.decV;
-    sDec = ref.scale;
-    joint = ref.joint;
-  }
+  return { decK, decV, latentW, latentB };
+}
 
-  // ---- kv_a = [latent ; T[:r] Wk]
+/** kv_a = [latent ; T[:r] Wk] (and its bias). */
+function kvAProjection(latentW: Mat, latentB: Float64Array | null, tRope: Mat, k: Affine, R: number, r: number, hid: number) {
   const ropeW = matmul(tRope, k.w); // r x hid
   const kvA = new Float32Array((R + r) * hid);
   kvA.set(latentW.data);
   kvA.set(ropeW.data, R * hid);
   let kvABias: Float32Array | null = null;
-  if (hasBias) {
+  if (latentB) {
     kvABias = new Float32Array(R + r);
-    kvABias.set(latentB!);
+    kvABias.set(latentB);
     if (k.b) kvABias.set(matvec(tRope, k.b), R);
   }
+  return { kvA, kvABias };
+}
 
-  // ---- kv_b per head: [E_g^T S[r:]^T Gk^{-1} D_k / s ; E_g^T Gv^{-1} D_v]
-  const kRec = nN > 0 ? matmul(gkInv, decK) : zeros(0, R); // (L - r) x R: k' ~ kRec c / s
-  const upV = objective ? matmul(gvInv, decV) : decV; // L x R
+/** k' rows of query head h with each NoPE pair replaced by its expected rotation (nopeCos / nopeSin of head h). */
+function nopeRotatedRows(kRec: Mat, rope: RopeRotation, cosH: Float64Array, sinH: Float64Array | undefined, r: number, R: number): Mat {
+  const scaled = { rows: kRec.rows, cols: R, data: kRec.data.slice() };
+  for (const p of rope.nopeFreqWeights) {
+    let c = 0;
+    let sn = 0;
+    for (let f = 0; f < p.freqs.length; f++) {
+      c += p.weights[f] * cosH[p.freqs[f]];
+      if (sinH) sn += p.weights[f] * sinH[p.freqs[f]];
+    }
+    const re = (p.re - r) * R;
+    const im = (p.im - r) * R;
+    for (let j = 0; j < R; j++) {
+      const kr = kRec.data[re + j];
+      const ki = kRec.data[im + j];
+      scaled.data[re + j] = c * kr + sn * ki;
+      scaled.data[im + j] = c * ki - sn * kr;
+    }
+  }
+  return scaled;
+}
+
+/** The decoders of the latent as kv_b needs them. */
+interface KvDecoders {
+  /** k' ~ kRec c / sDec, (L - r) x R */
+  kRec: Mat;
+  /** v ~ upV c, L x R */
+  upV: Mat;
+  sDec: number;
+}
+
+/** kv_b per head: [E_g^T S[r:]^T Gk^{-1} D_k / s ; E_g^T Gv^{-1} D_v]. */
+function kvBProjection(spec: ModelSpec, opt: FactorizeOptions, split: RopeSplit, dec: KvDecoders): Float32Array {
+  const { numHeads: H, numKvHeads: nKv, headDim: d } = spec;
+  const L = nKv * d;
+  const r = opt.qkRopeDim;
+  const R = opt.kvLoraRank;
+  const nN = L - r;
+  const group = H / nKv;
+  const { kRec, upV, sDec } = dec;
   const kvB = new Float32Array(H * 2 * d * R);
   let upKShared: Mat | null = null;
   for (let h = 0; h < H; h++) {
@@ -322,28 +318,9 @@ export function factorizeLayer(
     let upK: Mat;
     if (opt.nopeCos && nN > 0) {
       // scale each NoPE row of k' by head h's expected cosine of the lost rotation
-      const scaled = { rows: kRec.rows, cols: R, data: kRec.data.slice() };
-      const cosH = opt.nopeCos[h];
-      const sinH = opt.nopeSin?.[h];
-      for (const p of rope.nopeFreqWeights) {
-        let c = 0;
-        let sn = 0;
-        for (let f = 0; f < p.freqs.length; f++) {
-          c += p.weights[f] * cosH[p.freqs[f]];
-          if (sinH) sn += p.weights[f] * sinH[p.freqs[f]];
-        }
-        const re = (p.re - r) * R;
-        const im = (p.im - r) * R;
-        for (let j = 0; j < R; j++) {
-          const kr = kRec.data[re + j];
-          const ki = kRec.data[im + j];
-          scaled.data[re + j] = c * kr + sn * ki;
-          scaled.data[im + j] = c * ki - sn * kr;
-        }
-      }
-      upK = matmul(sNope, scaled, true, false);
+      upK = matmul(split.sNope, nopeRotatedRows(kRec, split.rope, opt.nopeCos[h], opt.nopeSin?.[h], r, R), true, false);
     } else {
-      upKShared ??= nN > 0 ? matmul(sNope, kRec, true, false) : zeros(L, R);
+      upKShared ??= nN > 0 ? matmul(split.sNope, kRec, true, false) : zeros(L, R);
       upK = upKShared;
     }
     for (let i = 0; i < d; i++) {
@@ -354,8 +331,13 @@ export function factorizeLayer(
       }
     }
   }
+  return kvB;
+}
 
-  // ---- q_proj per head: [q_h ; S[:r] E_g q_h] * sqrt((d + r) / d)
+/** q_proj per head: [q_h ; S[:r] E_g q_h] * sqrt((d + r) / d) (and its bias). */
+function queryProjection(spec: ModelSpec, w: GqaAttention, sRope: Mat, r: number) {
+  const { hiddenSize: hid, numHeads: H, numKvHeads: nKv, headDim: d } = spec;
+  const group = H / nKv;
   const qs = Math.sqrt((d + r) / d);
   const qProj = new Float32Array(H * (d + r) * hid);
   const qBias = w.bq ? new Float32Array(H * (d + r)) : null;
@@ -374,14 +356,62 @@ export function factorizeLayer(
       for (let i = 0; i < r; i++) qBias[h * (d + r) + d + i] = bRope[i] * qs;
     }
   }
+  return { qProj, qBias };
+}
 
+/** Factorizes one layer's attention into DeepSeek-V3 MLA weights. */
+export function factorizeLayer(
+  spec: ModelSpec,
+  w: GqaAttention,
+  m: InputMoments,
+  opt: FactorizeOptions,
+  lm: LayerMoments = layerMoments(spec, w, m, opt.ropeSelection === 'qk' || (opt.kvMetric ?? 'plain') !== 'plain'),
+): LayerFactorization {
+  const { hiddenSize: hid, numKvHeads: nKv, headDim: d } = spec;
+  const L = nKv * d;
+  const r = opt.qkRopeDim;
+  const R = opt.kvLoraRank;
+  const nN = L - r;
+  const k = affine(w.wk, w.bk, L, hid);
+  const v = affine(w.wv, w.bv, L, hid);
+  const attn = opt.kvMetric === 'attention';
+  const objective = opt.kvMetric === 'objective' || attn;
+  if ((opt.ropeSelection === 'qk' || objective) && (!lm.cq || !lm.mv)) throw new Error('factorizeLayer: query/value metrics missing');
+  if (attn && !opt.attention) throw new Error("factorizeLayer: kvMetric 'attention' needs the attention moments");
+
+  // ---- RoRoPE (step 2), then the metrics of the joint compression (step 3)
+  const split = ropeSplit(lm, nKv, d, opt);
+  const { gk, gkInv, gv, gvInv } = compressionMetrics(lm, split.sNope, nN, L, objective);
+  // key part a = Gk T[r:] k, value part b = Gv v (affine in x)
+  const kA: Affine = { w: matmul(matmul(gk, split.tNope), k.w), b: k.b ? matvec(gk, matvec(split.tNope, k.b)) : null };
+  const vB: Affine = objective ? { w: matmul(gv, v.w), b: v.b ? matvec(gv, v.b) : null } : v;
+  const cA = nN > 0 ? matmul(matmul(matmul(gk, split.tNope), lm.ck), matmul(gk, split.tNope), false, true) : zeros(0, 0);
+  const cB = objective ? matmul(matmul(gv, lm.cv), gv, false, true) : lm.cv;
+  const trA = trace(cA);
+  const s = nN > 0 && trA > 0 ? opt.balanceKv * Math.sqrt(trace(cB) / trA) : 1;
+  const pca = jointPca(m, kA, vB, cA, cB, s, nN, L, R);
+
+  // ---- latent c = P^T [s a; b] (kv_a) with decoders [s a; b] ~ [Dk; Dv] c (PCA: D = P)
+  const hasBias = Boolean(k.b || v.b);
+  let { decK, decV, latentW, latentB } = pcaLatent(pca.P, kA, vB, s, nN, R, hid, hasBias);
+  let joint: LayerFactorization['joint'];
+  let sDec = s; // decK maps the latent to sDec * a
+  if (attn && nN > 0) {
+    const ref = jointRefinement(hid, opt.attention!, hasBias, kA, vB, latentW, latentB, opt.balanceKv, opt.jointIterations ?? 10);
+    ({ latentW, latentB, decK, decV, joint } = ref);
+    sDec = ref.scale;
+  }
+  const { kvA, kvABias } = kvAProjection(latentW, latentB, split.tRope, k, R, r, hid);
+  const kRec = nN > 0 ? matmul(gkInv, decK) : zeros(0, R);
+  const kvB = kvBProjection(spec, opt, split, { kRec, upV: objective ? matmul(gvInv, decV) : decV, sDec });
+  const { qProj, qBias } = queryProjection(spec, w, split.sRope, r);
   return {
     attention: { qProj, qBias, kvA, kvABias, kvB, oProj: w.wo, oBias: w.bo ?? null },
     freqfold: opt.freqfold,
-    ropeVarianceKept: rope.varianceKept,
-    pcaVarianceKept: totalZ > 0 ? keptZ / totalZ : 1,
-    ropeSpectrum: rope.spectrum,
-    pcaSpectrum: Array.from(values),
+    ropeVarianceKept: split.rope.varianceKept,
+    pcaVarianceKept: pca.varianceKept,
+    ropeSpectrum: split.rope.spectrum,
+    pcaSpectrum: Array.from(pca.values),
     balanceScale: sDec,
     joint,
   };

@@ -19,7 +19,7 @@
  *   X_ab = (U^T P^{-1/2} Q S^{-1/2} W)_ab / (l_a m_b + (1 - l_a)(1 - m_b)).
  * All in float64.
  */
-import { type Mat, matmul, pinOperand, spectralMatrix, symEigh as eigh, zeros } from './mat.js';
+import { type Mat, matmul, pinOperand, spectralMatrix, symEigh as eigh, zeros } from '../tensor/mat.js';
 
 /** sum_ij a_ij b_ij (= tr(A B^T)). */
 function dotAll(a: Mat, b: Mat): number {

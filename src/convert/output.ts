@@ -25,17 +25,12 @@ import { assertReplaceable, isOwnPartial, OUTPUT_MARKER, outputMarker, readOutpu
 import { DTYPE_SIZE, type Dtype, encodeFloat32 } from '../checkpoint/dtype.js';
 import { stringifyConfig } from './config.js';
 import type { ConvertOptions, ResolvedOptions } from './options.js';
+import type { OutTensor } from '../tensor/out-tensor.js';
 
 /** Default seconds between saves of the resume state (the calibration hidden states). */
 export const DEFAULT_CHECKPOINT_SECONDS = 60;
 
-/** A tensor to store: float32 values converted to `dtype`, or raw bytes already in it. */
-export interface OutTensor {
-  name: string;
-  dtype: string;
-  shape: number[];
-  data: Float32Array | Uint8Array;
-}
+export type { OutTensor };
 
 /** Writes one safetensors file (header padded to 8 bytes, metadata {"format":"pt"}). */
 async function writeShard(path: string, tensors: OutTensor[]): Promise<number> {

@@ -21,9 +21,10 @@
  * q_lora_rank = k + 1 with a bias, k without.
  */
 import { usageError } from '../errors.js';
-import { fromArray, matmul, symEigh as eigh } from './mat.js';
-import { type InputMoments, secondMoment } from './statistics.js';
-import { chooseLatentScaling, maxLatentMeanSquare, type LatentNormScaling } from './latent-norm.js';
+import { fromArray, matmul, symEigh as eigh } from '../tensor/mat.js';
+import { type InputMoments, secondMoment } from '../tensor/moments.js';
+import { chooseLatentScaling, type LatentNormScaling } from './latent-norm.js';
+import { maxLatentMeanSquare } from '../tensor/latent-stats.js';
 
 /** q_a_proj / q_a_layernorm / q_b_proj of one layer (float32, [out, in] row-major). */
 export interface QueryCompression {

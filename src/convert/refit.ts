@@ -15,7 +15,7 @@ import { ropeFor } from '../engine/attention.js';
 import type { LayerWeights } from '../engine/weights.js';
 import { mlaSoftmaxScale } from '../model/rope.js';
 import { gemm, svd, syrkAccumulate } from '../linalg.js';
-import { spectralMatrix, symEigh as eigh } from './mat.js';
+import { spectralMatrix, symEigh as eigh } from '../tensor/mat.js';
 
 function positions(rows: number, seqLen: number): Int32Array {
   const p = new Int32Array(rows);
@@ -97,20 +97,28 @@ async function attendedLatents(mla: ModelSpec, w: LayerWeights, x: Float32Array,
   return z;
 }
 
+/** What a refit reads: the source and converted layers and calibration windows of their inputs. */
+export interface RefitInput {
+  /** the source (GQA/MHA) spec and layer */
+  spec: ModelSpec;
+  orig: LayerWeights;
+  /** the converted layer's spec and weights (q_proj form) */
+  mla: ModelSpec;
+  conv: LayerWeights;
+  /** normalised attention inputs: `nSeq` windows of `seqLen` tokens */
+  x: Float32Array;
+  nSeq: number;
+  seqLen: number;
+  /** ridge of the regressions (default 1e-4) */
+  ridge?: number;
+}
+
 /**
  * Returns the refit value rows of kv_b_proj ([H * (d + d), R] with the v rows replaced),
  * from `nSeq` calibration windows of normalised attention inputs `x`.
  */
-export async function refitValues(
-  spec: ModelSpec,
-  mla: ModelSpec,
-  orig: LayerWeights,
-  conv: LayerWeights,
-  x: Float32Array,
-  nSeq: number,
-  seqLen: number,
-  ridge = 1e-4,
-): Promise<Float32Array> {
+export async function refitValues(input: RefitInput): Promise<Float32Array> {
+  const { spec, mla, orig, conv, x, nSeq, seqLen, ridge = 1e-4 } = input;
   const H = spec.numHeads;
   const d = spec.headDim;
   const R = mla.mla!.kvLoraRank;
@@ -179,17 +187,8 @@ export interface OutputRefit {
  * its best rank-vDim approximation in the metric of head h's latents.
  * Returns null when the joint Gram matrix would exceed `maxDim` (H R) dimensions.
  */
-export async function refitOutput(
-  spec: ModelSpec,
-  mla: ModelSpec,
-  orig: LayerWeights,
-  conv: LayerWeights,
-  x: Float32Array,
-  nSeq: number,
-  seqLen: number,
-  ridge = 1e-4,
-  maxDim = 4096,
-): Promise<OutputRefit | null> {
+export async function refitOutput(input: RefitInput & { maxDim?: number }): Promise<OutputRefit | null> {
+  const { spec, mla, orig, conv, x, nSeq, seqLen, ridge = 1e-4, maxDim = 4096 } = input;
   const { hiddenSize: hid, numHeads: H, headDim: d } = spec;
   const m = mla.mla!;
   const R = m.kvLoraRank;

@@ -23,8 +23,8 @@
  * logit energy L_a = E[q'_a^2] E[k'_a^2], and keeping the largest L_a keeps RoPE where
  * the attention logits need it most.
  */
-import { symEigh as eigh } from './mat.js';
-import { type Mat, zeros } from './mat.js';
+import { symEigh as eigh } from '../tensor/mat.js';
+import { type Mat, zeros } from '../tensor/mat.js';
 
 /** The orthogonal rotation of the merged key latent (nKv * headDim dims). */
 export interface RopeRotation {
@@ -116,19 +116,7 @@ export function roropeRotation(
         rowRe = nopeRow++;
         rowIm = nopeRow++;
         pairs.push({ re: rowRe, im: rowIm, freq: g0 });
-        const wts = new Array<number>(freqfold).fill(0);
-        let tot = 0;
-        for (let v = 0; v < nv; v++) {
-          const u2 = vectors[v * nv + c] ** 2;
-          wts[v % freqfold] += u2;
-          tot += u2;
-        }
-        nopeFreqWeights.push({
-          re: rowRe,
-          im: rowIm,
-          freqs: Array.from({ length: freqfold }, (_, f) => g0 + f),
-          weights: wts.map((w) => (tot > 0 ? w / tot : 1 / freqfold)),
-        });
+        nopeFreqWeights.push({ re: rowRe, im: rowIm, ...directionFreqWeights(vectors, nv, c, freqfold, g0) });
       }
       for (let v = 0; v < nv; v++) {
         const u = vectors[v * nv + c];
@@ -143,6 +131,18 @@ export function roropeRotation(
     }
   }
   return { rot, qrot, ropeDim, freqfold, spectrum, varianceKept: total > 0 ? kept / total : 1, pairs, nopeFreqWeights };
+}
+
+/** The original frequencies g0..g0+freqfold-1 of direction `c` (column of `vectors`, nv x nv) and the share of its energy on each. */
+function directionFreqWeights(vectors: Float64Array, nv: number, c: number, freqfold: number, g0: number): { freqs: number[]; weights: number[] } {
+  const wts = new Array<number>(freqfold).fill(0);
+  let tot = 0;
+  for (let v = 0; v < nv; v++) {
+    const u2 = vectors[v * nv + c] ** 2;
+    wts[v % freqfold] += u2;
+    tot += u2;
+  }
+  return { freqs: Array.from({ length: freqfold }, (_, f) => g0 + f), weights: wts.map((w) => (tot > 0 ? w / tot : 1 / freqfold)) };
 }
 
 /** The group's moment over its variables: real-real plus imaginary-imaginary blocks. */

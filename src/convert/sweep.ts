@@ -9,7 +9,9 @@ import { evalPpl, type PplResult } from '../eval/ppl.js';
 import { writeReportHtml } from '../report/html.js';
 import { writeSweepReportHtml } from '../report/sweep-html.js';
 import type { SweepResult } from './convert.js';
-import type { ConversionReport } from './report.js';
+import type { ConversionReport, SweepRow, SweepSummary } from '../report-types.js';
+
+export type { SweepRow, SweepSettings, SweepSummary } from '../report-types.js';
 
 /** Evaluation settings (the eval-ppl protocol). */
 export interface EvalSettings {
@@ -52,39 +54,6 @@ export async function attachPpl(report: ConversionReport, sourceDir: string, out
   await writeFile(join(outDir, 'conversion-report.json'), `${JSON.stringify(report, null, 2)}\n`);
   await writeReportHtml(outDir);
   return ppl;
-}
-
-/** One row of sweep.json. */
-export interface SweepRow {
-  dir: string;
-  kvLoraRank: number;
-  qkRopeDim: number;
-  kvValuesPerTokenPerLayer: number;
-  /** all layers (absent in sweep.json files written before it was recorded) */
-  kvValuesPerToken?: number;
-  compression: number;
-  meanAttnRelError: number;
-  attnRelError: number[];
-  ppl?: number;
-}
-
-/** The settings every budget of a sweep shares (all but the budget itself). */
-export type SweepSettings = Omit<ConversionReport['settings'], 'kvLoraRank' | 'qkRopeDim'>;
-
-/** sweep.json's content. */
-export interface SweepSummary {
-  source: string;
-  outDir: string;
-  seconds: number;
-  kvValuesPerTokenPerLayerBefore: number;
-  pplBefore?: number;
-  protocol?: string;
-  /** the source model (absent in sweep.json files written before it was recorded) */
-  model?: Omit<ConversionReport['source'], 'dir'>;
-  /** settings shared by all budgets (likewise optional) */
-  settings?: SweepSettings;
-  tool?: ConversionReport['tool'];
-  budgets: SweepRow[];
 }
 
 /** Perplexity measured for a sweep: the source's, and each budget's in the sweep's order. */

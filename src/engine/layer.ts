@@ -7,9 +7,10 @@
  */
 import { GqaError } from '../errors.js';
 import type { ModelSpec } from '../model/spec-types.js';
-import { native } from '../native/binding.js';
-import { attentionInto } from './attention.js';
-import { type LayerWeights, opt, req } from './weights.js';
+import { ropeFor } from './attention.js';
+import { decoderStepGraph, mlpGraph } from './graph.js';
+import { hostKernels } from './host-kernels.js';
+import { type LayerWeights, req } from './weights.js';
 import { Workspace } from './workspace.js';
 
 /** Where a micro-batch sits in the layer call. */
@@ -51,21 +52,10 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
 
 /** SwiGLU MLP of normalised `x` [rows, hidden], added to `out`. */
 export async function mlpInto(spec: ModelSpec, w: LayerWeights, x: Float32Array, rows: number, out: Float32Array, ws: Workspace): Promise<void> {
-  const H = spec.hiddenSize;
-  const I = spec.intermediateSize;
-  const gate = ws.get('gate', rows * I);
-  const up = ws.get('up', rows * I);
-  await native.linearAsync(x, req(w, 'mlp.gate_proj.weight', I * H), gate, { rows, inDim: H, outDim: I, bias: opt(w, 'mlp.gate_proj.bias', I) });
-  await native.linearAsync(x, req(w, 'mlp.up_proj.weight', I * H), up, { rows, inDim: H, outDim: I, bias: opt(w, 'mlp.up_proj.bias', I) });
-  await native.swigluAsync(gate, up, gate, rows * I);
-  await native.linearAsync(gate, req(w, 'mlp.down_proj.weight', H * I), out, {
-    rows,
-    inDim: I,
-    outDim: H,
-    bias: opt(w, 'mlp.down_proj.bias', H),
-    accumulate: true,
-  });
+  await mlpGraph(hostKernels(w, ws, NO_POSITIONS, ropeFor(spec, 0)), spec, x, rows, out);
 }
+
+const NO_POSITIONS = new Int32Array(0);
 
 /**
  * Applies decoder layer `w` to `hidden` [nSeq*seqLen*hiddenSize] in place (positions
@@ -87,20 +77,18 @@ export async function layerForward(
   if (hidden.length < nSeq * seqLen * H)
     throw new GqaError('ERR_SHAPE', `hidden has ${hidden.length} floats, needs nSeq*seqLen*hidden = ${nSeq * seqLen * H}`, 'usage');
   const ws = options.workspace ?? new Workspace();
-  const inNorm = req(w, 'input_layernorm.weight', H);
-  const postNorm = req(w, 'post_attention_layernorm.weight', H);
-  const eps = spec.rmsNormEps;
+  req(w, 'input_layernorm.weight', H); // checked before any work
+  req(w, 'post_attention_layernorm.weight', H);
   const perChunk = Math.max(1, Math.floor((options.microBatchTokens ?? 4096) / seqLen));
+  const rope = ropeFor(spec, seqLen - 1);
   for (let s0 = 0; s0 < nSeq; s0 += perChunk) {
     throwIfAborted(options.signal);
     const n = Math.min(perChunk, nSeq - s0);
-    const rows = n * seqLen;
     const h = hidden.subarray(s0 * seqLen * H, (s0 + n) * seqLen * H);
-    const xn = ws.get('xn', rows * H);
-    await native.rmsNormAsync(h, inNorm, xn, { rows, dim: H, eps });
-    if (hooks?.onAttnInput) await hooks.onAttnInput(xn, { seqStart: s0, nSeq: n, seqLen });
-    await attentionInto(spec, w, xn, n, seqLen, h, { accumulate: true, workspace: ws });
-    await native.rmsNormAsync(h, postNorm, xn, { rows, dim: H, eps });
-    await mlpInto(spec, w, xn, rows, h, ws);
+    const pos = new Int32Array(n * seqLen);
+    for (let r = 0; r < pos.length; r++) pos[r] = r % seqLen;
+    const onAttn = hooks?.onAttnInput;
+    const onAttnInput = onAttn ? (xn: Float32Array) => onAttn(xn, { seqStart: s0, nSeq: n, seqLen }) : undefined;
+    await decoderStepGraph(hostKernels(w, ws, pos, rope), spec, { layer: w.layer, h, nSeq: n, seqLen, onAttnInput });
   }
 }

@@ -41,6 +41,18 @@ interface DecoderLayer {
   cache: Float32Array;
 }
 
+/** What every layer of one append shares: positions, RoPE tables, the paged-cache geometry. */
+interface DecodeStep {
+  start: number;
+  n: number;
+  pos: Int32Array;
+  rope: ReturnType<typeof ropeFor>;
+  seqLens: Int32Array;
+  blocks: number;
+  blockTable: Int32Array;
+  scale: number;
+}
+
 /**
  * Absorbed-form incremental decoder over a converted (deepseek_v3) checkpoint.
  *
@@ -156,14 +168,9 @@ export class MlaDecoder {
    */
   async append(ids: Int32Array): Promise<Float32Array> {
     const spec = this.spec;
-    const m = spec.mla!;
     const n = ids.length;
     if (n === 0) return new Float32Array(0);
     const H = spec.hiddenSize;
-    const nH = spec.numHeads;
-    const { kvLoraRank: R, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = m;
-    const dq = dn + dr;
-    const row = R + dr;
     const eps = spec.rmsNormEps;
     const start = this.len;
     this.ensurePages(start + n);
@@ -173,66 +180,12 @@ export class MlaDecoder {
         throw new GqaError('ERR_TOKEN_ID', `token id ${ids[i]} at ${i} is outside the vocabulary [0, ${spec.vocabSize})`, 'usage');
     const h = new Float32Array(n * H);
     await native.embedGatherAsync(this.embed, ids, h, H);
-    const pos = new Int32Array(n);
-    for (let i = 0; i < n; i++) pos[i] = start + i;
-    const rope = ropeFor(spec, start + n - 1);
-    // every new token is one "request" over the shared pages; token i sees start + i + 1 rows
-    const seqLens = new Int32Array(n);
-    for (let i = 0; i < n; i++) seqLens[i] = start + i + 1;
-    const blocks = Math.ceil((start + n) / this.pageSize);
-    const blockTable = new Int32Array(n * blocks);
-    for (let i = 0; i < n; i++) for (let b = 0; b < blocks; b++) blockTable[i * blocks + b] = b;
-    const scale = mlaSoftmaxScale(spec);
-
+    const step = this.stepGeometry(start, n);
     for (const L of this.layers) {
       const w = L.w;
       const xn = ws.get('xn', n * H);
       await native.rmsNormAsync(h, req(w, 'input_layernorm.weight', H), xn, { rows: n, dim: H, eps });
-      // queries [n, nH, dq] and the new cache rows [RMSNorm(latent) | RoPE(k_rope)], as the prefill path
-      const q = ws.get('q', n * nH * dq);
-      await mlaQueries(spec, w, xn, n, pos, rope, q, ws);
-      const kva = ws.get('kva', n * row);
-      await mlaCacheRows(spec, w, xn, n, pos, rope, kva);
-      L.cache.set(kva, start * row);
-      // absorbed queries: q_lat [n, nH, R], q_rope [n, nH, dr]
-      const qLat = ws.get('qLat', n * nH * R);
-      const qRope = ws.get('qRope', n * nH * dr);
-      for (let hh = 0; hh < nH; hh++) {
-        await native.linearAsync(q.subarray(hh * dq), L.ukT.subarray(hh * R * dn, (hh + 1) * R * dn), qLat.subarray(hh * R), {
-          rows: n,
-          inDim: dn,
-          outDim: R,
-          xStride: nH * dq,
-          outStride: nH * R,
-        });
-      }
-      for (let t = 0; t < n; t++)
-        for (let hh = 0; hh < nH; hh++) qRope.set(q.subarray((t * nH + hh) * dq + dn, (t * nH + hh + 1) * dq), (t * nH + hh) * dr);
-      const oLat = ws.get('oLat', n * nH * R);
-      const lse = ws.get('lse', n * nH);
-      await mlaDecodeCpu({
-        qLat,
-        qRope,
-        cache: L.cache.subarray(0, blocks * this.pageSize * row),
-        seqLens,
-        blockTable,
-        batch: n,
-        heads: nH,
-        kvLoraRank: R,
-        ropeDim: dr,
-        pageSize: this.pageSize,
-        softmaxScale: scale,
-        out: oLat,
-        lse,
-      });
-      // o_h = W_UV,h o_lat,h, then o_proj into the residual stream
-      const kvb = req(w, 'self_attn.kv_b_proj.weight', nH * (dn + dv) * R);
-      const ao = ws.get('attn', n * nH * dv);
-      for (let hh = 0; hh < nH; hh++) {
-        const wuv = kvb.subarray((hh * (dn + dv) + dn) * R, (hh + 1) * (dn + dv) * R);
-        await native.linearAsync(oLat.subarray(hh * R), wuv, ao.subarray(hh * dv), { rows: n, inDim: R, outDim: dv, xStride: nH * R, outStride: nH * dv });
-      }
-      await native.linearAsync(ao, req(w, 'self_attn.o_proj.weight', H * nH * dv), h, { rows: n, inDim: nH * dv, outDim: H, bias: opt(w, 'self_attn.o_proj.bias', H), accumulate: true });
+      await this.attentionStep(L, xn, h, step);
       await native.rmsNormAsync(h, req(w, 'post_attention_layernorm.weight', H), xn, { rows: n, dim: H, eps });
       await mlpInto(spec, w, xn, n, h, ws);
     }
@@ -242,6 +195,69 @@ export class MlaDecoder {
     const logits = new Float32Array(n * spec.vocabSize);
     await native.linearAsync(xn, this.head, logits, { rows: n, inDim: H, outDim: spec.vocabSize });
     return logits;
+  }
+
+  /** Positions, RoPE tables and the paged-cache geometry of appending `n` tokens after `start`. */
+  private stepGeometry(start: number, n: number): DecodeStep {
+    const pos = new Int32Array(n);
+    for (let i = 0; i < n; i++) pos[i] = start + i;
+    // every new token is one "request" over the shared pages; token i sees start + i + 1 rows
+    const seqLens = new Int32Array(n);
+    for (let i = 0; i < n; i++) seqLens[i] = start + i + 1;
+    const blocks = Math.ceil((start + n) / this.pageSize);
+    const blockTable = new Int32Array(n * blocks);
+    for (let i = 0; i < n; i++) for (let b = 0; b < blocks; b++) blockTable[i * blocks + b] = b;
+    return { start, n, pos, rope: ropeFor(this.spec, start + n - 1), seqLens, blocks, blockTable, scale: mlaSoftmaxScale(this.spec) };
+  }
+
+  /**
+   * One layer's absorbed attention for the new tokens: their cache rows are appended, the
+   * queries absorb W_UK, attention runs over the latent cache, W_UV and o_proj follow, and
+   * the output is added to the residual stream `h`.
+   */
+  private async attentionStep(L: DecoderLayer, xn: Float32Array, h: Float32Array, st: DecodeStep): Promise<void> {
+    const spec = this.spec;
+    const { kvLoraRank: R, qkNopeHeadDim: dn, qkRopeHeadDim: dr, vHeadDim: dv } = spec.mla!;
+    const { n, start } = st;
+    const H = spec.hiddenSize;
+    const nH = spec.numHeads;
+    const dq = dn + dr;
+    const row = R + dr;
+    const ws = this.ws;
+    const w = L.w;
+    // queries [n, nH, dq] and the new cache rows [RMSNorm(latent) | RoPE(k_rope)], as the prefill path
+    const q = ws.get('q', n * nH * dq);
+    await mlaQueries(spec, w, xn, n, st.pos, st.rope, q, ws);
+    const kva = ws.get('kva', n * row);
+    await mlaCacheRows(spec, w, xn, n, st.pos, st.rope, kva);
+    L.cache.set(kva, start * row);
+    // absorbed queries: q_lat [n, nH, R], q_rope [n, nH, dr]
+    const qLat = ws.get('qLat', n * nH * R);
+    const qRope = ws.get('qRope', n * nH * dr);
+    for (let hh = 0; hh < nH; hh++) {
+      await native.linearAsync(q.subarray(hh * dq), L.ukT.subarray(hh * R * dn, (hh + 1) * R * dn), qLat.subarray(hh * R), {
+        rows: n,
+        inDim: dn,
+        outDim: R,
+        xStride: nH * dq,
+        outStride: nH * R,
+      });
+    }
+    for (let t = 0; t < n; t++)
+      for (let hh = 0; hh < nH; hh++) qRope.set(q.subarray((t * nH + hh) * dq + dn, (t * nH + hh + 1) * dq), (t * nH + hh) * dr);
+    const oLat = ws.get('oLat', n * nH * R);
+    const lse = ws.get('lse', n * nH);
+    const cache = L.cache.subarray(0, st.blocks * this.pageSize * row);
+    const geometry = { seqLens: st.seqLens, blockTable: st.blockTable, batch: n, heads: nH, kvLoraRank: R, ropeDim: dr, pageSize: this.pageSize };
+    await mlaDecodeCpu({ qLat, qRope, cache, ...geometry, softmaxScale: st.scale, out: oLat, lse });
+    // o_h = W_UV,h o_lat,h, then o_proj into the residual stream
+    const kvb = req(w, 'self_attn.kv_b_proj.weight', nH * (dn + dv) * R);
+    const ao = ws.get('attn', n * nH * dv);
+    for (let hh = 0; hh < nH; hh++) {
+      const wuv = kvb.subarray((hh * (dn + dv) + dn) * R, (hh + 1) * (dn + dv) * R);
+      await native.linearAsync(oLat.subarray(hh * R), wuv, ao.subarray(hh * dv), { rows: n, inDim: R, outDim: dv, xStride: nH * R, outStride: nH * dv });
+    }
+    await native.linearAsync(ao, req(w, 'self_attn.o_proj.weight', H * nH * dv), h, { rows: n, inDim: nH * dv, outDim: H, bias: opt(w, 'self_attn.o_proj.bias', H), accumulate: true });
   }
 
   /** Releases the cache and closes the checkpoint. */

@@ -51,13 +51,7 @@ const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2
 export function parseModelSpec(config: object, source = 'config.json'): ModelSpec {
   if (!config || typeof config !== 'object' || Array.isArray(config)) throw new GqaError('ERR_BAD_CONFIG', `${source}: not a JSON object`, 'input');
   const c = config as Record<string, unknown>;
-  const fail = (field: string, why: string) => new GqaError('ERR_BAD_CONFIG', `${source}: ${field} ${why}`, 'input');
-  const int = (k: string, dflt?: number): number => {
-    const v = c[k] ?? dflt;
-    if (v === undefined || v === null) throw fail(k, 'is missing');
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw fail(k, `must be a positive integer (got ${JSON.stringify(v)})`);
-    return v;
-  };
+  const f = configFields(c, source);
   const mt = c.model_type;
   if (typeof mt !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(mt))
     throw new GqaError(
@@ -68,64 +62,29 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
   const modelType = mt as ModelSpec['modelType'];
   if (c.hidden_act !== undefined && c.hidden_act !== 'silu' && c.hidden_act !== 'swish')
     throw new GqaError('ERR_UNSUPPORTED_MODEL', `${source}: hidden_act ${JSON.stringify(c.hidden_act)} is not supported (supported: silu)`, 'input');
-  const numLayers = int('num_hidden_layers');
-  const hiddenSize = int('hidden_size');
-  const numHeads = int('num_attention_heads');
-  const numKvHeads = int('num_key_value_heads', numHeads);
-  if (numHeads % numKvHeads !== 0) throw fail('num_key_value_heads', `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);
+  const numLayers = f.int('num_hidden_layers');
+  const hiddenSize = f.int('hidden_size');
+  const numHeads = f.int('num_attention_heads');
+  const numKvHeads = f.int('num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads !== 0) throw f.fail('num_key_value_heads', `(${numKvHeads}) must divide num_attention_heads (${numHeads})`);
   const eps = c.rms_norm_eps ?? 1e-6;
-  if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) throw fail('rms_norm_eps', `must be a positive number (got ${JSON.stringify(eps)})`);
-  const bool = (k: string, dflt: boolean): boolean => {
-    const v = c[k];
-    if (v === undefined || v === null) return dflt;
-    if (typeof v !== 'boolean') throw fail(k, `must be true or false (got ${JSON.stringify(v)})`);
-    return v;
-  };
+  if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) throw f.fail('rms_norm_eps', `must be a positive number (got ${JSON.stringify(eps)})`);
   let headDim: number;
   let mla: ModelSpec['mla'];
   if (modelType === 'deepseek_v3') {
-    const qlr = c.q_lora_rank;
-    if (qlr !== null && qlr !== undefined && (typeof qlr !== 'number' || !Number.isSafeInteger(qlr) || qlr <= 0))
-      throw fail('q_lora_rank', `must be null or a positive integer (got ${JSON.stringify(qlr)})`);
-    // transformers' DeepseekV3Config defaults: n_routed_experts 256, first_k_dense_replace 3
-    const experts = c.n_routed_experts === undefined ? 256 : c.n_routed_experts;
-    const firstDense = c.first_k_dense_replace ?? 3;
-    if (experts !== null && experts !== 0) {
-      if (typeof experts !== 'number' || !Number.isSafeInteger(experts) || experts < 0)
-        throw fail('n_routed_experts', `must be null or a non-negative integer (got ${JSON.stringify(experts)})`);
-      if (typeof firstDense !== 'number' || !Number.isSafeInteger(firstDense) || firstDense < 0)
-        throw fail('first_k_dense_replace', `must be a non-negative integer (got ${JSON.stringify(firstDense)})`);
-      if (firstDense < numLayers)
-        throw new GqaError(
-          'ERR_UNSUPPORTED_MODEL',
-          `${source}: mixture-of-experts DeepSeek-V3 layers are not supported (layers ${firstDense}..${numLayers - 1} would be MoE with ${experts} routed experts; ` +
-            `only dense models: n_routed_experts null or first_k_dense_replace >= num_hidden_layers)`,
-          'input',
-        );
-    }
-    mla = {
-      qLoraRank: (qlr as number | null | undefined) ?? null,
-      kvLoraRank: int('kv_lora_rank'),
-      qkRopeHeadDim: int('qk_rope_head_dim'),
-      qkNopeHeadDim: int('qk_nope_head_dim'),
-      vHeadDim: int('v_head_dim'),
-      ropeInterleave: bool('rope_interleave', true),
-      qkLatentLayernorm: bool('qk_latent_layernorm', true),
-      qBias: bool('gqa2mla_q_bias', false),
-    };
-    if (mla.qkRopeHeadDim % 2 !== 0) throw fail('qk_rope_head_dim', `must be even (got ${mla.qkRopeHeadDim})`);
+    mla = parseMla(f, numLayers, source);
     headDim = mla.qkNopeHeadDim;
   } else {
-    headDim = c.head_dim === undefined || c.head_dim === null ? hiddenSize / numHeads : int('head_dim');
-    if (!Number.isInteger(headDim)) throw fail('hidden_size', `(${hiddenSize}) is not divisible by num_attention_heads (${numHeads}) and head_dim is absent`);
+    headDim = c.head_dim === undefined || c.head_dim === null ? hiddenSize / numHeads : f.int('head_dim');
+    if (!Number.isInteger(headDim)) throw f.fail('hidden_size', `(${hiddenSize}) is not divisible by num_attention_heads (${numHeads}) and head_dim is absent`);
   }
-  const llamaBias = modelType === 'llama' ? bool('attention_bias', false) : false;
-  const dsBias = modelType === 'deepseek_v3' ? bool('attention_bias', false) : false;
+  const llamaBias = modelType === 'llama' ? f.bool('attention_bias', false) : false;
+  const dsBias = modelType === 'deepseek_v3' ? f.bool('attention_bias', false) : false;
   const attentionBias = modelType === 'qwen2' ? true : modelType === 'llama' ? llamaBias : dsBias;
   const oBias = modelType === 'llama' ? llamaBias : dsBias;
   const maxPos = c.max_position_embeddings ?? DEFAULT_MAX_POSITIONS[modelType];
   if (typeof maxPos !== 'number' || !Number.isSafeInteger(maxPos) || maxPos <= 0)
-    throw fail('max_position_embeddings', `must be a positive integer (got ${JSON.stringify(maxPos)})`);
+    throw f.fail('max_position_embeddings', `must be a positive integer (got ${JSON.stringify(maxPos)})`);
   const rope = parseRope(c, source);
   return {
     modelType,
@@ -134,10 +93,10 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
     numHeads,
     numKvHeads,
     headDim,
-    intermediateSize: int('intermediate_size'),
-    vocabSize: int('vocab_size'),
+    intermediateSize: f.int('intermediate_size'),
+    vocabSize: f.int('vocab_size'),
     rmsNormEps: eps,
-    tieWordEmbeddings: bool('tie_word_embeddings', false),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', false),
     attentionBias,
     oBias,
     maxPositionEmbeddings: maxPos,
@@ -145,6 +104,69 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
     mla,
     raw: c,
   };
+}
+
+/** Typed readers of config.json fields, failing with ERR_BAD_CONFIG naming the field. */
+interface ConfigFields {
+  c: Record<string, unknown>;
+  fail: (field: string, why: string) => GqaError;
+  /** a positive integer (`dflt` when absent) */
+  int: (k: string, dflt?: number) => number;
+  /** a boolean (`dflt` when absent or null) */
+  bool: (k: string, dflt: boolean) => boolean;
+}
+
+function configFields(c: Record<string, unknown>, source: string): ConfigFields {
+  const fail = (field: string, why: string) => new GqaError('ERR_BAD_CONFIG', `${source}: ${field} ${why}`, 'input');
+  const int = (k: string, dflt?: number): number => {
+    const v = c[k] ?? dflt;
+    if (v === undefined || v === null) throw fail(k, 'is missing');
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw fail(k, `must be a positive integer (got ${JSON.stringify(v)})`);
+    return v;
+  };
+  const bool = (k: string, dflt: boolean): boolean => {
+    const v = c[k];
+    if (v === undefined || v === null) return dflt;
+    if (typeof v !== 'boolean') throw fail(k, `must be true or false (got ${JSON.stringify(v)})`);
+    return v;
+  };
+  return { c, fail, int, bool };
+}
+
+/** The MLA fields of a deepseek_v3 config (dense layers only). */
+function parseMla(f: ConfigFields, numLayers: number, source: string): NonNullable<ModelSpec['mla']> {
+  const { c, fail, int, bool } = f;
+  const qlr = c.q_lora_rank;
+  if (qlr !== null && qlr !== undefined && (typeof qlr !== 'number' || !Number.isSafeInteger(qlr) || qlr <= 0))
+    throw fail('q_lora_rank', `must be null or a positive integer (got ${JSON.stringify(qlr)})`);
+  // transformers' DeepseekV3Config defaults: n_routed_experts 256, first_k_dense_replace 3
+  const experts = c.n_routed_experts === undefined ? 256 : c.n_routed_experts;
+  const firstDense = c.first_k_dense_replace ?? 3;
+  if (experts !== null && experts !== 0) {
+    if (typeof experts !== 'number' || !Number.isSafeInteger(experts) || experts < 0)
+      throw fail('n_routed_experts', `must be null or a non-negative integer (got ${JSON.stringify(experts)})`);
+    if (typeof firstDense !== 'number' || !Number.isSafeInteger(firstDense) || firstDense < 0)
+      throw fail('first_k_dense_replace', `must be a non-negative integer (got ${JSON.stringify(firstDense)})`);
+    if (firstDense < numLayers)
+      throw new GqaError(
+        'ERR_UNSUPPORTED_MODEL',
+        `${source}: mixture-of-experts DeepSeek-V3 layers are not supported (layers ${firstDense}..${numLayers - 1} would be MoE with ${experts} routed experts; ` +
+          `only dense models: n_routed_experts null or first_k_dense_replace >= num_hidden_layers)`,
+        'input',
+      );
+  }
+  const mla = {
+    qLoraRank: (qlr as number | null | undefined) ?? null,
+    kvLoraRank: int('kv_lora_rank'),
+    qkRopeHeadDim: int('qk_rope_head_dim'),
+    qkNopeHeadDim: int('qk_nope_head_dim'),
+    vHeadDim: int('v_head_dim'),
+    ropeInterleave: bool('rope_interleave', true),
+    qkLatentLayernorm: bool('qk_latent_layernorm', true),
+    qBias: bool('gqa2mla_q_bias', false),
+  };
+  if (mla.qkRopeHeadDim % 2 !== 0) throw fail('qk_rope_head_dim', `must be even (got ${mla.qkRopeHeadDim})`);
+  return mla;
 }
 
 /**

@@ -5,7 +5,7 @@
  * ranks marked, per-layer details, time per stage and the options used.
  */
 import { join } from 'node:path';
-import type { ConversionReport, LayerReport } from '../convert/report.js';
+import type { ConversionReport, LayerReport } from '../report-types.js';
 import { esc, fixed, fmt, pct } from './escape.js';
 import { BF16_BYTES, contextLabel, kvBytesPerToken, kvCacheRows, maxPositionsOf, REPORT_CONTEXT_LENGTHS } from './kv-cache.js';
 import { bytes, card, gib, htmlDocument, mean, seconds, table, valueText, writeFileAtomic } from './page.js';

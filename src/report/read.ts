@@ -4,8 +4,8 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ConversionReport } from '../convert/report.js';
-import type { SweepSummary } from '../convert/sweep.js';
+import type { ConversionReport } from '../report-types.js';
+import type { SweepSummary } from '../report-types.js';
 import { GqaError } from '../errors.js';
 
 /** File name of the conversion report inside a converted directory. */

@@ -6,7 +6,7 @@
  * per-layer attention-output error of every budget, and the options used.
  */
 import { basename, join } from 'node:path';
-import type { SweepRow, SweepSummary } from '../convert/sweep.js';
+import type { SweepRow, SweepSummary } from '../report-types.js';
 import { esc, fixed, fmt } from './escape.js';
 import { BF16_BYTES, contextLabel, kvBytesPerToken, kvGiBPerSequence, maxPositionsOf } from './kv-cache.js';
 import { bytes, card, gib, htmlDocument, seconds, table, valueText, writeFileAtomic } from './page.js';

@@ -12,7 +12,7 @@
  * - `samples` (src/generate-samples.ts): greedy continuations of calibration prompts;
  * - `engines` [{engine, loads, exact, reasons, fastBackends}]: `gqa2mla check`.
  */
-import type { ConversionReport } from '../convert/report.js';
+import type { ConversionReport } from '../report-types.js';
 import type { ConversionEval } from '../eval/conversion-eval.js';
 import { esc, fixed, fmt } from './escape.js';
 import { table } from './page.js';

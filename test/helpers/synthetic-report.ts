@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import type { SweepResult } from '../../src/convert/convert.js';
-import type { ConversionReport, LayerReport } from '../../src/convert/report.js';
+import type { ConversionReport, LayerReport } from '../../src/report-types.js';
 import { buildSweepSummary, type SweepSummary } from '../../src/convert/sweep.js';
 
 function lcg(seed: number): () => number {

@@ -1,10 +1,28 @@
 /**
- * conversion-report.json: what was done to each layer and what it cost.
+ * The types convert/ writes and report/ reads: conversion-report.json (what was done to each
+ * layer and what it cost) and a sweep's sweep.json. Imports nothing, so neither side imports
+ * the other for them.
  */
-import type { LatentNormScaling } from './latent-norm.js';
+
+/** The chosen scaling of one layer. */
+export interface LatentNormScaling {
+  /** factor applied to the latent rows of kv_a_proj_with_mqa and its bias */
+  alpha: number;
+  /** kv_a_layernorm.weight value (all entries) = sqrt(eps) / alpha, a power of two */
+  weight: number;
+  /** largest per-token mean(c^2) over the calibration tokens */
+  maxMeanSquare: number;
+  /** bound on |RMSNorm(alpha c) - c| / |c| over the calibration tokens */
+  boundCalibration: number;
+  /** bound for tokens with up to `margin` times the calibration's largest mean square */
+  boundWithMargin: number;
+  margin: number;
+  /** smallest |alpha c| entry that is not zero (the cache must hold normal numbers) */
+  minAbsLatent: number;
+}
 
 /**
- * The exact-norm scaling of a latent (kv_a_layernorm or q_a_layernorm): latent-norm.ts's
+ * The exact-norm scaling of a latent (kv_a_layernorm or q_a_layernorm): 
  * LatentNormScaling with the smallest cached |alpha c| and the stored weights below the
  * dtype's smallest normal.
  */
@@ -105,4 +123,37 @@ export interface ConversionReport {
   resumedFromLayer?: number;
   /** perplexity of the source (before) and the converted model (after), when measured */
   ppl?: { before?: number; after?: number; protocol: string };
+}
+
+/** One row of sweep.json. */
+export interface SweepRow {
+  dir: string;
+  kvLoraRank: number;
+  qkRopeDim: number;
+  kvValuesPerTokenPerLayer: number;
+  /** all layers (absent in sweep.json files written before it was recorded) */
+  kvValuesPerToken?: number;
+  compression: number;
+  meanAttnRelError: number;
+  attnRelError: number[];
+  ppl?: number;
+}
+
+/** The settings every budget of a sweep shares (all but the budget itself). */
+export type SweepSettings = Omit<ConversionReport['settings'], 'kvLoraRank' | 'qkRopeDim'>;
+
+/** sweep.json's content. */
+export interface SweepSummary {
+  source: string;
+  outDir: string;
+  seconds: number;
+  kvValuesPerTokenPerLayerBefore: number;
+  pplBefore?: number;
+  protocol?: string;
+  /** the source model (absent in sweep.json files written before it was recorded) */
+  model?: Omit<ConversionReport['source'], 'dir'>;
+  /** settings shared by all budgets (likewise optional) */
+  settings?: SweepSettings;
+  tool?: ConversionReport['tool'];
+  budgets: SweepRow[];
 }

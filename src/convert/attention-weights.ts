@@ -1,0 +1,37 @@
+/**
+ * One layer's attention weights as the factorization reads them (GQA/MHA, the source) and
+ * writes them (MLA, DeepSeek-V3 names), row-major [out, in].
+ */
+import type { LayerWeights } from '../engine/weights.js';
+
+/** A GQA/MHA layer's attention weights as stored ([out, in] row-major). */
+export interface GqaAttention {
+  wq: Float32Array;
+  wk: Float32Array;
+  wv: Float32Array;
+  wo: Float32Array;
+  bq?: Float32Array | null;
+  bk?: Float32Array | null;
+  bv?: Float32Array | null;
+  bo?: Float32Array | null;
+}
+
+/** DeepSeek-V3 attention weights of one layer (transformers' names and shapes). */
+export interface MlaAttention {
+  /** q_proj.weight [H * (d + r), hidden], per head [nope d | rope r] */
+  qProj: Float32Array;
+  qBias: Float32Array | null;
+  /** kv_a_proj_with_mqa.weight [R + r, hidden]: [latent R | k_rope r] */
+  kvA: Float32Array;
+  kvABias: Float32Array | null;
+  /** kv_b_proj.weight [H * (d + d), R], per head [k_nope d | v d] */
+  kvB: Float32Array;
+  oProj: Float32Array;
+  oBias: Float32Array | null;
+}
+
+/** The GQA/MHA attention tensors of a loaded layer. */
+export function gqaAttention(w: LayerWeights): GqaAttention {
+  const t = (n: string) => w.tensors[`self_attn.${n}`]?.data ?? null;
+  return { wq: t('q_proj.weight')!, wk: t('k_proj.weight')!, wv: t('v_proj.weight')!, wo: t('o_proj.weight')!, bq: t('q_proj.bias'), bk: t('k_proj.bias'), bv: t('v_proj.bias'), bo: t('o_proj.bias') };
+}

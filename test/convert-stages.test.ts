@@ -1,0 +1,55 @@
+/**
+ * The conversion's stage list and the calibrate stage, each on its own (the whole pipeline
+ * is pinned byte for byte by pinned-outputs.test.ts).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { drawCalibration } from '../src/convert/calibration.js';
+import type { ConvertProgress } from '../src/convert/options.js';
+import { calibrate } from '../src/convert/stages/calibrate.js';
+import { STAGES, StageClock, type StageName, zeroTimes } from '../src/convert/stages/stage-list.js';
+import { loadTokenizer } from '../src/tokenize.js';
+
+const FIX = join(new URL('.', import.meta.url).pathname, 'fixtures');
+const LLAMA = join(FIX, 'tiny-llama-gqa');
+
+test('every progress event but done is announced by exactly the stages that name it', () => {
+  const events: Array<ConvertProgress['stage']> = ['tokenize', 'embed', 'statistics', 'factorize', 'evaluate', 'write', 'propagate'];
+  const named = new Set(Object.values(STAGES).map((s) => s.event).filter((e) => e !== null));
+  expect([...named].sort()).toEqual([...events].sort());
+});
+
+test('the clock announces a stage with its event and adds its seconds to its bucket only', async () => {
+  const seen: ConvertProgress[] = [];
+  const clock = new StageClock(4, (p) => seen.push(p));
+  for (const name of Object.keys(STAGES) as StageName[]) {
+    const times = zeroTimes();
+    const t0 = performance.now();
+    const got = await clock.run(name, times, { layer: 2, message: 'm' }, async () => {
+      while (performance.now() - t0 < 3); // a measurable wait
+      return name;
+    });
+    expect(got).toBe(name);
+    const bucket = STAGES[name].time;
+    expect(times[bucket]).toBeGreaterThanOrEqual(0.002);
+    for (const [k, v] of Object.entries(times)) if (k !== bucket) expect(v).toBe(0);
+    const ev = STAGES[name].event;
+    if (ev) expect(seen.pop()).toEqual({ stage: ev, layer: 2, layers: 4, message: 'm' });
+    expect(seen).toHaveLength(0);
+  }
+  clock.done();
+  expect(seen).toEqual([{ stage: 'done', layer: 4, layers: 4 }]);
+});
+
+test('calibrate: the windows of one encode of the whole text, with consistent row counts', async () => {
+  const text = readFileSync(join(FIX, 'pydocs-train-3M.txt'), 'utf8').slice(0, 200_000);
+  const opt = { calibSamples: 12, heldOutSamples: 3, calibSeqlen: 64, seed: 7 };
+  const w = await calibrate({ modelDir: LLAMA, calibText: text, opt });
+  const ids = (await loadTokenizer(LLAMA)).encode(text);
+  const ref = drawCalibration(ids, 12, 3, 64, 7);
+  expect(w.tokens).toBe(ids.length);
+  expect(w.calib.offsets).toEqual(ref.offsets);
+  expect(Buffer.compare(Buffer.from(w.calib.ids.buffer), Buffer.from(ref.ids.buffer))).toBe(0);
+  expect({ statRows: w.statRows, allRows: w.allRows, count: w.count, seqlen: w.seqlen }).toEqual({ statRows: 12 * 64, allRows: 15 * 64, count: 15, seqlen: 64 });
+  await expect(calibrate({ modelDir: LLAMA, opt })).rejects.toThrow(/calibration text is required/);
+});
