@@ -1,7 +1,9 @@
 /**
  * CPU and CUDA conversions of both fixtures agree: every layer's held-out attention error
- * within 2% (relative) of the other device's, and the converted models' perplexities
- * within 0.5%. Skipped unless the addon was built with CUDA and a GPU answers.
+ * within 1e-3 (relative) of the other device's (device run 6 measured at most 9.6e-5), and
+ * the converted models' perplexities within 0.5% (measured: 0.01% llama, 0.21% qwen2; the
+ * qwen2 gap is larger than its layer gap suggests: see QWEN2_GAP below).
+ * Skipped unless the addon was built with CUDA and a GPU answers.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +27,7 @@ suite('convert: CUDA vs CPU on the fixtures', () => {
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
-  test.each(['tiny-llama-gqa', 'tiny-qwen2-gqa'])('%s: per-layer errors within 2%, ppl within 0.5%', async (name) => {
+  test.each(['tiny-llama-gqa', 'tiny-qwen2-gqa'])('%s: per-layer errors within 1e-3 relative, ppl within 0.5%', async (name) => {
     const base = { modelDir: fixture(name), calibFile, calibSamples: 32, calibSeqlen: 128, kvLoraRank: 64, qkRopeDim: 32, overwrite: true };
     const cpu = await convert({ ...base, outDir: join(tmp, `${name}-cpu`), device: 'cpu' });
     expect(lastBackendInfo()?.device).toBe('cpu');
@@ -43,7 +45,7 @@ suite('convert: CUDA vs CPU on the fixtures', () => {
       console.log(
         `${name}: layer errors cpu ${cpu.layers.map((l) => l.attnRelError.toFixed(4)).join(' ')} | cuda ${gpu.layers.map((l) => l.attnRelError.toFixed(4)).join(' ')} | max rel ${Math.max(...rel).toExponential(2)}; ppl cpu ${pc.ppl.toFixed(4)} cuda ${pg.ppl.toFixed(4)} rel ${pplRel.toExponential(2)}; times cpu ${cpu.times.total.toFixed(1)} s cuda ${gpu.times.total.toFixed(1)} s`,
       );
-    for (const r of rel) expect(r).toBeLessThan(0.02);
+    for (const r of rel) expect(r).toBeLessThan(1e-3);
     expect(pplRel).toBeLessThan(0.005);
   });
 });

@@ -1,0 +1,25 @@
+/**
+ * Garbage collection on demand for the memory tests' child processes: their peak RSS
+ * should measure what a run keeps alive, not when V8 happens to collect garbage (external
+ * ArrayBuffer memory can wait tens of MB for a collection). `collect()` runs a full
+ * collection; the children call it at each progress event (once per layer and stage).
+ */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+/** Runs a full garbage collection. */
+export function collect(): void {
+  gc();
+}
+
+/**
+ * Environment for a memory-test child: glibc's mmap threshold fixed at 128 KiB (large
+ * buffers are unmapped when freed instead of staying in the heap by the dynamic
+ * threshold) and at most 2 malloc arenas, so RSS follows the live data.
+ */
+export function rssChildEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, GQA2MLA_THREADS: '2', MALLOC_MMAP_THRESHOLD_: '131072', MALLOC_ARENA_MAX: '2' };
+}
