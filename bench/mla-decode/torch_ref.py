@@ -13,7 +13,8 @@
                 attention (no GQA support needed); for q_len 2 an additive bf16 bias
                 [1, 1, 8, s] (broadcast) masks the last key for the first query's rows.
   Each candidate is checked against a float32 reference with the bottom-right causal mask
-  (query i of q_len sees s - q_len + 1 + i keys) on the first batch entry; only candidates
+  (query i of q_len sees s - q_len + 1 + i keys) on the first batch entry, whose last value
+  row is set large so that a mask off by the last key shows; only candidates
   within 2e-2 relative error are timed. The row `gqa-torch-sdpa` is the fastest correct
   candidate and names its backend, call form and the CUDA kernels a profiler saw; every
   candidate is kept as a `gqa-torch-sdpa-candidate` row (time or refusal).
@@ -199,6 +200,10 @@ def gqa_rows(b, sk):
     rows = []
     k = torch.empty(b, 8, sk, 128, dtype=torch.bfloat16, device=dev).uniform_(-1, 1)
     v = torch.empty_like(k).uniform_(-1, 1)
+    # batch entry 0 (the checked one): a last value far above the rest, so that a first query
+    # that wrongly sees the last key (or a last query that misses it) is off by ~1000 / s_k,
+    # far beyond the check's tolerance (a near-uniform softmax would hide one key out of s_k)
+    v[0, :, -1, :] = 1000.0
     for q_len in QLENS:
         q = torch.empty(b, 32, q_len, 128, dtype=torch.bfloat16, device=dev).uniform_(-1, 1)
         ref = gqa_reference(q, k, v, q_len)
