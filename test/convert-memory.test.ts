@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { rssChildEnv } from './helpers/rss-gc.js';
+import { rssChildEnv } from './helpers/rss-env.js';
 
 const run = promisify(execFile);
 const root = new URL('..', import.meta.url).pathname;
@@ -15,7 +15,7 @@ const tsx = join(root, 'node_modules', '.bin', 'tsx');
 // grow with depth. Bound on the growth: half the bytes of the 24 extra layers in float32
 // (3.15 MB each: 37.8 MB), so keeping their float32 weights resident (75.5 MB) fails; their
 // stored bf16 bytes would sit at the bound. The children collect garbage at each progress
-// event and run with a fixed malloc mmap threshold (test/helpers/rss-gc.ts). Measured growth
+// event and run with a fixed malloc mmap threshold (test/helpers/rss-gc.ts, rss-env.ts). Measured growth
 // in 10 consecutive runs under load (another conversion looping, load average 13-29):
 // +0.1 to +18.1 MiB (the 8-layer peak is bimodal, 133-137 or 146-151 MiB), hence not the
 // stored-bytes bound (18.9 MB = 18.0 MiB), which one of the 10 runs would have failed.

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { rssChildEnv } from './helpers/rss-gc.js';
+import { rssChildEnv } from './helpers/rss-env.js';
 
 const run = promisify(execFile);
 const root = new URL('..', import.meta.url).pathname;
@@ -14,7 +14,7 @@ const tsx = join(root, 'node_modules', '.bin', 'tsx');
 // with depth. Bound on the growth: half the bytes of the 12 extra layers in float32 (6.88 MB
 // each: 41.3 MB), so keeping their float32 weights resident (82.6 MB) fails; their stored
 // bf16 bytes would sit at the bound. The child collects garbage at each progress event and
-// runs with a fixed malloc mmap threshold (test/helpers/rss-gc.ts). Measured growth in 10
+// runs with a fixed malloc mmap threshold (test/helpers/rss-gc.ts, rss-env.ts). Measured growth in 10
 // consecutive runs under load (another conversion looping): -9.4 to +7.3 MiB.
 test('peak RSS of eval-ppl: 16 layers minus 4 layers < half the 12 extra layers\' float32 bytes', async () => {
   const tmp = mkdtempSync(join(tmpdir(), 'g2m-mem-'));
