@@ -206,7 +206,22 @@ describe('float conversions', () => {
     }
   });
 
-  test('F16: all 65536 bit patterns decode (table and formula agree) and re-encode to themselves', async () => {
+  /**
+   * IEEE binary16 value of a bit pattern by the formula, independent of the product's
+   * decoder: sign x 2^(e-15) x (1 + m/1024) for normal e in 1..30, sign x 2^-14 x m/1024
+   * for subnormals (e = 0, incl. signed zero), sign x Infinity for e = 31, m = 0, NaN for
+   * e = 31, m != 0.
+   */
+  function refHalf(h: number): number {
+    const sign = h & 0x8000 ? -1 : 1;
+    const e = (h >>> 10) & 0x1f;
+    const m = h & 0x3ff;
+    if (e === 31) return m === 0 ? sign * Infinity : NaN;
+    if (e === 0) return sign * 2 ** -14 * (m / 1024);
+    return sign * 2 ** (e - 15) * (1 + m / 1024);
+  }
+
+  test('F16: all 65536 bit patterns decode to the binary16 formula and re-encode to themselves', async () => {
     const all = new Uint16Array(65536).map((_, i) => i);
     const dir = join(tmp, 'f16-all');
     const w = await CheckpointWriter.create(dir);
@@ -215,14 +230,20 @@ describe('float conversions', () => {
     const ck = await Checkpoint.open(dir);
     const f = await ck.read('h');
     await ck.close();
+    // spot values of the formula itself
+    expect([refHalf(0x3c00), refHalf(0xc000), refHalf(0x7bff), refHalf(0x0001), refHalf(0x0400), refHalf(0x8000)]).toEqual([
+      1, -2, 65504, 2 ** -24, 2 ** -14, -0,
+    ]);
     const bad: number[] = [];
     let nans = 0;
     for (let h = 0; h < 65536; h++) {
-      const v = halfBitsToFloat(h);
+      const v = refHalf(h);
       if (Number.isNaN(v)) {
         nans++;
-        if (!Number.isNaN(f[h]) || (floatBitsToHalf(bitsOf(f[h])) & 0x7fff) <= 0x7c00 || floatBitsToHalf(bitsOf(f[h])) >>> 15 !== h >>> 15) bad.push(h);
-      } else if (!Object.is(f[h], v) || floatBitsToHalf(bitsOf(v)) !== h) bad.push(h);
+        // NaN stays NaN with its sign, and re-encodes to a NaN pattern
+        const back = floatBitsToHalf(bitsOf(f[h]));
+        if (!Number.isNaN(f[h]) || !Number.isNaN(halfBitsToFloat(h)) || (back & 0x7fff) <= 0x7c00 || back >>> 15 !== h >>> 15) bad.push(h);
+      } else if (!Object.is(f[h], v) || !Object.is(halfBitsToFloat(h), v) || floatBitsToHalf(bitsOf(v)) !== h) bad.push(h);
     }
     expect(bad).toEqual([]);
     expect(nans).toBe(2 * 1023);
@@ -231,8 +252,8 @@ describe('float conversions', () => {
   test('F16 encoding rounds midpoints to even and neighbours to the nearer value', () => {
     const bad: number[] = [];
     for (let h = 0; h < 0x7bff; h++) {
-      const a = halfBitsToFloat(h);
-      const b = halfBitsToFloat(h + 1);
+      const a = refHalf(h);
+      const b = refHalf(h + 1);
       const mid = (a + b) / 2; // exact in float32 (12 significant bits)
       const even = h % 2 === 0 ? h : h + 1;
       const midBits = bitsOf(mid);
@@ -246,8 +267,8 @@ describe('float conversions', () => {
         bad.push(h);
     }
     expect(bad).toEqual([]);
-    const max = halfBitsToFloat(0x7bff);
-    const ulp = max - halfBitsToFloat(0x7bfe);
+    const max = refHalf(0x7bff);
+    const ulp = max - refHalf(0x7bfe);
     expect(floatBitsToHalf(bitsOf(max + ulp / 2))).toBe(0x7c00); // tie with 2^16 rounds to even: infinity
     expect(floatBitsToHalf(bitsOf(max + ulp / 4))).toBe(0x7bff);
     expect(floatBitsToHalf(bitsOf(1e-9))).toBe(0);

@@ -9,6 +9,7 @@ import { jointBasis, jointInputs } from '../src/convert/joint-basis.js';
 import { attentionMoments, headWeights } from '../src/convert/attention-stats.js';
 import { type Mat, matmul, zeros } from '../src/tensor/mat.js';
 import { randn } from './helpers/random.js';
+import { LOSSLESS_REL_TOL } from './helpers/tolerance.js';
 import { eigh } from '../src/linalg.js';
 import { refitOutput, refitValues } from '../src/convert/refit.js';
 import type { LayerWeights } from '../src/engine/weights.js';
@@ -145,7 +146,7 @@ describe('factorizeLayer', () => {
       f.attention,
       c.invFreq,
     );
-    expect(relErr(mla, ref)).toBeLessThan(1e-5);
+    expect(relErr(mla, ref)).toBeLessThan(LOSSLESS_REL_TOL);
     expect(f.pcaVarianceKept).toBeCloseTo(1, 10);
     expect(f.attention.qProj.length).toBe(2 * 32 * 32);
     expect(f.attention.kvA.length).toBe(32 * 32);
@@ -598,15 +599,24 @@ describe('output refit (joint across heads)', () => {
     else expect(errs.joint).toBeLessThan(errs.none);
   });
 
-  test('lossless setting stays (nearly) lossless', async () => {
+  // The least-squares refit itself is exact on a lossless layer: with a negligible ridge it
+  // reproduces the original within the lossless tolerance. (The default ridge, 1e-4 of the
+  // mean Gram diagonal, moves this case by 7.0e-4 relative, measured with seed 63; that is why
+  // the conversion keeps a refit only when it lowers the held-out error, see convert.ts.)
+  test.each([
+    ['a negligible ridge (1e-12): within the lossless tolerance', 1e-12, true],
+    ['the default ridge (1e-4): the regularization bias, below 1e-3', 1e-4, false],
+  ])('lossless setting through the output refit with %s', async (_n, ridge, exact) => {
     const c = makeCase(63, 2, 1, 16, false, 96);
     const f = factorizeLayer(c.spec, c.w, moments(c), { qkRopeDim: 16, kvLoraRank: 16, freqfold: 1, balanceKv: 1 });
     const orig = asLayer({ 'q_proj.weight': c.w.wq, 'k_proj.weight': c.w.wk, 'v_proj.weight': c.w.wv, 'o_proj.weight': c.w.wo });
     const conv = asLayer({ 'q_proj.weight': f.attention.qProj, 'kv_a_proj_with_mqa.weight': f.attention.kvA, 'kv_b_proj.weight': f.attention.kvB, 'o_proj.weight': c.w.wo });
-    const out = (await refitOutput({ spec: c.spec, mla: mlaSpecOf(c.spec, 16, 16), orig, conv, x: c.x, nSeq: 4, seqLen: 24 }))!;
+    const out = (await refitOutput({ spec: c.spec, mla: mlaSpecOf(c.spec, 16, 16), orig, conv, x: c.x, nSeq: 4, seqLen: 24, ridge }))!;
     const x = Float64Array.from(c.x.subarray(0, 24 * 32));
     const ref = gqaAttentionRef(x, 24, dims(c), c.w, c.invFreq);
     const got = mlaAttentionRef(x, 24, { hidden: 32, heads: 2, kvLoraRank: 16, ropeDim: 16, nopeDim: 16, vDim: 16 }, { ...f.attention, kvB: out.kvB, oProj: out.oProj }, c.invFreq);
-    expect(relErr(got, ref)).toBeLessThan(1e-3);
+    const rel = relErr(got, ref);
+    if (process.env.GQA2MLA_TEST_VERBOSE) console.log(`lossless + output refit, ridge ${ridge}: rel ${rel.toExponential(2)}`);
+    expect(rel).toBeLessThan(exact ? LOSSLESS_REL_TOL : 1e-3);
   });
 });

@@ -7,13 +7,14 @@
  */
 import { eigh, gemm, svd } from '../src/linalg.js';
 import { native } from '../src/native/binding.js';
-import { randn, randSym } from './helpers/random.js';
+import { randn, randSym, seedLabel, testSeed } from './helpers/random.js';
 
 const cu = native.convertCuda;
 const enabled = native.buildInfo().cuda && cu !== undefined && cu.available();
 const suite = enabled ? describe : describe.skip;
 const verbose = process.env.GQA2MLA_TEST_VERBOSE === '1';
-const seed0 = (Date.now() ^ 0x5bd1e995) >>> 0;
+// Inputs from GQA2MLA_TEST_SEED (fixed default), shown in the suite titles.
+const seed0 = (testSeed() ^ 0x5bd1e995) >>> 0;
 
 function fro(a: ArrayLike<number>): number {
   let s = 0;
@@ -56,7 +57,7 @@ function eighChecks(a: Float64Array, w: Float64Array, v: Float64Array, n: number
   return { residual: fro(av) / fro(a), orth: fro(vtv) / Math.sqrt(n) };
 }
 
-suite('convertCuda.eigh (cuSOLVER) vs LAPACK', () => {
+suite(`convertCuda.eigh (cuSOLVER) vs LAPACK (${seedLabel()})`, () => {
   for (const n of [1, 7, 300, 1024, 2048, 4096]) {
     test(`n = ${n}: eigenvalues, eigenvectors (up to sign), residual, orthogonality`, async () => {
       const { a, lambda } = separatedSym(n, seed0 + n);
@@ -117,7 +118,7 @@ suite('convertCuda.eigh (cuSOLVER) vs LAPACK', () => {
   });
 });
 
-suite('convertCuda.svd (cuSOLVER) vs LAPACK', () => {
+suite(`convertCuda.svd (cuSOLVER) vs LAPACK (${seedLabel()})`, () => {
   const shapes: Array<[number, number, boolean]> = [
     [1, 5, false],
     [5, 1, true],
@@ -170,7 +171,7 @@ suite('convertCuda.svd (cuSOLVER) vs LAPACK', () => {
   });
 });
 
-suite('convertCuda.gemm (cuBLAS DGEMM) vs BLAS', () => {
+suite(`convertCuda.gemm (cuBLAS DGEMM) vs BLAS (${seedLabel()})`, () => {
   test.each([
     [false, false],
     [true, false],

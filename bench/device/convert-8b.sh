@@ -14,6 +14,10 @@
 # --default-layers N: --default-method on its own N-layer synthetic checkpoint.
 # --default-method: a second 8B conversion with the tool's default settings (method gqa2mla),
 # its JSON folded into convert-8b-results.json as convertDefaultMethod.
+# The CUDA test log ($OUT/test.log: every Jest run of this call, each headed by its files and
+# GQA2MLA_TEST_SEED) is named in convert-8b-results.json (testLog: file, every Jest "Tests:"
+# line, sha256): commit it beside the results as bench/results/<run>-tests.txt, so that each
+# CUDA claim of the README traces to the log of the run it quotes.
 set -uo pipefail
 OUT=${OUT:-/tmp/convert-8b-out}
 mkdir -p "$OUT"
@@ -56,10 +60,12 @@ node -e "const m=require('./build/Release/gqa2mla.node'); console.log('cuda', m.
 stamp "built"
 
 JEST="node --experimental-vm-modules --no-warnings node_modules/jest/bin/jest.js"
+export GQA2MLA_TEST_SEED=${GQA2MLA_TEST_SEED:-20261201}
 left() { echo $(( 575 - ($(date +%s) - t0) )); }
 run_tests() {  # $1: limit in seconds, rest: test files
   local lim=$1; shift
   stamp "CUDA tests (limit ${lim}s): $*"
+  echo "# jest $*, GQA2MLA_TEST_SEED=$GQA2MLA_TEST_SEED, $(date -u +%FT%TZ), $(cat "$OUT/smi.txt")" >> "$OUT/test.log"
   GQA2MLA_TEST_VERBOSE=1 timeout $lim $JEST "$@" >> "$OUT/test.log" 2>&1
   local rc=$?
   grep -E "^\s+(eigh|svd|rms|rope|swiglu|linear|attention|moments|tiny)|✓|✕|Tests:|●" "$OUT/test.log" | grep -v "^\s*at " | cut -c1-230 | tail -60
@@ -117,5 +123,6 @@ node -e "
 const fs=require('fs'); const o=process.env.OUT; const r={bench:'convert-8b', card: fs.readFileSync(o+'/smi.txt','utf8').trim(), cpuCores: require('os').cpus().length, cpuModel: require('os').cpus()[0].model};
 for (const k of ['eigh','agree','convert']) { try { r[k]=JSON.parse(fs.readFileSync(o+'/'+k+'.json','utf8')); } catch { r[k]=null; } }
 try { r.convertDefaultMethod=JSON.parse(fs.readFileSync('/tmp/convert-default.json','utf8')); } catch { r.convertDefaultMethod=null; }
+try { const t=fs.readFileSync(o+'/test.log'); r.testLog={ file:'test.log', seed:Number(process.env.GQA2MLA_TEST_SEED), summaries:(t.toString('utf8').match(/^Tests:.*$/gm)||[]).map((x)=>x.trim()), sha256:require('crypto').createHash('sha256').update(t).digest('hex') }; } catch { r.testLog=null; }
 fs.writeFileSync(o+'/convert-8b-results.json', JSON.stringify(r,null,2)+'\n');"
 stamp "done"

@@ -5,7 +5,11 @@
 # (bench/mla-decode/cuda.ts) and the PyTorch references (bench/mla-decode/torch_ref.py),
 # and writes everything to $OUT (7 files, the device tool returns at most 8): build.log,
 # test.log, bench.log, ours.json, torch.json, mla-decode-results.json, mla-decode.md.
-# --torch-focus limits the PyTorch references to batch 128, s_k 4K-32K (short runs).
+# --torch-focus limits the PyTorch references to batch 64 and 128, s_k 4K-32K (the shapes the
+# README quotes; short runs). The CUDA test log ($OUT/test.log, the seed GQA2MLA_TEST_SEED on
+# its first line) is named in mla-decode-results.json (file, Jest summary line, sha256):
+# commit it beside the results (bench/results/<run>-tests.txt); bench/mla-decode/readme-table.ts
+# checks the sha256 when it cites the log.
 # --ncu: Nsight Compute sections of one launch per MLA kernel variant (bench/mla-decode/
 # profile.ts, batch 128, s_k 8K) into an eighth file, ncu.txt.
 # If node_modules lacks jest (a devkit without it), build/devextra/node_modules.tar.xz (the
@@ -75,8 +79,10 @@ if [ "$TESTS" = 1 ] && [ ! -f node_modules/jest/bin/jest.js ] && [ -f build/deve
 fi
 if [ "$TESTS" = 1 ]; then
   stamp "CUDA decode tests"
+  export GQA2MLA_TEST_SEED=${GQA2MLA_TEST_SEED:-20261201}
+  echo "# test/decode-cuda.test.ts, GQA2MLA_TEST_SEED=$GQA2MLA_TEST_SEED, $(date -u +%FT%TZ), $(cat "$SMI")" > "$OUT/test.log"
   GQA2MLA_TEST_VERBOSE=1 timeout 240 node --experimental-vm-modules --no-warnings node_modules/jest/bin/jest.js \
-    test/decode-cuda.test.ts > "$OUT/test.log" 2>&1
+    test/decode-cuda.test.ts >> "$OUT/test.log" 2>&1
   rc=$?
   grep -E "rel |✓|✕|Tests:" "$OUT/test.log" | cut -c1-160
   stamp "tests exit $rc"
@@ -93,7 +99,7 @@ fi
 tail -5 "$OUT/bench.log"
 if [ -f "$OUT/ours.json" ]; then
   node node_modules/.bin/tsx bench/mla-decode/report.ts --ours "$OUT/ours.json" --torch "$OUT/torch.json" \
-    --smi "$SMI" --out "$OUT/mla-decode-results.json" --md "$OUT/mla-decode.md"
+    --smi "$SMI" --test-log "$OUT/test.log" --out "$OUT/mla-decode-results.json" --md "$OUT/mla-decode.md"
 fi
 if [ "$NCU" = 1 ]; then
   NCUBIN=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)

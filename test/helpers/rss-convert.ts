@@ -1,9 +1,11 @@
 /**
  * Child process of the conversion memory test: converts a model directory and prints the
- * process's peak resident set size (process.resourceUsage().maxRSS, KiB).
+ * process's peak resident set size (process.resourceUsage().maxRSS, KiB), collecting
+ * garbage at each progress event (test/helpers/rss-gc.ts).
  * Usage: tsx test/helpers/rss-convert.ts <model-dir> <out-dir> <calib-text-file>
  */
 import { convert } from '../../src/convert/convert.js';
+import { collect } from './rss-gc.js';
 
 const [modelDir, outDir, calibFile] = process.argv.slice(2);
 const r = await convert({
@@ -17,5 +19,6 @@ const r = await convert({
   kvLoraRank: 64,
   freqfold: 2,
   method: 'transmla',
+  onProgress: () => collect(),
 });
 process.stdout.write(`${JSON.stringify({ layers: r.layers.length, maxRssKiB: process.resourceUsage().maxRSS })}\n`);
