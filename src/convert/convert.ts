@@ -36,6 +36,8 @@ import { writeReportHtml } from '../report/html.js';
 import { distanceProfile } from './distance.js';
 import { refitOutput, refitValues } from './refit.js';
 import { compressQuery, type QueryCompression } from './q-compress.js';
+import { foldLayerBiases } from '../export/bias-fold.js';
+import { exportConfig, exportFinalTensors, exportLayerTensors } from '../export/target.js';
 
 /** Calibration windows used by the value refit (bounded for time). */
 const REFIT_WINDOWS = 128;
@@ -295,6 +297,16 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           }
         }
         const chosen = best!;
+        // [export: portable] fold the attention biases: stock engines drop bias tensors (src/export/bias-fold.ts);
+        // before the refits, which then fit the values and o_proj to the folded layer
+        let biasFold: LayerReport['biasFold'] = null;
+        if (opt.target === 'portable') {
+          t = now();
+          const evaluate = async (mw: LayerWeights) => relativeError(await backend.attentionForward(mlaSpec, mw, xHeld, calib.heldOut, S), ref);
+          const fold = await foldLayerBiases({ mlaSpec, weights: chosen.mw, moments, dtype, errWithBiases: chosen.err, evaluate });
+          if (fold) [chosen.mw, chosen.err, biasFold] = [fold.weights, fold.err, fold.report];
+          tg.times.evaluate += now() - t;
+        }
         /**
          * Evaluates the chosen layer with some attention tensors replaced (rounded to the stored
          * dtype, what is evaluated is what is written) and keeps the replacement when it lowers
@@ -368,7 +380,9 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
         t = now();
         progress('write', l);
         // written behind the next layer's work (one shard in flight); the time is the wait
-        await tg.sink.writeShardBehind(tg.sink.layerShard(l), await backend.encodeForWrite(layerTensors(l, chosen.mw, dtype)));
+        // [export: portable] interleaved rope rows, no bias tensors (src/export/target.ts)
+        const written = exportLayerTensors(opt.target, tg.config, layerTensors(l, chosen.mw, dtype));
+        await tg.sink.writeShardBehind(tg.sink.layerShard(l), await backend.encodeForWrite(written));
         tg.times.write += now() - t;
         tg.layers.push({
           layer: l,
@@ -387,6 +401,7 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
           valueRefit: refit,
           outputRefit: outRefit,
           queryCompression,
+          biasFold,
           seconds: now() - tl,
         });
         // ---- propagate through the converted layer (single target with converted inputs)
@@ -417,13 +432,17 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: Array<{ opt: 
       t = now();
       const last: OutTensor[] = [await rawTensor(ckpt, 'model.norm.weight')];
       if (!spec.tieWordEmbeddings) last.push(await rawTensor(ckpt, 'lm_head.weight'));
-      await tg.sink.writeShard(tg.sink.finalShard, last);
+      // [export: portable] lm_head always written (src/export/target.ts)
+      await tg.sink.writeShard(tg.sink.finalShard, await exportFinalTensors(tg.opt.target, spec, last, () => rawTensor(ckpt, 'model.embed_tokens.weight')));
       const report = buildReport(spec, options.modelDir, tg, tokens.length);
+      // [export: portable] config.json for the stock engines and its report block (src/export/target.ts)
+      const exported = exportConfig(tg.opt.target, tg.config, spec);
+      if (exported.report) report.portable = exported.report;
       for (const k of Object.keys(shared) as Array<keyof StageTimes>) tg.times[k] += shared[k];
       tg.times.write += now() - t;
       tg.times.total = now() - t0;
       report.times = tg.times;
-      await tg.sink.finish(options.modelDir, tg.config, report);
+      await tg.sink.finish(options.modelDir, exported.config, report);
       await writeReportHtml(tg.outDir);
       reports.push(report);
     }

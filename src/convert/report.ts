@@ -2,6 +2,8 @@
  * conversion-report.json: what was done to each layer and what it cost.
  */
 import type { LatentNormScaling } from './latent-norm.js';
+import type { BiasFoldReport } from '../export/bias-fold.js';
+import type { PortableReport } from '../export/portable.js';
 
 /**
  * The exact-norm scaling of a latent (kv_a_layernorm or q_a_layernorm): latent-norm.ts's
@@ -52,6 +54,8 @@ export interface LayerReport {
     errAfter: number;
     norm: LatentNormReport | null;
   } | null;
+  /** portable target: how the attention biases were folded (null: no bias, or target transformers) */
+  biasFold?: BiasFoldReport | null;
   seconds: number;
 }
 
@@ -103,6 +107,8 @@ export interface ConversionReport {
   meanAttnRelError: number;
   times: StageTimes;
   resumedFromLayer?: number;
+  /** portable target: the exported rope and what the stock engines compute (src/export/portable.ts) */
+  portable?: PortableReport;
   /** perplexity of the source (before) and the converted model (after), when measured */
   ppl?: { before?: number; after?: number; protocol: string };
 }
