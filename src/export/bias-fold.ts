@@ -183,6 +183,34 @@ export interface FoldOptions {
   dtype: string;
 }
 
+/**
+ * The exact part of the fold with an o_proj bias (what transformers can hold): the latent bias
+ * removed (its key part shifts each query's logits by a constant; its value part passes the
+ * softmax average unchanged) and its value part added to o_proj's bias: C = bo + g M a_lat.
+ * Computes the same attention as `w` up to float32 rounding (test/portable-export.test.ts).
+ */
+export function latentBiasAsOutputConstant(spec: ModelSpec, w: LayerWeights): LayerWeights {
+  const d = dimsOf(spec);
+  const a = w.tensors['self_attn.kv_a_proj_with_mqa.bias']?.data ?? new Float32Array(d.R + d.dr);
+  const normW = w.tensors['self_attn.kv_a_layernorm.weight']?.data;
+  const g = spec.mla!.qkLatentLayernorm && normW ? normW[0] / Math.sqrt(spec.rmsNormEps) : 1;
+  const aLat = a.subarray(0, d.R);
+  const { GM } = valueMap(w, d, g, aLat);
+  const bo = w.tensors['self_attn.o_proj.bias']?.data;
+  const C = new Float32Array(d.hid);
+  for (let i = 0; i < d.hid; i++) {
+    let s = bo ? bo[i] : 0;
+    for (let r = 0; r < d.R; r++) s += GM.data[i * d.R + r] * aLat[r];
+    C[i] = s;
+  }
+  const a2 = Float32Array.from(a);
+  a2.fill(0, 0, d.R);
+  return {
+    layer: w.layer,
+    tensors: { ...w.tensors, 'self_attn.kv_a_proj_with_mqa.bias': { data: a2, shape: [d.R + d.dr] }, 'self_attn.o_proj.bias': { data: C, shape: [d.hid] } },
+  };
+}
+
 /** Which bias terms a fold carries through u . x (the rest is dropped: exactly for the key shift). */
 export interface FoldParts {
   query: boolean;
