@@ -5,7 +5,10 @@
  */
 import { Checkpoint } from './checkpoint/checkpoint.js';
 import { GqaError } from './errors.js';
-import { loadModelSpec } from './model/spec.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseModelSpec } from './model/spec.js';
+import type { ModelSpec } from './model/spec-types.js';
 import { ENGINES, type EngineName, type EngineProblem, engineView, ropeDifference } from './interop/engine-semantics.js';
 import { tensorFacts } from './interop/engine-runner.js';
 
@@ -35,6 +38,8 @@ export interface CheckResult {
   engines: EngineVerdict[];
   /** every checked engine loads the directory and computes what gqa2mla computes */
   ok: boolean;
+  /** why gqa2mla's own engine refuses the directory (then nothing computes "what gqa2mla computes") */
+  gqa2mlaRefuses?: string;
 }
 
 /** vLLM head sizes of the MLA backends built on MLACommonBackend (read at the commit in docs/engines.md). */
@@ -60,31 +65,39 @@ export function mlaBackends(engine: EngineName, kvLoraRank: number, qkRopeDim: n
   return [{ backend: 'eager / sdpa (no latent cache kernel)', accepts: true, note: 'computes per-head keys and values' }];
 }
 
-function verdict(engine: EngineName, raw: Record<string, unknown>, facts: Awaited<ReturnType<typeof tensorFacts>>, ours: Awaited<ReturnType<typeof loadModelSpec>>): EngineVerdict {
+function verdict(engine: EngineName, raw: Record<string, unknown>, facts: Awaited<ReturnType<typeof tensorFacts>>, ours: ModelSpec | null): EngineVerdict {
   const view = engineView(engine, raw, facts);
   const problems = [...view.problems];
-  const rope = view.spec ? ropeDifference(ours, view.spec) : null;
+  const rope = view.spec && ours ? ropeDifference(ours, view.spec) : null;
   if (rope && (rope.freq > 1e-6 || rope.cosSin > 1e-6 || rope.softmax > 1e-6))
     problems.push({
       code: 'rope-frequencies',
       effect: 'compute',
       message: `the engine's rope differs: frequencies up to ${rope.freq.toExponential(2)} relative, cos/sin factor ${rope.cosSin.toExponential(2)}, softmax scale ${rope.softmax.toExponential(2)}`,
     });
-  const m = ours.mla!;
   return {
     engine,
     loads: view.spec !== null && !problems.some((p) => p.effect === 'load'),
-    computesSame: view.spec !== null && problems.length === 0,
+    computesSame: view.spec !== null && ours !== null && problems.length === 0,
     problems,
     rope,
-    backends: mlaBackends(engine, m.kvLoraRank, m.qkRopeHeadDim),
+    backends: mlaBackends(engine, raw.kv_lora_rank as number, raw.qk_rope_head_dim as number),
   };
 }
 
 /** Checks directory `dir` against `engines` (default all). */
 export async function checkDirectory(dir: string, engines: readonly EngineName[] = ENGINES): Promise<CheckResult> {
-  const ours = await loadModelSpec(dir);
-  if (!ours.mla) throw new GqaError('ERR_MODEL_TYPE', `${dir} is a ${ours.modelType} checkpoint, not DeepSeek-V3 (MLA): nothing to check`, 'input');
+  const raw = await readConfig(dir);
+  if (raw.model_type !== 'deepseek_v3')
+    throw new GqaError('ERR_MODEL_TYPE', `${dir} is a ${String(raw.model_type)} checkpoint, not DeepSeek-V3 (MLA): nothing to check`, 'input');
+  // gqa2mla's own reading (null when its engine refuses the directory, e.g. MoE layers)
+  let ours: ModelSpec | null = null;
+  let refusal: string | null = null;
+  try {
+    ours = parseModelSpec(raw, join(dir, 'config.json'));
+  } catch (e) {
+    refusal = (e as Error).message;
+  }
   const ckpt = await Checkpoint.open(dir);
   let facts;
   try {
@@ -92,14 +105,31 @@ export async function checkDirectory(dir: string, engines: readonly EngineName[]
   } finally {
     await ckpt.close();
   }
-  const verdicts = engines.map((e) => verdict(e, ours.raw, facts, ours));
-  const m = ours.mla;
+  const verdicts = engines.map((e) => verdict(e, raw, facts, ours));
+  const R = raw.kv_lora_rank as number;
+  const r = raw.qk_rope_head_dim as number;
   return {
     dir,
-    budget: { kvLoraRank: m.kvLoraRank, qkRopeDim: m.qkRopeHeadDim, cacheHeadSize: m.kvLoraRank + m.qkRopeHeadDim },
+    budget: Number.isInteger(R) && Number.isInteger(r) ? { kvLoraRank: R, qkRopeDim: r, cacheHeadSize: R + r } : null,
     engines: verdicts,
     ok: verdicts.every((v) => v.loads && v.computesSame),
+    ...(refusal ? { gqa2mlaRefuses: refusal } : {}),
   };
+}
+
+async function readConfig(dir: string): Promise<Record<string, unknown>> {
+  const path = join(dir, 'config.json');
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw new GqaError('ERR_FILE_MISSING', `${path}: cannot read config.json (is ${dir} a checkpoint directory?)`, 'input');
+  }
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new GqaError('ERR_BAD_CONFIG', `${path}: not valid JSON (${(e as Error).message})`, 'input');
+  }
 }
 
 /** Human-readable form of a {@link CheckResult}. */
@@ -111,6 +141,7 @@ export function formatCheck(r: CheckResult): string {
     for (const p of v.problems) lines.push(`  - [${p.effect}] ${p.code}: ${p.message}`);
     for (const b of v.backends) lines.push(`  backend ${b.backend}: ${yn(b.accepts)} (${b.note})`);
   }
+  if (r.gqa2mlaRefuses) lines.push(`gqa2mla's engine refuses it: ${r.gqa2mlaRefuses}`);
   lines.push(r.ok ? 'ok: every engine computes what gqa2mla computes' : 'NOT ok: see the problems above');
   return `${lines.join('\n')}\n`;
 }
