@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { convert } from '../src/convert/convert.js';
 import { checkDirectory, mlaBackends } from '../src/check.js';
+import { plan, planForSpec } from '../src/plan.js';
+import { parseModelSpec } from '../src/model/spec.js';
 import { expectOneLineError, runCli } from './helpers/run-cli.js';
 
 const FIX = join(new URL('.', import.meta.url).pathname, 'fixtures');
@@ -92,6 +94,14 @@ test('MLA backends per budget (for plan)', () => {
   expect(mlaBackends('vllm', 256, 64)[0].accepts).toBe(true);
   expect(mlaBackends('vllm', 448, 64)[0].accepts).toBe(false);
   expect(mlaBackends('transformers', 7, 2)[0].accepts).toBe(true);
+});
+
+test('plan shows per budget whether vLLM\'s fast MLA backends take it', async () => {
+  const p = await plan(join(FIX, 'tiny-llama-gqa'), { kvLoraRanks: [96, 224], qkRopeDims: [32] });
+  expect(p.budgets.map((b) => [b.kvLoraRank + b.qkRopeDim, b.fastMla.vllm])).toEqual([[128, false], [256, false]]);
+  const llama8b = parseModelSpec({ model_type: 'llama', hidden_size: 4096, num_attention_heads: 32, num_key_value_heads: 8, num_hidden_layers: 32, intermediate_size: 14336, vocab_size: 128256 });
+  const q = planForSpec(llama8b, { kvLoraRanks: [256, 448, 512], qkRopeDims: [64] });
+  expect(q.budgets.map((b) => b.fastMla.vllm)).toEqual([true, false, true]); // 320, 512, 576
 });
 
 test('cli: usage error for an unknown engine, --json shape', async () => {
