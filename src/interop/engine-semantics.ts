@@ -122,7 +122,7 @@ function servingChecks(c: Record<string, unknown>, t: TensorFacts, problems: Eng
   if (c.rope_interleave === false) problems.push({ code: 'rope-layout', effect: 'compute', message: 'rope_interleave is false (half-split rope rows) but the engine rotates interleaved pairs (is_neox_style=False)' });
   if (c.qk_latent_layernorm === false) problems.push({ code: 'latent-norm', effect: 'compute', message: 'qk_latent_layernorm is false but the engine always applies kv_a_layernorm / q_a_layernorm' });
   const dtype = c.torch_dtype ?? c.dtype;
-  if (dtype !== undefined && !TORCH_DTYPES.has(String(dtype))) problems.push({ code: 'dtype-name', effect: 'load', message: `dtype ${JSON.stringify(dtype)} is not a torch dtype name (bfloat16, float16, float32)` });
+  if (dtype !== undefined && !TORCH_DTYPES.has(String(dtype))) problems.push({ code: 'dtype-name', effect: 'load', message: `dtype ${JSON.stringify(dtype)} is not a torch dtype name (bfloat16, float16, float32): the engines map config dtype names to torch dtypes and may refuse it (not read in their sources)` });
 }
 
 /** transformers' DeepseekV3ForCausalLM: what it builds and drops. */
