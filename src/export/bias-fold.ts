@@ -24,7 +24,7 @@
  * only shifts logits per query as far as u . x = 1).
  * The fold is kept when it beats dropping the biases on the held-out windows (both measured).
  */
-import { type Mat, symEigh } from '../convert/mat.js';
+import { fromArray, type Mat, matmul, matvec, symEigh } from '../convert/mat.js';
 import type { InputMoments } from '../convert/statistics.js';
 import type { LayerWeights } from '../engine/weights.js';
 import type { ModelSpec } from '../model/spec-types.js';
@@ -87,15 +87,9 @@ export function constantDirection(m: InputMoments): { u: Float64Array; residual:
 
 /** Min-norm least squares x = argmin ||G x - c|| for G [rows x cols] (via eigh of G^T G). */
 function minNormSolve(G: Mat, c: Float64Array): Float64Array {
-  const { rows, cols, data } = G;
-  const gtg = new Float64Array(cols * cols);
-  for (let r = 0; r < rows; r++)
-    for (let i = 0; i < cols; i++) {
-      const gi = data[r * cols + i];
-      if (gi !== 0) for (let j = 0; j < cols; j++) gtg[i * cols + j] += gi * data[r * cols + j];
-    }
-  const gtc = new Float64Array(cols);
-  for (let r = 0; r < rows; r++) for (let i = 0; i < cols; i++) gtc[i] += data[r * cols + i] * c[r];
+  const { cols } = G;
+  const gtg = matmul(G, G, true).data;
+  const gtc = matvec(G, c, true);
   const { values, vectors } = symEigh(gtg, cols);
   const tol = Math.max(values[0], 0) * 1e-12;
   const x = new Float64Array(cols);
@@ -124,12 +118,13 @@ function dimsOf(spec: ModelSpec): Dims {
   return { hid: spec.hiddenSize, H: spec.numHeads, dn: m.qkNopeHeadDim, dr: m.qkRopeHeadDim, dv: m.vHeadDim, R: m.kvLoraRank };
 }
 
-/** g M = g sum_h Wo_h Bv_h ([hid x R], float64) and the summed key-shift norm of a_lat. */
+/** g M = g sum_h Wo_h Bv_h ([hid x R], float64, through BLAS) and the summed key-shift norm of a_lat. */
 function valueMap(w: LayerWeights, d: Dims, g: number, aLat: Float32Array): { GM: Mat; keyShift: number } {
   const wo = w.tensors['self_attn.o_proj.weight'].data;
   const kvb = w.tensors['self_attn.kv_b_proj.weight'].data;
   const { hid, H, dn, dv, R } = d;
-  const GM: Mat = { rows: hid, cols: R, data: new Float64Array(hid * R) };
+  // the value rows of kv_b stacked per head: [H dv, R]
+  const bv = new Float64Array(H * dv * R);
   let keyShift = 0;
   for (let h = 0; h < H; h++) {
     const base = h * (dn + dv);
@@ -138,14 +133,10 @@ function valueMap(w: LayerWeights, d: Dims, g: number, aLat: Float32Array): { GM
       for (let r = 0; r < R; r++) s += kvb[(base + e) * R + r] * aLat[r];
       keyShift += (g * s) ** 2;
     }
-    for (let o = 0; o < hid; o++)
-      for (let e = 0; e < dv; e++) {
-        const woe = g * wo[o * (H * dv) + h * dv + e];
-        if (woe === 0) continue;
-        const row = (base + dn + e) * R;
-        for (let r = 0; r < R; r++) GM.data[o * R + r] += woe * kvb[row + r];
-      }
+    for (let e = 0; e < dv; e++) for (let r = 0; r < R; r++) bv[(h * dv + e) * R + r] = kvb[(base + dn + e) * R + r];
   }
+  const GM = matmul(fromArray(wo, hid, H * dv), { rows: H * dv, cols: R, data: bv });
+  for (let i = 0; i < GM.data.length; i++) GM.data[i] *= g;
   return { GM, keyShift: Math.sqrt(keyShift) };
 }
 
