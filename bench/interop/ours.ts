@@ -5,7 +5,7 @@
  * fixtures), and writes per case a safetensors file with the token ids and our per-position
  * NLL, plus manifest.json for bench/interop/hf_check.py.
  *
- *   npx tsx bench/interop/ours.ts [--work DIR] [--windows 8] [--seq 512] [--calib-samples 128] [--zoo]
+ *   npx tsx bench/interop/ours.ts [--work DIR] [--windows 8] [--seq 512] [--calib-samples 128] [--zoo] [--fixtures a,b]
  * (--zoo: also every model under bench/zoo/models/, portable, budgets 64+512 and 64+256)
  *
  * Output under DIR (default tmpwork/interop):
@@ -37,6 +37,8 @@ const work = arg('--work', join(root, 'tmpwork', 'interop'));
 const windows = Number(arg('--windows', '8'));
 const seq = Number(arg('--seq', '512'));
 const calibSamples = Number(arg('--calib-samples', '128'));
+/** --fixtures a,b: only these fixtures (and zoo models with --zoo); default both */
+const only = arg('--fixtures', 'tiny-llama-gqa,tiny-qwen2-gqa').split(',');
 const evalFile = fx('pydocs-eval.txt');
 const calibFile = fx('pydocs-train-3M.txt');
 
@@ -159,6 +161,7 @@ const zooDir = join(root, 'bench', 'zoo', 'models');
 if (process.argv.includes('--zoo') && existsSync(zooDir))
   for (const name of readdirSync(zooDir).filter((n) => existsSync(join(zooDir, n, 'config.json'))))
     sweeps.push({ fixture: `zoo:${name}`, qkRopeDims: [64], kvLoraRanks: [512, 256], qLoraRank: undefined, tag: '', target: 'portable' as const });
+for (let i = sweeps.length - 1; i >= 0; i--) if (!sweeps[i].fixture.startsWith('zoo:') && !only.includes(sweeps[i].fixture)) sweeps.splice(i, 1);
 const modelDirOf = (f: string) => (f.startsWith('zoo:') ? join(zooDir, f.slice(4)) : fx(f));
 for (const s of sweeps) {
   const t0 = performance.now();
@@ -183,7 +186,7 @@ for (const s of sweeps) {
 }
 
 // lossless tiny-qwen2-gqa: every RoPE dim kept, full latent rank, float32 weights
-{
+if (only.includes('tiny-qwen2-gqa')) {
   const t0 = performance.now();
   // --target transformers: the exact bias construction (portable folds the biases, not lossless)
   const opts = { qkRopeDim: 128, kvLoraRank: 128, freqfold: 1, dtype: 'F32' as const, target: 'transformers' as const };
@@ -198,7 +201,7 @@ for (const s of sweeps) {
 }
 
 // the original fixtures: checks the harness (our engine vs transformers on the source models)
-for (const f of ['tiny-llama-gqa', 'tiny-qwen2-gqa']) cases.push({ name: `${f}-original`, kind: 'original', fixture: f, dir: fx(f) });
+for (const f of ['tiny-llama-gqa', 'tiny-qwen2-gqa'].filter((x) => only.includes(x))) cases.push({ name: `${f}-original`, kind: 'original', fixture: f, dir: fx(f) });
 
 for (const c of cases) await scoreCase(c);
 
