@@ -7,6 +7,7 @@ import { GqaError, usageError } from './errors.js';
 import { loadModelSpec } from './model/spec.js';
 import type { ModelSpec } from './model/spec-types.js';
 import { BF16_BYTES, kvBytesPerToken, kvGiBPerSequence } from './report/kv-cache.js';
+import { mlaBackends } from './check.js';
 
 /** Options of {@link plan}. */
 export interface PlanOptions {
@@ -49,6 +50,8 @@ export interface PlanBudget extends KvCost {
   compressionRatio: number;
   /** share of the original KV cache saved */
   savedFraction: number;
+  /** whether the stock engines' fast MLA backends take this budget (null: not known; src/check.ts) */
+  fastMla: { vllm: boolean | null; sglang: boolean | null };
 }
 
 /** Result of {@link plan}. */
@@ -161,6 +164,7 @@ export function planForSpec(spec: ModelSpec, options: PlanOptions = {}, dir = ''
         ...c,
         compressionRatio: original.valuesPerToken / c.valuesPerToken,
         savedFraction: 1 - c.valuesPerToken / original.valuesPerToken,
+        fastMla: { vllm: mlaBackends('vllm', rank, rope)[0].accepts, sglang: mlaBackends('sglang', rank, rope)[0].accepts },
       });
     }
   }

@@ -70,6 +70,8 @@ export interface LayerReport {
     errAfter: number;
     norm: LatentNormReport | null;
   } | null;
+  /** portable target: how the attention biases were folded (null: no bias, or target transformers) */
+  biasFold?: BiasFoldReport | null;
   seconds: number;
 }
 
@@ -121,6 +123,8 @@ export interface ConversionReport {
   meanAttnRelError: number;
   times: StageTimes;
   resumedFromLayer?: number;
+  /** portable target: the exported rope and what the stock engines compute (src/export/portable.ts) */
+  portable?: PortableReport;
   /** perplexity of the source (before) and the converted model (after), when measured */
   ppl?: { before?: number; after?: number; protocol: string };
 }
@@ -156,4 +160,59 @@ export interface SweepSummary {
   settings?: SweepSettings;
   tool?: ConversionReport['tool'];
   budgets: SweepRow[];
+}
+
+/** Which bias terms a fold carries through u . x (the rest is dropped: exactly for the key shift). */
+export interface FoldParts {
+  query: boolean;
+  ropeKey: boolean;
+  value: boolean;
+}
+
+/** Per-layer report of the bias fold (conversion-report.json `layers[].biasFold`). */
+export interface BiasFoldReport {
+  /** 'fold' (biases carried through u . x) or 'drop' (biases removed; the exact parts only) */
+  chosen: 'fold' | 'drop';
+  /** the bias terms carried through u . x (kept one by one when the held-out error fell) */
+  folded: FoldParts;
+  /** held-out attention relative error: with the bias tensors, best fold tried, all dropped */
+  errWithBiases: number;
+  errFolded: number;
+  errDropped: number;
+  /** E[(u . x - 1)^2] on the calibration inputs (0 = a perfect constant direction) */
+  constantFitResidual: number;
+  /** ||g Bk_h a_lat|| summed over heads: the key part of the latent bias, dropped exactly */
+  exactKeyShiftNorm: number;
+  /** ||C|| (the output constant) and ||C - g M a*|| (what the latent cannot reproduce) */
+  outputConstantNorm: number;
+  outputConstantResidual: number;
+  /** norms of the biases carried through u . x */
+  queryBiasNorm: number;
+  ropeKeyBiasNorm: number;
+}
+
+/** What conversion-report.json says about the exported rope. */
+export interface RopeExportReport {
+  sourceType: 'default' | 'linear' | 'llama3' | 'dynamic' | 'yarn';
+  /** rope_type written: `default` (engines keep it) or `yarn` (engines compute deepseek_yarn) */
+  exportedType: 'default' | 'yarn';
+  /** every kept frequency and the cos/sin factor reproduced to float32 rounding */
+  exact: boolean;
+  /** |inv_engine - inv_source| / inv_source per rope slot (qk_rope_head_dim / 2 entries) */
+  perFrequencyRelError: number[];
+  maxFrequencyRelError: number;
+  /** max over slots of |inv_engine - inv_source| x (maxContext - 1), radians */
+  maxPhaseErrorAtMaxContext: number;
+  maxContext: number;
+  /** the source's and the engine's cos/sin factor */
+  attentionFactor: { source: number; engine: number };
+  /** chosen ramp ends in rope-slot units (yarn only) */
+  ramp?: { low: number; high: number };
+  note: string;
+}
+
+/** What the portable export adds to conversion-report.json. */
+export interface PortableReport {
+  target: 'portable';
+  rope: RopeExportReport;
 }

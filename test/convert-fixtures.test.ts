@@ -69,7 +69,7 @@ test.each([
 
 test('(c) tiny-qwen2-gqa lossless setting (qkRopeDim 128, kvLoraRank 128, freqfold 1) equals the original', async () => {
   const out = join(tmp, 'qwen-lossless');
-  const report = await convert({ modelDir: QWEN, outDir: out, ...small, qkRopeDim: 128, kvLoraRank: 128, freqfold: 1, dtype: 'F32', method: 'transmla' });
+  const report = await convert({ modelDir: QWEN, outDir: out, ...small, qkRopeDim: 128, kvLoraRank: 128, freqfold: 1, dtype: 'F32', method: 'transmla', target: 'transformers' });
   expect(report.kvValuesPerToken.perLayerAfter).toBe(256);
   for (const l of report.layers) expect(l.attnRelError).toBeLessThan(LOSSLESS_REL_TOL);
   // the query bias lives in the stock parameter set: q_a_proj's bias channel -> q_b_proj

@@ -489,7 +489,6 @@ describe('summarizeSweep / writeSweepReportHtml / readSweepSummary', () => {
 
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) {
-  // eslint-disable-next-line no-console
   console.warn(`SKIPPED: headless Chromium rendering test (${CHROMIUM} not found; .ci/run installs Debian's chromium)`);
 }
 const chromiumTest = haveChromium ? test : test.skip;

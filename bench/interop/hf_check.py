@@ -77,8 +77,9 @@ def _info_keys(info, name):
     return sorted(str(x) for x in v)
 
 
-def load_model(path, device):
-    """from_pretrained with the load report, log records, warnings and printed output captured."""
+def load_model(path, device, dtype=torch.float32):
+    """from_pretrained with the load report, log records, warnings and printed output captured
+    (dtype: a torch dtype, or "auto" for the config's own dtype)."""
     handler = _Collect()
     tlog = logging.getLogger("transformers")
     tlog.addHandler(handler)
@@ -89,10 +90,10 @@ def load_model(path, device):
             warnings.simplefilter("always")
             kwargs = dict(attn_implementation="eager", output_loading_info=True)
             try:
-                res = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+                res = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
                 dtype_arg = "dtype"
             except TypeError:
-                res = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, **kwargs)
+                res = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype, **kwargs)
                 dtype_arg = "torch_dtype"
     finally:
         tlog.removeHandler(handler)
@@ -207,6 +208,31 @@ def sanitized_copy(path, dst):
     return changed
 
 
+def engine_rows(path, ids, nll_ours, device):
+    """The vLLM / SGLang emulations (engine_emul.py, float32) and stock transformers in the
+    config's own dtype, each compared with our engine's NLL."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from engine_emul import EngineLoadError, EngineModel
+
+    out = {}
+    for engine in ("vllm", "sglang"):
+        try:
+            m = EngineModel.load(path, engine=engine, device=device)
+            logits = torch.cat([m(ids[i:i + 4]) for i in range(0, ids.shape[0], 4)], 0).cpu()
+            out[f"{engine}_emulation"] = {"dropped_tensors": m.dropped, **compare_nll(nll_of(logits, ids), nll_ours)}
+            del m
+        except EngineLoadError as e:
+            out[f"{engine}_emulation"] = {"load_error": str(e), "pass": False}
+    try:
+        model, load = load_model(path, device, dtype="auto")
+        logits = run_logits(model, ids, device)
+        out["transformers_config_dtype"] = {"param_dtype": load["param_dtype"], "unexpected_keys": load["unexpected_keys"], "missing_keys": load["missing_keys"], **compare_nll(nll_of(logits, ids), nll_ours)}
+        del model
+    except Exception as e:  # recorded, not fatal
+        out["transformers_config_dtype"] = {"error": f"{type(e).__name__}: {e}", "pass": False}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=os.path.join(os.path.dirname(__file__), "..", "..", "tmpwork", "interop"))
@@ -247,7 +273,7 @@ def main():
     for c in manifest["cases"]:
         t0 = time.time()
         path = os.path.join(work, c["dir"])
-        row = {k: c.get(k) for k in ("name", "kind", "fixture", "lossless", "options", "qBias", "qLoraRank", "meanAttnRelError", "latentNorm", "convertSeconds")}
+        row = {k: c.get(k) for k in ("name", "kind", "fixture", "target", "lossless", "options", "qBias", "qLoraRank", "meanAttnRelError", "latentNorm", "convertSeconds", "biasFold", "rope")}
         try:
             saved = load_file(os.path.join(work, c["ours"]["file"]))
             ids = saved["input_ids"].long()
@@ -270,7 +296,13 @@ def main():
             row["load"] = load
             logits = run_logits(model, ids, device)
             row["nll_compare"] = compare_nll(nll_of(logits, ids), nll_ours)
-            row["acceptance_pass"] = bool(row["mode"] == STOCK and row["nll_compare"]["pass"])
+            if c["kind"] == "converted":
+                row["engines"] = engine_rows(path, ids, nll_ours, device)
+            keys_ok = not (load["unexpected_keys"] or load["missing_keys"])
+            emul_ok = all(row.get("engines", {}).get(k, {}).get("pass", True) for k in ("vllm_emulation", "sglang_emulation"))
+            # portable outputs must also compute the same in the vLLM / SGLang emulations
+            portable = c.get("target") == "portable"
+            row["acceptance_pass"] = bool(row["mode"] == STOCK and row["nll_compare"]["pass"] and keys_ok and (emul_ok or not portable))
             row["windows"], row["seq"] = list(ids.shape)
             if c.get("lossless"):
                 logits_cache["converted"] = logits
@@ -327,6 +359,11 @@ def main():
             f"{label:<40} {s['ppl_ours']:>10.4f} {s['ppl_hf']:>10.4f} {s['ppl_rel_diff']:>9.2e} {s['nll_max_abs_diff']:>10.2e} "
             f"{(len(unexp) if unexp is not None else -1):>16} {('yes' if s['pass'] else 'NO'):>5}"
         )
+        for k, e in (r.get("engines") or {}).items():
+            if "ppl_ours" in e:
+                lines.append(f"{'  ' + k:<40} {e['ppl_ours']:>10.4f} {e['ppl_hf']:>10.4f} {e['ppl_rel_diff']:>9.2e} {e['nll_max_abs_diff']:>10.2e} {'':>16} {('yes' if e['pass'] else 'NO'):>5}")
+            else:
+                lines.append(f"{'  ' + k:<40} {(e.get('load_error') or e.get('error', ''))[:120]}")
         d = r.get("diagnostic_patched_q_bias")
         if d:
             lines.append(

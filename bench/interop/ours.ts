@@ -5,7 +5,8 @@
  * fixtures), and writes per case a safetensors file with the token ids and our per-position
  * NLL, plus manifest.json for bench/interop/hf_check.py.
  *
- *   npx tsx bench/interop/ours.ts [--work DIR] [--windows 8] [--seq 512] [--calib-samples 128]
+ *   npx tsx bench/interop/ours.ts [--work DIR] [--windows 8] [--seq 512] [--calib-samples 128] [--zoo] [--fixtures a,b]
+ * (--zoo: also every model under bench/zoo/models/, portable, budgets 64+512 and 64+256)
  *
  * Output under DIR (default tmpwork/interop):
  *   <case>/                     converted DeepSeek-V3 directory (sweeps: <case> = sweep dir + r<rank>-p<rope>)
@@ -18,7 +19,7 @@
  * training text, 256-token windows, seed 42), `calibSamples` sequences (default 128).
  */
 import { cpus, hostname } from 'node:os';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { convert, convertSweep, type ConvertOptions } from '../../src/convert/convert.js';
 import { ModelRunner } from '../../src/engine/model.js';
@@ -36,6 +37,8 @@ const work = arg('--work', join(root, 'tmpwork', 'interop'));
 const windows = Number(arg('--windows', '8'));
 const seq = Number(arg('--seq', '512'));
 const calibSamples = Number(arg('--calib-samples', '128'));
+/** --fixtures a,b: only these fixtures (and zoo models with --zoo); default both */
+const only = arg('--fixtures', 'tiny-llama-gqa,tiny-qwen2-gqa').split(',');
 const evalFile = fx('pydocs-eval.txt');
 const calibFile = fx('pydocs-train-3M.txt');
 
@@ -81,6 +84,11 @@ interface Case {
   qBias?: boolean;
   /** q_lora_rank of the written config (null: q_proj) */
   qLoraRank?: number | null;
+  /** --target of the conversion */
+  target?: 'portable' | 'transformers';
+  /** portable: per-layer bias fold (errors with biases / folded / dropped) and the exported rope report */
+  biasFold?: Array<{ layer: number; chosen: string; errWithBiases: number; errFolded: number; errDropped: number } | null>;
+  rope?: unknown;
   ours?: { file: string; ppl: number; meanNll: number; windows: number; seq: number; evalSeconds: number };
 }
 
@@ -125,6 +133,10 @@ function summarize(c: Case, report: Awaited<ReturnType<typeof convert>>): void {
   const cfg = JSON.parse(readFileSync(join(c.dir, 'config.json'), 'utf8')) as Record<string, unknown>;
   c.qBias = cfg.gqa2mla_q_bias === true;
   c.qLoraRank = (cfg.q_lora_rank as number | null) ?? null;
+  c.biasFold = report.layers.map((l) =>
+    l.biasFold ? { layer: l.layer, chosen: l.biasFold.chosen, errWithBiases: l.biasFold.errWithBiases, errFolded: l.biasFold.errFolded, errDropped: l.biasFold.errDropped } : null,
+  );
+  c.rope = report.portable?.rope ?? null;
 }
 
 rmSync(work, { recursive: true, force: true });
@@ -134,41 +146,51 @@ const base: Partial<ConvertOptions> = { calibFile, calibSamples, calibSeqlen: 25
 const cases: Case[] = [];
 
 // the budgets of the conversion-core table: one calibration pass per fixture (a sweep
-// equals the single-budget conversions)
-// with query compression off and on: tiny-qwen2-gqa has a query bias, so "off" is the
-// lossless q_lora_rank (min(hidden, heads x qk_head_dim) + 1) that carries the bias exactly
+// equals the single-budget conversions), with query compression off and on. Default target
+// portable (what stock vLLM / SGLang / transformers compute alike); tiny-qwen2-gqa also with
+// --target transformers, whose lossless q_lora_rank carries the query bias exactly.
 const sweeps = [
-  { fixture: 'tiny-llama-gqa', qkRopeDims: [32], kvLoraRanks: [96, 32], qLoraRank: undefined as number | undefined, tag: '' },
-  { fixture: 'tiny-llama-gqa', qkRopeDims: [32], kvLoraRanks: [96, 32], qLoraRank: 128, tag: '-q128' },
-  { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: undefined, tag: '-qlossless' },
-  { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: 128, tag: '-q128' },
+  { fixture: 'tiny-llama-gqa', qkRopeDims: [32], kvLoraRanks: [96, 32], qLoraRank: undefined as number | undefined, tag: '', target: 'portable' as const },
+  { fixture: 'tiny-llama-gqa', qkRopeDims: [32], kvLoraRanks: [96, 32], qLoraRank: 128, tag: '-q128', target: 'portable' as const },
+  { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: undefined, tag: '', target: 'portable' as const },
+  { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: 128, tag: '-q128', target: 'portable' as const },
+  { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: undefined, tag: '-hf-qlossless', target: 'transformers' as const },
 ];
+// zoo models (bench/zoo/models/<name>/ with a config.json), when present: two budgets each
+const zooDir = join(root, 'bench', 'zoo', 'models');
+if (process.argv.includes('--zoo') && existsSync(zooDir))
+  for (const name of readdirSync(zooDir).filter((n) => existsSync(join(zooDir, n, 'config.json'))))
+    sweeps.push({ fixture: `zoo:${name}`, qkRopeDims: [64], kvLoraRanks: [512, 256], qLoraRank: undefined, tag: '', target: 'portable' as const });
+for (let i = sweeps.length - 1; i >= 0; i--) if (!sweeps[i].fixture.startsWith('zoo:') && !only.includes(sweeps[i].fixture)) sweeps.splice(i, 1);
+const modelDirOf = (f: string) => (f.startsWith('zoo:') ? join(zooDir, f.slice(4)) : fx(f));
 for (const s of sweeps) {
   const t0 = performance.now();
-  const outDir = join(work, s.fixture + s.tag);
-  const res = await convertSweep({ ...base, modelDir: fx(s.fixture), outDir, qkRopeDims: s.qkRopeDims, kvLoraRanks: s.kvLoraRanks, qLoraRank: s.qLoraRank });
+  const outDir = join(work, s.fixture.replace(':', '-') + s.tag);
+  const res = await convertSweep({ ...base, modelDir: modelDirOf(s.fixture), outDir, qkRopeDims: s.qkRopeDims, kvLoraRanks: s.kvLoraRanks, qLoraRank: s.qLoraRank, target: s.target });
   const seconds = (performance.now() - t0) / 1000;
   for (const b of res.budgets) {
     const c: Case = {
-      name: `${s.fixture}-p${b.qkRopeDim}-r${b.kvLoraRank}${s.tag}`,
+      name: `${s.fixture.replace(':', '-')}-p${b.qkRopeDim}-r${b.kvLoraRank}${s.tag}`,
       kind: 'converted',
       fixture: s.fixture,
       dir: b.dir,
-      sourceDir: fx(s.fixture),
-      options: { qkRopeDim: b.qkRopeDim, kvLoraRank: b.kvLoraRank, qLoraRank: b.report.settings.qLoraRank ?? null, method: b.report.settings.method, calibSamples, calibSeqlen: 256, seed: 42, dtype: b.report.settings.dtype },
+      sourceDir: modelDirOf(s.fixture),
+      target: s.target,
+      options: { qkRopeDim: b.qkRopeDim, kvLoraRank: b.kvLoraRank, qLoraRank: b.report.settings.qLoraRank ?? null, method: b.report.settings.method, calibSamples, calibSeqlen: 256, seed: 42, dtype: b.report.settings.dtype, target: s.target },
       convertSeconds: seconds / res.budgets.length,
     };
     summarize(c, b.report);
     cases.push(c);
   }
-  console.log(`converted ${s.fixture} (${res.budgets.length} budgets) in ${seconds.toFixed(1)} s`);
+  console.log(`converted ${s.fixture} (${res.budgets.length} budgets, target ${s.target}) in ${seconds.toFixed(1)} s`);
 }
 
 // lossless tiny-qwen2-gqa: every RoPE dim kept, full latent rank, float32 weights
-{
+if (only.includes('tiny-qwen2-gqa')) {
   const t0 = performance.now();
-  const opts = { qkRopeDim: 128, kvLoraRank: 128, freqfold: 1, dtype: 'F32' as const };
-  const c: Case = { name: 'tiny-qwen2-gqa-p128-r128-f32-lossless', kind: 'converted', fixture: 'tiny-qwen2-gqa', dir: '', sourceDir: fx('tiny-qwen2-gqa'), lossless: true };
+  // --target transformers: the exact bias construction (portable folds the biases, not lossless)
+  const opts = { qkRopeDim: 128, kvLoraRank: 128, freqfold: 1, dtype: 'F32' as const, target: 'transformers' as const };
+  const c: Case = { name: 'tiny-qwen2-gqa-p128-r128-f32-lossless', kind: 'converted', fixture: 'tiny-qwen2-gqa', dir: '', sourceDir: fx('tiny-qwen2-gqa'), lossless: true, target: 'transformers' };
   c.dir = join(work, c.name);
   const report = await convert({ ...base, modelDir: fx('tiny-qwen2-gqa'), outDir: c.dir, ...opts });
   c.convertSeconds = (performance.now() - t0) / 1000;
@@ -179,7 +201,7 @@ for (const s of sweeps) {
 }
 
 // the original fixtures: checks the harness (our engine vs transformers on the source models)
-for (const f of ['tiny-llama-gqa', 'tiny-qwen2-gqa']) cases.push({ name: `${f}-original`, kind: 'original', fixture: f, dir: fx(f) });
+for (const f of ['tiny-llama-gqa', 'tiny-qwen2-gqa'].filter((x) => only.includes(x))) cases.push({ name: `${f}-original`, kind: 'original', fixture: f, dir: fx(f) });
 
 for (const c of cases) await scoreCase(c);
 

@@ -1,26 +1,35 @@
 #!/bin/bash
 # Interop round trip on the GPU machine (device tool), in ONE call, from the repository root:
-#   bash bench/interop/run.sh [--calib-samples N] [--windows N]
+#   bash bench/interop/run.sh [--calib-samples N] [--windows N] [--zoo]
 # (here first: bash ../shared/tools/devkit.sh pack --modules; carry [".devkit"])
 #
 # 1. source .devkit/env.sh (node on PATH, node_modules restored);
 # 2. build the CPU addon with node-gyp (falls back to cmake-js when node-gyp fails);
-# 3. bench/interop/ours.ts: convert both fixtures (conversion-core budgets + lossless
-#    tiny-qwen2-gqa), score the eval windows with our engine, save ids + NLL as safetensors;
-# 4. bench/interop/hf_check.py: stock transformers (float32, eager, TF32 off) on the same
-#    directories and windows, compared with ours; lossless logits vs the original Qwen2.
+# 3. bench/interop/ours.ts: convert both fixtures (conversion-core budgets, --target portable,
+#    plus tiny-qwen2-gqa --target transformers and its lossless setting; --zoo: every model under
+#    bench/zoo/models/), score the eval windows with our engine, save ids + NLL as safetensors;
+# 4. bench/interop/hf_check.py: stock transformers (float32, eager, TF32 off; and in the config's
+#    dtype) and the PyTorch emulations of vLLM / SGLang (engine_emul.py) on the same directories
+#    and windows, compared with ours; lossless logits vs the original Qwen2.
 # Writes to $OUT: interop.json (the result), manifest.json (our side), build.log. Device call:
 #   set -o pipefail; bash bench/interop/run.sh 2>&1 | tee $OUT/run.log
+# or, when one call would pass the 10-minute limit, two calls on the same warm machine:
+#   set -o pipefail; bash bench/interop/run.sh --stage convert 2>&1 | tee $OUT/run-convert.log
+#   set -o pipefail; bash bench/interop/run.sh --stage compare 2>&1 | tee $OUT/run-compare.log
 set -uo pipefail
 OUT=${OUT:-/tmp/interop-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 CALIB=128
 WINDOWS=8
+ZOO=
+STAGE=all  # all | convert (build + ours.ts, keeps /tmp/interop-work) | compare (hf_check.py on it)
 while [ $# -gt 0 ]; do
   case "$1" in
     --calib-samples) CALIB=$2; shift ;;
     --windows) WINDOWS=$2; shift ;;
+    --zoo) ZOO=--zoo ;;
+    --stage) STAGE=$2; shift ;;
   esac
   shift
 done
@@ -33,6 +42,8 @@ source .devkit/env.sh || { stamp "cannot source .devkit/env.sh"; exit 1; }
 stamp "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 stamp "CPU: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 
+WORK=/tmp/interop-work
+if [ "$STAGE" != "compare" ]; then
 # ---- headers and libraries the addon needs
 CBLAS_DIR=""
 for d in /usr/include/openblas /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/x86_64-linux-gnu /usr/include; do
@@ -72,18 +83,19 @@ fi
 node -e "const m=require('./build/Release/gqa2mla.node'); console.log('addon:', JSON.stringify(m.buildInfo()))"
 
 # ---- our side
-WORK=/tmp/interop-work
 stamp "ours.ts: convert + score (calib $CALIB x 256, $WINDOWS windows of 512)"
-if ! timeout 420 node node_modules/.bin/tsx bench/interop/ours.ts --work "$WORK" --calib-samples "$CALIB" --windows "$WINDOWS"; then
+if ! timeout 480 node node_modules/.bin/tsx bench/interop/ours.ts --work "$WORK" --calib-samples "$CALIB" --windows "$WINDOWS" $ZOO; then
   stamp "ours.ts FAILED"
   exit 1
 fi
 cp "$WORK/manifest.json" "$OUT/manifest.json"
+fi
+[ "$STAGE" = "convert" ] && { stamp "done (stage convert; $WORK kept for --stage compare)"; exit 0; }
 
 # ---- transformers' side
 stamp "hf_check.py"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
-timeout 150 python3 bench/interop/hf_check.py --work "$WORK" --out "$OUT/interop.json"
+timeout 400 python3 bench/interop/hf_check.py --work "$WORK" --out "$OUT/interop.json"
 rc=$?
 stamp "done (hf_check exit $rc)"
 exit $rc

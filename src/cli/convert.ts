@@ -90,6 +90,7 @@ export function register(program: Command): void {
     .option('--latent-norm <exact|off>', "'exact': stock engines' kv_a_layernorm becomes an exact identity; 'off': qk_latent_layernorm=false", 'exact')
     .option('--q-lora-rank <n>', 'compress the queries too (q_a_proj/q_b_proj, q_lora_rank); default: none, or lossless when the source has a query bias', int('--q-lora-rank'))
     .option('--calib-inputs <mode>', "'original' or 'converted' layer inputs for calibration", 'original')
+    .option('--target <portable|transformers>', "'portable': computes the same in stock vLLM, SGLang and transformers (biases folded); 'transformers': exact bias construction, transformers only", 'portable')
     .option('--dtype <auto|BF16|F16|F32>', "stored dtype of the converted attention weights ('auto': the source's)", 'auto')
     .option('--device <auto|cpu|cuda>', "where the per-layer work runs ('auto': CUDA when the addon has it and a GPU is present)", 'auto')
     .option('--force', 'replace an existing output directory')
@@ -140,6 +141,7 @@ export function register(program: Command): void {
           outputRefit: o.outputRefit as boolean | undefined,
           latentNorm: o.latentNorm as 'exact' | 'off',
           dtype: o.dtype as 'auto' | 'BF16' | 'F16' | 'F32',
+          target: o.target as 'portable' | 'transformers',
           device: o.device as 'auto' | 'cpu' | 'cuda',
           qLoraRank: o.qLoraRank as number | undefined,
           calibInputs: o.calibInputs as 'original' | 'converted',

@@ -24,7 +24,7 @@ export async function buildProgram(): Promise<Command> {
     .option('--verbose', 'print stack traces on errors')
     .showHelpAfterError()
     .exitOverride();
-  const commands = [await import('./inspect.js'), await import('./eval-ppl.js'), await import('./convert.js'), await import('./report.js'), await import('./plan.js'), await import('./generate.js')];
+  const commands = [await import('./inspect.js'), await import('./eval-ppl.js'), await import('./convert.js'), await import('./report.js'), await import('./plan.js'), await import('./generate.js'), await import('./check.js')];
   for (const c of commands) c.register(program);
   return program;
 }

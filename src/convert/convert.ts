@@ -23,6 +23,7 @@ import { checkConversionMemory } from './memory-estimate.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { finishSweepDir } from './output.js';
 import { openTargets, type TargetSpec } from './targets.js';
+import { foldChosenBiases } from './stages/bias-fold.js';
 import { calibrate } from './stages/calibrate.js';
 import { checkAbort, type RunContext, type Target } from './stages/context.js';
 import { embed } from './stages/embed.js';
@@ -158,9 +159,10 @@ async function convertLayer(ctx: RunContext, input: StatisticsInput, targets: Ta
   const li = await layerStatistics(ctx, input);
   for (const tg of targets) {
     const { chosen, candidates } = await searchCandidates(ctx, li, tg);
+    const biasFold = await foldChosenBiases(ctx, li, tg, chosen);
     const refits = await refitLayer(ctx, li, tg, chosen);
     const queryCompression = await compressLayerQuery(ctx, li, tg, chosen);
-    await exportLayer(ctx, tg, { layer: li.layer, chosen, candidates, refits, queryCompression, startedAt });
+    await exportLayer(ctx, tg, { layer: li.layer, chosen, candidates, refits, queryCompression, biasFold, startedAt });
     if (tg.opt.calibInputs === 'converted') await propagate(ctx, li.layer, tg.outSpec, chosen.mw, li.hidden);
   }
   if (targets[0].opt.calibInputs === 'original') await propagate(ctx, li.layer, ctx.spec, li.w, li.hidden);

@@ -6,6 +6,9 @@ import { usageError } from '../errors.js';
 import { freqfoldCandidates } from './rorope.js';
 import { checkQLoraRank, losslessQLoraRank } from './q-compress.js';
 
+/** Which engines the output is written for (src/export/portable.ts). */
+export type ExportTarget = 'portable' | 'transformers';
+
 /** Where each layer's calibration inputs come from. */
 export type CalibInputs = 'original' | 'converted';
 
@@ -99,6 +102,15 @@ export interface ConvertOptions {
    * that is the only exact place for it. Without a bias the default is no compression (q_proj).
    */
   qLoraRank?: number | null;
+  /**
+   * What the output is written for (default 'portable'): 'portable' computes the same in stock
+   * vLLM, SGLang and transformers (interleaved rope rows with rope_interleave true, lm_head
+   * always written, no bias tensors: biases folded, exactly where foldable, see
+   * src/export/bias-fold.ts; a deepseek_yarn-compatible rope config, src/export/rope-yarn.ts);
+   * 'transformers' keeps transformers-only features (the exact bias construction through
+   * attention_bias and the lossless q_lora_rank that carries a query bias).
+   */
+  target?: ExportTarget;
   /** Replace an existing output directory. */
   overwrite?: boolean;
   /** Continue an interrupted conversion of the same settings. */
@@ -155,6 +167,8 @@ export interface ResolvedOptions {
   qLoraRank: number | null;
   /** the q_lora_rank was chosen automatically as the lossless rank (query bias, no qLoraRank given) */
   qLoraLossless: boolean;
+  /** what the output is written for */
+  target: ExportTarget;
 }
 
 /** Balance ratios of balanceKv 'auto': walked per layer from 1 while the held-out error falls. */
@@ -163,6 +177,22 @@ export const BALANCE_CANDIDATES = [0.0625, 0.125, 0.25, 0.5, 1, 2, 4, 8];
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v <= 0) throw usageError('ERR_BAD_OPTION', `${name} must be a positive integer (got ${v})`);
   return v;
+}
+
+/** The export target and the query compression it implies (checked against the model). */
+function resolveExport(spec: ModelSpec, o: ConvertOptions, latentNorm: 'exact' | 'off', qkRopeDim: number): Pick<ResolvedOptions, 'target' | 'qLoraRank' | 'qLoraLossless'> {
+  const target = o.target ?? 'portable';
+  if (target !== 'portable' && target !== 'transformers') throw usageError('ERR_BAD_OPTION', `target must be 'portable' or 'transformers' (got ${String(target)})`);
+  if (target === 'portable' && latentNorm === 'off')
+    throw usageError('ERR_BAD_OPTION', "latentNorm 'off' (qk_latent_layernorm false) is not computed by stock engines, which always apply the latent norms: use target 'transformers'");
+  const qDim = spec.numHeads * (spec.headDim + qkRopeDim);
+  // portable: the query bias is folded into q_proj before any query compression (bias-fold.ts)
+  const hasQBias = Boolean(spec.attentionBias) && target === 'transformers';
+  let qLoraRank: number | null = o.qLoraRank ?? null;
+  if (qLoraRank !== null) checkQLoraRank(qLoraRank, spec.hiddenSize, qDim, hasQBias);
+  const qLoraLossless = qLoraRank === null && hasQBias;
+  if (qLoraLossless) qLoraRank = losslessQLoraRank(spec.hiddenSize, qDim, true);
+  return { target, qLoraRank, qLoraLossless };
 }
 
 /** Applies defaults and checks every limit against the model; throws a usage GqaError naming the limit. */
@@ -215,12 +245,7 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
   const calibInputs = o.calibInputs ?? 'original';
   if (calibInputs !== 'original' && calibInputs !== 'converted')
     throw usageError('ERR_BAD_OPTION', `calibInputs must be 'original' or 'converted' (got ${String(calibInputs)})`);
-  const qDim = spec.numHeads * (d + qkRopeDim);
-  const hasQBias = Boolean(spec.attentionBias);
-  let qLoraRank: number | null = o.qLoraRank ?? null;
-  if (qLoraRank !== null) checkQLoraRank(qLoraRank, spec.hiddenSize, qDim, hasQBias);
-  const qLoraLossless = qLoraRank === null && hasQBias;
-  if (qLoraLossless) qLoraRank = losslessQLoraRank(spec.hiddenSize, qDim, true);
+  const { target, qLoraRank, qLoraLossless } = resolveExport(spec, o, latentNorm, qkRopeDim);
   return {
     calibSamples,
     calibSeqlen,
@@ -244,5 +269,6 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     dtype,
     qLoraRank,
     qLoraLossless,
+    target,
   };
 }

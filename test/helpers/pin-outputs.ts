@@ -32,8 +32,13 @@ function calib(): string {
   return calibText;
 }
 
+/**
+ * target 'transformers': the layout the pinned (pre-refactor) code wrote; the portable export
+ * that became the default later is a deliberate change of the bytes, tested on its own
+ * (test/portable-export.test.ts).
+ */
 function small(modelDir: string): Omit<ConvertOptions, 'outDir'> {
-  return { modelDir, calibText: calib(), calibSamples: 16, calibSeqlen: 128, heldOutSamples: 4, qkRopeDim: 32, kvLoraRank: 96, device: 'cpu' };
+  return { modelDir, calibText: calib(), calibSamples: 16, calibSeqlen: 128, heldOutSamples: 4, qkRopeDim: 32, kvLoraRank: 96, device: 'cpu', target: 'transformers' };
 }
 
 /** Removes the run-dependent fields (timings, directories) from a parsed report, recursively. */

@@ -11,6 +11,7 @@ import type { ModelSpec } from '../../model/spec-types.js';
 import { writeReportHtml } from '../../report/html.js';
 import type { ConversionReport } from '../../report-types.js';
 import type { OutTensor } from '../../tensor/out-tensor.js';
+import { exportConfig, exportFinalTensors, exportLayerTensors } from '../../export/target.js';
 import { layerTensors } from '../mla-layer.js';
 import type { Chosen, RunContext, Target } from './context.js';
 import { rawTensor } from './embed.js';
@@ -24,6 +25,8 @@ export interface LayerOutcome {
   candidates: ConversionReport['layers'][number]['candidates'];
   refits: RefitResult;
   queryCompression: ConversionReport['layers'][number]['queryCompression'];
+  /** portable target: what the bias fold did (null: none) */
+  biasFold: ConversionReport['layers'][number]['biasFold'];
   /** clock time the layer started (its report's seconds count from here) */
   startedAt: number;
 }
@@ -32,7 +35,8 @@ export interface LayerOutcome {
 export async function exportLayer(ctx: RunContext, tg: Target, o: LayerOutcome): Promise<void> {
   const { chosen, layer: l } = o;
   await ctx.clock.run('export', tg.times, { layer: l }, async () =>
-    tg.sink.writeShardBehind(tg.sink.layerShard(l), await ctx.backend.encodeForWrite(layerTensors(l, chosen.mw, tg.exportSettings.dtype))),
+    // portable target: interleaved rope rows, no bias tensors (src/export/target.ts)
+    tg.sink.writeShardBehind(tg.sink.layerShard(l), await ctx.backend.encodeForWrite(exportLayerTensors(tg.opt.target, tg.config, layerTensors(l, chosen.mw, tg.exportSettings.dtype)))),
   );
   tg.layers.push({
     layer: l,
@@ -51,6 +55,7 @@ export async function exportLayer(ctx: RunContext, tg: Target, o: LayerOutcome):
     valueRefit: o.refits.valueRefit,
     outputRefit: o.refits.outputRefit,
     queryCompression: o.queryCompression,
+    ...(o.biasFold !== undefined && tg.opt.target === 'portable' ? { biasFold: o.biasFold } : {}),
     seconds: ctx.clock.elapsed() - o.startedAt,
   });
 }
@@ -61,13 +66,17 @@ export async function finishTarget(ctx: RunContext, ckpt: Checkpoint, tg: Target
   const t = ctx.clock.elapsed();
   const last: OutTensor[] = [await rawTensor(ckpt, 'model.norm.weight')];
   if (!spec.tieWordEmbeddings) last.push(await rawTensor(ckpt, 'lm_head.weight'));
-  await tg.sink.writeShard(tg.sink.finalShard, last);
+  // portable target: lm_head always written (src/export/target.ts)
+  await tg.sink.writeShard(tg.sink.finalShard, await exportFinalTensors(tg.opt.target, spec, last, () => rawTensor(ckpt, 'model.embed_tokens.weight')));
   const report = buildReport(spec, options.modelDir, tg, ctx.windows.tokens);
+  // portable target: config.json for the stock engines and its report block
+  const exported = exportConfig(tg.opt.target, tg.config, spec);
+  if (exported.report) report.portable = exported.report;
   for (const k of Object.keys(ctx.shared) as Array<keyof typeof ctx.shared>) tg.times[k] += ctx.shared[k];
   tg.times[STAGES.finish.time] += ctx.clock.elapsed() - t;
   tg.times.total = ctx.clock.elapsed();
   report.times = tg.times;
-  await tg.sink.finish(options.modelDir, tg.config, report);
+  await tg.sink.finish(options.modelDir, exported.config, report);
   await writeReportHtml(tg.outDir);
   return report;
 }
