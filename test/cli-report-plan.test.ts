@@ -177,6 +177,7 @@ describe('gqa2mla plan', () => {
           'bytesPerToken',
           'collapse',
           'compressionRatio',
+          'fastMla',
           'freqfolds',
           'gibPerSequence',
           'kvLoraRank',

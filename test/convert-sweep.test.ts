@@ -61,6 +61,6 @@ test('a sweep of 3 budgets: < 1.6x one conversion, outputs byte-identical to sin
 
 test('a sweep needs original calibration inputs', async () => {
   await expect(convertSweep({ ...base, outDir: join(tmp, 'bad'), kvLoraRanks: [32, 64], qkRopeDims: [32], calibInputs: 'converted' })).rejects.toThrow(
-    /--calib-inputs original/,
+    /calibInputs 'original'/,
   );
 });
