@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { summarizeSweep, type SweepSummary } from '../src/convert/sweep.js';
+import { convert } from '../src/convert/convert.js';
 import { GqaError } from '../src/errors.js';
 import { esc, fmt } from '../src/report/escape.js';
 import { CHART_NAMES, kvContexts, renderReportHtml, writeReportHtml } from '../src/report/html.js';
@@ -646,3 +647,24 @@ test('the sweep KV chart stops at the model positions (max_position_embeddings 2
   expect(html).not.toContain('32K');
   expect(renderSweepHtml(sweep)).toContain('KV GiB / 32K sequence');
 });
+
+test('a conversion report shows what gqa2mla check says of its directory (portable default: every engine loads and computes it)', async () => {
+  const dir = join(tmp, 'engines-conv');
+  await convert({
+    modelDir: 'test/fixtures/tiny-llama-gqa',
+    outDir: dir,
+    calibFile: 'test/fixtures/pydocs-eval.txt',
+    calibSamples: 8,
+    calibSeqlen: 64,
+    heldOutSamples: 2,
+    method: 'transmla',
+    freqfold: 2,
+    qkRopeDim: 32,
+    kvLoraRank: 64,
+    device: 'cpu',
+  });
+  const html = await readFile(join(dir, 'report.html'), 'utf8');
+  expect(html).toContain('data-section="engines"');
+  expect(html).not.toContain('data-absent="engines"');
+  for (const e of ['vllm', 'sglang', 'transformers']) expect(html).toMatch(new RegExp(`<tr><td>${e}</td><td class="good">yes</td><td class="good">yes</td>`));
+}, 120000);

@@ -11,7 +11,8 @@ import { BF16_BYTES, contextLabel, kvBytesPerToken, kvCacheRows, maxPositionsOf,
 import { bytes, card, gib, htmlDocument, mean, seconds, table, valueText, writeFileAtomic } from './page.js';
 import { readConversionReport } from './read.js';
 import { barChart, COLORS, hbarChart, spectrumChart, stripChart } from './svg.js';
-import { enginesSection, type ReportExtras, samplesSection, verdictSection } from './verdict.js';
+import { checkDirectory } from '../check.js';
+import { type EngineCheck, enginesSection, type ReportExtras, samplesSection, verdictSection } from './verdict.js';
 
 /** File name of the HTML report inside a converted directory. */
 export const REPORT_HTML = 'report.html';
@@ -395,6 +396,25 @@ export function renderReportHtml(report: ConversionReport, options: RenderOption
   );
 }
 
+/**
+ * What `gqa2mla check` says of the directory, per engine, in the report's engine section
+ * (undefined when the directory cannot be checked, e.g. a report without its checkpoint).
+ */
+async function engineChecksOf(dir: string): Promise<EngineCheck[] | undefined> {
+  try {
+    const r = await checkDirectory(dir);
+    return r.engines.map((e) => ({
+      engine: e.engine,
+      loads: e.loads,
+      exact: e.computesSame,
+      reasons: e.problems.map((p) => p.message),
+      fastBackends: e.backends.filter((b) => b.accepts === true).map((b) => b.backend),
+    }));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Result of {@link writeReportHtml}. */
 export interface WrittenReport {
   /** path of the written report.html */
@@ -413,6 +433,7 @@ export interface WrittenReport {
 export async function writeReportHtml(dir: string): Promise<WrittenReport> {
   const { file, report } = await readConversionReport(dir);
   const path = join(dir, REPORT_HTML);
-  const n = await writeFileAtomic(path, renderReportHtml(report, { maxPositions: await maxPositionsOf(dir) }));
+  const engines = (report as ReportExtras).engines ?? (await engineChecksOf(dir));
+  const n = await writeFileAtomic(path, renderReportHtml({ ...report, ...(engines ? { engines } : {}) } as ConversionReport, { maxPositions: await maxPositionsOf(dir) }));
   return { path, source: file, report, bytes: n };
 }
