@@ -3,8 +3,9 @@
  */
 import type { Command } from 'commander';
 import { convert, convertSweep } from '../convert/convert.js';
-import type { ConvertProgress } from '../convert/options.js';
-import { attachPpl, formatSweep, summarizeSweep } from '../convert/sweep.js';
+import type { ConvertOptions, ConvertProgress } from '../convert/options.js';
+import type { ConversionReport } from '../report-types.js';
+import { attachPpl, type EvalSettings, formatSweep, summarizeSweep } from '../convert/sweep.js';
 import { existsSync } from 'node:fs';
 import { checkOutputTarget } from '../checkpoint/output-guard.js';
 import { GqaError, usageError } from '../errors.js';
@@ -63,9 +64,9 @@ function layerProgress(bar: Progress): (p: ConvertProgress) => void {
   };
 }
 
-/** Registers the command. */
-export function register(program: Command): void {
-  program
+/** The command and its options. */
+function convertCommand(program: Command): Command {
+  return program
     .command('convert')
     .description('convert a GQA/MHA checkpoint to MLA in the DeepSeek-V3 format (layer by layer)')
     .argument('<model-dir>', 'source checkpoint (llama, qwen2, mistral)')
@@ -104,100 +105,122 @@ export function register(program: Command): void {
         '  gqa2mla convert test/fixtures/tiny-llama-gqa /tmp/tiny-mla --calib test/fixtures/pydocs-train-3M.txt --qk-rope-dim 32 --kv-lora-rank 96\n' +
         '  gqa2mla convert ./Llama-3.1-8B ./Llama-3.1-8B-MLA --calib calib.txt --kv-lora-rank 512 --qk-rope-dim 64 --json\n' +
         '  gqa2mla convert ./model ./model-mla-transmla --calib calib.txt --method transmla --freqfold 2 --balance-kv 1',
-    )
-    .action(async (modelDir: string, outDir: string, o: Record<string, unknown>) => {
-      let freqfold: number | 'auto' = 'auto';
-      if (o.freqfold !== 'auto') {
-        freqfold = Number(o.freqfold);
-        if (!Number.isInteger(freqfold)) throw usageError('ERR_BAD_OPTION', `--freqfold must be an integer or 'auto' (got '${String(o.freqfold)}')`);
-      }
-      let balanceKv: number | 'auto' | undefined;
-      if (o.balanceKv !== undefined && o.balanceKv !== 'auto') {
-        balanceKv = Number(o.balanceKv);
-        if (!Number.isFinite(balanceKv)) throw usageError('ERR_BAD_OPTION', `--balance-kv must be a number or 'auto' (got '${String(o.balanceKv)}')`);
-      } else if (o.balanceKv === 'auto') balanceKv = 'auto';
-      if (o.method !== 'gqa2mla' && o.method !== 'transmla') throw usageError('ERR_BAD_OPTION', `--method must be 'gqa2mla' or 'transmla' (got '${String(o.method)}')`);
-      // the output and the inputs, in the CLI's own flag names, before any work
-      checkOutputTarget({ modelDir, outDir, overwrite: Boolean(o.force), resume: Boolean(o.resume), inputs: [o.calib as string, o.evalText as string | undefined], names: { overwrite: '--force', resume: '--resume' } });
-      if (o.evalText && !existsSync(o.evalText as string)) throw new GqaError('ERR_EVAL_READ', `cannot read evaluation text ${String(o.evalText)}: no such file`, 'input');
-      const bar = createProgress(!o.json && !o.quiet);
-      const controller = new AbortController();
-      const onSig = () => controller.abort();
-      process.once('SIGINT', onSig);
-      try {
-        const base = {
-          modelDir,
-          calibFile: o.calib as string,
-          calibSamples: o.calibSamples as number,
-          calibSeqlen: o.calibSeqlen as number,
-          heldOutSamples: o.heldOut as number | undefined,
-          seed: o.seed as number,
-          freqfold,
-          method: o.method as 'gqa2mla' | 'transmla',
-          balanceKv,
-          ropeSelection: o.ropeSelection as 'key' | 'qk' | 'auto' | undefined,
-          kvMetric: o.kvMetric as 'plain' | 'objective' | 'attention' | 'auto' | undefined,
-          nopeRotation: o.nopeRotation as boolean | undefined,
-          outputRefit: o.outputRefit as boolean | undefined,
-          latentNorm: o.latentNorm as 'exact' | 'off',
-          dtype: o.dtype as 'auto' | 'BF16' | 'F16' | 'F32',
-          target: o.target as 'portable' | 'transformers',
-          device: o.device as 'auto' | 'cpu' | 'cuda',
-          qLoraRank: o.qLoraRank as number | undefined,
-          calibInputs: o.calibInputs as 'original' | 'converted',
-          overwrite: Boolean(o.force),
-          resume: Boolean(o.resume),
-          checkpointSeconds: o.checkpointSeconds as number,
-          signal: controller.signal,
-          onProgress: layerProgress(bar),
-        };
-        const ranks = o.kvLoraRank as number[];
-        const ropes = o.qkRopeDim as number[];
-        const evalOpts = o.evalText ? { textFile: o.evalText as string, seq: (o.evalSeq as number[])[0], seqs: checkSeqs(undefined, o.evalSeq as number[]), windows: o.evalWindows as number } : null;
-        if (ranks.length > 1 || ropes.length > 1) {
-          const sweep = await convertSweep({ ...base, outDir, kvLoraRanks: ranks, qkRopeDims: ropes });
-          for (const b of sweep.budgets) {
-            const warning = subnormalWarning(b.report);
-            if (warning && !o.quiet) process.stderr.write(`gqa2mla: warning: ${b.dir}: ${warning}\n`);
-          }
-          const summary = await summarizeSweep(sweep, modelDir, evalOpts, (m) => bar.note(m));
-          bar.stop();
-          if (o.json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
-          else if (!o.quiet) process.stdout.write(formatSweep(summary));
-          return;
-        }
-        const report = await convert({ ...base, outDir, kvLoraRank: ranks[0], qkRopeDim: ropes[0] });
-        const ppl = evalOpts ? await attachPpl(report, modelDir, outDir, evalOpts) : null;
-        if (evalOpts) {
-          bar.note('greedy samples, source beside converted');
-          const samples = await attachSamples({ report, sourceDir: modelDir, convertedDir: outDir, calibFile: o.calib as string });
-          if (samples.skipped && !o.quiet) process.stderr.write(`gqa2mla: note: no greedy samples in the report: ${samples.skipped}\n`);
-        }
-        bar.stop();
-        const warning = subnormalWarning(report);
-        if (warning && !o.quiet) process.stderr.write(`gqa2mla: warning: ${warning}\n`);
-        if (o.json) {
-          process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-        } else if (!o.quiet) {
-          const kv = report.kvValuesPerToken;
-          process.stdout.write(
-            `converted ${report.source.numLayers} layers in ${report.times.total.toFixed(1)} s -> ${outDir}\n` +
-              `KV values per token per layer: ${kv.perLayerBefore} -> ${kv.perLayerAfter} (${kv.ratio.toFixed(2)}x smaller)\n` +
-              report.layers
-                .map(
-                  (l) =>
-                    `  layer ${String(l.layer).padStart(3)}  freqfold ${String(l.freqfold).padStart(2)}  attn rel err ${l.attnRelError.toFixed(4)}  ` +
-                    `rope var ${(100 * l.ropeVarianceKept).toFixed(1)}%  pca var ${(100 * l.pcaVarianceKept).toFixed(1)}%`,
-                )
-                .join('\n') +
-              '\n' +
-              (ppl ? `ppl ${ppl.before.toFixed(3)} -> ${ppl.after.toFixed(3)} (${ppl.protocol})\n` : '') +
-              `report: ${outDir}/report.html\n`,
-          );
-        }
-      } finally {
-        bar.stop();
-        process.off('SIGINT', onSig);
-      }
-    });
+    );
+}
+
+/** Registers the command. */
+export function register(program: Command): void {
+  convertCommand(program).action(runConvert);
+}
+
+/** The numeric options commander leaves as strings, checked ('auto' or a number). */
+function parseChoices(o: Record<string, unknown>): { freqfold: number | 'auto'; balanceKv: number | 'auto' | undefined } {
+  let freqfold: number | 'auto' = 'auto';
+  if (o.freqfold !== 'auto') {
+    freqfold = Number(o.freqfold);
+    if (!Number.isInteger(freqfold)) throw usageError('ERR_BAD_OPTION', `--freqfold must be an integer or 'auto' (got '${String(o.freqfold)}')`);
+  }
+  let balanceKv: number | 'auto' | undefined;
+  if (o.balanceKv !== undefined && o.balanceKv !== 'auto') {
+    balanceKv = Number(o.balanceKv);
+    if (!Number.isFinite(balanceKv)) throw usageError('ERR_BAD_OPTION', `--balance-kv must be a number or 'auto' (got '${String(o.balanceKv)}')`);
+  } else if (o.balanceKv === 'auto') balanceKv = 'auto';
+  if (o.method !== 'gqa2mla' && o.method !== 'transmla') throw usageError('ERR_BAD_OPTION', `--method must be 'gqa2mla' or 'transmla' (got '${String(o.method)}')`);
+  return { freqfold, balanceKv };
+}
+
+/** The API options of the command line's (budgets aside). */
+function apiOptions(modelDir: string, o: Record<string, unknown>, signal: AbortSignal, bar: Progress): Omit<ConvertOptions, 'outDir' | 'kvLoraRank' | 'qkRopeDim'> {
+  return {
+    modelDir,
+    calibFile: o.calib as string,
+    calibSamples: o.calibSamples as number,
+    calibSeqlen: o.calibSeqlen as number,
+    heldOutSamples: o.heldOut as number | undefined,
+    seed: o.seed as number,
+    ...parseChoices(o),
+    method: o.method as 'gqa2mla' | 'transmla',
+    ropeSelection: o.ropeSelection as 'key' | 'qk' | 'auto' | undefined,
+    kvMetric: o.kvMetric as 'plain' | 'objective' | 'attention' | 'auto' | undefined,
+    nopeRotation: o.nopeRotation as boolean | undefined,
+    outputRefit: o.outputRefit as boolean | undefined,
+    latentNorm: o.latentNorm as 'exact' | 'off',
+    dtype: o.dtype as 'auto' | 'BF16' | 'F16' | 'F32',
+    target: o.target as 'portable' | 'transformers',
+    device: o.device as 'auto' | 'cpu' | 'cuda',
+    qLoraRank: o.qLoraRank as number | undefined,
+    calibInputs: o.calibInputs as 'original' | 'converted',
+    overwrite: Boolean(o.force),
+    resume: Boolean(o.resume),
+    checkpointSeconds: o.checkpointSeconds as number,
+    signal,
+    onProgress: layerProgress(bar),
+  };
+}
+
+/** The text summary of one conversion. */
+function formatConversion(report: ConversionReport, outDir: string, ppl: { before: number; after: number; protocol: string } | null): string {
+  const kv = report.kvValuesPerToken;
+  const layers = report.layers.map(
+    (l) =>
+      `  layer ${String(l.layer).padStart(3)}  freqfold ${String(l.freqfold).padStart(2)}  attn rel err ${l.attnRelError.toFixed(4)}  ` +
+      `rope var ${(100 * l.ropeVarianceKept).toFixed(1)}%  pca var ${(100 * l.pcaVarianceKept).toFixed(1)}%`,
+  );
+  return (
+    `converted ${report.source.numLayers} layers in ${report.times.total.toFixed(1)} s -> ${outDir}\n` +
+    `KV values per token per layer: ${kv.perLayerBefore} -> ${kv.perLayerAfter} (${kv.ratio.toFixed(2)}x smaller)\n` +
+    `${layers.join('\n')}\n` +
+    (ppl ? `ppl ${ppl.before.toFixed(3)} -> ${ppl.after.toFixed(3)} (${ppl.protocol})\n` : '') +
+    `report: ${outDir}/report.html\n`
+  );
+}
+
+/** A sweep (several budgets) and its summary on stdout. */
+async function runSweep(base: Omit<ConvertOptions, 'outDir' | 'kvLoraRank' | 'qkRopeDim'>, outDir: string, o: Record<string, unknown>, evalOpts: EvalSettings | null, bar: Progress): Promise<void> {
+  const sweep = await convertSweep({ ...base, outDir, kvLoraRanks: o.kvLoraRank as number[], qkRopeDims: o.qkRopeDim as number[] });
+  for (const b of sweep.budgets) {
+    const warning = subnormalWarning(b.report);
+    if (warning && !o.quiet) process.stderr.write(`gqa2mla: warning: ${b.dir}: ${warning}\n`);
+  }
+  const summary = await summarizeSweep(sweep, base.modelDir, evalOpts, (m) => bar.note(m));
+  bar.stop();
+  if (o.json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+  else if (!o.quiet) process.stdout.write(formatSweep(summary));
+}
+
+/** One conversion, its evaluation and samples, and its report on stdout. */
+async function runSingle(base: Omit<ConvertOptions, 'outDir' | 'kvLoraRank' | 'qkRopeDim'>, outDir: string, o: Record<string, unknown>, evalOpts: EvalSettings | null, bar: Progress): Promise<void> {
+  const report = await convert({ ...base, outDir, kvLoraRank: (o.kvLoraRank as number[])[0], qkRopeDim: (o.qkRopeDim as number[])[0] });
+  const ppl = evalOpts ? await attachPpl(report, base.modelDir, outDir, evalOpts) : null;
+  if (evalOpts) {
+    bar.note('greedy samples, source beside converted');
+    const samples = await attachSamples({ report, sourceDir: base.modelDir, convertedDir: outDir, calibFile: o.calib as string });
+    if (samples.skipped && !o.quiet) process.stderr.write(`gqa2mla: note: no greedy samples in the report: ${samples.skipped}\n`);
+  }
+  bar.stop();
+  const warning = subnormalWarning(report);
+  if (warning && !o.quiet) process.stderr.write(`gqa2mla: warning: ${warning}\n`);
+  if (o.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else if (!o.quiet) process.stdout.write(formatConversion(report, outDir, ppl));
+}
+
+/** The command's action: checks before any work, then one conversion or a sweep. */
+async function runConvert(modelDir: string, outDir: string, o: Record<string, unknown>): Promise<void> {
+  parseChoices(o);
+  // the output and the inputs, in the CLI's own flag names, before any work
+  checkOutputTarget({ modelDir, outDir, overwrite: Boolean(o.force), resume: Boolean(o.resume), inputs: [o.calib as string, o.evalText as string | undefined], names: { overwrite: '--force', resume: '--resume' } });
+  if (o.evalText && !existsSync(o.evalText as string)) throw new GqaError('ERR_EVAL_READ', `cannot read evaluation text ${String(o.evalText)}: no such file`, 'input');
+  const evalOpts: EvalSettings | null = o.evalText ? { textFile: o.evalText as string, seq: (o.evalSeq as number[])[0], seqs: checkSeqs(undefined, o.evalSeq as number[]), windows: o.evalWindows as number } : null;
+  const bar = createProgress(!o.json && !o.quiet);
+  const controller = new AbortController();
+  const onSig = () => controller.abort();
+  process.once('SIGINT', onSig);
+  try {
+    const base = apiOptions(modelDir, o, controller.signal, bar);
+    const sweep = (o.kvLoraRank as number[]).length > 1 || (o.qkRopeDim as number[]).length > 1;
+    await (sweep ? runSweep : runSingle)(base, outDir, o, evalOpts, bar);
+  } finally {
+    bar.stop();
+    process.off('SIGINT', onSig);
+  }
 }
