@@ -14,6 +14,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { getDecodeCuda, type NativeDeviceBuffer } from '../../src/decode.js';
+import { seededRandom as mulberry } from '../../src/generate-sampling.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -26,16 +27,6 @@ const SKS = quick ? [4096, 8192] : [1024, 4096, 8192, 16384, 32768];
 const HEADS = quick ? [16, 32, 128] : [16, 32, 128];
 const QLENS = [1, 2];
 
-function mulberry(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** FlashMLA's varied lengths: max(normal(mean, mean / 2), qLen), integer. */
 function lengths(batch: number, sk: number, qLen: number, varied: boolean, seed: number): Int32Array {

@@ -2,18 +2,10 @@
  * Float64 reference and random cases for the decode-attention tests (CPU and CUDA):
  * plain loops over every (request, query, head, token), no blocking, two-pass softmax.
  */
+import { seededRandom } from '../../src/generate-sampling.js';
 
-/** Seeded uniform [0, 1) generator (mulberry32). */
-export function uniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform [0, 1) generator (mulberry32, the one of src/generate-sampling.ts). */
+export const uniform = seededRandom;
 
 /** Rounds float32 values to bf16 (nearest even), returned as float32. */
 export function roundBf16(x: Float32Array): Float32Array {

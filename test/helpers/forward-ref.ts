@@ -2,18 +2,10 @@
  * Float64 references for the forward-kernel tests: straightforward loops, no blocking,
  * no online softmax — the simplest correct form of each operation.
  */
+import { seededRandom } from '../../src/generate-sampling.js';
 
-/** Seeded uniform generator (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform generator (mulberry32, the one of src/generate-sampling.ts). */
+export const rng = seededRandom;
 
 /** n standard-normal float32 values times `scale` (Box-Muller on a seeded generator). */
 export function randn(n: number, seed: number, scale = 1): Float32Array {
