@@ -64,3 +64,15 @@ test('missing --calib is a usage error; a missing model dir an input error', asy
   expect(r.code).toBe(3);
   expectOneLineError(r, 'nope');
 });
+
+test('--target: a usage error names the flag; --json shows the portable block only for portable', async () => {
+  const bad = await runCli('convert', LLAMA, join(tmp, 'never-target'), ...fast, '--qk-rope-dim', '32', '--kv-lora-rank', '64', '--target', 'vllm');
+  expect(bad.code).toBe(2);
+  expectOneLineError(bad, '--target');
+  expect(existsSync(join(tmp, 'never-target'))).toBe(false);
+  const p = JSON.parse((await runCli('convert', LLAMA, join(tmp, 'tp'), ...fast, '--qk-rope-dim', '32', '--kv-lora-rank', '64', '--json')).out);
+  expect(p.portable).toMatchObject({ target: 'portable', rope: { exportedType: 'default', exact: true } });
+  const t = JSON.parse((await runCli('convert', LLAMA, join(tmp, 'tt'), ...fast, '--qk-rope-dim', '32', '--kv-lora-rank', '64', '--target', 'transformers', '--json')).out);
+  expect(t.portable).toBeUndefined();
+  expect(Object.keys(t).sort()).toEqual(Object.keys(p).filter((k) => k !== 'portable').sort());
+});
