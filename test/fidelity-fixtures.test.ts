@@ -21,6 +21,14 @@
  * A deliberately broken build fails it (scratch branches, llama case): the output refit off
  * by default gives 33.9272 (> the 2% guard 33.32, target still met); TransMLA's method as
  * the default gives 55.7740 (> the target 37.18).
+ *
+ * The table was measured with the exact bias construction, which is `--target transformers`
+ * since the portable export became the default; these two cases convert with it (for the
+ * bias-free llama fixture the portable output computes the same). The portable default of the
+ * biased qwen2 fixture folds its biases approximately: measured 31.3731 at 64+32 (clean-clone
+ * CI run, 2026-12-01), worse than the table's target; its own case asserts that it stays
+ * better than TransMLA's own code at that budget (35.735, bench/results/fidelity-cpu.json)
+ * and within 2% of that measurement.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -56,7 +64,7 @@ beforeAll(() => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 test.each(cases)(
-  '$name: default conversion, ppl within the fidelity target and 2% of the committed default ($bounds)',
+  '$name: default settings with --target transformers (the table'\''s export), ppl within the fidelity target and 2% of the committed default ($bounds)',
   async (c) => {
     const out = join(tmp, c.name.replace(/[ +]/g, '-'));
     await convert({
@@ -68,6 +76,7 @@ test.each(cases)(
       seed: 42,
       qkRopeDim: c.qkRopeDim,
       kvLoraRank: c.kvLoraRank,
+      target: 'transformers',
       overwrite: true,
     });
     const { ppl, windows } = await evalPpl({ modelDir: out, textFile: join(FIX, 'pydocs-eval.txt'), seq: 512, windows: 40 });
@@ -79,3 +88,19 @@ test.each(cases)(
   },
   2_400_000,
 );
+
+/** The portable default of the biased fixture (measured 31.3731; see the opening comment). */
+const PORTABLE_QWEN2_MEASURED = 31.3731;
+
+test('tiny-qwen2-gqa 64+32, portable default (biases folded): better than TransMLA\'s own code and within 2% of its measurement', async () => {
+  const transmla = (JSON.parse(readFileSync(join(root, 'bench', 'results', 'fidelity-cpu.json'), 'utf8')) as { transmlaCode: Array<{ fixture: string; qkRopeDim: number; kvLoraRank: number; transmla: number }> }).transmlaCode.find(
+    (r) => r.fixture === 'tiny-qwen2-gqa' && r.qkRopeDim === 64 && r.kvLoraRank === 32,
+  )!.transmla;
+  const out = join(tmp, 'qwen2-portable');
+  await convert({ modelDir: join(FIX, 'tiny-qwen2-gqa'), outDir: out, calibFile: join(FIX, 'pydocs-train-3M.txt'), calibSamples: 128, calibSeqlen: 256, seed: 42, qkRopeDim: 64, kvLoraRank: 32 });
+  const { ppl } = await evalPpl({ modelDir: out, textFile: join(FIX, 'pydocs-eval.txt'), seq: 512, windows: 40 });
+  console.log(`tiny-qwen2-gqa 64+32 portable: ppl ${ppl.toFixed(4)} (TransMLA's own code ${transmla}, measured ${PORTABLE_QWEN2_MEASURED})`);
+  expect(ppl).toBeLessThan(transmla);
+  expect(ppl).toBeLessThanOrEqual(PORTABLE_QWEN2_MEASURED * (1 + DRIFT));
+  rmSync(out, { recursive: true, force: true });
+}, 2_400_000);
