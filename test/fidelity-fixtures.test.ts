@@ -64,7 +64,7 @@ beforeAll(() => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 test.each(cases)(
-  '$name: default settings with --target transformers (the table'\''s export), ppl within the fidelity target and 2% of the committed default ($bounds)',
+  '$name: default settings with --target transformers (the export of the table), ppl within the fidelity target and 2% of the committed default ($bounds)',
   async (c) => {
     const out = join(tmp, c.name.replace(/[ +]/g, '-'));
     await convert({
