@@ -50,7 +50,7 @@ td.l{text-align:left;white-space:normal;word-break:break-all}
 .bad{color:#b91c1c}
 .warn{color:#b45309}
 table.samples td,table.samples th{text-align:left;vertical-align:top}
-td.sample{text-align:left;white-space:pre-wrap;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;max-width:360px;vertical-align:top}
+td.sample{text-align:left;white-space:pre-wrap;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;max-width:360px;vertical-align:top;overflow-wrap:anywhere}
 .rules{margin:6px 0 0 18px;padding:0;font-size:13px}
 p.verdict{font-size:15px;margin:0 0 10px}
 a{color:var(--accent);text-decoration:none}
