@@ -5,9 +5,7 @@
  */
 import { Checkpoint } from './checkpoint/checkpoint.js';
 import { GqaError } from './errors.js';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { parseModelSpec } from './model/spec.js';
+import { parseModelSpec, readConfigJson } from './model/spec.js';
 import type { ModelSpec } from './model/spec-types.js';
 import { ENGINES, type EngineName, type EngineProblem, engineView, ropeDifference } from './interop/engine-semantics.js';
 import { tensorFacts } from './interop/engine-runner.js';
@@ -87,14 +85,14 @@ function verdict(engine: EngineName, raw: Record<string, unknown>, facts: Awaite
 
 /** Checks directory `dir` against `engines` (default all). */
 export async function checkDirectory(dir: string, engines: readonly EngineName[] = ENGINES): Promise<CheckResult> {
-  const raw = await readConfig(dir);
+  const { config: raw, path } = await readConfigJson(dir);
   if (raw.model_type !== 'deepseek_v3')
     throw new GqaError('ERR_MODEL_TYPE', `${dir} is a ${String(raw.model_type)} checkpoint, not DeepSeek-V3 (MLA): nothing to check`, 'input');
   // gqa2mla's own reading (null when its engine refuses the directory, e.g. MoE layers)
   let ours: ModelSpec | null = null;
   let refusal: string | null = null;
   try {
-    ours = parseModelSpec(raw, join(dir, 'config.json'));
+    ours = parseModelSpec(raw, path);
   } catch (e) {
     refusal = (e as Error).message;
   }
@@ -115,21 +113,6 @@ export async function checkDirectory(dir: string, engines: readonly EngineName[]
     ok: verdicts.every((v) => v.loads && v.computesSame),
     ...(refusal ? { gqa2mlaRefuses: refusal } : {}),
   };
-}
-
-async function readConfig(dir: string): Promise<Record<string, unknown>> {
-  const path = join(dir, 'config.json');
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch {
-    throw new GqaError('ERR_FILE_MISSING', `${path}: cannot read config.json (is ${dir} a checkpoint directory?)`, 'input');
-  }
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch (e) {
-    throw new GqaError('ERR_BAD_CONFIG', `${path}: not valid JSON (${(e as Error).message})`, 'input');
-  }
 }
 
 /** Human-readable form of a {@link CheckResult}. */

@@ -15,8 +15,8 @@ export const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'mistral', 'deepseek_v3'
 /** RoPE types gqa2mla reads. */
 export const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'llama3', 'dynamic', 'yarn'] as const;
 
-/** Reads `<dir>/config.json`. */
-export async function loadModelSpec(dir: string): Promise<ModelSpec> {
+/** `<dir>/config.json` as a JSON object, with its path (input errors name the file). */
+export async function readConfigJson(dir: string): Promise<{ config: Record<string, unknown>; path: string }> {
   const path = join(dir, 'config.json');
   let text: string;
   try {
@@ -31,7 +31,13 @@ export async function loadModelSpec(dir: string): Promise<ModelSpec> {
     throw new GqaError('ERR_BAD_CONFIG', `${path}: not valid JSON (${(e as Error).message})`, 'input');
   }
   if (!cfg || typeof cfg !== 'object' || Array.isArray(cfg)) throw new GqaError('ERR_BAD_CONFIG', `${path}: not a JSON object`, 'input');
-  return parseModelSpec(cfg as Record<string, unknown>, path);
+  return { config: cfg as Record<string, unknown>, path };
+}
+
+/** Reads `<dir>/config.json`. */
+export async function loadModelSpec(dir: string): Promise<ModelSpec> {
+  const { config, path } = await readConfigJson(dir);
+  return parseModelSpec(config, path);
 }
 
 /** max_position_embeddings of each model type's transformers config class, used when absent. */
