@@ -8,7 +8,6 @@
  */
 import type { Command } from 'commander';
 import { usageError } from '../errors.js';
-import type { NllBucket } from '../eval/buckets.js';
 import { evalPpl, type PplContextResult, type PplResult } from '../eval/ppl.js';
 import { createProgress } from './progress.js';
 
@@ -33,18 +32,8 @@ function seqList(v: string): number[] {
   return out;
 }
 
-/** One length in the `--json` output. */
-export interface JsonContext {
-  seq: number;
-  ppl: number;
-  windows: number;
-  windowsRequested: number;
-  tokensScored: number;
-  meanNll: number;
-  /** NLL by position bucket (positions from..to inclusive; see src/eval/buckets.ts) */
-  buckets: NllBucket[];
-  seconds: number;
-}
+/** One length in the `--json` output: the API's result without the per-window arrays. */
+export type JsonContext = Omit<PplContextResult, 'windowNll' | 'window0Nll'>;
 
 /** The `--json` object (version 2). */
 export function jsonResult(r: PplResult): Record<string, unknown> {
