@@ -12,8 +12,7 @@ import { loadModelSpec } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { native } from '../native/binding.js';
 import { ropeFor, slidingWindowOf } from './attention.js';
-import { mlpInto } from './layer.js';
-import { EMBED_NAME, NORM_NAME, readLmHead } from './model.js';
+import { checkTokenIds, decodeThroughLayers, type EndTensors, readEndTensors } from './decoder-step.js';
 import { type LayerWeights, loadLayerWeights, opt, req, type TensorSource } from './weights.js';
 import { Workspace } from './workspace.js';
 
@@ -39,20 +38,16 @@ export class GqaDecoder {
   readonly spec: ModelSpec;
   private readonly layers: CachedLayer[];
   private readonly source: ClosableSource;
-  private readonly embed: Float32Array;
-  private readonly norm: Float32Array;
-  private readonly head: Float32Array;
+  private readonly end: EndTensors;
   private readonly ws = new Workspace();
   private len = 0;
   private capacity = 0;
 
-  private constructor(source: ClosableSource, spec: ModelSpec, layers: CachedLayer[], embed: Float32Array, norm: Float32Array, head: Float32Array) {
+  private constructor(source: ClosableSource, spec: ModelSpec, layers: CachedLayer[], end: EndTensors) {
     this.source = source;
     this.spec = spec;
     this.layers = layers;
-    this.embed = embed;
-    this.norm = norm;
-    this.head = head;
+    this.end = end;
   }
 
   /** Opens a GQA/MHA checkpoint directory and loads every layer (weights stay resident). */
@@ -72,15 +67,7 @@ export class GqaDecoder {
     if (spec.mla) throw new GqaError('ERR_MODEL_TYPE', 'GqaDecoder takes a GQA/MHA checkpoint; use MlaDecoder for deepseek_v3', 'usage');
     const layers: CachedLayer[] = [];
     for (let l = 0; l < spec.numLayers; l++) layers.push({ w: await loadLayerWeights(source, spec, l), k: new Float32Array(0), v: new Float32Array(0) });
-    const H = spec.hiddenSize;
-    if (!source.has(NORM_NAME)) throw new GqaError('ERR_TENSOR_MISSING', `tensor ${NORM_NAME} is missing from the checkpoint`);
-    const norm = await source.read(NORM_NAME);
-    if (norm.length !== H) throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${NORM_NAME} has ${norm.length} elements, expected ${H}`);
-    const head = await readLmHead(source, spec);
-    if (!source.has(EMBED_NAME)) throw new GqaError('ERR_TENSOR_MISSING', `tensor ${EMBED_NAME} is missing from the checkpoint`);
-    const embed = spec.tieWordEmbeddings || !source.has('lm_head.weight') ? head : await source.read(EMBED_NAME);
-    if (embed.length !== spec.vocabSize * H) throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${EMBED_NAME} has ${embed.length} elements, expected ${spec.vocabSize * H}`);
-    return new GqaDecoder(source, spec, layers, embed, norm, head);
+    return new GqaDecoder(source, spec, layers, await readEndTensors(source, spec));
   }
 
   /** Tokens in the cache. */
@@ -113,30 +100,15 @@ export class GqaDecoder {
    * (token i attends to the cache and to new tokens 0..i).
    */
   async append(ids: Int32Array): Promise<Float32Array> {
-    const spec = this.spec;
     const n = ids.length;
     if (n === 0) return new Float32Array(0);
-    for (let i = 0; i < n; i++)
-      if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= spec.vocabSize)
-        throw new GqaError('ERR_TOKEN_ID', `token id ${ids[i]} at ${i} is outside the vocabulary [0, ${spec.vocabSize})`, 'usage');
-    const H = spec.hiddenSize;
+    checkTokenIds(ids, this.spec.vocabSize);
     const start = this.len;
     this.ensureCapacity(start + n);
-    const h = new Float32Array(n * H);
-    await native.embedGatherAsync(this.embed, ids, h, H);
     const pos = new Int32Array(n);
     for (let i = 0; i < n; i++) pos[i] = start + i;
-    const xn = this.ws.get('xn', n * H);
-    for (const L of this.layers) {
-      await native.rmsNormAsync(h, req(L.w, 'input_layernorm.weight', H), xn, { rows: n, dim: H, eps: spec.rmsNormEps });
-      await this.attention(L, xn, n, start, pos, h);
-      await native.rmsNormAsync(h, req(L.w, 'post_attention_layernorm.weight', H), xn, { rows: n, dim: H, eps: spec.rmsNormEps });
-      await mlpInto(spec, L.w, xn, n, h, this.ws);
-    }
+    const logits = await decodeThroughLayers({ spec: this.spec, ws: this.ws, end: this.end, layers: this.layers, ids, attention: (L, xn, h) => this.attention(L, xn, n, start, pos, h) });
     this.len = start + n;
-    await native.rmsNormAsync(h, this.norm, xn, { rows: n, dim: H, eps: spec.rmsNormEps });
-    const logits = new Float32Array(n * spec.vocabSize);
-    await native.linearAsync(xn, this.head, logits, { rows: n, inDim: H, outDim: spec.vocabSize });
     return logits;
   }
 

@@ -21,8 +21,7 @@ import { mlaSoftmaxScale } from '../model/rope.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { native } from '../native/binding.js';
 import { mlaCacheRows, mlaQueries, ropeFor } from './attention.js';
-import { mlpInto } from './layer.js';
-import { EMBED_NAME, NORM_NAME, readLmHead } from './model.js';
+import { checkTokenIds, decodeThroughLayers, type EndTensors, readEndTensors } from './decoder-step.js';
 import { type LayerWeights, loadLayerWeights, opt, req, type TensorSource } from './weights.js';
 import { Workspace } from './workspace.js';
 
@@ -66,9 +65,7 @@ export class MlaDecoder {
   readonly pageSize: number;
   private readonly layers: DecoderLayer[];
   private readonly source: TensorSource & { close?(): void | Promise<void> };
-  private readonly embed: Float32Array;
-  private readonly norm: Float32Array;
-  private readonly head: Float32Array;
+  private readonly end: EndTensors;
   private readonly ws = new Workspace();
   private len = 0;
   private pages = 0;
@@ -77,17 +74,13 @@ export class MlaDecoder {
     source: TensorSource & { close?(): void | Promise<void> },
     spec: ModelSpec,
     layers: DecoderLayer[],
-    embed: Float32Array,
-    norm: Float32Array,
-    head: Float32Array,
+    end: EndTensors,
     pageSize: number,
   ) {
     this.source = source;
-    this.embed = embed;
+    this.end = end;
     this.spec = spec;
     this.layers = layers;
-    this.norm = norm;
-    this.head = head;
     this.pageSize = pageSize;
   }
 
@@ -123,15 +116,7 @@ export class MlaDecoder {
         }
       layers.push({ w, ukT, cache: new Float32Array(0) });
     }
-    const H = spec.hiddenSize;
-    if (!source.has(NORM_NAME)) throw new GqaError('ERR_TENSOR_MISSING', `tensor ${NORM_NAME} is missing from the checkpoint`);
-    const norm = await source.read(NORM_NAME);
-    if (norm.length !== H) throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${NORM_NAME} has ${norm.length} elements, expected ${H}`);
-    const head = await readLmHead(source, spec);
-    if (!source.has(EMBED_NAME)) throw new GqaError('ERR_TENSOR_MISSING', `tensor ${EMBED_NAME} is missing from the checkpoint`);
-    const embed = spec.tieWordEmbeddings || !source.has('lm_head.weight') ? head : await source.read(EMBED_NAME);
-    if (embed.length !== spec.vocabSize * H) throw new GqaError('ERR_TENSOR_SHAPE', `tensor ${EMBED_NAME} has ${embed.length} elements, expected ${spec.vocabSize * H}`);
-    return new MlaDecoder(source, spec, layers, embed, norm, head, pageSize);
+    return new MlaDecoder(source, spec, layers, await readEndTensors(source, spec), pageSize);
   }
 
   /** Tokens in the cache. */
@@ -167,33 +152,14 @@ export class MlaDecoder {
    * [n, vocab] (token i attends to the cache and to new tokens 0..i).
    */
   async append(ids: Int32Array): Promise<Float32Array> {
-    const spec = this.spec;
     const n = ids.length;
     if (n === 0) return new Float32Array(0);
-    const H = spec.hiddenSize;
-    const eps = spec.rmsNormEps;
     const start = this.len;
     this.ensurePages(start + n);
-    const ws = this.ws;
-    for (let i = 0; i < n; i++)
-      if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= spec.vocabSize)
-        throw new GqaError('ERR_TOKEN_ID', `token id ${ids[i]} at ${i} is outside the vocabulary [0, ${spec.vocabSize})`, 'usage');
-    const h = new Float32Array(n * H);
-    await native.embedGatherAsync(this.embed, ids, h, H);
+    checkTokenIds(ids, this.spec.vocabSize);
     const step = this.stepGeometry(start, n);
-    for (const L of this.layers) {
-      const w = L.w;
-      const xn = ws.get('xn', n * H);
-      await native.rmsNormAsync(h, req(w, 'input_layernorm.weight', H), xn, { rows: n, dim: H, eps });
-      await this.attentionStep(L, xn, h, step);
-      await native.rmsNormAsync(h, req(w, 'post_attention_layernorm.weight', H), xn, { rows: n, dim: H, eps });
-      await mlpInto(spec, w, xn, n, h, ws);
-    }
+    const logits = await decodeThroughLayers({ spec: this.spec, ws: this.ws, end: this.end, layers: this.layers, ids, attention: (L, xn, h) => this.attentionStep(L, xn, h, step) });
     this.len = start + n;
-    const xn = ws.get('xn', n * H);
-    await native.rmsNormAsync(h, this.norm, xn, { rows: n, dim: H, eps });
-    const logits = new Float32Array(n * spec.vocabSize);
-    await native.linearAsync(xn, this.head, logits, { rows: n, inDim: H, outDim: spec.vocabSize });
     return logits;
   }
 
