@@ -1,16 +1,8 @@
 /** Seeded random data for tests and benches. */
+import { seededRandom } from '../../src/generate-sampling.js';
 
-/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: a small seeded PRNG returning floats in [0, 1) (the one of src/generate-sampling.ts). */
+export const prng = seededRandom;
 
 /** Standard normal samples (Box-Muller). */
 export function randn(len: number, seed: number): Float64Array {
