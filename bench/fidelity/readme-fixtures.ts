@@ -13,6 +13,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { convert, type ConvertOptions } from '../../src/convert/convert.js';
 import { evalPpl } from '../../src/eval/ppl.js';
+import { layerChoices } from './task.js';
 
 const root = join(import.meta.dirname, '..', '..');
 const fx = (n: string) => join(root, 'test', 'fixtures', n);
@@ -82,13 +83,7 @@ for (const b of budgets) {
       gapVsTransmlaCode: (ppl - original[b.fixture]) / gapTm,
       transmlaCodePpl: b.transmla,
       meanAttnRelError: report.meanAttnRelError,
-      attnRelError: report.layers.map((l) => l.attnRelError),
-      freqfold: report.layers.map((l) => l.freqfold),
-      balanceKv: report.layers.map((l) => l.balanceKv),
-      ropeSelection: report.layers.map((l) => l.ropeSelection),
-      kvMetric: report.layers.map((l) => l.kvMetric),
-      valueRefitKept: report.layers.map((l) => l.valueRefit?.kept ?? null),
-      outputRefitKept: report.layers.map((l) => l.outputRefit?.kept ?? null),
+      ...layerChoices(report),
       candidates: report.layers.map((l) => l.candidates.length),
       convertSeconds: seconds,
     };

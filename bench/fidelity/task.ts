@@ -9,6 +9,20 @@ import type { NllBucket } from '../../src/eval/buckets.js';
 import { evalPpl } from '../../src/eval/ppl.js';
 import type { Budget } from './models.js';
 import type { RowDef } from './rows.js';
+import type { ConversionReport } from '../../src/report-types.js';
+
+/** The per-layer errors and choices of a conversion report, one array per field. */
+export function layerChoices(report: ConversionReport) {
+  return {
+    attnRelError: report.layers.map((l) => l.attnRelError),
+    freqfold: report.layers.map((l) => l.freqfold),
+    balanceKv: report.layers.map((l) => l.balanceKv),
+    ropeSelection: report.layers.map((l) => l.ropeSelection),
+    kvMetric: report.layers.map((l) => l.kvMetric),
+    valueRefitKept: report.layers.map((l) => l.valueRefit?.kept ?? null),
+    outputRefitKept: report.layers.map((l) => l.outputRefit?.kept ?? null),
+  };
+}
 
 /** What every task of a run shares (stored in the results file; rows are only comparable under equal settings). */
 export interface GridSettings {
@@ -101,16 +115,7 @@ export async function runTask(t: GridTask, s: GridSettings, workDir: string, thr
       convertSeconds = (performance.now() - t0) / 1000;
       dir = out;
       meanAttnRelError = report.meanAttnRelError;
-      perLayer = {
-        attnRelError: report.layers.map((l) => l.attnRelError),
-        freqfold: report.layers.map((l) => l.freqfold),
-        balanceKv: report.layers.map((l) => l.balanceKv),
-        ropeSelection: report.layers.map((l) => l.ropeSelection),
-        kvMetric: report.layers.map((l) => l.kvMetric),
-        valueRefitKept: report.layers.map((l) => l.valueRefit?.kept ?? null),
-        outputRefitKept: report.layers.map((l) => l.outputRefit?.kept ?? null),
-        candidates: report.layers.map((l) => l.candidates),
-      };
+      perLayer = { ...layerChoices(report), candidates: report.layers.map((l) => l.candidates) };
     }
     const r = await evalPpl({ modelDir: dir, textFile: fromRoot(s.evalFile), seqs: s.seqs, windows: s.windows });
     return {
