@@ -115,6 +115,12 @@ export interface ConversionReport {
     calibSeqlen: number;
     heldOutSamples: number;
     seed: number;
+    /**
+     * the held-out windows at the serving context on which the per-layer choices were judged
+     * (`tokens` per window; `from`: the option or the bound that set the default); absent when
+     * they were judged on the heldOutSamples windows of calibSeqlen tokens
+     */
+    context?: { tokens: number; windows: number; from: string };
     calibTokens: number;
     qkLatentLayernorm: boolean;
   };

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { drawHeldOutWindows } from '../src/convert/held-out-context.js';
 import { drawCalibration } from '../src/convert/calibration.js';
 import type { ConvertProgress } from '../src/convert/options.js';
 import { calibrate } from '../src/convert/stages/calibrate.js';
@@ -43,13 +44,22 @@ test('the clock announces a stage with its event and adds its seconds to its buc
 
 test('calibrate: the windows of one encode of the whole text, with consistent row counts', async () => {
   const text = readFileSync(join(FIX, 'pydocs-train-3M.txt'), 'utf8').slice(0, 200_000);
-  const opt = { calibSamples: 12, heldOutSamples: 3, calibSeqlen: 64, seed: 7 };
-  const w = await calibrate({ modelDir: LLAMA, calibText: text, opt });
+  const opt = { calibSamples: 12, heldOutSamples: 3, calibSeqlen: 64, seed: 7, context: 64, contextWindows: null };
+  const w = await calibrate({ modelDir: LLAMA, calibText: text, maxPositionEmbeddings: 2048, opt });
   const ids = (await loadTokenizer(LLAMA)).encode(text);
   const ref = drawCalibration(ids, 12, 3, 64, 7);
   expect(w.tokens).toBe(ids.length);
   expect(w.calib.offsets).toEqual(ref.offsets);
   expect(Buffer.compare(Buffer.from(w.calib.ids.buffer), Buffer.from(ref.ids.buffer))).toBe(0);
   expect({ statRows: w.statRows, allRows: w.allRows, count: w.count, seqlen: w.seqlen }).toEqual({ statRows: 12 * 64, allRows: 15 * 64, count: 15, seqlen: 64 });
-  await expect(calibrate({ modelDir: LLAMA, opt })).rejects.toThrow(/calibration text is required/);
+  expect(w.long).toBeNull(); // context = calibSeqlen: judged on the short held-out windows
+  await expect(calibrate({ modelDir: LLAMA, maxPositionEmbeddings: 2048, opt })).rejects.toThrow(/calibration text is required/);
+  // the default context: min(max_position_embeddings, 4096); windows drawn from the same text, same draw as drawHeldOutWindows
+  const d = await calibrate({ modelDir: LLAMA, calibText: text, maxPositionEmbeddings: 1024, opt: { ...opt, context: null } });
+  const ref2 = drawHeldOutWindows(ids, 2, 1024, 7); // max(2, round(3 x 64 / 1024))
+  expect(d.long).toMatchObject({ seqlen: 1024, count: 2, rows: 2 * 1024, from: 'max_position_embeddings', offsets: ref2.offsets });
+  expect(Buffer.compare(Buffer.from(d.long!.ids.buffer), Buffer.from(ref2.ids.buffer))).toBe(0);
+  expect(d.calib.offsets).toEqual(ref.offsets); // the statistics draw is unchanged
+  const given = await calibrate({ modelDir: LLAMA, calibText: text, maxPositionEmbeddings: 1024, opt: { ...opt, context: 300, contextWindows: 5 } });
+  expect(given.long).toMatchObject({ seqlen: 300, count: 5, from: 'option' });
 });

@@ -77,11 +77,12 @@ export class CudaBackend implements ComputeBackend {
   private readonly byHost = new WeakMap<Float32Array, DeviceTensor>();
   private readonly invFreqs = new WeakMap<Float32Array, DeviceArray>();
   private prefetch: { layer: number; bytes: Promise<Map<string, HostTensor>> } | null = null;
-  private hidden: DeviceArray | null = null;
-  /** the host array known to equal the device hidden states */
-  private mirror: Float32Array | null = null;
-  /** the device hidden states are newer than `mirror` (set by layerForward, cleared by syncHidden) */
-  private hostStale = false;
+  /**
+   * Device copies of the hidden-state streams (the calibration windows', the context
+   * windows'), by host array; `stale`: the device copy is newer than the host one (set by
+   * layerForward, cleared by syncHidden).
+   */
+  private readonly streams = new Map<Float32Array, { dev: DeviceArray; stale: boolean }>();
   private x: DeviceArray | null = null;
   private hostX: Float32Array | null = null;
   private momC: DeviceArray | null = null;
@@ -256,20 +257,22 @@ export class CudaBackend implements ComputeBackend {
 
   // ---- activations ----------------------------------------------------------------------
 
+  /** The device copy of stream `hidden` (uploaded when new or when the host copy is the newer one). */
   private ensureHidden(hidden: Float32Array): DeviceArray {
-    if (!this.hidden || this.hidden.length !== hidden.length) {
-      this.hidden?.free();
-      this.hidden = DeviceArray.alloc('F32', hidden.length);
-      this.mirror = null;
+    let st = this.streams.get(hidden);
+    if (st && st.dev.length !== hidden.length) {
+      st.dev.free();
+      this.streams.delete(hidden);
+      st = undefined;
     }
-    if (this.mirror !== hidden) {
+    if (!st) {
       const t = now();
-      this.hidden.upload(hidden);
-      this.mirror = hidden;
-      this.hostStale = false;
+      st = { dev: DeviceArray.alloc('F32', hidden.length), stale: false };
+      st.dev.upload(hidden);
+      this.streams.set(hidden, st);
       this.stats.uploadSeconds += now() - t;
     }
-    return this.hidden;
+    return st.dev;
   }
 
   async statistics(spec: ModelSpec, w: LayerWeights, hidden: Float32Array, x: Float32Array, statRows: number, allRows: number, hostInputs = true): Promise<InputMoments> {
@@ -354,16 +357,16 @@ export class CudaBackend implements ComputeBackend {
     const h = this.ensureHidden(hidden);
     await layerForwardDevice(this.context(true), spec, w, h, nSeq, seqLen, MICRO_BATCH_TOKENS);
     await this.cu.synchronizeAsync();
-    this.mirror = hidden; // the device copy is current; the host one only after syncHidden
-    this.hostStale = true;
+    this.streams.get(hidden)!.stale = true; // the device copy is current; the host one only after syncHidden
   }
 
   async syncHidden(hidden: Float32Array): Promise<void> {
-    if (!this.hidden || this.mirror !== hidden || !this.hostStale) return;
+    const st = this.streams.get(hidden);
+    if (!st?.stale) return;
     await this.cu.synchronizeAsync();
     const t = now();
-    this.hidden.download(hidden);
-    this.hostStale = false;
+    st.dev.download(hidden);
+    st.stale = false;
     this.stats.downloadSeconds += now() - t;
   }
 
@@ -459,9 +462,10 @@ export class CudaBackend implements ComputeBackend {
       dt.f32?.free();
     }
     this.tensors.clear();
-    for (const a of [this.hidden, this.x, this.momC, this.momSum]) a?.free();
-    this.hidden = this.x = this.momC = this.momSum = null;
-    this.mirror = this.hostX = this.resident = this.latentHost = null;
-    this.hostStale = false;
+    for (const st of this.streams.values()) st.dev.free();
+    this.streams.clear();
+    for (const a of [this.x, this.momC, this.momSum]) a?.free();
+    this.x = this.momC = this.momSum = null;
+    this.hostX = this.resident = this.latentHost = null;
   }
 }

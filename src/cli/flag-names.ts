@@ -22,7 +22,7 @@ const RENAMED: Record<string, Record<string, string>> = {
 };
 
 /** Single-word option names: mapped only as `name: value`, `name` in backticks, or `name must ...`. */
-const SINGLE_WORDS = ['overwrite', 'resume', 'seed', 'dtype', 'device', 'method', 'freqfold', 'temperature', 'prompt', 'seq', 'windows', 'batch', 'target'];
+const SINGLE_WORDS = ['overwrite', 'resume', 'seed', 'context', 'dtype', 'device', 'method', 'freqfold', 'temperature', 'prompt', 'seq', 'windows', 'batch', 'target'];
 
 function kebab(name: string): string {
   return `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
@@ -67,6 +67,7 @@ const KNOWN_CAMEL = new Set([
   'calibInputs',
   'checkpointSeconds',
   'contextTokens',
+  'contextWindows',
   'textFile',
   'maxNewTokens',
   'topP',

@@ -19,6 +19,7 @@ import { createBackend } from '../backend/select.js';
 import { checkOutputTarget } from '../checkpoint/output-guard.js';
 import { GqaError, usageError } from '../errors.js';
 import type { ConversionReport } from '../report-types.js';
+import { DEFAULT_MAX_CONTEXT, defaultContextWindows } from './held-out-context.js';
 import { checkConversionMemory } from './memory-estimate.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { finishSweepDir } from './output.js';
@@ -112,12 +113,14 @@ async function run(spec: ModelSpec, options: ConvertOptions, outs: TargetSpec[])
   const targets: Target[] = [];
   try {
     const shared = zeroTimes();
-    const windows = await clock.run('calibrate', shared, {}, () => calibrate({ ...options, opt: outs[0].opt }));
+    const windows = await clock.run('calibrate', shared, {}, () => calibrate({ ...options, maxPositionEmbeddings: spec.maxPositionEmbeddings, opt: outs[0].opt }));
     const ctx: RunContext = { spec, options, backend, clock, windows, shared };
     await openTargets(spec, options, ckpt, outs, windows, targets);
     const { hidden, startLayer } = await clock.run('embed', shared, {}, () => embed(ckpt, spec.hiddenSize, windows, targets));
     const x = new Float32Array(windows.allRows * spec.hiddenSize);
-    for (let l = startLayer; l < spec.numLayers; l++) await convertLayer(ctx, { ckpt, layer: l, hidden, x, opts: targets.map((tg) => tg.opt) }, targets);
+    const xLong = windows.long ? new Float32Array(windows.long.rows * spec.hiddenSize) : null;
+    const opts = targets.map((tg) => tg.opt);
+    for (let l = startLayer; l < spec.numLayers; l++) await convertLayer(ctx, { ckpt, layer: l, hidden, x, xLong, opts }, targets);
     checkAbort(options.signal);
     const reports: ConversionReport[] = [];
     for (const tg of targets) reports.push(await finishTarget(ctx, ckpt, tg));
@@ -148,8 +151,15 @@ async function checkBeforeWork(spec: ModelSpec, options: ConvertOptions, opt: Re
     const st = await stat(options.calibFile).catch(() => null);
     if (!st?.isFile()) throw new GqaError('ERR_CALIB_READ', `cannot read calibration text ${options.calibFile}: no such file`, 'input');
   }
-  checkConversionMemory(spec, opt);
+  checkConversionMemory(spec, { ...opt, contextRows: contextRowsBound(spec, opt) });
   checkAbort(options.signal);
+}
+
+/** The most rows the context windows can take (the context before the calibration text bounds it). */
+function contextRowsBound(spec: ModelSpec, opt: ResolvedOptions): number {
+  const context = opt.context ?? Math.min(spec.maxPositionEmbeddings, DEFAULT_MAX_CONTEXT);
+  if (context <= opt.calibSeqlen) return 0;
+  return (opt.contextWindows ?? defaultContextWindows(opt.heldOutSamples, opt.calibSeqlen, context)) * context;
 }
 
 /** One decoder layer through every stage, for every target; `input.hidden` then holds the next layer's inputs. */

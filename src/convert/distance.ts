@@ -50,13 +50,53 @@ function rotate(a: Float32Array, rows: number, heads: number, d: number, seqLen:
   }
 }
 
+/** Adds query t's attention over keys 0..t (head h, KV head g) to `mass` by distance. */
+function accumulateQuery(
+  q: Float32Array,
+  k: Float32Array,
+  at: { base: number; t: number; h: number; g: number; H: number; G: number; d: number },
+  scores: Float64Array,
+  mass: Float64Array,
+): void {
+  const { base, t, h, g, H, G, d } = at;
+  const scale = 1 / Math.sqrt(d);
+  const qo = ((base + t) * H + h) * d;
+  let mx = -Infinity;
+  for (let u = 0; u <= t; u++) {
+    const ko = ((base + u) * G + g) * d;
+    let dot = 0;
+    for (let i = 0; i < d; i++) dot += q[qo + i] * k[ko + i];
+    scores[u] = dot * scale;
+    if (scores[u] > mx) mx = scores[u];
+  }
+  let z = 0;
+  for (let u = 0; u <= t; u++) {
+    scores[u] = Math.exp(scores[u] - mx);
+    z += scores[u];
+  }
+  for (let u = 0; u <= t; u++) mass[t - u] += scores[u] / z;
+}
+
+/** Which windows and queries {@link distanceProfile} reads. */
+export interface ProfileSampling {
+  /** at most this many windows (default 4) */
+  maxWindows?: number;
+  /**
+   * every `queryStride`-th query position of a window (the last position always among them;
+   * default 1: every query). Long windows sample queries so the cost stays near
+   * (queries x window) instead of window^2, with every distance still represented.
+   */
+  queryStride?: number;
+}
+
 /**
  * Measures the distance profile of a GQA layer on `nSeq` windows of `seqLen` normalised
- * attention inputs `x` (the held-out calibration windows; at most `maxWindows` are used).
+ * attention inputs `x` (held-out calibration windows), from the queries `sampling` picks.
  */
-export function distanceProfile(spec: ModelSpec, w: GqaAttention, x: Float32Array, nSeq: number, seqLen: number, maxWindows = 4): DistanceProfile {
+export function distanceProfile(spec: ModelSpec, w: GqaAttention, x: Float32Array, nSeq: number, seqLen: number, sampling: ProfileSampling = {}): DistanceProfile {
   const { hiddenSize: hid, numHeads: H, numKvHeads: G, headDim: d } = spec;
-  const n = Math.min(nSeq, maxWindows);
+  const n = Math.min(nSeq, sampling.maxWindows ?? 4);
+  const stride = Math.max(1, Math.floor(sampling.queryStride ?? 1));
   const rows = n * seqLen;
   const tables = ropeFor(spec, seqLen - 1);
   const inv = tables.invFreq;
@@ -64,31 +104,13 @@ export function distanceProfile(spec: ModelSpec, w: GqaAttention, x: Float32Arra
   const k = project(x, rows, hid, w.wk, w.bk, G * d);
   rotate(q, rows, H, d, seqLen, inv, tables.attentionScaling);
   rotate(k, rows, G, d, seqLen, inv, tables.attentionScaling);
-  const scale = 1 / Math.sqrt(d);
   const mass = Array.from({ length: H }, () => new Float64Array(seqLen));
-  const scores = new Float64Array(seqLen);
   const grp = H / G;
+  const scores = new Float64Array(seqLen);
   for (let s = 0; s < n; s++)
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / grp);
-      for (let t = 0; t < seqLen; t++) {
-        const qo = ((s * seqLen + t) * H + h) * d;
-        let mx = -Infinity;
-        for (let u = 0; u <= t; u++) {
-          const ko = ((s * seqLen + u) * G + g) * d;
-          let dot = 0;
-          for (let i = 0; i < d; i++) dot += q[qo + i] * k[ko + i];
-          scores[u] = dot * scale;
-          if (scores[u] > mx) mx = scores[u];
-        }
-        let z = 0;
-        for (let u = 0; u <= t; u++) {
-          scores[u] = Math.exp(scores[u] - mx);
-          z += scores[u];
-        }
-        for (let u = 0; u <= t; u++) mass[h][t - u] += scores[u] / z;
-      }
-    }
+    for (let h = 0; h < H; h++)
+      for (let t = (seqLen - 1) % stride; t < seqLen; t += stride)
+        accumulateQuery(q, k, { base: s * seqLen, t, h, g: Math.floor(h / grp), H, G, d }, scores, mass[h]);
   const sin: Float64Array[] = [];
   const cos = mass.map((m) => {
     let tot = 0;

@@ -9,8 +9,11 @@
  * text only, one per equal stratum of the text's start offsets (seeded), so they spread over
  * the text and do not depend on the statistics windows' draw.
  *
- * Not yet read by convert(): the pipeline still judges on `calibSeqlen` windows. What the
- * conversion needs to use it is listed in the eval branch's report (issue 14).
+ * convert() draws these windows in its calibrate stage (stages/calibrate.ts), carries their
+ * hidden states through every layer beside the statistics windows, and judges every
+ * candidate, refit and bias fold on them (stages/context.ts heldOutError); the NoPE distance
+ * profile is measured on them too (distance.ts). A context at most `calibSeqlen` keeps the
+ * short held-out windows.
  */
 import { usageError } from '../errors.js';
 import { seededRandom } from './calibration.js';
@@ -51,6 +54,14 @@ export function resolveContext(o: ContextOptions, maxPositionEmbeddings: number,
   for (const b of bounds) if (b[0] < best[0]) best = b;
   if (best[0] < 2) throw usageError('ERR_CALIB_TOO_SHORT', `calibration text has ${calibTokens} tokens, fewer than one held-out window of 2`);
   return { context: best[0], from: best[1] };
+}
+
+/**
+ * Default number of held-out windows of `context` tokens: about the tokens of the short
+ * held-out windows (heldOut x seqlen), at least two windows.
+ */
+export function defaultContextWindows(heldOut: number, seqlen: number, context: number): number {
+  return Math.max(2, Math.round((heldOut * seqlen) / context));
 }
 
 /** Held-out windows of one length. */

@@ -35,6 +35,8 @@ export interface MemoryRequest {
   calibSeqlen: number;
   /** bytes per stored value of the source (2 for BF16/F16, 4 for F32) */
   storedBytes?: number;
+  /** rows of the held-out windows at the serving context (their hidden states and inputs are held too; default 0) */
+  contextRows?: number;
 }
 
 /** Parameters of one decoder layer. */
@@ -45,7 +47,7 @@ function layerParams(s: ModelSpec): number {
 
 /** Estimates the peak host memory of a conversion (no I/O). */
 export function estimateConversionMemory(spec: ModelSpec, r: MemoryRequest): MemoryEstimate {
-  const rows = (r.calibSamples + r.heldOutSamples) * r.calibSeqlen;
+  const rows = (r.calibSamples + r.heldOutSamples) * r.calibSeqlen + (r.contextRows ?? 0);
   const calibrationBytes = 2 * rows * spec.hiddenSize * 4;
   const embeddingBytes = spec.vocabSize * spec.hiddenSize * (r.storedBytes ?? 2);
   const layerBytes = 3 * layerParams(spec) * 4;
@@ -63,13 +65,15 @@ export function checkConversionMemory(spec: ModelSpec, r: MemoryRequest, free: n
   const e = estimateConversionMemory(spec, r);
   const perWindow = 2 * r.calibSeqlen * spec.hiddenSize * 4;
   const fixed = e.embeddingBytes + e.layerBytes;
-  const byLength = Math.floor(MAX_TYPED_ARRAY_ELEMENTS / (r.calibSeqlen * spec.hiddenSize));
-  const byMemory = Math.floor(Math.max(0, free - fixed) / perWindow);
+  const contextBytes = 2 * (r.contextRows ?? 0) * spec.hiddenSize * 4;
+  const byLength = Math.floor((MAX_TYPED_ARRAY_ELEMENTS - (r.contextRows ?? 0) * spec.hiddenSize) / (r.calibSeqlen * spec.hiddenSize));
+  const byMemory = Math.floor(Math.max(0, free - fixed - contextBytes) / perWindow);
   const fit = Math.min(byLength, byMemory);
   const windows = r.calibSamples + r.heldOutSamples;
-  const hint = `at most ${fit} calibration windows of ${r.calibSeqlen} tokens fit (statistics + held-out; asked for ${r.calibSamples} + ${r.heldOutSamples})`;
+  const beside = r.contextRows ? ` beside ${r.contextRows} rows of context windows` : '';
+  const hint = `at most ${Math.max(0, fit)} calibration windows of ${r.calibSeqlen} tokens fit${beside} (statistics + held-out; asked for ${r.calibSamples} + ${r.heldOutSamples})`;
   if (e.rows * spec.hiddenSize > MAX_TYPED_ARRAY_ELEMENTS)
-    throw usageError('ERR_TOO_LARGE', `the calibration set of ${windows} windows x ${r.calibSeqlen} tokens x hidden ${spec.hiddenSize} exceeds the largest array (${MAX_TYPED_ARRAY_ELEMENTS} values); ${hint}`);
+    throw usageError('ERR_TOO_LARGE', `the calibration set of ${windows} windows x ${r.calibSeqlen} tokens${beside} x hidden ${spec.hiddenSize} exceeds the largest array (${MAX_TYPED_ARRAY_ELEMENTS} values); ${hint}`);
   if (e.totalBytes > free)
     throw usageError(
       'ERR_TOO_LARGE',

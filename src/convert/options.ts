@@ -29,6 +29,19 @@ export interface ConvertOptions {
   heldOutSamples?: number;
   /** Seed of the calibration offsets (default 42). */
   seed?: number;
+  /**
+   * Tokens per held-out window on which the per-layer choices (freqfold, RoPE selection,
+   * balance, metric, refits) are judged and the NoPE distance profile is measured: the
+   * serving context (issue 14). Default min(max_position_embeddings, 4096), bounded by the
+   * calibration text. A value at most `calibSeqlen` judges on the `heldOutSamples` windows
+   * of `calibSeqlen` tokens instead (the behaviour before this option).
+   */
+  context?: number;
+  /**
+   * Held-out windows of `context` tokens (default max(2, round(heldOutSamples x calibSeqlen /
+   * context)): about as many tokens as the short held-out windows, at least two windows).
+   */
+  contextWindows?: number;
   /** RoPE dims kept per head, qk_rope_head_dim (default 64, capped to headDim). */
   qkRopeDim?: number;
   /** Latent rank, kv_lora_rank (default 512, capped to the maximum). */
@@ -147,6 +160,10 @@ export interface ResolvedOptions {
   calibSeqlen: number;
   heldOutSamples: number;
   seed: number;
+  /** the `context` option (null: the default, resolved against the calibration text) */
+  context: number | null;
+  /** the `contextWindows` option (null: the default) */
+  contextWindows: number | null;
   qkRopeDim: number;
   kvLoraRank: number;
   freqfold: number | 'auto';
@@ -195,6 +212,20 @@ function resolveExport(spec: ModelSpec, o: ConvertOptions, latentNorm: 'exact' |
   return { target, qLoraRank, qLoraLossless };
 }
 
+/** The calibration and held-out window settings. */
+function resolveWindows(o: ConvertOptions): Pick<ResolvedOptions, 'calibSamples' | 'calibSeqlen' | 'heldOutSamples' | 'seed' | 'context' | 'contextWindows'> {
+  const calibSamples = positiveInt('calibSamples', o.calibSamples ?? 128);
+  const calibSeqlen = positiveInt('calibSeqlen', o.calibSeqlen ?? 256);
+  if (calibSeqlen < 2) throw usageError('ERR_BAD_OPTION', 'calibSeqlen must be at least 2');
+  const heldOutSamples = positiveInt('heldOutSamples', o.heldOutSamples ?? Math.max(4, Math.floor(calibSamples / 8)));
+  const seed = o.seed ?? 42;
+  if (!Number.isInteger(seed)) throw usageError('ERR_BAD_OPTION', `seed must be an integer (got ${seed})`);
+  const context = o.context === undefined ? null : positiveInt('context', o.context);
+  if (context !== null && context < 2) throw usageError('ERR_BAD_OPTION', 'context must be at least 2');
+  const contextWindows = o.contextWindows === undefined ? null : positiveInt('contextWindows', o.contextWindows);
+  return { calibSamples, calibSeqlen, heldOutSamples, seed, context, contextWindows };
+}
+
 /** Applies defaults and checks every limit against the model; throws a usage GqaError naming the limit. */
 export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOptions {
   if (spec.modelType === 'deepseek_v3') throw usageError('ERR_ALREADY_MLA', `${o.modelDir} is already a DeepSeek-V3 (MLA) checkpoint`);
@@ -202,12 +233,7 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     throw usageError('ERR_UNSUPPORTED_ROPE', `partial_rotary_factor ${spec.rope.partialRotaryFactor} is not supported (only full-head RoPE)`);
   const d = spec.headDim;
   const L = spec.numKvHeads * d;
-  const calibSamples = positiveInt('calibSamples', o.calibSamples ?? 128);
-  const calibSeqlen = positiveInt('calibSeqlen', o.calibSeqlen ?? 256);
-  if (calibSeqlen < 2) throw usageError('ERR_BAD_OPTION', 'calibSeqlen must be at least 2');
-  const heldOutSamples = positiveInt('heldOutSamples', o.heldOutSamples ?? Math.max(4, Math.floor(calibSamples / 8)));
-  const seed = o.seed ?? 42;
-  if (!Number.isInteger(seed)) throw usageError('ERR_BAD_OPTION', `seed must be an integer (got ${seed})`);
+  const windows = resolveWindows(o);
   const qkRopeDim = positiveInt('qkRopeDim', o.qkRopeDim ?? Math.min(64, d));
   if (qkRopeDim % 2 !== 0 || d % qkRopeDim !== 0)
     throw usageError('ERR_BAD_OPTION', `qkRopeDim ${qkRopeDim} must be even and divide head_dim ${d}`);
@@ -247,10 +273,7 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     throw usageError('ERR_BAD_OPTION', `calibInputs must be 'original' or 'converted' (got ${String(calibInputs)})`);
   const { target, qLoraRank, qLoraLossless } = resolveExport(spec, o, latentNorm, qkRopeDim);
   return {
-    calibSamples,
-    calibSeqlen,
-    heldOutSamples,
-    seed,
+    ...windows,
     qkRopeDim,
     kvLoraRank,
     freqfold: ff,

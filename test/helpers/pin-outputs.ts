@@ -33,12 +33,13 @@ function calib(): string {
 }
 
 /**
- * target 'transformers': the layout the pinned (pre-refactor) code wrote; the portable export
- * that became the default later is a deliberate change of the bytes, tested on its own
- * (test/portable-export.test.ts).
+ * target 'transformers' and context = calibSeqlen: the layout the pinned (pre-refactor) code
+ * wrote and the held-out windows it judged on; the portable export and the serving-context
+ * windows that became the defaults later are deliberate changes of the bytes, tested on their
+ * own (test/portable-export.test.ts, test/convert-context.test.ts).
  */
 function small(modelDir: string): Omit<ConvertOptions, 'outDir'> {
-  return { modelDir, calibText: calib(), calibSamples: 16, calibSeqlen: 128, heldOutSamples: 4, qkRopeDim: 32, kvLoraRank: 96, device: 'cpu', target: 'transformers' };
+  return { modelDir, calibText: calib(), calibSamples: 16, calibSeqlen: 128, heldOutSamples: 4, context: 128, qkRopeDim: 32, kvLoraRank: 96, device: 'cpu', target: 'transformers' };
 }
 
 /** Removes the run-dependent fields (timings, directories) from a parsed report, recursively. */

@@ -9,16 +9,19 @@ import { GqaError } from '../../errors.js';
 import { loadTokenizer } from '../../tokenize.js';
 import { encodeParallel } from '../../tokenize-parallel.js';
 import { drawCalibration } from '../calibration.js';
+import { defaultContextWindows, drawHeldOutWindows, resolveContext } from '../held-out-context.js';
 import type { ResolvedOptions } from '../options.js';
-import type { Windows } from './context.js';
+import type { ContextWindows, Windows } from './context.js';
 
 /** Input of {@link calibrate}. */
 export interface CalibrateInput {
   modelDir: string;
   calibText?: string;
   calibFile?: string;
+  /** the model's max_position_embeddings (bounds the default context) */
+  maxPositionEmbeddings: number;
   /** the window settings (shared by every target of a run) */
-  opt: Pick<ResolvedOptions, 'calibSamples' | 'heldOutSamples' | 'calibSeqlen' | 'seed'>;
+  opt: Pick<ResolvedOptions, 'calibSamples' | 'heldOutSamples' | 'calibSeqlen' | 'seed' | 'context' | 'contextWindows'>;
 }
 
 /** Tokenizes the calibration text and draws the windows. */
@@ -30,7 +33,18 @@ export async function calibrate(input: CalibrateInput): Promise<Windows> {
   const calib = drawCalibration(tokens, opt.calibSamples, opt.heldOutSamples, opt.calibSeqlen, opt.seed);
   const S = opt.calibSeqlen;
   const count = calib.samples + calib.heldOut;
-  return { calib, tokens: tokens.length, seqlen: S, statRows: calib.samples * S, allRows: count * S, count };
+  const long = contextWindows(input, tokens);
+  return { calib, tokens: tokens.length, seqlen: S, statRows: calib.samples * S, allRows: count * S, count, long };
+}
+
+/** The held-out windows at the serving context, or null when it is not longer than calibSeqlen. */
+function contextWindows(input: CalibrateInput, tokens: ArrayLike<number>): ContextWindows | null {
+  const { opt } = input;
+  const r = resolveContext({ context: opt.context ?? undefined }, input.maxPositionEmbeddings, tokens.length);
+  if (r.context <= opt.calibSeqlen) return null;
+  const n = opt.contextWindows ?? defaultContextWindows(opt.heldOutSamples, opt.calibSeqlen, r.context);
+  const w = drawHeldOutWindows(tokens, n, r.context, opt.seed);
+  return { ids: w.ids, count: n, seqlen: r.context, rows: n * r.context, from: r.from, offsets: w.offsets };
 }
 
 async function readCalibText(file?: string): Promise<string> {

@@ -21,6 +21,23 @@ import type { ConvertOptions, ResolvedOptions } from '../options.js';
 import type { OutputSink } from '../output.js';
 import type { StageClock } from './stage-list.js';
 
+/**
+ * Held-out windows at the serving context (held-out-context.ts): the per-layer choices are
+ * judged on them; their hidden states travel through the layers beside the statistics windows.
+ */
+export interface ContextWindows {
+  /** [count, seqlen] token ids */
+  ids: Int32Array;
+  count: number;
+  /** tokens per window: the resolved context */
+  seqlen: number;
+  /** count x seqlen */
+  rows: number;
+  /** what set the context: the option, or the bound that set the default */
+  from: 'option' | 'max_position_embeddings' | 'default-max' | 'calibration text';
+  offsets: number[];
+}
+
 /** The calibration windows and their row counts. */
 export interface Windows {
   calib: CalibrationSet;
@@ -34,6 +51,26 @@ export interface Windows {
   allRows: number;
   /** statistics + held-out windows */
   count: number;
+  /** held-out windows at the serving context (null: the choices are judged on the short held-out windows) */
+  long: ContextWindows | null;
+}
+
+/** Hidden states of a run: the statistics + short held-out windows, and the context windows'. */
+export interface HiddenStreams {
+  /** the whole buffer ([allRows + long rows, hidden]): what a resume state saves */
+  all: Float32Array;
+  /** the statistics and short held-out windows ([allRows, hidden]) */
+  calib: Float32Array;
+  /** the context windows ([long.rows, hidden]), null without them */
+  long: Float32Array | null;
+}
+
+/** The windows a layer's choices are judged on, their normalised inputs and the original attention output there. */
+export interface JudgeWindows {
+  x: Float32Array;
+  nSeq: number;
+  seqLen: number;
+  ref: Float32Array;
 }
 
 /** One conversion run (shared by the budgets of a sweep). */
@@ -68,17 +105,15 @@ export interface LayerInputs {
   layer: number;
   w: LayerWeights;
   gqa: GqaAttention;
-  /** hidden states entering the layer (all windows) */
-  hidden: Float32Array;
-  /** normalised attention inputs of all windows (statistics rows first) */
+  /** hidden states entering the layer (every stream) */
+  hidden: HiddenStreams;
+  /** normalised attention inputs of the statistics and short held-out windows (statistics rows first) */
   x: Float32Array;
-  /** the held-out rows of x */
-  xHeld: Float32Array;
   moments: InputMoments;
   lm: LayerMoments;
-  /** the original attention output on the held-out windows */
-  ref: Float32Array;
-  /** attention distance profile of the NoPE shrink (null when no target uses it) */
+  /** where the choices are judged: the context windows, else the short held-out windows */
+  judge: JudgeWindows;
+  /** attention distance profile of the NoPE shrink, on the judge windows (null when no target uses it) */
   profile: DistanceProfile | null;
 }
 
@@ -100,9 +135,9 @@ export function checkAbort(signal?: AbortSignal): void {
     throw new GqaError('ERR_ABORTED', 'conversion aborted; the partial output can be continued with --resume', 'runtime');
 }
 
-/** Held-out attention-output relative error of layer weights `mw` (read as `spec`) against the reference. */
+/** Held-out attention-output relative error of layer weights `mw` (read as `spec`) on the judge windows. */
 export async function heldOutError(ctx: RunContext, li: LayerInputs, spec: ModelSpec, mw: LayerWeights): Promise<number> {
-  const { calib, seqlen } = ctx.windows;
-  const out = await ctx.backend.attentionForward(spec, mw, li.xHeld, calib.heldOut, seqlen);
-  return relativeError(out, li.ref);
+  const j = li.judge;
+  const out = await ctx.backend.attentionForward(spec, mw, j.x, j.nSeq, j.seqLen);
+  return relativeError(out, j.ref);
 }

@@ -12,29 +12,43 @@ import { GqaError } from '../../errors.js';
 import { native } from '../../native/binding.js';
 import type { LayerReport } from '../../report-types.js';
 import type { OutTensor } from '../../tensor/out-tensor.js';
-import type { Target, Windows } from './context.js';
+import type { HiddenStreams, Target, Windows } from './context.js';
 
 /** Output of {@link embed}: the hidden states and the first layer still to convert. */
 export interface Embedded {
-  hidden: Float32Array;
+  hidden: HiddenStreams;
   startLayer: number;
+}
+
+/** The streams of one buffer holding the statistics + short held-out rows, then the context windows' rows. */
+export function hiddenStreams(all: Float32Array, windows: Windows, hid: number): HiddenStreams {
+  if (!windows.long) return { all, calib: all, long: null };
+  const split = windows.allRows * hid;
+  return { all, calib: all.subarray(0, split), long: all.subarray(split) };
 }
 
 /** Embeds the windows, or resumes the single target's interrupted run (its reports are restored into it). */
 export async function embed(ckpt: Checkpoint, hid: number, windows: Windows, targets: Target[]): Promise<Embedded> {
+  const rows = windows.allRows + (windows.long?.rows ?? 0);
   if (targets.length === 1) {
     const tg = targets[0];
-    const resumed = await tg.sink.resumeState(windows.allRows * hid);
+    const resumed = await tg.sink.resumeState(rows * hid);
     if (resumed) {
       tg.layers.push(...(resumed.layers as LayerReport[]));
       tg.startLayer = resumed.nextLayer;
-      return { hidden: resumed.hidden, startLayer: resumed.nextLayer };
+      return { hidden: hiddenStreams(resumed.hidden, windows, hid), startLayer: resumed.nextLayer };
     }
   }
   const table = await rawTensor(ckpt, 'model.embed_tokens.weight');
-  const hidden = await embedRows(table, windows.calib.ids, hid);
+  let ids = windows.calib.ids;
+  if (windows.long) {
+    ids = new Int32Array(rows);
+    ids.set(windows.calib.ids);
+    ids.set(windows.long.ids, windows.allRows);
+  }
+  const hidden = await embedRows(table, ids, hid);
   for (const tg of targets) await tg.sink.writeShard(1, [table]);
-  return { hidden, startLayer: 0 };
+  return { hidden: hiddenStreams(hidden, windows, hid), startLayer: 0 };
 }
 
 /** A tensor of the source checkpoint as its stored bytes. */

@@ -13,7 +13,7 @@ import type { ConversionReport } from '../../report-types.js';
 import type { OutTensor } from '../../tensor/out-tensor.js';
 import { exportConfig, exportFinalTensors, exportLayerTensors } from '../../export/target.js';
 import { layerTensors } from '../mla-layer.js';
-import type { Chosen, RunContext, Target } from './context.js';
+import type { Chosen, RunContext, Target, Windows } from './context.js';
 import { rawTensor } from './embed.js';
 import type { RefitResult } from './refit.js';
 import { STAGES } from './stage-list.js';
@@ -68,7 +68,7 @@ export async function finishTarget(ctx: RunContext, ckpt: Checkpoint, tg: Target
   if (!spec.tieWordEmbeddings) last.push(await rawTensor(ckpt, 'lm_head.weight'));
   // portable target: lm_head always written (src/export/target.ts)
   await tg.sink.writeShard(tg.sink.finalShard, await exportFinalTensors(tg.opt.target, spec, last, () => rawTensor(ckpt, 'model.embed_tokens.weight')));
-  const report = buildReport(spec, options.modelDir, tg, ctx.windows.tokens);
+  const report = buildReport(spec, options.modelDir, tg, ctx.windows);
   // portable target: config.json for the stock engines and its report block
   const exported = exportConfig(tg.opt.target, tg.config, spec);
   if (exported.report) report.portable = exported.report;
@@ -82,7 +82,8 @@ export async function finishTarget(ctx: RunContext, ckpt: Checkpoint, tg: Target
 }
 
 /** conversion-report.json of a finished target. */
-function buildReport(spec: ModelSpec, modelDir: string, tg: Target, calibTokens: number): ConversionReport {
+function buildReport(spec: ModelSpec, modelDir: string, tg: Target, windows: Windows): ConversionReport {
+  const { tokens: calibTokens, long } = windows;
   const opt = tg.opt;
   const perLayerBefore = 2 * spec.numKvHeads * spec.headDim;
   const perLayerAfter = opt.kvLoraRank + opt.qkRopeDim;
@@ -109,6 +110,7 @@ function buildReport(spec: ModelSpec, modelDir: string, tg: Target, calibTokens:
       calibSeqlen: opt.calibSeqlen,
       heldOutSamples: opt.heldOutSamples,
       seed: opt.seed,
+      context: long ? { tokens: long.seqlen, windows: long.count, from: long.from } : undefined,
       calibTokens,
       qkLatentLayernorm: tg.exportSettings.qkLatentLayernorm,
       dtype: tg.exportSettings.dtype,

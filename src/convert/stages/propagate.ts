@@ -9,19 +9,25 @@
  */
 import type { LayerWeights } from '../../engine/weights.js';
 import type { ModelSpec } from '../../model/spec-types.js';
-import type { RunContext, Target } from './context.js';
+import type { HiddenStreams, RunContext, Target } from './context.js';
 
-/** Applies layer `l` (`w` read as `spec`) to `hidden` in place. */
-export async function propagate(ctx: RunContext, l: number, spec: ModelSpec, w: LayerWeights, hidden: Float32Array): Promise<void> {
-  const { count, seqlen } = ctx.windows;
-  await ctx.clock.run('propagate', ctx.shared, { layer: l }, () => ctx.backend.layerForward(spec, w, hidden, count, seqlen));
+/** Applies layer `l` (`w` read as `spec`) to every stream of `hidden` in place. */
+export async function propagate(ctx: RunContext, l: number, spec: ModelSpec, w: LayerWeights, hidden: HiddenStreams): Promise<void> {
+  const { count, seqlen, long } = ctx.windows;
+  await ctx.clock.run('propagate', ctx.shared, { layer: l }, async () => {
+    await ctx.backend.layerForward(spec, w, hidden.calib, count, seqlen);
+    if (long && hidden.long) await ctx.backend.layerForward(spec, w, hidden.long, long.count, long.seqlen);
+  });
 }
 
-/** Records layer `l` as finished in every target (saving `hidden` where a resume checkpoint is due). */
-export async function saveLayer(ctx: RunContext, l: number, hidden: Float32Array, targets: Target[]): Promise<void> {
+/** Records layer `l` as finished in every target (saving every stream of `hidden` where a resume checkpoint is due). */
+export async function saveLayer(ctx: RunContext, l: number, hidden: HiddenStreams, targets: Target[]): Promise<void> {
   await ctx.clock.run('save', ctx.shared, {}, async () => {
     const save = targets.map((tg) => tg.sink.checkpointDue(l));
-    if (save.some(Boolean)) await ctx.backend.syncHidden(hidden);
-    for (const [i, tg] of targets.entries()) await tg.sink.layerDone(l, hidden, tg.layers, save[i]);
+    if (save.some(Boolean)) {
+      await ctx.backend.syncHidden(hidden.calib);
+      if (hidden.long) await ctx.backend.syncHidden(hidden.long);
+    }
+    for (const [i, tg] of targets.entries()) await tg.sink.layerDone(l, hidden.all, tg.layers, save[i]);
   });
 }

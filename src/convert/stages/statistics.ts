@@ -1,27 +1,34 @@
 /**
  * Stage 3, statistics: one decoder layer's weights, its normalised attention inputs, their
  * float64 moments on the statistics windows, the key/value/query second moments, and the
- * original attention output (plus the NoPE distance profile) on the held-out windows.
+ * original attention output (plus the NoPE distance profile) on the judge windows: the
+ * held-out windows at the serving context when the run has them, else the short held-out
+ * windows.
  *
  * Invariant: nothing here depends on a target's budget, so a sweep computes it once per
- * layer; the moments come from the statistics windows only, the reference from the
- * held-out ones only.
+ * layer; the moments come from the statistics windows only, the reference and the profile
+ * from held-out windows only.
  */
 import type { Checkpoint } from '../../checkpoint/checkpoint.js';
+import type { LayerWeights } from '../../engine/weights.js';
+import { req } from '../../engine/weights.js';
+import { native } from '../../native/binding.js';
 import { gqaAttention } from '../attention-weights.js';
 import { distanceProfile } from '../distance.js';
 import { layerMoments } from '../factorize.js';
 import type { ResolvedOptions } from '../options.js';
-import type { LayerInputs, RunContext } from './context.js';
+import type { HiddenStreams, JudgeWindows, LayerInputs, RunContext } from './context.js';
 
 /** Input of {@link layerStatistics}. */
 export interface StatisticsInput {
   ckpt: Checkpoint;
   layer: number;
-  /** hidden states entering the layer (all windows) */
-  hidden: Float32Array;
+  /** hidden states entering the layer (every stream) */
+  hidden: HiddenStreams;
   /** buffer for the normalised inputs ([allRows, hidden]) */
   x: Float32Array;
+  /** buffer for the context windows' normalised inputs ([long rows, hidden]), null without them */
+  xLong: Float32Array | null;
   /** the options of every target (what they need decides what is computed) */
   opts: ResolvedOptions[];
 }
@@ -39,21 +46,41 @@ export function readsHostInputs(opt: ResolvedOptions): boolean {
 /** Loads layer `layer` and measures what every stage after it reads. */
 export async function layerStatistics(ctx: RunContext, input: StatisticsInput): Promise<LayerInputs> {
   const { spec, backend, clock, shared } = ctx;
-  const { calib, seqlen: S, statRows, allRows } = ctx.windows;
+  const { seqlen: S, statRows, allRows } = ctx.windows;
   const { layer, hidden, x, opts } = input;
   const at = { layer };
   const w = await clock.run('load', shared, {}, () => backend.loadLayer(input.ckpt, spec, layer));
   const hostInputs = opts.some(readsHostInputs);
   const { moments, gqa, lm } = await clock.run('statistics', shared, at, async () => {
-    const m = await backend.statistics(spec, w, hidden, x, statRows, allRows, hostInputs);
+    const m = await backend.statistics(spec, w, hidden.calib, x, statRows, allRows, hostInputs);
     const g = gqaAttention(w);
     const needQ = opts.some((o) => o.ropeSelection !== 'key' || o.kvMetric !== 'plain');
     return { moments: m, gqa: g, lm: layerMoments(spec, g, m, needQ) };
   });
-  const xHeld = x.subarray(statRows * spec.hiddenSize);
-  const { ref, profile } = await clock.run('reference', shared, {}, async () => ({
-    ref: await backend.attentionForward(spec, w, xHeld, calib.heldOut, S),
-    profile: opts.some((o) => o.nopeShrink) ? distanceProfile(spec, gqa, xHeld, calib.heldOut, S) : null,
-  }));
-  return { layer, w, gqa, hidden, x, xHeld, moments, lm, ref, profile };
+  const { judge, profile } = await clock.run('reference', shared, {}, async () => {
+    const j = await judgeWindows(ctx, input, w);
+    // distance profile: every query of the short windows; about 256 sampled queries per context window
+    const stride = j.seqLen === S ? 1 : Math.max(1, Math.floor(j.seqLen / 256));
+    const p = opts.some((o) => o.nopeShrink) ? distanceProfile(spec, gqa, j.x, j.nSeq, j.seqLen, { maxWindows: j.seqLen === S ? 4 : j.nSeq, queryStride: stride }) : null;
+    return { judge: j, profile: p };
+  });
+  return { layer, w, gqa, hidden, x, moments, lm, judge, profile };
+}
+
+/**
+ * The judge windows of layer `w`: the context windows (their inputs normalised on the host
+ * after the backend's hidden states are made current there), else the short held-out rows of
+ * `x`; with the original attention output on them.
+ */
+async function judgeWindows(ctx: RunContext, input: StatisticsInput, w: LayerWeights): Promise<JudgeWindows> {
+  const { spec, backend } = ctx;
+  const { calib, seqlen: S, statRows, long } = ctx.windows;
+  const H = spec.hiddenSize;
+  let j: Omit<JudgeWindows, 'ref'>;
+  if (long && input.hidden.long && input.xLong) {
+    await backend.syncHidden(input.hidden.long);
+    await native.rmsNormAsync(input.hidden.long, req(w, 'input_layernorm.weight', H), input.xLong, { rows: long.rows, dim: H, eps: spec.rmsNormEps });
+    j = { x: input.xLong, nSeq: long.count, seqLen: long.seqlen };
+  } else j = { x: input.x.subarray(statRows * H), nSeq: calib.heldOut, seqLen: S };
+  return { ...j, ref: await backend.attentionForward(spec, w, j.x, j.nSeq, j.seqLen) };
 }
