@@ -13,6 +13,7 @@ import { readConversionReport } from './read.js';
 import { type BarChart, barChart, COLORS, hbarChart, spectrumChart, stripChart } from './svg.js';
 import { checkDirectory } from '../check.js';
 import { type EngineCheck, enginesSection, type ReportExtras, samplesSection, verdictSection } from './verdict.js';
+import type { WrittenPage } from './written.js';
 
 /** File name of the HTML report inside a converted directory. */
 export const REPORT_HTML = 'report.html';
@@ -414,14 +415,9 @@ async function engineChecksOf(dir: string): Promise<EngineCheck[] | undefined> {
   }
 }
 
-/** Result of {@link writeReportHtml}. */
-export interface WrittenReport {
-  /** path of the written report.html */
-  path: string;
-  /** path of the conversion-report.json it was drawn from */
-  source: string;
+/** Result of {@link writeReportHtml} (`source`: the conversion-report.json). */
+export interface WrittenReport extends WrittenPage {
   report: ConversionReport;
-  bytes: number;
 }
 
 /**
