@@ -25,6 +25,7 @@ import {
   native,
   type NativeDecodeCuda,
   type NativeDecodePlan,
+  type NativeDecodePlanOptions,
   type NativeDecodeTensors,
   type NativeDeviceBuffer,
 } from './native/binding.js';
@@ -251,6 +252,38 @@ async function runHost(
   }
 }
 
+/** The host arrays a decode kind uploads besides the block table (bf16 bit patterns). */
+type HostTensors = Partial<Record<'qLat' | 'qRope' | 'cache' | 'q' | 'kCache' | 'vCache', Uint16Array>>;
+
+/**
+ * One host-convenience decode: plans `kind` over `input`'s geometry (a contiguous cache's
+ * default `seqStride` is `cache.values / cache.perToken / batch`), uploads `tensors` and the
+ * block table, runs, and downloads the [rows, dv] output and the LSE.
+ */
+async function decodeHost(
+  input: DecodeCudaHostInput,
+  kind: Pick<NativeDecodePlanOptions, 'kind' | 'kvHeads' | 'headDim'>,
+  tensors: HostTensors,
+  cache: { values: number; perToken: number },
+  dv: number,
+): Promise<DecodeCudaHostResult> {
+  const dc = getDecodeCuda();
+  const qLen = input.qLen ?? 1;
+  const plan = dc.plan({
+    ...kind,
+    seqLens: input.seqLens,
+    batch: input.batch,
+    qLen,
+    heads: input.heads,
+    pageSize: input.pageSize ?? 64,
+    maxBlocks: input.blockTable ? input.blockTable.length / input.batch : 0,
+    seqStride: input.blockTable ? 0 : (input.seqStride ?? cache.values / cache.perToken / input.batch),
+  });
+  const bufs: Omit<NativeDecodeTensors, 'out' | 'lse'> = Object.fromEntries(Object.entries(tensors).map(([name, a]) => [name, upload(dc, a)]));
+  bufs.blockTable = input.blockTable ? upload(dc, input.blockTable) : undefined;
+  return runHost(dc, plan, bufs, input.batch * qLen * input.heads, dv, input.softmaxScale);
+}
+
 /**
  * MLA decode on the GPU from host arrays (uploads, runs, downloads; for tests and simple
  * use — a serving loop keeps its buffers on the device and calls `decodeCuda` directly).
@@ -259,27 +292,8 @@ async function runHost(
 export async function mlaDecodeCudaHost(
   input: DecodeCudaHostInput & { qLat: Uint16Array; qRope: Uint16Array; cache: Uint16Array },
 ): Promise<DecodeCudaHostResult> {
-  const dc = getDecodeCuda();
-  const qLen = input.qLen ?? 1;
-  const pageSize = input.pageSize ?? 64;
-  const maxBlocks = input.blockTable ? input.blockTable.length / input.batch : 0;
-  const plan = dc.plan({
-    kind: 'mla',
-    seqLens: input.seqLens,
-    batch: input.batch,
-    qLen,
-    heads: input.heads,
-    pageSize,
-    maxBlocks,
-    seqStride: input.blockTable ? 0 : (input.seqStride ?? input.cache.length / 576 / input.batch),
-  });
-  const bufs = {
-    qLat: upload(dc, input.qLat),
-    qRope: upload(dc, input.qRope),
-    cache: upload(dc, input.cache),
-    blockTable: input.blockTable ? upload(dc, input.blockTable) : undefined,
-  };
-  return runHost(dc, plan, bufs, input.batch * qLen * input.heads, 512, input.softmaxScale);
+  const tensors = { qLat: input.qLat, qRope: input.qRope, cache: input.cache };
+  return decodeHost(input, { kind: 'mla' }, tensors, { values: input.cache.length, perToken: 576 }, 512);
 }
 
 /**
@@ -289,27 +303,6 @@ export async function mlaDecodeCudaHost(
 export async function gqaDecodeCudaHost(
   input: DecodeCudaHostInput & { kvHeads: number; q: Uint16Array; kCache: Uint16Array; vCache: Uint16Array },
 ): Promise<DecodeCudaHostResult> {
-  const dc = getDecodeCuda();
-  const qLen = input.qLen ?? 1;
-  const pageSize = input.pageSize ?? 64;
-  const maxBlocks = input.blockTable ? input.blockTable.length / input.batch : 0;
-  const plan = dc.plan({
-    kind: 'gqa',
-    seqLens: input.seqLens,
-    batch: input.batch,
-    qLen,
-    heads: input.heads,
-    kvHeads: input.kvHeads,
-    headDim: 128,
-    pageSize,
-    maxBlocks,
-    seqStride: input.blockTable ? 0 : (input.seqStride ?? input.kCache.length / (input.kvHeads * 128) / input.batch),
-  });
-  const bufs = {
-    q: upload(dc, input.q),
-    kCache: upload(dc, input.kCache),
-    vCache: upload(dc, input.vCache),
-    blockTable: input.blockTable ? upload(dc, input.blockTable) : undefined,
-  };
-  return runHost(dc, plan, bufs, input.batch * qLen * input.heads, 128, input.softmaxScale);
+  const tensors = { q: input.q, kCache: input.kCache, vCache: input.vCache };
+  return decodeHost(input, { kind: 'gqa', kvHeads: input.kvHeads, headDim: 128 }, tensors, { values: input.kCache.length, perToken: input.kvHeads * 128 }, 128);
 }

@@ -19,7 +19,7 @@
  */
 import ndarray from 'ndarray';
 import { GqaError } from './errors.js';
-import { type FloatArray, native } from './native/binding.js';
+import { type FloatArray, native, type NativeGemmArgs } from './native/binding.js';
 
 export type { FloatArray };
 
@@ -199,46 +199,28 @@ export function gemm<T extends FloatArray>(a: T, b: T, c: T, m: number, n: numbe
   return native.gemm(a, b, c, m, n, k, options);
 }
 
-/** {@link gemm} on the libuv thread pool; resolves with `c`. */
-export async function gemmAsync<T extends FloatArray>(
-  a: T,
-  b: T,
-  c: T,
-  m: number,
-  n: number,
-  k: number,
-  options: GemmOptions = {},
-): Promise<T> {
-  return native.gemmAsync(a, b, c, m, n, k, options);
+/** {@link gemm} on the libuv thread pool (same arguments); resolves with `c`. */
+export async function gemmAsync<T extends FloatArray>(...args: Parameters<typeof gemm<T>>): Promise<T> {
+  return native.gemmAsync(...args);
 }
 
 /**
  * A new m x n row-major matrix op(A) op(B), same dtype as the inputs. Dimensions are given
  * in reading order (m x k times k x n), unlike {@link gemm}'s BLAS order.
  */
-export function matmul<T extends FloatArray>(
-  a: T,
-  b: T,
-  m: number,
-  k: number,
-  n: number,
-  options: Pick<GemmOptions, 'transA' | 'transB'> = {},
-): T {
-  const c = alloc(a, m * n) ?? newLike(a, 0);
-  return native.gemm(a, b, c, m, n, k, { transA: options.transA, transB: options.transB });
+export function matmul<T extends FloatArray>(a: T, b: T, m: number, k: number, n: number, options: Pick<GemmOptions, 'transA' | 'transB'> = {}): T {
+  return native.gemm(...matmulAsGemm(a, b, m, k, n, options));
 }
 
-/** {@link matmul} on the libuv thread pool. */
-export async function matmulAsync<T extends FloatArray>(
-  a: T,
-  b: T,
-  m: number,
-  k: number,
-  n: number,
-  options: Pick<GemmOptions, 'transA' | 'transB'> = {},
-): Promise<T> {
+/** {@link matmul} on the libuv thread pool (same arguments). */
+export async function matmulAsync<T extends FloatArray>(...args: Parameters<typeof matmul<T>>): Promise<T> {
+  return native.gemmAsync(...matmulAsGemm(...args));
+}
+
+/** {@link matmul}'s arguments as {@link gemm}'s, with C a new output of `a`'s realm and dtype. */
+function matmulAsGemm<T extends FloatArray>(...[a, b, m, k, n, options = {}]: Parameters<typeof matmul<T>>): NativeGemmArgs<T> {
   const c = alloc(a, m * n) ?? newLike(a, 0);
-  return native.gemmAsync(a, b, c, m, n, k, { transA: options.transA, transB: options.transB });
+  return [a, b, c, m, n, k, { transA: options.transA, transB: options.transB }];
 }
 
 function newLike<T extends FloatArray>(a: T, length: number): T {

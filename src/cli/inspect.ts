@@ -11,25 +11,28 @@ import { GqaError } from '../errors.js';
 import { loadModelSpec } from '../model/spec.js';
 import type { MlaSpec, ModelSpec, RopeSpec } from '../model/spec-types.js';
 
-/** What `inspect` reports (the `--json` output). */
-export interface InspectResult {
+/** The {@link ModelSpec} fields `inspect` reports as they are (`rope` and `mla` as copies). */
+type InspectedSpec = Pick<
+  ModelSpec,
+  | 'modelType'
+  | 'numLayers'
+  | 'hiddenSize'
+  | 'numHeads'
+  | 'numKvHeads'
+  | 'headDim'
+  | 'intermediateSize'
+  | 'vocabSize'
+  | 'rmsNormEps'
+  | 'maxPositionEmbeddings'
+  | 'rope'
+  | 'attentionBias'
+  | 'oBias'
+  | 'tieWordEmbeddings'
+>;
+
+/** What `inspect` reports (the `--json` output): the spec's settings, then the inventory. */
+export interface InspectResult extends InspectedSpec {
   dir: string;
-  modelType: ModelSpec['modelType'];
-  numLayers: number;
-  hiddenSize: number;
-  numHeads: number;
-  numKvHeads: number;
-  headDim: number;
-  intermediateSize: number;
-  vocabSize: number;
-  rmsNormEps: number;
-  maxPositionEmbeddings: number;
-  rope: RopeSpec;
-  /** q/k/v projections carry biases */
-  attentionBias: boolean;
-  /** o_proj carries a bias */
-  oBias: boolean;
-  tieWordEmbeddings: boolean;
   /** DeepSeek-V3 attention settings (deepseek_v3 only, else null) */
   mla: MlaSpec | null;
   /** elements of all stored tensors */

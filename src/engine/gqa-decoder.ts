@@ -6,15 +6,15 @@
  * Projections, RoPE, norms and the MLP are the engine's own functions, so the logits equal
  * ModelRunner's prefill to float32 round-off (tested). All layers' weights stay resident.
  */
-import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { GqaError } from '../errors.js';
-import { loadModelSpec } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { native } from '../native/binding.js';
 import { ropeFor, slidingWindowOf } from './attention.js';
-import { checkTokenIds, decodeThroughLayers, type EndTensors, readEndTensors } from './decoder-step.js';
-import { type LayerWeights, loadLayerWeights, opt, req, type TensorSource } from './weights.js';
-import { Workspace } from './workspace.js';
+import { CachedDecoder } from './cached-decoder.js';
+import { type EndTensors, readEndTensors } from './decoder-step.js';
+import type { ClosableSource } from './model.js';
+import { grown, openModelDir } from './resident.js';
+import { type LayerWeights, loadLayerWeights, opt, req } from './weights.js';
 
 /** One layer's weights and its key/value cache ([capacity, kv_heads * head_dim] each, RoPE applied to keys). */
 interface CachedLayer {
@@ -22,8 +22,6 @@ interface CachedLayer {
   k: Float32Array;
   v: Float32Array;
 }
-
-type ClosableSource = TensorSource & { close?(): void | Promise<void> };
 
 /**
  * KV-cached incremental decoder over a GQA/MHA checkpoint.
@@ -34,32 +32,16 @@ type ClosableSource = TensorSource & { close?(): void | Promise<void> };
  * const next = await dec.append(Int32Array.of(7));                 // [1, vocab]
  * await dec.close();
  */
-export class GqaDecoder {
-  readonly spec: ModelSpec;
-  private readonly layers: CachedLayer[];
-  private readonly source: ClosableSource;
-  private readonly end: EndTensors;
-  private readonly ws = new Workspace();
-  private len = 0;
+export class GqaDecoder extends CachedDecoder<CachedLayer> {
   private capacity = 0;
 
   private constructor(source: ClosableSource, spec: ModelSpec, layers: CachedLayer[], end: EndTensors) {
-    this.source = source;
-    this.spec = spec;
-    this.layers = layers;
-    this.end = end;
+    super(source, spec, layers, end);
   }
 
   /** Opens a GQA/MHA checkpoint directory and loads every layer (weights stay resident). */
   static async open(modelDir: string): Promise<GqaDecoder> {
-    const spec = await loadModelSpec(modelDir);
-    const ckpt = await Checkpoint.open(modelDir);
-    try {
-      return await GqaDecoder.fromSource(ckpt, spec);
-    } catch (e) {
-      await ckpt.close();
-      throw e;
-    }
+    return openModelDir(modelDir, (ckpt, spec) => GqaDecoder.fromSource(ckpt, spec));
   }
 
   /** Builds a decoder over an open tensor source (closed by {@link close}). */
@@ -70,46 +52,21 @@ export class GqaDecoder {
     return new GqaDecoder(source, spec, layers, await readEndTensors(source, spec));
   }
 
-  /** Tokens in the cache. */
-  get length(): number {
-    return this.len;
-  }
-
-  /** Forgets every cached token. */
-  reset(): void {
-    this.len = 0;
-  }
-
-  private ensureCapacity(tokens: number): void {
+  protected reserve(tokens: number): void {
     if (tokens <= this.capacity) return;
     const cap = Math.max(tokens, this.capacity * 2, 64);
     const row = this.spec.numKvHeads * this.spec.headDim;
     for (const L of this.layers) {
-      const k = new Float32Array(cap * row);
-      k.set(L.k);
-      L.k = k;
-      const v = new Float32Array(cap * row);
-      v.set(L.v);
-      L.v = v;
+      L.k = grown(L.k, cap * row);
+      L.v = grown(L.v, cap * row);
     }
     this.capacity = cap;
   }
 
-  /**
-   * Appends `ids` at positions length .. length + n - 1 and returns their logits [n, vocab]
-   * (token i attends to the cache and to new tokens 0..i).
-   */
-  async append(ids: Int32Array): Promise<Float32Array> {
-    const n = ids.length;
-    if (n === 0) return new Float32Array(0);
-    checkTokenIds(ids, this.spec.vocabSize);
-    const start = this.len;
-    this.ensureCapacity(start + n);
+  protected attentionOf(start: number, n: number): (L: CachedLayer, xn: Float32Array, h: Float32Array) => Promise<void> {
     const pos = new Int32Array(n);
     for (let i = 0; i < n; i++) pos[i] = start + i;
-    const logits = await decodeThroughLayers({ spec: this.spec, ws: this.ws, end: this.end, layers: this.layers, ids, attention: (L, xn, h) => this.attention(L, xn, n, start, pos, h) });
-    this.len = start + n;
-    return logits;
+    return (L, xn, h) => this.attention(L, xn, n, start, pos, h);
   }
 
   /** Attention of the n new rows (normalised input xn) added into the residual stream h. */
@@ -137,16 +94,12 @@ export class GqaDecoder {
     await native.linearAsync(ao, req(w, 'self_attn.o_proj.weight', H * nH * d), h, { rows: n, inDim: nH * d, outDim: H, bias: opt(w, 'self_attn.o_proj.bias', H), accumulate: true });
   }
 
-  /** Releases the cache and closes the checkpoint. */
-  async close(): Promise<void> {
+  protected releaseCache(): void {
     for (const L of this.layers) {
       L.k = new Float32Array(0);
       L.v = new Float32Array(0);
     }
     this.capacity = 0;
-    this.len = 0;
-    this.ws.clear();
-    await this.source.close?.();
   }
 }
 

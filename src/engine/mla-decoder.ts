@@ -13,17 +13,17 @@
  * computes the same function in the non-absorbed order; the two agree to float32
  * round-off (tested). The cache is paged (64-token pages), all layers' weights stay resident.
  */
-import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { mlaDecodeCpu } from '../decode.js';
 import { GqaError } from '../errors.js';
-import { loadModelSpec } from '../model/spec.js';
 import { mlaSoftmaxScale } from '../model/rope.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { native } from '../native/binding.js';
 import { mlaCacheRows, mlaQueries, ropeFor } from './attention.js';
-import { checkTokenIds, decodeThroughLayers, type EndTensors, readEndTensors } from './decoder-step.js';
-import { type LayerWeights, loadLayerWeights, opt, req, type TensorSource } from './weights.js';
-import { Workspace } from './workspace.js';
+import { CachedDecoder } from './cached-decoder.js';
+import { type EndTensors, readEndTensors } from './decoder-step.js';
+import type { ClosableSource } from './model.js';
+import { grown, openModelDir } from './resident.js';
+import { type LayerWeights, loadLayerWeights, opt, req } from './weights.js';
 
 /** Options of {@link MlaDecoder}. */
 export interface MlaDecoderOptions {
@@ -60,44 +60,22 @@ interface DecodeStep {
  * const promptLogits = await dec.append(promptIds);   // [prompt.length, vocab]
  * const next = await dec.append(Int32Array.of(tok));  // [1, vocab]
  */
-export class MlaDecoder {
-  readonly spec: ModelSpec;
+export class MlaDecoder extends CachedDecoder<DecoderLayer> {
   readonly pageSize: number;
-  private readonly layers: DecoderLayer[];
-  private readonly source: TensorSource & { close?(): void | Promise<void> };
-  private readonly end: EndTensors;
-  private readonly ws = new Workspace();
-  private len = 0;
   private pages = 0;
 
-  private constructor(
-    source: TensorSource & { close?(): void | Promise<void> },
-    spec: ModelSpec,
-    layers: DecoderLayer[],
-    end: EndTensors,
-    pageSize: number,
-  ) {
-    this.source = source;
-    this.end = end;
-    this.spec = spec;
-    this.layers = layers;
+  private constructor(source: ClosableSource, spec: ModelSpec, layers: DecoderLayer[], end: EndTensors, pageSize: number) {
+    super(source, spec, layers, end);
     this.pageSize = pageSize;
   }
 
   /** Opens a converted checkpoint directory and loads every layer (weights stay resident). */
   static async open(modelDir: string, options: MlaDecoderOptions = {}): Promise<MlaDecoder> {
-    const spec = await loadModelSpec(modelDir);
-    const ckpt = await Checkpoint.open(modelDir);
-    try {
-      return await MlaDecoder.fromSource(ckpt, spec, options);
-    } catch (e) {
-      await ckpt.close();
-      throw e;
-    }
+    return openModelDir(modelDir, (ckpt, spec) => MlaDecoder.fromSource(ckpt, spec, options));
   }
 
   /** Builds a decoder over an open tensor source (closed by {@link close}). */
-  static async fromSource(source: TensorSource & { close?(): void | Promise<void> }, spec: ModelSpec, options: MlaDecoderOptions = {}): Promise<MlaDecoder> {
+  static async fromSource(source: ClosableSource, spec: ModelSpec, options: MlaDecoderOptions = {}): Promise<MlaDecoder> {
     const m = spec.mla;
     if (!m) throw new GqaError('ERR_MODEL_TYPE', `absorbed decoding needs a deepseek_v3 (MLA) checkpoint, got model_type ${spec.modelType}`, 'usage');
     const pageSize = options.pageSize ?? 64;
@@ -119,48 +97,23 @@ export class MlaDecoder {
     return new MlaDecoder(source, spec, layers, await readEndTensors(source, spec), pageSize);
   }
 
-  /** Tokens in the cache. */
-  get length(): number {
-    return this.len;
-  }
-
   /** Cached values per token per layer (kv_lora_rank + qk_rope_head_dim). */
   get cacheValuesPerToken(): number {
     return this.spec.mla!.kvLoraRank + this.spec.mla!.qkRopeHeadDim;
   }
 
-  /** Forgets every cached token. */
-  reset(): void {
-    this.len = 0;
-  }
-
-  private ensurePages(tokens: number): void {
+  protected reserve(tokens: number): void {
     const need = Math.ceil(tokens / this.pageSize);
     if (need <= this.pages) return;
     const pages = Math.max(need, this.pages * 2, 1);
     const row = this.cacheValuesPerToken;
-    for (const L of this.layers) {
-      const c = new Float32Array(pages * this.pageSize * row);
-      c.set(L.cache);
-      L.cache = c;
-    }
+    for (const L of this.layers) L.cache = grown(L.cache, pages * this.pageSize * row);
     this.pages = pages;
   }
 
-  /**
-   * Appends `ids` at positions length .. length + n - 1 and returns their logits
-   * [n, vocab] (token i attends to the cache and to new tokens 0..i).
-   */
-  async append(ids: Int32Array): Promise<Float32Array> {
-    const n = ids.length;
-    if (n === 0) return new Float32Array(0);
-    const start = this.len;
-    this.ensurePages(start + n);
-    checkTokenIds(ids, this.spec.vocabSize);
+  protected attentionOf(start: number, n: number): (L: DecoderLayer, xn: Float32Array, h: Float32Array) => Promise<void> {
     const step = this.stepGeometry(start, n);
-    const logits = await decodeThroughLayers({ spec: this.spec, ws: this.ws, end: this.end, layers: this.layers, ids, attention: (L, xn, h) => this.attentionStep(L, xn, h, step) });
-    this.len = start + n;
-    return logits;
+    return (L, xn, h) => this.attentionStep(L, xn, h, step);
   }
 
   /** Positions, RoPE tables and the paged-cache geometry of appending `n` tokens after `start`. */
@@ -226,12 +179,8 @@ export class MlaDecoder {
     await native.linearAsync(ao, req(w, 'self_attn.o_proj.weight', H * nH * dv), h, { rows: n, inDim: nH * dv, outDim: H, bias: opt(w, 'self_attn.o_proj.bias', H), accumulate: true });
   }
 
-  /** Releases the cache and closes the checkpoint. */
-  async close(): Promise<void> {
+  protected releaseCache(): void {
     for (const L of this.layers) L.cache = new Float32Array(0);
     this.pages = 0;
-    this.len = 0;
-    this.ws.clear();
-    await this.source.close?.();
   }
 }

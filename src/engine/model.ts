@@ -5,12 +5,11 @@
  * states of the batch + one micro-batch of activations + the embedding / lm_head matrix,
  * whatever the depth.
  */
-import { Checkpoint } from '../checkpoint/checkpoint.js';
 import { GqaError } from '../errors.js';
-import { loadModelSpec } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { native } from '../native/binding.js';
 import { type LayerHooks, layerForward, throwIfAborted } from './layer.js';
+import { openModelDir } from './resident.js';
 import { type LayerWeights, type TensorSource, loadLayerWeights } from './weights.js';
 import { Workspace } from './workspace.js';
 
@@ -140,9 +139,7 @@ export class ModelRunner {
 
   /** Opens `modelDir` (config.json + safetensors) for streamed runs. */
   static async open(modelDir: string, options: RunnerOptions = {}): Promise<ModelRunner> {
-    const spec = await loadModelSpec(modelDir);
-    const ckpt = await Checkpoint.open(modelDir);
-    return new ModelRunner(ckpt, spec, options);
+    return openModelDir(modelDir, (ckpt, spec) => new ModelRunner(ckpt, spec, options));
   }
 
   private buffer(n: number): Float32Array {

@@ -63,6 +63,9 @@ export interface NativeGemmOptions {
   beta?: number;
 }
 
+/** The arguments of `gemm` / `gemmAsync`, in BLAS order (C is m x n, the inner dimension k last). */
+export type NativeGemmArgs<T extends FloatArray> = [a: T, b: T, c: T, m: number, n: number, k: number, options?: NativeGemmOptions];
+
 // Linear algebra, merged into NativeBinding below (declaration merging keeps each
 // feature's section self-contained). Row-major everywhere; inputs read in place.
 export interface NativeBinding {
@@ -94,17 +97,9 @@ export interface NativeBinding {
    * m x k (A stored k x m when transA), op(B) is k x n (stored n x k when transB). Returns c.
    * Dimensions may be 0. c must not share memory with a or b (ERR_ALIAS).
    */
-  gemm<T extends FloatArray>(a: T, b: T, c: T, m: number, n: number, k: number, options?: NativeGemmOptions): T;
+  gemm<T extends FloatArray>(...args: NativeGemmArgs<T>): T;
   /** `gemm` on the libuv pool; resolves with c. */
-  gemmAsync<T extends FloatArray>(
-    a: T,
-    b: T,
-    c: T,
-    m: number,
-    n: number,
-    k: number,
-    options?: NativeGemmOptions,
-  ): Promise<T>;
+  gemmAsync<T extends FloatArray>(...args: NativeGemmArgs<T>): Promise<T>;
   /**
    * C (n x n, float64) += alpha X^T X for row-major X (rows x n, float32 or float64),
    * accumulated in float64 (dsyrk). C must be symmetric on entry: its upper triangle is

@@ -10,9 +10,10 @@ import { esc, fixed, fmt, pct } from './escape.js';
 import { BF16_BYTES, contextLabel, kvBytesPerToken, kvCacheRows, maxPositionsOf, REPORT_CONTEXT_LENGTHS } from './kv-cache.js';
 import { bytes, card, gib, htmlDocument, mean, seconds, table, valueText, writeFileAtomic } from './page.js';
 import { readConversionReport } from './read.js';
-import { barChart, COLORS, hbarChart, spectrumChart, stripChart } from './svg.js';
+import { type BarChart, barChart, COLORS, hbarChart, spectrumChart, stripChart } from './svg.js';
 import { checkDirectory } from '../check.js';
 import { type EngineCheck, enginesSection, type ReportExtras, samplesSection, verdictSection } from './verdict.js';
+import type { WrittenPage } from './written.js';
 
 /** File name of the HTML report inside a converted directory. */
 export const REPORT_HTML = 'report.html';
@@ -155,6 +156,11 @@ function describeChoice(c: { freqfold: number; balanceKv?: number; ropeSelection
   return s;
 }
 
+/** A full-width bar chart with one group of bars per layer (labelled by layer index). */
+function layerBarChart(layers: LayerReport[], c: Omit<BarChart, 'width' | 'groups' | 'xLabel'>): string {
+  return barChart({ ...c, width: 1100, groups: layers.map((l) => String(l.layer)), xLabel: 'layer' });
+}
+
 function errorSection(r: ConversionReport): string {
   const layers = r.layers;
   const dots = layers.flatMap((l, gi) =>
@@ -167,12 +173,10 @@ function errorSection(r: ConversionReport): string {
       })),
   );
   const m = r.meanAttnRelError ?? mean(layers.map((l) => l.attnRelError));
-  const chart = barChart({
+  const chart = layerBarChart(layers, {
     chart: 'attn-error',
     title: 'Attention-output relative error per layer (held-out calibration windows)',
-    width: 1100,
     height: 300,
-    groups: layers.map((l) => String(l.layer)),
     series: [
       {
         name: 'chosen',
@@ -184,7 +188,6 @@ function errorSection(r: ConversionReport): string {
     dots,
     dotLabel: 'other candidates tried',
     refLine: Number.isFinite(m) ? { value: m, label: `mean ${fmt(m, 3)}` } : undefined,
-    xLabel: 'layer',
     yLabel: 'relative error',
   });
   return (
@@ -197,18 +200,15 @@ function errorSection(r: ConversionReport): string {
 
 function varianceSection(r: ConversionReport): string {
   const layers = r.layers;
-  const chart = barChart({
+  const chart = layerBarChart(layers, {
     chart: 'variance-kept',
     title: 'Share of variance kept per layer by RoRoPE and by the joint K/V PCA',
-    width: 1100,
     height: 240,
-    groups: layers.map((l) => String(l.layer)),
     series: [
       { name: 'RoRoPE criterion kept', color: COLORS.accent, values: layers.map((l) => l.ropeVarianceKept), tips: layers.map((l) => `layer ${l.layer}, RoRoPE: ${pct(l.ropeVarianceKept)}`) },
       { name: 'K/V PCA variance kept', color: COLORS.after, values: layers.map((l) => l.pcaVarianceKept), tips: layers.map((l) => `layer ${l.layer}, PCA: ${pct(l.pcaVarianceKept)}`) },
     ],
     tickFormat: (v) => `${Math.round(v * 100)}%`,
-    xLabel: 'layer',
     yLabel: 'share kept',
   });
   return (
@@ -415,14 +415,9 @@ async function engineChecksOf(dir: string): Promise<EngineCheck[] | undefined> {
   }
 }
 
-/** Result of {@link writeReportHtml}. */
-export interface WrittenReport {
-  /** path of the written report.html */
-  path: string;
-  /** path of the conversion-report.json it was drawn from */
-  source: string;
+/** Result of {@link writeReportHtml} (`source`: the conversion-report.json). */
+export interface WrittenReport extends WrittenPage {
   report: ConversionReport;
-  bytes: number;
 }
 
 /**

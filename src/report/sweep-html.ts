@@ -12,6 +12,7 @@ import { BF16_BYTES, contextLabel, kvBytesPerToken, kvGiBPerSequence, maxPositio
 import { bytes, card, gib, htmlDocument, seconds, table, valueText, writeFileAtomic } from './page.js';
 import { readSweepSummary } from './read.js';
 import { barChart, COLORS, lineChart, seriesColor, type LineSeries } from './svg.js';
+import type { WrittenPage } from './written.js';
 
 /** File name of the sweep's HTML report inside the sweep's output directory. */
 export const SWEEP_REPORT_HTML = 'report.html';
@@ -300,14 +301,9 @@ export function renderSweepHtml(sweep: SweepSummary, options: { maxPositions?: n
   );
 }
 
-/** Result of {@link writeSweepReportHtml}. */
-export interface WrittenSweepReport {
-  /** path of the written report.html */
-  path: string;
-  /** path of the sweep.json it was drawn from */
-  source: string;
+/** Result of {@link writeSweepReportHtml} (`source`: the sweep.json). */
+export interface WrittenSweepReport extends WrittenPage {
   sweep: SweepSummary;
-  bytes: number;
 }
 
 /**

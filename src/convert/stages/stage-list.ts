@@ -21,42 +21,65 @@ export interface StageDef {
   time: TimeKey;
 }
 
-/** The stages, in pipeline order. */
-export const STAGES = {
-  /** tokenize the calibration text and draw the windows */
-  calibrate: { event: 'tokenize', time: 'tokenize' },
-  /** embed the calibration windows (or read an interrupted run's state) */
-  embed: { event: 'embed', time: 'forward' },
-  /** read one decoder layer's weights */
-  load: { event: null, time: 'read' },
-  /** moments of the attention input on the statistics windows */
-  statistics: { event: 'statistics', time: 'statistics' },
-  /** the original attention output on the held-out windows */
-  reference: { event: null, time: 'evaluate' },
-  /** factorize one candidate of the search */
-  candidate: { event: 'factorize', time: 'factorize' },
-  /** its held-out error */
-  evaluateCandidate: { event: 'evaluate', time: 'evaluate' },
-  /** a closed-form refit of the chosen layer */
-  refit: { event: 'factorize', time: 'factorize' },
-  /** a refit's tensors rounded to the stored dtype */
-  replace: { event: null, time: 'factorize' },
-  /** query compression (q_a / q_a_layernorm / q_b) */
-  query: { event: 'factorize', time: 'factorize' },
-  /** the held-out error of a refit or of the compressed query */
-  heldOut: { event: null, time: 'evaluate' },
-  /** write the converted layer's shard */
-  export: { event: 'write', time: 'write' },
-  /** hidden states through the layer (the next layer's inputs) */
-  propagate: { event: 'propagate', time: 'forward' },
-  /** record the layer (and the resume state when due) */
-  save: { event: null, time: 'write' },
-  /** final norm, lm_head, config, tokenizer files and report */
-  finish: { event: null, time: 'write' },
-} as const satisfies Record<string, StageDef>;
+/**
+ * The stages grouped by the report timing their seconds add to (buckets in StageTimes
+ * order, stages in pipeline order within a bucket), each with the progress event it
+ * announces when it starts (null: none).
+ */
+const BY_TIME = {
+  tokenize: {
+    /** tokenize the calibration text and draw the windows */
+    calibrate: 'tokenize',
+  },
+  read: {
+    /** read one decoder layer's weights */
+    load: null,
+  },
+  forward: {
+    /** embed the calibration windows (or read an interrupted run's state) */
+    embed: 'embed',
+    /** hidden states through the layer (the next layer's inputs) */
+    propagate: 'propagate',
+  },
+  statistics: {
+    /** moments of the attention input on the statistics windows */
+    statistics: 'statistics',
+  },
+  factorize: {
+    /** factorize one candidate of the search */
+    candidate: 'factorize',
+    /** a closed-form refit of the chosen layer */
+    refit: 'factorize',
+    /** a refit's tensors rounded to the stored dtype */
+    replace: null,
+    /** query compression (q_a / q_a_layernorm / q_b) */
+    query: 'factorize',
+  },
+  evaluate: {
+    /** the original attention output on the held-out windows */
+    reference: null,
+    /** a candidate's held-out error */
+    evaluateCandidate: 'evaluate',
+    /** the held-out error of a refit or of the compressed query */
+    heldOut: null,
+  },
+  write: {
+    /** write the converted layer's shard */
+    export: 'write',
+    /** record the layer (and the resume state when due) */
+    save: null,
+    /** final norm, lm_head, config, tokenizer files and report */
+    finish: null,
+  },
+} as const satisfies Record<TimeKey, Record<string, StageDef['event']>>;
 
 /** A stage's name. */
-export type StageName = keyof typeof STAGES;
+export type StageName = { [T in TimeKey]: keyof (typeof BY_TIME)[T] }[TimeKey];
+
+/** Every stage's event and timing bucket, read from {@link BY_TIME}. */
+export const STAGES = Object.fromEntries(
+  Object.entries(BY_TIME).flatMap(([time, stages]) => Object.entries(stages).map(([name, event]) => [name, { event, time }])),
+) as Readonly<Record<StageName, StageDef>>;
 
 /** Fresh zeroed timings. */
 export function zeroTimes(): StageTimes {
