@@ -57,6 +57,7 @@ function accumulateQuery(
   at: { base: number; t: number; h: number; g: number; H: number; G: number; d: number },
   scores: Float64Array,
   mass: Float64Array,
+  weight = 1,
 ): void {
   const { base, t, h, g, H, G, d } = at;
   const scale = 1 / Math.sqrt(d);
@@ -74,7 +75,8 @@ function accumulateQuery(
     scores[u] = Math.exp(scores[u] - mx);
     z += scores[u];
   }
-  for (let u = 0; u <= t; u++) mass[t - u] += scores[u] / z;
+  const wz = weight / z;
+  for (let u = 0; u <= t; u++) mass[t - u] += weight === 1 ? scores[u] / z : scores[u] * wz;
 }
 
 /** Which windows and queries {@link distanceProfile} reads. */
@@ -87,6 +89,8 @@ export interface ProfileSampling {
    * (queries x window) instead of window^2, with every distance still represented.
    */
   queryStride?: number;
+  /** weight of each query position's attention (length seqLen; default: every query the same) */
+  queryWeights?: Float64Array;
 }
 
 /**
@@ -110,7 +114,7 @@ export function distanceProfile(spec: ModelSpec, w: GqaAttention, x: Float32Arra
   for (let s = 0; s < n; s++)
     for (let h = 0; h < H; h++)
       for (let t = (seqLen - 1) % stride; t < seqLen; t += stride)
-        accumulateQuery(q, k, { base: s * seqLen, t, h, g: Math.floor(h / grp), H, G, d }, scores, mass[h]);
+        accumulateQuery(q, k, { base: s * seqLen, t, h, g: Math.floor(h / grp), H, G, d }, scores, mass[h], sampling.queryWeights?.[t] ?? 1);
   const sin: Float64Array[] = [];
   const cos = mass.map((m) => {
     let tot = 0;

@@ -22,3 +22,42 @@ export function relativeError(a: Float32Array, b: Float32Array): number {
   const [num, den] = sums;
   return den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
 }
+
+/** Shortest serving context the position weights of {@link contextWeightedError} stand for. */
+export const MIN_SERVED_CONTEXT = 64;
+
+/**
+ * Weight of query position t (0-based) in a window of `n` tokens when serving contexts L are
+ * spread log-uniformly over [MIN_SERVED_CONTEXT, n] and each context averages its positions
+ * t < L: w(t) = 1 / max(t + 1, MIN_SERVED_CONTEXT) - 1 / n (the integral of 1/L^2 over L > t).
+ * Every doubling of the context counts the same, so near positions are not outvoted by far ones.
+ */
+export function servedContextWeights(n: number): Float64Array {
+  const w = new Float64Array(n);
+  for (let t = 0; t < n; t++) w[t] = Math.max(0, 1 / Math.max(t + 1, Math.min(MIN_SERVED_CONTEXT, n)) - 1 / n) + 1 / (n * n);
+  return w;
+}
+
+/**
+ * Relative error of `a` against `b` ([windows x n rows, dim]) with the rows of each window
+ * weighted by `w` (per position, length n): sqrt(sum_t w_t ||a_t - b_t||^2 / sum_t w_t ||b_t||^2), float64.
+ */
+export function weightedRelativeError(a: Float32Array, b: Float32Array, w: Float64Array, dim: number): number {
+  const n = w.length;
+  const rows = b.length / dim;
+  let num = 0;
+  let den = 0;
+  for (let r = 0; r < rows; r++) {
+    const wt = w[r % n];
+    let e = 0;
+    let q = 0;
+    for (let j = r * dim; j < (r + 1) * dim; j++) {
+      const d = a[j] - b[j];
+      e += d * d;
+      q += b[j] * b[j];
+    }
+    num += wt * e;
+    den += wt * q;
+  }
+  return den > 0 ? Math.sqrt(num / den) : Math.sqrt(num);
+}

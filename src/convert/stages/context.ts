@@ -16,7 +16,7 @@ import type { CalibrationSet } from '../calibration.js';
 import type { ExportSettings } from '../config.js';
 import type { DistanceProfile } from '../distance.js';
 import type { KvMetric, LayerFactorization, LayerMoments } from '../factorize.js';
-import { relativeError } from '../layer-ops.js';
+import { relativeError, weightedRelativeError } from '../layer-ops.js';
 import type { ConvertOptions, ResolvedOptions } from '../options.js';
 import type { OutputSink } from '../output.js';
 import type { StageClock } from './stage-list.js';
@@ -71,6 +71,11 @@ export interface JudgeWindows {
   nSeq: number;
   seqLen: number;
   ref: Float32Array;
+  /**
+   * per-position weights of the error (layer-ops.ts servedContextWeights: every serving
+   * context up to seqLen counts the same); null: every row the same (the short windows)
+   */
+  weights: Float64Array | null;
 }
 
 /** One conversion run (shared by the budgets of a sweep). */
@@ -139,5 +144,5 @@ export function checkAbort(signal?: AbortSignal): void {
 export async function heldOutError(ctx: RunContext, li: LayerInputs, spec: ModelSpec, mw: LayerWeights): Promise<number> {
   const j = li.judge;
   const out = await ctx.backend.attentionForward(spec, mw, j.x, j.nSeq, j.seqLen);
-  return relativeError(out, j.ref);
+  return j.weights ? weightedRelativeError(out, j.ref, j.weights, spec.hiddenSize) : relativeError(out, j.ref);
 }

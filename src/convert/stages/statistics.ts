@@ -16,6 +16,7 @@ import { native } from '../../native/binding.js';
 import { gqaAttention } from '../attention-weights.js';
 import { distanceProfile } from '../distance.js';
 import { layerMoments } from '../factorize.js';
+import { servedContextWeights } from '../layer-ops.js';
 import type { ResolvedOptions } from '../options.js';
 import type { HiddenStreams, JudgeWindows, LayerInputs, RunContext } from './context.js';
 
@@ -61,7 +62,8 @@ export async function layerStatistics(ctx: RunContext, input: StatisticsInput): 
     const j = await judgeWindows(ctx, input, w);
     // distance profile: every query of the short windows; about 256 sampled queries per context window
     const stride = j.seqLen === S ? 1 : Math.max(1, Math.floor(j.seqLen / 256));
-    const p = opts.some((o) => o.nopeShrink) ? distanceProfile(spec, gqa, j.x, j.nSeq, j.seqLen, { maxWindows: j.seqLen === S ? 4 : j.nSeq, queryStride: stride }) : null;
+    const sampling = { maxWindows: j.seqLen === S ? 4 : j.nSeq, queryStride: stride, queryWeights: j.weights ?? undefined };
+    const p = opts.some((o) => o.nopeShrink) ? distanceProfile(spec, gqa, j.x, j.nSeq, j.seqLen, sampling) : null;
     return { judge: j, profile: p };
   });
   return { layer, w, gqa, hidden, x, moments, lm, judge, profile };
@@ -80,7 +82,7 @@ async function judgeWindows(ctx: RunContext, input: StatisticsInput, w: LayerWei
   if (long && input.hidden.long && input.xLong) {
     await backend.syncHidden(input.hidden.long);
     await native.rmsNormAsync(input.hidden.long, req(w, 'input_layernorm.weight', H), input.xLong, { rows: long.rows, dim: H, eps: spec.rmsNormEps });
-    j = { x: input.xLong, nSeq: long.count, seqLen: long.seqlen };
-  } else j = { x: input.x.subarray(statRows * H), nSeq: calib.heldOut, seqLen: S };
+    j = { x: input.xLong, nSeq: long.count, seqLen: long.seqlen, weights: servedContextWeights(long.seqlen) };
+  } else j = { x: input.x.subarray(statRows * H), nSeq: calib.heldOut, seqLen: S, weights: null };
   return { ...j, ref: await backend.attentionForward(spec, w, j.x, j.nSeq, j.seqLen) };
 }

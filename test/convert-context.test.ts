@@ -1,0 +1,69 @@
+/**
+ * `context` (issue 14): the per-layer choices are judged on held-out windows at the serving
+ * context. Checks the report records the windows, that the choices really move with the
+ * judge windows, that an interrupted run resumes to the same bytes with the context windows'
+ * hidden states in its resume state, and the option's errors (before any work).
+ */
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { convert } from '../src/convert/convert.js';
+import type { ConvertOptions } from '../src/convert/options.js';
+import { hashOutputs } from './helpers/pin-outputs.js';
+
+const FIX = join(new URL('.', import.meta.url).pathname, 'fixtures');
+const LLAMA = join(FIX, 'tiny-llama-gqa');
+const text = readFileSync(join(FIX, 'pydocs-train-3M.txt'), 'utf8').slice(0, 300_000);
+
+let tmp: string;
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'gqa2mla-context-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+function small(outDir: string, extra: Partial<ConvertOptions> = {}): ConvertOptions {
+  return { modelDir: LLAMA, outDir, calibText: text, calibSamples: 12, calibSeqlen: 64, heldOutSamples: 4, qkRopeDim: 32, kvLoraRank: 64, device: 'cpu', ...extra };
+}
+
+test('the report names the context windows; the choices are judged there, not on the short windows', async () => {
+  const search: Partial<ConvertOptions> = { balanceKv: 1, ropeSelection: 'qk', kvMetric: 'plain' }; // freqfold searched
+  const long = await convert(small(join(tmp, 'long'), { ...search, context: 512, contextWindows: 2 }));
+  expect(long.settings.context).toEqual({ tokens: 512, windows: 2, from: 'option' });
+  const short = await convert(small(join(tmp, 'short'), { ...search, context: 64 }));
+  expect(short.settings.context).toBeUndefined();
+  // the same candidates, measured on other windows: their held-out errors differ
+  const errs = (r: typeof long) => r.layers[0].candidates!.map((c) => c.attnRelError);
+  expect(errs(long).length).toBeGreaterThan(1);
+  expect(errs(long)).not.toEqual(errs(short));
+  for (const e of errs(long)) expect(e).toBeGreaterThan(0);
+  // (the default context, min(max_position_embeddings, 4096), is checked in convert-stages.test.ts)
+}, 600_000);
+
+test('an interrupted run with context windows resumes to the bytes of an uninterrupted one', async () => {
+  const o = small(join(tmp, 'resume'), { context: 256, contextWindows: 2, calibInputs: 'converted', checkpointSeconds: 0, freqfold: 2, kvMetric: 'plain', balanceKv: 1 });
+  const ref = small(join(tmp, 'straight'), { ...o, outDir: join(tmp, 'straight') });
+  await convert(ref);
+  const ac = new AbortController();
+  const aborted = await convert({ ...o, signal: ac.signal, onProgress: (p) => p.stage === 'statistics' && p.layer === 2 && ac.abort() }).then(
+    () => false,
+    (e: Error) => /aborted/.test(e.message),
+  );
+  expect(aborted).toBe(true);
+  expect(existsSync(`${o.outDir}.partial`)).toBe(true);
+  const resumed = await convert({ ...o, resume: true });
+  expect(resumed.resumedFromLayer).toBe(2);
+  const strip = (h: Record<string, string>) => Object.fromEntries(Object.entries(h).filter(([k]) => k !== 'conversion-report.json'));
+  expect(strip(hashOutputs(o.outDir))).toEqual(strip(hashOutputs(ref.outDir)));
+}, 600_000);
+
+test('context errors are usage errors raised before anything is written', async () => {
+  const out = join(tmp, 'bad');
+  await expect(convert(small(out, { context: 1 }))).rejects.toMatchObject({ code: 'ERR_BAD_OPTION', message: expect.stringMatching(/context must be/) });
+  await expect(convert(small(out, { contextWindows: 0 }))).rejects.toMatchObject({ code: 'ERR_BAD_OPTION' });
+  // longer than the calibration text: found when the text is tokenized, before any layer
+  await expect(convert(small(out, { calibText: text.slice(0, 3000), context: 100_000, calibSamples: 2, heldOutSamples: 1, calibSeqlen: 32 }))).rejects.toMatchObject({
+    code: 'ERR_CALIB_TOO_SHORT',
+  });
+  expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
+  expect(existsSync(`${out}.partial`)).toBe(false);
+}, 120_000);
