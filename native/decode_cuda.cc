@@ -376,16 +376,18 @@ Napi::Value BenchAsync(const Napi::CallbackInfo& info) {
 
 void InitDecodeCuda(Napi::Env env, Napi::Object exports) {
   auto o = Napi::Object::New(env);
-  o.Set("deviceInfo", Napi::Function::New(env, DeviceInfoFn, "deviceInfo"));
-  o.Set("alloc", Napi::Function::New(env, Alloc, "alloc"));
-  o.Set("free", Napi::Function::New(env, FreeFn, "free"));
-  o.Set("upload", Napi::Function::New(env, Upload, "upload"));
-  o.Set("download", Napi::Function::New(env, Download, "download"));
-  o.Set("fillRandomBf16", Napi::Function::New(env, FillRandom, "fillRandomBf16"));
-  o.Set("copyBandwidth", Napi::Function::New(env, CopyBw, "copyBandwidth"));
-  o.Set("plan", Napi::Function::New(env, PlanFn, "plan"));
-  o.Set("decodeAsync", Napi::Function::New(env, DecodeAsync, "decodeAsync"));
-  o.Set("benchAsync", Napi::Function::New(env, BenchAsync, "benchAsync"));
+  SetFunctions(env, o, {
+      {"deviceInfo", DeviceInfoFn},
+      {"alloc", Alloc},
+      {"free", FreeFn},
+      {"upload", Upload},
+      {"download", Download},
+      {"fillRandomBf16", FillRandom},
+      {"copyBandwidth", CopyBw},
+      {"plan", PlanFn},
+      {"decodeAsync", DecodeAsync},
+      {"benchAsync", BenchAsync},
+  });
   exports.Set("decodeCuda", o);
 }
 

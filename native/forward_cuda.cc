@@ -170,13 +170,15 @@ Napi::Value MomentsFinishFn(const Napi::CallbackInfo& info) {
 
 void InitForwardCuda(Napi::Env env, Napi::Object exports) {
   Napi::Object ns = cudamem::Namespace(env, exports);
-  ns.Set("rmsNorm", Napi::Function::New(env, RmsNormFn, "rmsNorm"));
-  ns.Set("rope", Napi::Function::New(env, RopeFn, "rope"));
-  ns.Set("swiglu", Napi::Function::New(env, SwigluFn, "swiglu"));
-  ns.Set("linear", Napi::Function::New(env, LinearFn, "linear"));
-  ns.Set("attention", Napi::Function::New(env, AttentionFn, "attention"));
-  ns.Set("momentsAdd", Napi::Function::New(env, MomentsAddFn, "momentsAdd"));
-  ns.Set("momentsFinish", Napi::Function::New(env, MomentsFinishFn, "momentsFinish"));
+  SetFunctions(env, ns, {
+      {"rmsNorm", RmsNormFn},
+      {"rope", RopeFn},
+      {"swiglu", SwigluFn},
+      {"linear", LinearFn},
+      {"attention", AttentionFn},
+      {"momentsAdd", MomentsAddFn},
+      {"momentsFinish", MomentsFinishFn},
+  });
 }
 
 }  // namespace g2m

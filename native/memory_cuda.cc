@@ -269,20 +269,22 @@ void Check(Napi::Env env, const std::string& msg) {
 void InitMemoryCuda(Napi::Env env, Napi::Object exports) {
   using namespace cudamem;
   Napi::Object ns = Namespace(env, exports);
-  ns.Set("available", Napi::Function::New(env, Available, "available"));
-  ns.Set("deviceInfo", Napi::Function::New(env, DeviceInfo, "deviceInfo"));
-  ns.Set("memStats", Napi::Function::New(env, MemStatsFn, "memStats"));
-  ns.Set("resetPeak", Napi::Function::New(env, ResetPeakFn, "resetPeak"));
-  ns.Set("alloc", Napi::Function::New(env, AllocFn, "alloc"));
-  ns.Set("view", Napi::Function::New(env, ViewFn, "view"));
-  ns.Set("free", Napi::Function::New(env, FreeFn, "free"));
-  ns.Set("upload", Napi::Function::New(env, UploadFn, "upload"));
-  ns.Set("download", Napi::Function::New(env, DownloadFn, "download"));
-  ns.Set("copy", Napi::Function::New(env, CopyFn, "copy"));
-  ns.Set("fill", Napi::Function::New(env, FillFn, "fill"));
-  ns.Set("convert", Napi::Function::New(env, ConvertFn, "convert"));
-  ns.Set("synchronize", Napi::Function::New(env, SyncFn, "synchronize"));
-  ns.Set("synchronizeAsync", Napi::Function::New(env, SyncAsyncFn, "synchronizeAsync"));
+  SetFunctions(env, ns, {
+      {"available", Available},
+      {"deviceInfo", DeviceInfo},
+      {"memStats", MemStatsFn},
+      {"resetPeak", ResetPeakFn},
+      {"alloc", AllocFn},
+      {"view", ViewFn},
+      {"free", FreeFn},
+      {"upload", UploadFn},
+      {"download", DownloadFn},
+      {"copy", CopyFn},
+      {"fill", FillFn},
+      {"convert", ConvertFn},
+      {"synchronize", SyncFn},
+      {"synchronizeAsync", SyncAsyncFn},
+  });
 }
 
 }  // namespace g2m
