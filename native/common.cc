@@ -73,6 +73,13 @@ int32_t* GetI32(const Napi::CallbackInfo& info, size_t i, const char* name, size
   return TypedData<Napi::Int32Array>(info, i, name, napi_int32_array, "Int32Array", " must be an Int32Array", length);
 }
 
+uint8_t* TypedBytes(Napi::Env env, const Napi::Value& v, const char* name, size_t* bytes) {
+  if (!v.IsTypedArray()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", std::string(name) + " must be a TypedArray");
+  auto t = v.As<Napi::TypedArray>();
+  *bytes = t.ByteLength();
+  return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+}
+
 void CheckLength(Napi::Env env, size_t have, size_t want, const char* name) {
   if (have < want)
     ThrowRangeError(env, "ERR_SHAPE",

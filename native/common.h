@@ -36,6 +36,9 @@ float* GetF32(const Napi::CallbackInfo& info, size_t i, const char* name, size_t
 // Reads a Uint16Array (bf16 bit patterns) or Int32Array in place.
 uint16_t* GetU16(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* length);
 int32_t* GetI32(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* length);
+// Any TypedArray value `v` as raw bytes, in place: its first byte and, in *bytes, its byte
+// length (TypeError ERR_INVALID_ARG_TYPE "<name> must be a TypedArray" otherwise).
+uint8_t* TypedBytes(Napi::Env env, const Napi::Value& v, const char* name, size_t* bytes);
 // Checks the length of an array against an expected element count (RangeError ERR_SHAPE).
 void CheckLength(Napi::Env env, size_t have, size_t want, const char* name);
 

@@ -142,6 +142,15 @@ void Gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double al
   cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+// ERR_LAPACK (carrying `info`) unless LAPACK `routine`, run by `op`, returned info = 0.
+void CheckLapack(const char* op, const char* routine, lapack_int info) {
+  if (info != 0)
+    Fail("ERR_LAPACK",
+         std::string(op) + ": LAPACK " + routine + " failed with info = " + std::to_string(info) +
+             (info < 0 ? " (illegal or NaN argument " + std::to_string(-info) + ")" : " (did not converge)"),
+         info);
+}
+
 // ---- jobs: plain structs parsed on the main thread; Run() may be on any thread ----
 
 // Symmetric eigendecomposition. Reads the upper triangle of row-major `a` (n x n);
@@ -165,13 +174,7 @@ struct EighJob {
     T* W = static_cast<T*>(w);
     if (checkFinite) CheckFinite(A, n2, "eigh", "a");
     if (static_cast<const void*>(V) != a) std::memcpy(V, A, n2 * sizeof(T));
-    lapack_int info = Syevd(n, V, W);
-    if (info != 0)
-      Fail("ERR_LAPACK",
-           std::string("eigh: LAPACK ") + (dtype == DType::F32 ? "ssyevd" : "dsyevd") + " failed with info = " +
-               std::to_string(info) +
-               (info < 0 ? " (illegal or NaN argument " + std::to_string(-info) + ")" : " (did not converge)"),
-           info);
+    CheckLapack("eigh", dtype == DType::F32 ? "ssyevd" : "dsyevd", Syevd(n, V, W));
     TransposeSquare(V, n);
     for (int i = 0; i < n; ++i) std::reverse(V + static_cast<size_t>(i) * n, V + static_cast<size_t>(i + 1) * n);
     std::reverse(W, W + n);
@@ -212,13 +215,8 @@ struct SvdJob {
     T* Ucm = jobz == 'N' ? dummy : static_cast<T*>(vt);  // U' (n x ., ld n) is row-major Vt
     T* VTcm = jobz == 'N' ? dummy : static_cast<T*>(u);  // VT' (. x m) is row-major U
     int ldvt = jobz == 'A' ? m : jobz == 'S' ? k : 1;
-    lapack_int info = Gesdd(jobz, n, m, work, n, static_cast<T*>(s), Ucm, n, VTcm, ldvt);
-    if (info != 0)
-      Fail("ERR_LAPACK",
-           std::string("svd: LAPACK ") + (dtype == DType::F32 ? "sgesdd" : "dgesdd") + " failed with info = " +
-               std::to_string(info) +
-               (info < 0 ? " (illegal or NaN argument " + std::to_string(-info) + ")" : " (did not converge)"),
-           info);
+    CheckLapack("svd", dtype == DType::F32 ? "sgesdd" : "dgesdd",
+                Gesdd(jobz, n, m, work, n, static_cast<T*>(s), Ucm, n, VTcm, ldvt));
   }
   void Run() { dtype == DType::F32 ? RunT<float>() : RunT<double>(); }
 };
@@ -288,8 +286,7 @@ struct SyrkJob {
 // eigh(a, n, options?) -> { values, vectors }
 JobCall<EighJob> ParseEigh(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  JobCall<EighJob> c;
-  EighJob& job = c.job;
+  EighJob job;
   ArrayView a = FloatArrayOf(env, info[0], "a");
   job.n = static_cast<int>(GetInt(info, 1, "n", 1, kMaxDim));
   auto opts = GetOptions(info, 2);
@@ -305,9 +302,7 @@ JobCall<EighJob> ParseEigh(const Napi::CallbackInfo& info) {
   job.dtype = a.dtype;
   job.a = a.data, job.w = w.data, job.v = v.data;
   job.checkFinite = OptBool(opts, "checkFinite", true);
-  c.result = NamedValues(env, {{"values", wv}, {"vectors", vv}});
-  c.inputs = {info[0]};
-  return c;
+  return {job, NamedValues(env, {{"values", wv}, {"vectors", vv}}), {info[0]}};
 }
 
 // The u and vt outputs of svd (checked against a, s and each other), into job and *uv / *vtv.
@@ -330,8 +325,7 @@ void SvdVectors(Napi::Env env, const Napi::Object& opts, const ArrayView& a, con
 // svd(a, m, n, options?) -> { u, s, vt }
 JobCall<SvdJob> ParseSvd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  JobCall<SvdJob> c;
-  SvdJob& job = c.job;
+  SvdJob job;
   ArrayView a = FloatArrayOf(env, info[0], "a");
   job.m = static_cast<int>(GetInt(info, 1, "m", 1, kMaxDim));
   job.n = static_cast<int>(GetInt(info, 2, "n", 1, kMaxDim));
@@ -349,16 +343,13 @@ JobCall<SvdJob> ParseSvd(const Napi::CallbackInfo& info) {
   job.jobz = !uv ? 'N' : full ? 'A' : 'S';
   job.overwrite = OptBool(opts, "overwrite", false);
   job.checkFinite = OptBool(opts, "checkFinite", true);
-  c.result = NamedValues(env, {{"u", uvv}, {"s", sv}, {"vt", vtv}});
-  c.inputs = {info[0]};
-  return c;
+  return {job, NamedValues(env, {{"u", uvv}, {"s", sv}, {"vt", vtv}}), {info[0]}};
 }
 
 // gemm(a, b, c, m, n, k, options?) -> c
 JobCall<GemmJob> ParseGemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  JobCall<GemmJob> call;
-  GemmJob& job = call.job;
+  GemmJob job;
   ArrayView a = FloatArrayOf(env, info[0], "a"), b = FloatArrayOf(env, info[1], "b"), c = FloatArrayOf(env, info[2], "c");
   CheckDType(env, b, a.dtype, "b");
   CheckDType(env, c, a.dtype, "c");
@@ -377,16 +368,13 @@ JobCall<GemmJob> ParseGemm(const Napi::CallbackInfo& info) {
   job.a = a.data, job.b = b.data, job.c = c.data;
   job.alpha = OptNumber(opts, "alpha", 1.0);
   job.beta = OptNumber(opts, "beta", 0.0);
-  call.result = info[2];
-  call.inputs = {info[0], info[1]};
-  return call;
+  return {job, info[2], {info[0], info[1]}};
 }
 
 // syrkAccumulate(c, x, rows, n, alpha?) -> c
 JobCall<SyrkJob> ParseSyrk(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  JobCall<SyrkJob> call;
-  SyrkJob& job = call.job;
+  SyrkJob job;
   ArrayView c = FloatArrayOf(env, info[0], "c"), x = FloatArrayOf(env, info[1], "x");
   CheckDType(env, c, DType::F64, "c");
   job.rows = static_cast<int>(GetInt(info, 2, "rows", 0, kMaxDim));
@@ -399,9 +387,7 @@ JobCall<SyrkJob> ParseSyrk(const Napi::CallbackInfo& info) {
   CheckNoOverlap(env, c, x, "c", "x");
   job.c = c.as<double>();
   job.x = x.data, job.xdtype = x.dtype;
-  call.result = info[0];
-  call.inputs = {info[1]};
-  return call;
+  return {job, info[0], {info[1]}};
 }
 
 }  // namespace

@@ -83,28 +83,25 @@ struct SvdJob {
 // eigh(a, n, {values?, vectors?, checkFinite?}) -> {values, vectors, seconds}
 JobCall<EighJob> ParseEigh(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  JobCall<EighJob> c;
+  EighJob job;
   size_t len = 0;
-  c.job.a = F64Arg(info, 0, "a", &len);
-  c.job.n = GetInt(info, 1, "n", 1, 1 << 16);
-  const size_t n = static_cast<size_t>(c.job.n);
+  job.a = F64Arg(info, 0, "a", &len);
+  job.n = GetInt(info, 1, "n", 1, 1 << 16);
+  const size_t n = static_cast<size_t>(job.n);
   CheckLength(env, len, n * n, "a");
   auto o = fwd::OptObject(info, 2);
   auto values = OutArray(env, o, "values", n);
   auto vectors = OutArray(env, o, "vectors", n * n);
-  if (OptBool(o, "checkFinite", true)) CheckFinite(env, c.job.a, n * n, "eigh");
-  c.job.w = values.Data();
-  c.job.v = vectors.Data();
-  c.result = NamedValues(env, {{"values", values}, {"vectors", vectors}});
-  c.inputs = {info[0]};
-  return c;
+  if (OptBool(o, "checkFinite", true)) CheckFinite(env, job.a, n * n, "eigh");
+  job.w = values.Data();
+  job.v = vectors.Data();
+  return {job, NamedValues(env, {{"values", values}, {"vectors", vectors}}), {info[0]}};
 }
 
 // svd(a, m, n, {full?, computeUV?, u?, s?, vt?, checkFinite?}) -> {u, s, vt, seconds}
 JobCall<SvdJob> ParseSvd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  JobCall<SvdJob> c;
-  SvdJob& job = c.job;
+  SvdJob job;
   size_t len = 0;
   job.a = F64Arg(info, 0, "a", &len);
   job.m = GetInt(info, 1, "m", 1, 1 << 20);
@@ -125,9 +122,7 @@ JobCall<SvdJob> ParseSvd(const Napi::CallbackInfo& info) {
     u = ua, vt = vta;
   }
   if (OptBool(o, "checkFinite", true)) CheckFinite(env, job.a, m * n, "svd");
-  c.result = NamedValues(env, {{"u", u}, {"s", s}, {"vt", vt}});
-  c.inputs = {info[0]};
-  return c;
+  return {job, NamedValues(env, {{"u", u}, {"s", s}, {"vt", vt}}), {info[0]}};
 }
 
 // An operand of gemm: a Float64Array (host) or a float64 device buffer.

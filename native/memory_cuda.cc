@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cuda/convert_cuda.h"
+#include "device_facts_js.h"
 #include "exports.h"
 
 namespace g2m {
@@ -56,14 +57,6 @@ cc::Dt DtypeArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
 
 size_t DtSize(cc::Dt d) { return d == cc::Dt::F32 ? 4 : 2; }
 
-// TypedArray (any kind) as raw bytes, in place.
-uint8_t* TypedBytes(Napi::Env env, const Napi::Value& v, const char* name, size_t* bytes) {
-  if (!v.IsTypedArray()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", std::string(name) + " must be a TypedArray");
-  auto t = v.As<Napi::TypedArray>();
-  *bytes = t.ByteLength();
-  return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
-}
-
 int64_t OffsetArg(const Napi::CallbackInfo& info, size_t i) {
   if (i >= info.Length() || info[i].IsUndefined()) return 0;
   return GetInt(info, i, "byteOffset", 0, int64_t(1) << 46);
@@ -74,17 +67,9 @@ int64_t OffsetArg(const Napi::CallbackInfo& info, size_t i) {
 Napi::Value Available(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), cc::DeviceCount() > 0); }
 
 Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   cc::DeviceFacts f;
-  Check(env, cc::Facts(&f));
-  auto o = Napi::Object::New(env);
-  o.Set("name", f.name);
-  o.Set("smCount", f.sm_count);
-  o.Set("computeCapability", std::to_string(f.cc_major) + "." + std::to_string(f.cc_minor));
-  o.Set("totalMemory", static_cast<double>(f.total_mem));
-  o.Set("runtimeVersion", f.runtime_version);
-  o.Set("driverVersion", f.driver_version);
-  return o;
+  Check(info.Env(), cc::Facts(&f));
+  return DeviceFactsObject(info.Env(), f, false);
 }
 
 Napi::Value MemStatsFn(const Napi::CallbackInfo& info) {
@@ -141,33 +126,23 @@ Napi::Value FreeFn(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// upload(buffer, typedArray, byteOffset = 0)
-Napi::Value UploadFn(const Napi::CallbackInfo& info) {
+// upload(buffer, typedArray, byteOffset = 0) when `toDevice`, else download(...), which
+// waits for the queued work.
+Napi::Value Transfer(const Napi::CallbackInfo& info, bool toDevice) {
   Napi::Env env = info.Env();
   DevView d = Get(env, info[0], "buffer");
   size_t n = 0;
-  uint8_t* src = TypedBytes(env, info[1], "source", &n);
+  uint8_t* host = TypedBytes(env, info[1], toDevice ? "source" : "destination", &n);
   const size_t off = static_cast<size_t>(OffsetArg(info, 2));
   if (off + n > d.bytes)
-    ThrowRangeError(env, "ERR_SHAPE", "upload of " + std::to_string(n) + " bytes at " + std::to_string(off) +
-                                          " overruns the " + std::to_string(d.bytes) + "-byte buffer");
-  Check(env, cc::Upload(d.ptr + off, src, n));
+    ThrowRangeError(env, "ERR_SHAPE", std::string(toDevice ? "upload" : "download") + " of " + std::to_string(n) +
+                                          " bytes at " + std::to_string(off) + " overruns the " + std::to_string(d.bytes) +
+                                          "-byte buffer");
+  Check(env, toDevice ? cc::Upload(d.ptr + off, host, n) : cc::Download(host, d.ptr + off, n));
   return env.Undefined();
 }
-
-// download(buffer, typedArray, byteOffset = 0): waits for the queued work
-Napi::Value DownloadFn(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  DevView d = Get(env, info[0], "buffer");
-  size_t n = 0;
-  uint8_t* dst = TypedBytes(env, info[1], "destination", &n);
-  const size_t off = static_cast<size_t>(OffsetArg(info, 2));
-  if (off + n > d.bytes)
-    ThrowRangeError(env, "ERR_SHAPE", "download of " + std::to_string(n) + " bytes at " + std::to_string(off) +
-                                          " overruns the " + std::to_string(d.bytes) + "-byte buffer");
-  Check(env, cc::Download(dst, d.ptr + off, n));
-  return env.Undefined();
-}
+Napi::Value UploadFn(const Napi::CallbackInfo& info) { return Transfer(info, true); }
+Napi::Value DownloadFn(const Napi::CallbackInfo& info) { return Transfer(info, false); }
 
 // copy(dst, src, bytes) device to device, queued
 Napi::Value CopyFn(const Napi::CallbackInfo& info) {
