@@ -96,12 +96,6 @@ int64_t IntOpt(const Napi::Object& o, const char* key, int64_t dflt, int64_t min
 
 // ---- exports ---------------------------------------------------------------------------
 
-Napi::Value DeviceInfoFn(const Napi::CallbackInfo& info) {
-  cd::DeviceInfo d;
-  CheckCuda(info.Env(), cd::GetDeviceInfo(&d));
-  return DeviceFactsObject(info.Env(), d, true);
-}
-
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t bytes = GetInt(info, 0, "bytes", 1, int64_t(1) << 46);
@@ -352,7 +346,7 @@ Napi::Value BenchAsync(const Napi::CallbackInfo& info) {
 void InitDecodeCuda(Napi::Env env, Napi::Object exports) {
   auto o = Napi::Object::New(env);
   SetFunctions(env, o, {
-      {"deviceInfo", DeviceInfoFn},
+      {"deviceInfo", DeviceInfoExport<cd::GetDeviceInfo, true>},
       {"alloc", Alloc},
       {"free", FreeFn},
       {"upload", Upload},

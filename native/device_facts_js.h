@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "common.h"
 #include "cuda/device_facts.h"
 
 namespace g2m {
@@ -23,6 +24,16 @@ inline Napi::Object DeviceFactsObject(Napi::Env env, const DeviceFacts& f, bool 
   o.Set("runtimeVersion", f.runtime_version);
   o.Set("driverVersion", f.driver_version);
   return o;
+}
+
+// A deviceInfo() export: `Get` fills the facts and returns "" or the CUDA error (thrown as
+// Error ERR_CUDA).
+template <std::string (*Get)(DeviceFacts*), bool kWithL2>
+Napi::Value DeviceInfoExport(const Napi::CallbackInfo& info) {
+  DeviceFacts f;
+  const std::string err = Get(&f);
+  if (!err.empty()) ThrowError(info.Env(), "ERR_CUDA", err);
+  return DeviceFactsObject(info.Env(), f, kWithL2);
 }
 
 }  // namespace g2m

@@ -30,10 +30,8 @@ constexpr size_t kBk = 64;  // keys per block
 
 // The parsed shape (forward_args.h) and the buffers.
 struct AttnParams : fwd::AttnShape {
-  const float* q = nullptr;
-  const float* k = nullptr;
-  const float* v = nullptr;
-  const float* kRope = nullptr;
+  const float *q = nullptr, *k = nullptr, *v = nullptr;
+  const float* kRope = nullptr;  // MLA's shared rope key, or none
   float* out = nullptr;
 };
 

@@ -16,9 +16,8 @@ namespace {
 
 // The parsed shape (forward_args.h) and the buffers.
 struct LinearParams : fwd::LinearShape {
-  const float* x = nullptr;
-  const float* w = nullptr;
-  const float* bias = nullptr;
+  const float *x = nullptr, *w = nullptr;
+  const float* bias = nullptr;  // or none
   float* out = nullptr;
 };
 

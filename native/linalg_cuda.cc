@@ -22,11 +22,11 @@ namespace {
 
 namespace cc = g2m::cuconv;
 
-double* F64Arg(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* len) {
+// Float64Array argument info[i], in place.
+ArrayView F64Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
   auto v = GetFloatArray(info, i, name);
   if (v.dtype != DType::F64) ThrowTypeError(info.Env(), "ERR_DTYPE", std::string(name) + " must be a Float64Array");
-  *len = v.length;
-  return v.as<double>();
+  return v;
 }
 
 // Float64Array option `key` of length `want`, or a new one.
@@ -84,11 +84,11 @@ struct SvdJob {
 JobCall<EighJob> ParseEigh(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   EighJob job;
-  size_t len = 0;
-  job.a = F64Arg(info, 0, "a", &len);
+  const ArrayView a = F64Arg(info, 0, "a");
   job.n = GetInt(info, 1, "n", 1, 1 << 16);
   const size_t n = static_cast<size_t>(job.n);
-  CheckLength(env, len, n * n, "a");
+  CheckLength(env, a.length, n * n, "a");
+  job.a = a.as<double>();
   auto o = fwd::OptObject(info, 2);
   auto values = OutArray(env, o, "values", n);
   auto vectors = OutArray(env, o, "vectors", n * n);
@@ -102,12 +102,12 @@ JobCall<EighJob> ParseEigh(const Napi::CallbackInfo& info) {
 JobCall<SvdJob> ParseSvd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   SvdJob job;
-  size_t len = 0;
-  job.a = F64Arg(info, 0, "a", &len);
+  const ArrayView a = F64Arg(info, 0, "a");
   job.m = GetInt(info, 1, "m", 1, 1 << 20);
   job.n = GetInt(info, 2, "n", 1, 1 << 20);
   const size_t m = static_cast<size_t>(job.m), n = static_cast<size_t>(job.n), k = m < n ? m : n;
-  CheckLength(env, len, m * n, "a");
+  CheckLength(env, a.length, m * n, "a");
+  job.a = a.as<double>();
   auto o = fwd::OptObject(info, 3);
   job.full = OptBool(o, "full", false);
   job.computeUV = OptBool(o, "computeUV", true);
@@ -138,10 +138,9 @@ Operand GetOperand(const Napi::CallbackInfo& info, size_t i, const char* name, s
     cudamem::Need(env, d, elems, 8, name);
     return Operand{d.as<double>(), true};
   }
-  size_t len = 0;
-  const double* p = F64Arg(info, i, name, &len);
-  CheckLength(env, len, elems, name);
-  return Operand{p, false};
+  const ArrayView a = F64Arg(info, i, name);
+  CheckLength(env, a.length, elems, name);
+  return Operand{a.as<double>(), false};
 }
 
 Napi::Value GemmFn(const Napi::CallbackInfo& info) {
@@ -154,10 +153,9 @@ Napi::Value GemmFn(const Napi::CallbackInfo& info) {
   const double alpha = OptNumber(o, "alpha", 1.0), beta = OptNumber(o, "beta", 0.0);
   Operand a = GetOperand(info, 0, "a", static_cast<size_t>(m) * k);
   Operand b = GetOperand(info, 1, "b", static_cast<size_t>(k) * n);
-  size_t clen = 0;
-  double* c = F64Arg(info, 2, "c", &clen);
-  CheckLength(env, clen, static_cast<size_t>(m) * n, "c");
-  cudamem::Check(env, cc::GemmF64(a.p, a.dev, b.p, b.dev, c, m, n, k, ta, tb, alpha, beta));
+  const ArrayView c = F64Arg(info, 2, "c");
+  CheckLength(env, c.length, static_cast<size_t>(m) * n, "c");
+  cudamem::Check(env, cc::GemmF64(a.p, a.dev, b.p, b.dev, c.as<double>(), m, n, k, ta, tb, alpha, beta));
   return info[2];
 }
 

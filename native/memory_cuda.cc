@@ -66,12 +66,6 @@ int64_t OffsetArg(const Napi::CallbackInfo& info, size_t i) {
 
 Napi::Value Available(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), cc::DeviceCount() > 0); }
 
-Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
-  cc::DeviceFacts f;
-  Check(info.Env(), cc::Facts(&f));
-  return DeviceFactsObject(info.Env(), f, false);
-}
-
 Napi::Value MemStatsFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const cc::MemStats s = cc::Stats();
@@ -246,7 +240,7 @@ void InitMemoryCuda(Napi::Env env, Napi::Object exports) {
   Napi::Object ns = Namespace(env, exports);
   SetFunctions(env, ns, {
       {"available", Available},
-      {"deviceInfo", DeviceInfo},
+      {"deviceInfo", DeviceInfoExport<cc::Facts, false>},
       {"memStats", MemStatsFn},
       {"resetPeak", ResetPeakFn},
       {"alloc", AllocFn},
