@@ -793,8 +793,10 @@ Napi::Value CpuCopyBandwidth(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitDecodeMlaCpu(Napi::Env env, Napi::Object exports) {
-  exports.Set("mlaDecodeCpuAsync", Napi::Function::New(env, MlaDecodeCpuAsync, "mlaDecodeCpuAsync"));
-  exports.Set("cpuCopyBandwidth", Napi::Function::New(env, CpuCopyBandwidth, "cpuCopyBandwidth"));
+  SetFunctions(env, exports, {
+      {"mlaDecodeCpuAsync", MlaDecodeCpuAsync},
+      {"cpuCopyBandwidth", CpuCopyBandwidth},
+  });
 }
 
 }  // namespace g2m
