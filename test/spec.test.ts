@@ -355,6 +355,11 @@ describe('errors', () => {
     fails({ ...llama2_7b, hidden_act: 'gelu' }, 'ERR_UNSUPPORTED_MODEL', ['hidden_act', 'gelu']);
   });
 
+  test.each(['gemma2', 'gemma3', 'gemma3_text'])('%s is refused (exit 3) naming what stock DeepSeek-V3 cannot express', (mt) => {
+    const gemma = { ...llama2_7b, model_type: mt, hidden_act: 'gelu_pytorch_tanh', final_logit_softcapping: 30, query_pre_attn_scalar: 256 };
+    fails(gemma, 'ERR_UNSUPPORTED_MODEL', [JSON.stringify(mt), 'sandwich norms', 'logit soft-capping', 'GeGLU', 'scaled embeddings']);
+  });
+
   test('unsupported rope type lists the supported ones', () => {
     fails({ ...llama2_7b, rope_scaling: { type: 'longrope', factor: 4 } }, 'ERR_UNSUPPORTED_ROPE', ['longrope', 'default, linear, llama3, dynamic, yarn']);
     fails({ ...llama2_7b, rope_parameters: { rope_type: 'mrope', rope_theta: 1e4 } }, 'ERR_UNSUPPORTED_ROPE', ['mrope']);

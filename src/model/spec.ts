@@ -1,6 +1,6 @@
 /**
  * Hugging Face config.json -> ModelSpec for llama, qwen2, mistral (GQA and MHA) and
- * deepseek_v3 (converted checkpoints). RoPE settings are read in both styles: `rope_theta`
+ * deepseek_v3 (converted checkpoints); Gemma2/Gemma3 are refused with the reason. RoPE settings are read in both styles: `rope_theta`
  * + `rope_scaling` (most Hub checkpoints) and transformers-5 `rope_parameters`.
  */
 import { readFile } from 'node:fs/promises';
@@ -12,6 +12,23 @@ export type { ModelSpec, RopeSpec };
 
 /** model_type values gqa2mla reads. */
 export const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'mistral', 'deepseek_v3'] as const;
+/**
+ * model_type values refused with a reason: stock DeepSeek-V3 has no place for what these
+ * architectures compute, so a conversion could not be faithful.
+ */
+const REFUSED_MODEL_TYPES: Record<string, string> = {
+  gemma2: gemmaRefusal('Gemma2'),
+  gemma3: gemmaRefusal('Gemma3'),
+  gemma3_text: gemmaRefusal('Gemma3'),
+};
+
+function gemmaRefusal(name: string): string {
+  return (
+    `${name} cannot be converted into stock DeepSeek-V3, which cannot express its sandwich norms (pre/post-feedforward RMSNorms around each block), ` +
+    'logit soft-capping (attention and final logits), GeGLU MLP (gelu_pytorch_tanh gate) or scaled embeddings (embeddings times sqrt(hidden_size))'
+  );
+}
+
 /** RoPE types gqa2mla reads. */
 export const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'llama3', 'dynamic', 'yarn'] as const;
 
@@ -59,6 +76,8 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
   const c = config as Record<string, unknown>;
   const f = configFields(c, source);
   const mt = c.model_type;
+  if (typeof mt === 'string' && Object.hasOwn(REFUSED_MODEL_TYPES, mt))
+    throw new GqaError('ERR_UNSUPPORTED_MODEL', `${source}: model_type ${JSON.stringify(mt)} is not supported: ${REFUSED_MODEL_TYPES[mt]}`, 'input');
   if (typeof mt !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(mt))
     throw new GqaError(
       'ERR_UNSUPPORTED_MODEL',
