@@ -3,6 +3,7 @@
  * writes them (MLA, DeepSeek-V3 names), row-major [out, in].
  */
 import type { LayerWeights } from '../engine/weights.js';
+import { GqaError } from '../errors.js';
 
 /** A GQA/MHA layer's attention weights as stored ([out, in] row-major). */
 export interface GqaAttention {
@@ -32,6 +33,8 @@ export interface MlaAttention {
 
 /** The GQA/MHA attention tensors of a loaded layer. */
 export function gqaAttention(w: LayerWeights): GqaAttention {
+  if (w.tensors['self_attn.q_norm.weight'] || w.tensors['self_attn.k_norm.weight'])
+    throw new GqaError('ERR_UNSUPPORTED_MODEL', `layer ${w.layer}: per-head q_norm / k_norm (qwen3) cannot be converted yet`, 'input');
   const t = (n: string) => w.tensors[`self_attn.${n}`]?.data ?? null;
   return { wq: t('q_proj.weight')!, wk: t('k_proj.weight')!, wv: t('v_proj.weight')!, wo: t('o_proj.weight')!, bq: t('q_proj.bias'), bk: t('k_proj.bias'), bv: t('v_proj.bias'), bo: t('o_proj.bias') };
 }
