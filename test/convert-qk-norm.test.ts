@@ -205,9 +205,31 @@ describe.each([
   });
 });
 
+describe('ridge: the regression shrunk toward the scalar fold', () => {
+  test.each([false, true])('bias %s: fitting error between the regression and the scalar fold; strengths from the grid', async (bias) => {
+    const spec = specOf(bias);
+    const w = layer(bias, 70);
+    const x = inputs(71);
+    const m = momentsOf(x);
+    const errs: Record<string, number> = {};
+    let ridge: { q: number[]; k: number[] } | undefined;
+    for (const method of ['scalar', 'regression', 'ridge'] as const) {
+      const f = await foldQkNorm(spec, w, m, x, rows, method);
+      errs[method] = fitError(f.attention.wq, f.attention.bq, x, normedRef(w, 'q', x)) + fitError(f.attention.wk, f.attention.bk, x, normedRef(w, 'k', x));
+      if (method === 'ridge') ridge = f.ridge;
+    }
+    // on the rows it is fitted on, the ridge path's error grows from the regression's to the scalar fold's
+    expect(errs.ridge).toBeGreaterThanOrEqual(errs.regression * (1 - 1e-9));
+    expect(errs.ridge).toBeLessThanOrEqual(errs.scalar * (1 + 1e-9));
+    expect(ridge!.q).toHaveLength(H);
+    expect(ridge!.k).toHaveLength(G);
+    for (const t of [...ridge!.q, ...ridge!.k]) expect([0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1, 10, Infinity]).toContain(t);
+  });
+});
+
 describe('the method switch and the refusals', () => {
-  test('GQA2MLA_QK_NORM picks the method; regression by default; anything else is a usage error', () => {
-    expect(qkNormMethod({})).toBe('regression');
+  test('GQA2MLA_QK_NORM picks the method; ridge by default; anything else is a usage error', () => {
+    expect(qkNormMethod({})).toBe('ridge');
     expect(qkNormMethod({ GQA2MLA_QK_NORM: 'constant' })).toBe('constant');
     expect(() => qkNormMethod({ GQA2MLA_QK_NORM: 'exact' })).toThrow(expect.objectContaining({ code: 'ERR_BAD_OPTION', exitCode: 2 }));
   });
@@ -246,6 +268,7 @@ describe('a tiny random Qwen3 converted end to end', () => {
     const spec = await loadModelSpec(out);
     expect(spec.modelType).toBe('deepseek_v3');
     expect(spec.qkNorm).toBeUndefined();
+    expect((spec.raw.gqa2mla as Record<string, unknown>).qk_norm).toMatch(/^approximated: ridge/);
     const index = JSON.parse(readFileSync(join(out, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
     const names = Object.keys(index.weight_map);
     expect(names.filter((n) => n.includes('q_norm') || n.includes('k_norm'))).toEqual([]);

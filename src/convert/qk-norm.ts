@@ -14,7 +14,12 @@
  *   c_h = E[n_h . (gamma ⊙ y_h)] / E[|gamma ⊙ y_h|^2] (the best multiple of the folded map).
  * - 'regression': the least-squares linear map A_h = E[n_h x^T] E[x x^T]^-1 (affine, with an
  *   intercept, when the layer has q/k biases), the best linear stand-in for the normed head;
- *   it contains the other two as special cases, so its fitting error is never larger.
+ *   it contains the other two as special cases, so its fitting error is never larger; but
+ *   fitted on the calibration text it can do worse on other text than the scalar.
+ * - 'ridge' (the default): per head, the regression shrunk toward the scalar fold,
+ *   (E[n x^T] + lambda A0) (E[x x^T] + lambda I)^-1, lambda chosen on a validation quarter of
+ *   the statistics rows from a fixed grid that includes 0 (the regression) and infinity
+ *   (the scalar fold), then refitted on all rows.
  * Values are not normed in Qwen3 and are left as they are.
  */
 import type { LayerWeights } from '../engine/weights.js';
@@ -27,15 +32,15 @@ import { type InputMoments, secondMoment } from '../tensor/moments.js';
 import { type GqaAttention, gqaAttention } from './attention-weights.js';
 
 /** How the per-head q/k RMSNorm is replaced by a linear map (see the module comment). */
-export type QkNormMethod = 'constant' | 'scalar' | 'regression';
+export type QkNormMethod = 'constant' | 'scalar' | 'regression' | 'ridge';
 
 /** The methods, for validation and ablations. */
-export const QK_NORM_METHODS: readonly QkNormMethod[] = ['constant', 'scalar', 'regression'];
+export const QK_NORM_METHODS: readonly QkNormMethod[] = ['constant', 'scalar', 'regression', 'ridge'];
 
-/** The method a conversion uses: GQA2MLA_QK_NORM when set (an ablation switch), else 'regression'. */
+/** The method a conversion uses: GQA2MLA_QK_NORM when set (an ablation switch), else 'ridge'. */
 export function qkNormMethod(env: Record<string, string | undefined> = process.env): QkNormMethod {
   const v = env.GQA2MLA_QK_NORM;
-  if (v === undefined || v === '') return 'regression';
+  if (v === undefined || v === '') return 'ridge';
   if (!(QK_NORM_METHODS as readonly string[]).includes(v))
     throw new GqaError('ERR_BAD_OPTION', `GQA2MLA_QK_NORM must be one of ${QK_NORM_METHODS.join(', ')} (got ${JSON.stringify(v)})`, 'usage');
   return v as QkNormMethod;
@@ -56,6 +61,8 @@ interface HeadMap {
 export interface QkNormFold {
   method: QkNormMethod;
   attention: GqaAttention;
+  /** 'ridge': the chosen strength per query head and per key head (relative to the mean eigenvalue of E[x x^T]; Infinity: the scalar fold) */
+  ridge?: { q: number[]; k: number[] };
 }
 
 /** gamma ⊙ rows of head h scaled by `c` (weights and bias). */
@@ -171,6 +178,124 @@ function regressionMap(nh: Float64Array, xa: Float64Array, sInv: Float64Array, o
   return { w, b };
 }
 
+/** Second moments of the sampled rows r0..r1: S = E[x x^T], C = E[n x^T], per head E[|n_h|^2], E[n_h . g_h], E[|g_h|^2]. */
+interface FitMoments {
+  s: Float64Array;
+  c: Float64Array;
+  nn: Float64Array;
+  ng: Float64Array;
+  gg: Float64Array;
+}
+
+function fitMoments(nh: Float64Array, gh: Float64Array, xa: Float64Array, r0: number, r1: number, heads: number, d: number, n: number): FitMoments {
+  const rows = r1 - r0;
+  const out = heads * d;
+  const s = new Float64Array(n * n);
+  syrkAccumulate(s, xa.subarray(r0 * n, r1 * n), rows, n, 1 / rows);
+  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) s[i * n + j] = s[j * n + i] = 0.5 * (s[i * n + j] + s[j * n + i]);
+  const c = new Float64Array(out * n);
+  gemm(nh.subarray(r0 * out, r1 * out), xa.subarray(r0 * n, r1 * n), c, out, n, rows, { transA: true, alpha: 1 / rows });
+  const nn = new Float64Array(heads);
+  const ng = new Float64Array(heads);
+  const gg = new Float64Array(heads);
+  for (let r = r0; r < r1; r++)
+    for (let o = 0; o < out; o++) {
+      const h = Math.floor(o / d);
+      const v = nh[r * out + o];
+      const g = gh[r * out + o];
+      nn[h] += (v * v) / rows;
+      ng[h] += (v * g) / rows;
+      gg[h] += (g * g) / rows;
+    }
+  return { s, c, nn, ng, gg };
+}
+
+/** The least-squares scalar fold as an [out, n] map (the last column the intercept when n > hid). */
+function scalarMap(m: HeadMap, d: number, hid: number, n: number, f: FitMoments): Float64Array {
+  const a = new Float64Array(m.heads * d * n);
+  for (let h = 0; h < m.heads; h++) {
+    const c = f.gg[h] > 0 ? f.ng[h] / f.gg[h] : 0;
+    for (let i = 0; i < d; i++) {
+      const o = h * d + i;
+      for (let j = 0; j < hid; j++) a[o * n + j] = c * m.gamma[i] * m.w[o * hid + j];
+      if (n > hid) a[o * n + hid] = c * m.gamma[i] * (m.b ? m.b[o] : 0);
+    }
+  }
+  return a;
+}
+
+/** (C + lambda A0)(S + lambda I)^-1 from the eigendecomposition of S. */
+function shrunkMap(f: FitMoments, a0: Float64Array, eig: { values: Float64Array; vectors: Float64Array }, lambda: number, out: number, n: number): Float64Array {
+  const rhs = new Float64Array(out * n);
+  for (let i = 0; i < rhs.length; i++) rhs[i] = f.c[i] + lambda * a0[i];
+  const floor = Math.max(eig.values[0], 1e-300) * 1e-12;
+  const scaled = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let k = 0; k < n; k++) scaled[i * n + k] = eig.vectors[i * n + k] / Math.max(eig.values[k] + lambda, floor);
+  const inv = new Float64Array(n * n);
+  gemm(scaled, eig.vectors, inv, n, n, n, { transB: true });
+  const a = new Float64Array(out * n);
+  gemm(rhs, inv, a, out, n, n);
+  return a;
+}
+
+/** Per head, E|n_h - A_h x|^2 on the validation moments. */
+function headErrors(a: Float64Array, v: FitMoments, heads: number, d: number, n: number): Float64Array {
+  const out = heads * d;
+  const as = new Float64Array(out * n);
+  gemm(a, v.s, as, out, n, n);
+  const e = Float64Array.from(v.nn);
+  for (let o = 0; o < out; o++) {
+    let q = 0;
+    for (let j = 0; j < n; j++) q += a[o * n + j] * (as[o * n + j] - 2 * v.c[o * n + j]);
+    e[Math.floor(o / d)] += q;
+  }
+  return e;
+}
+
+/** Ridge strengths tried, relative to the mean eigenvalue of S; Infinity is the scalar fold itself. */
+const RIDGE_GRID = [0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1, 10, Infinity];
+
+/**
+ * 'ridge': per head, the regression shrunk toward the least-squares scalar fold,
+ * (C + lambda A0)(S + lambda I)^-1, with lambda chosen on the last quarter of the sampled
+ * statistics rows (fitted on the rest), then refitted on all of them. Returns the map and
+ * the chosen relative strengths.
+ */
+function ridgeMap(m: HeadMap, d: number, hid: number, nh: Float64Array, gh: Float64Array, xa: Float64Array, rows: number, n: number): { w: Float32Array; b: Float32Array | null; ridge: number[] } {
+  const out = m.heads * d;
+  const split = Math.max(1, Math.floor(rows * 0.75));
+  const fit = fitMoments(nh, gh, xa, 0, split, m.heads, d, n);
+  const val = fitMoments(nh, gh, xa, split, rows, m.heads, d, n);
+  const eigFit = symEigh(fit.s.slice(), n);
+  const scale = eigFit.values.reduce((t, v) => t + v, 0) / n;
+  const a0 = scalarMap(m, d, hid, n, fit);
+  const best = new Float64Array(m.heads).fill(Infinity);
+  const choice = new Array<number>(m.heads).fill(Infinity);
+  for (const tau of RIDGE_GRID) {
+    const e = headErrors(tau === Infinity ? a0 : shrunkMap(fit, a0, eigFit, tau * scale, out, n), val, m.heads, d, n);
+    for (let h = 0; h < m.heads; h++)
+      if (e[h] < best[h]) {
+        best[h] = e[h];
+        choice[h] = tau;
+      }
+  }
+  const all = fitMoments(nh, gh, xa, 0, rows, m.heads, d, n);
+  const eigAll = symEigh(all.s.slice(), n);
+  const scaleAll = eigAll.values.reduce((t, v) => t + v, 0) / n;
+  const a0All = scalarMap(m, d, hid, n, all);
+  const maps = new Map<number, Float64Array>();
+  const w = new Float32Array(out * hid);
+  const b = n > hid ? new Float32Array(out) : null;
+  for (let o = 0; o < out; o++) {
+    const tau = choice[Math.floor(o / d)];
+    if (!maps.has(tau)) maps.set(tau, tau === Infinity ? a0All : shrunkMap(all, a0All, eigAll, tau * scaleAll, out, n));
+    const a = maps.get(tau)!;
+    for (let j = 0; j < hid; j++) w[o * hid + j] = a[o * n + j];
+    if (b) b[o] = a[o * n + hid];
+  }
+  return { w, b, ridge: choice };
+}
+
 /**
  * Replaces q_norm and k_norm of a Qwen3 layer by linear maps (method `method`), fitted on
  * the first `statRows` rows of the normalised attention inputs `x` (not read by 'constant',
@@ -197,11 +322,13 @@ export async function foldQkNorm(spec: ModelSpec, w: LayerWeights, moments: Inpu
     folded = [];
     for (const m of maps) {
       const { n, g: gy } = await normedHeads(m, d, hid, s.x32, s.rows, eps);
-      folded.push(sInv ? regressionMap(n, s.xa, sInv, m.heads * d, s.rows, s.n, hid) : foldScaled(m, d, hid, leastSquaresScales(n, gy, m.heads, d, s.rows)));
+      if (method === 'ridge') folded.push(ridgeMap(m, d, hid, n, gy, s.xa, s.rows, s.n));
+      else folded.push(sInv ? regressionMap(n, s.xa, sInv, m.heads * d, s.rows, s.n, hid) : foldScaled(m, d, hid, leastSquaresScales(n, gy, m.heads, d, s.rows)));
     }
   }
   const attention: GqaAttention = { ...g, wq: folded[0].w, bq: folded[0].b, wk: folded[1].w, bk: folded[1].b };
-  return { method, attention };
+  const r = folded as { ridge?: number[] }[];
+  return method === 'ridge' ? { method, attention, ridge: { q: r[0].ridge!, k: r[1].ridge! } } : { method, attention };
 }
 
 /**
