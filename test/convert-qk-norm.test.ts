@@ -228,9 +228,9 @@ describe('ridge: the regression shrunk toward the scalar fold', () => {
 });
 
 describe('the method switch and the refusals', () => {
-  test('GQA2MLA_QK_NORM picks the method; ridge by default; anything else is a usage error', () => {
-    expect(qkNormMethod({})).toBe('ridge');
-    expect(qkNormMethod({ GQA2MLA_QK_NORM: 'constant' })).toBe('constant');
+  test('GQA2MLA_QK_NORM picks the method; constant by default; anything else is a usage error', () => {
+    expect(qkNormMethod({})).toBe('constant');
+    expect(qkNormMethod({ GQA2MLA_QK_NORM: 'ridge' })).toBe('ridge');
     expect(() => qkNormMethod({ GQA2MLA_QK_NORM: 'exact' })).toThrow(expect.objectContaining({ code: 'ERR_BAD_OPTION', exitCode: 2 }));
   });
 
@@ -268,7 +268,7 @@ describe('a tiny random Qwen3 converted end to end', () => {
     const spec = await loadModelSpec(out);
     expect(spec.modelType).toBe('deepseek_v3');
     expect(spec.qkNorm).toBeUndefined();
-    expect((spec.raw.gqa2mla as Record<string, unknown>).qk_norm).toMatch(/^approximated: ridge/);
+    expect((spec.raw.gqa2mla as Record<string, unknown>).qk_norm).toMatch(/^approximated: constant/);
     const index = JSON.parse(readFileSync(join(out, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
     const names = Object.keys(index.weight_map);
     expect(names.filter((n) => n.includes('q_norm') || n.includes('k_norm'))).toEqual([]);

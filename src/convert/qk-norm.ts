@@ -8,7 +8,7 @@
  * place in stock DeepSeek-V3 (its one per-token norm, kv_a_layernorm, would scale the values
  * too). Each method replaces n_h by a linear map A_h x (+ a_h), fitted in float64 on the
  * statistics windows:
- * - 'constant': gamma folded into the rows of W_h and 1 / rms replaced by the constant
+ * - 'constant' (the default): gamma folded into the rows of W_h and 1 / rms replaced by the constant
  *   1 / sqrt(E[mean(y_h^2)] + eps), from the input moments alone (E[y y^T] = W E[x x^T] W^T).
  * - 'scalar': gamma folded and 1 / rms replaced by the least-squares scalar
  *   c_h = E[n_h . (gamma ⊙ y_h)] / E[|gamma ⊙ y_h|^2] (the best multiple of the folded map).
@@ -16,7 +16,7 @@
  *   intercept, when the layer has q/k biases), the best linear stand-in for the normed head;
  *   it contains the other two as special cases, so its fitting error is never larger; but
  *   fitted on the calibration text it can do worse on other text than the scalar.
- * - 'ridge' (the default): per head, the regression shrunk toward the scalar fold,
+ * - 'ridge': per head, the regression shrunk toward the scalar fold,
  *   (E[n x^T] + lambda A0) (E[x x^T] + lambda I)^-1, lambda chosen on a validation quarter of
  *   the statistics rows from a fixed grid that includes 0 (the regression) and infinity
  *   (the scalar fold), then refitted on all rows.
@@ -37,10 +37,14 @@ export type QkNormMethod = 'constant' | 'scalar' | 'regression' | 'ridge';
 /** The methods, for validation and ablations. */
 export const QK_NORM_METHODS: readonly QkNormMethod[] = ['constant', 'scalar', 'regression', 'ridge'];
 
-/** The method a conversion uses: GQA2MLA_QK_NORM when set (an ablation switch), else 'ridge'. */
+/**
+ * The method a conversion uses: GQA2MLA_QK_NORM when set (an ablation switch), else
+ * 'constant' — the lowest converted perplexity in the one end-to-end ablation so far
+ * (bench/qk-norm/README.md), although 'ridge' had the lower per-layer held-out error there.
+ */
 export function qkNormMethod(env: Record<string, string | undefined> = process.env): QkNormMethod {
   const v = env.GQA2MLA_QK_NORM;
-  if (v === undefined || v === '') return 'ridge';
+  if (v === undefined || v === '') return 'constant';
   if (!(QK_NORM_METHODS as readonly string[]).includes(v))
     throw new GqaError('ERR_BAD_OPTION', `GQA2MLA_QK_NORM must be one of ${QK_NORM_METHODS.join(', ')} (got ${JSON.stringify(v)})`, 'usage');
   return v as QkNormMethod;
