@@ -29,50 +29,55 @@ static Napi::TypedArray GetTyped(const Napi::CallbackInfo& info, size_t i, const
   return info[i].As<Napi::TypedArray>();
 }
 
-ArrayView GetFloatArray(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  auto t = GetTyped(info, i, name, "Float32Array or Float64Array");
-  ArrayView v;
+ArrayView FloatArrayOf(Napi::Env env, const Napi::Value& v, const std::string& name) {
+  const std::string what = name + " must be a Float32Array or Float64Array";
+  if (!v.IsTypedArray()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", what);
+  auto t = v.As<Napi::TypedArray>();
+  ArrayView out;
   if (t.TypedArrayType() == napi_float32_array) {
-    auto a = t.As<Napi::Float32Array>();
-    v.data = a.Data();
-    v.length = a.ElementLength();
-    v.dtype = DType::F32;
+    out.dtype = DType::F32;
+    out.data = t.As<Napi::Float32Array>().Data();
   } else if (t.TypedArrayType() == napi_float64_array) {
-    auto a = t.As<Napi::Float64Array>();
-    v.data = a.Data();
-    v.length = a.ElementLength();
-    v.dtype = DType::F64;
+    out.dtype = DType::F64;
+    out.data = t.As<Napi::Float64Array>().Data();
   } else {
-    ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", std::string(name) + " must be a Float32Array or Float64Array");
+    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", what);
   }
-  return v;
+  out.length = t.ElementLength();
+  return out;
+}
+
+ArrayView GetFloatArray(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  return FloatArrayOf(info.Env(), info[i], name);
+}
+
+// The elements of TypedArray argument info[i] of kind `type`, in place: `what` names the kind
+// in the not-a-TypedArray message, `wrongKind` ends the message for a TypedArray of another kind.
+template <class Arr>
+auto TypedData(const Napi::CallbackInfo& info, size_t i, const char* name, napi_typedarray_type type, const char* what,
+               const char* wrongKind, size_t* length) {
+  auto t = GetTyped(info, i, name, what);
+  if (t.TypedArrayType() != type) ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", std::string(name) + wrongKind);
+  auto a = t.As<Arr>();
+  if (length) *length = a.ElementLength();
+  return a.Data();
 }
 
 float* GetF32(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* length) {
-  auto t = GetTyped(info, i, name, "Float32Array");
-  if (t.TypedArrayType() != napi_float32_array)
-    ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", std::string(name) + " must be a Float32Array");
-  auto a = t.As<Napi::Float32Array>();
-  if (length) *length = a.ElementLength();
-  return a.Data();
+  return TypedData<Napi::Float32Array>(info, i, name, napi_float32_array, "Float32Array", " must be a Float32Array", length);
 }
-
 uint16_t* GetU16(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* length) {
-  auto t = GetTyped(info, i, name, "Uint16Array");
-  if (t.TypedArrayType() != napi_uint16_array)
-    ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", std::string(name) + " must be a Uint16Array");
-  auto a = t.As<Napi::Uint16Array>();
-  if (length) *length = a.ElementLength();
-  return a.Data();
+  return TypedData<Napi::Uint16Array>(info, i, name, napi_uint16_array, "Uint16Array", " must be a Uint16Array", length);
+}
+int32_t* GetI32(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* length) {
+  return TypedData<Napi::Int32Array>(info, i, name, napi_int32_array, "Int32Array", " must be an Int32Array", length);
 }
 
-int32_t* GetI32(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* length) {
-  auto t = GetTyped(info, i, name, "Int32Array");
-  if (t.TypedArrayType() != napi_int32_array)
-    ThrowTypeError(info.Env(), "ERR_INVALID_ARG_TYPE", std::string(name) + " must be an Int32Array");
-  auto a = t.As<Napi::Int32Array>();
-  if (length) *length = a.ElementLength();
-  return a.Data();
+uint8_t* TypedBytes(Napi::Env env, const Napi::Value& v, const char* name, size_t* bytes) {
+  if (!v.IsTypedArray()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", std::string(name) + " must be a TypedArray");
+  auto t = v.As<Napi::TypedArray>();
+  *bytes = t.ByteLength();
+  return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
 }
 
 void CheckLength(Napi::Env env, size_t have, size_t want, const char* name) {
@@ -107,23 +112,28 @@ bool GetBool(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return info[i].As<Napi::Boolean>().Value();
 }
 
-int64_t OptInt(const Napi::Object& o, const char* key, int64_t dflt) {
-  if (!o.Has(key) || o.Get(key).IsUndefined()) return dflt;
+namespace {
+// Property `key` of `o` (empty when absent or undefined); TypeError "<key> must be a <what>"
+// when `is` does not hold for it.
+Napi::Value OptProp(const Napi::Object& o, const char* key, bool (Napi::Value::*is)() const, const char* what) {
+  if (!o.Has(key) || o.Get(key).IsUndefined()) return Napi::Value();
   auto v = o.Get(key);
-  if (!v.IsNumber()) ThrowTypeError(o.Env(), "ERR_INVALID_ARG_TYPE", std::string(key) + " must be a number");
-  return v.As<Napi::Number>().Int64Value();
+  if (!(v.*is)()) ThrowTypeError(o.Env(), "ERR_INVALID_ARG_TYPE", std::string(key) + " must be a " + what);
+  return v;
+}
+}  // namespace
+
+int64_t OptInt(const Napi::Object& o, const char* key, int64_t dflt) {
+  auto v = OptProp(o, key, &Napi::Value::IsNumber, "number");
+  return v.IsEmpty() ? dflt : v.As<Napi::Number>().Int64Value();
 }
 double OptNumber(const Napi::Object& o, const char* key, double dflt) {
-  if (!o.Has(key) || o.Get(key).IsUndefined()) return dflt;
-  auto v = o.Get(key);
-  if (!v.IsNumber()) ThrowTypeError(o.Env(), "ERR_INVALID_ARG_TYPE", std::string(key) + " must be a number");
-  return v.As<Napi::Number>().DoubleValue();
+  auto v = OptProp(o, key, &Napi::Value::IsNumber, "number");
+  return v.IsEmpty() ? dflt : v.As<Napi::Number>().DoubleValue();
 }
 bool OptBool(const Napi::Object& o, const char* key, bool dflt) {
-  if (!o.Has(key) || o.Get(key).IsUndefined()) return dflt;
-  auto v = o.Get(key);
-  if (!v.IsBoolean()) ThrowTypeError(o.Env(), "ERR_INVALID_ARG_TYPE", std::string(key) + " must be a boolean");
-  return v.As<Napi::Boolean>().Value();
+  auto v = OptProp(o, key, &Napi::Value::IsBoolean, "boolean");
+  return v.IsEmpty() ? dflt : v.As<Napi::Boolean>().Value();
 }
 
 Napi::Error MakeError(Napi::Env env, const WorkError& e) {
@@ -180,6 +190,10 @@ void PromiseWorker::OnError(const Napi::Error& e) {
   else
     deferred_.Reject(e.Value());
   kept_.clear();
+}
+
+void SetFunctions(Napi::Env env, Napi::Object target, std::initializer_list<FunctionEntry> fns) {
+  for (const FunctionEntry& f : fns) target.Set(f.name, Napi::Function::New(env, f.fn, f.name));
 }
 
 int NumThreads() {

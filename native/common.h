@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,8 @@ struct ArrayView {
   template <typename T> T* as() const { return static_cast<T*>(data); }
 };
 
+// `v` as a Float32Array/Float64Array; throws TypeError (code ERR_INVALID_ARG_TYPE) otherwise.
+ArrayView FloatArrayOf(Napi::Env env, const Napi::Value& v, const std::string& name);
 // Reads argument `info[i]` as a Float32Array/Float64Array; throws TypeError (code
 // ERR_INVALID_ARG_TYPE) otherwise. `name` names the argument in messages.
 ArrayView GetFloatArray(const Napi::CallbackInfo& info, size_t i, const char* name);
@@ -33,6 +36,9 @@ float* GetF32(const Napi::CallbackInfo& info, size_t i, const char* name, size_t
 // Reads a Uint16Array (bf16 bit patterns) or Int32Array in place.
 uint16_t* GetU16(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* length);
 int32_t* GetI32(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* length);
+// Any TypedArray value `v` as raw bytes, in place: its first byte and, in *bytes, its byte
+// length (TypeError ERR_INVALID_ARG_TYPE "<name> must be a TypedArray" otherwise).
+uint8_t* TypedBytes(Napi::Env env, const Napi::Value& v, const char* name, size_t* bytes);
 // Checks the length of an array against an expected element count (RangeError ERR_SHAPE).
 void CheckLength(Napi::Env env, size_t have, size_t want, const char* name);
 
@@ -81,6 +87,14 @@ class PromiseWorker : public Napi::AsyncWorker {
 
 // Builds a JS Error object with code (and info when non-zero).
 Napi::Error MakeError(Napi::Env env, const WorkError& e);
+
+// One function of an exports table: its JavaScript name and its callback.
+struct FunctionEntry {
+  const char* name;
+  Napi::Value (*fn)(const Napi::CallbackInfo&);
+};
+// Sets each entry on `target` as a function of that name.
+void SetFunctions(Napi::Env env, Napi::Object target, std::initializer_list<FunctionEntry> fns);
 
 // Number of worker threads used by the multithreaded kernels (GQA2MLA_THREADS or
 // hardware concurrency).

@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "cuda/decode_attn.h"
+#include "device_facts_js.h"
 #include "exports.h"
 
 namespace g2m {
@@ -93,30 +94,7 @@ int64_t IntOpt(const Napi::Object& o, const char* key, int64_t dflt, int64_t min
   return static_cast<int64_t>(d);
 }
 
-// TypedArray (any kind) as raw bytes.
-void* TypedBytes(Napi::Env env, const Napi::Value& v, const char* name, size_t* bytes) {
-  if (!v.IsTypedArray()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", std::string(name) + " must be a TypedArray");
-  auto t = v.As<Napi::TypedArray>();
-  *bytes = t.ByteLength();
-  return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
-}
-
 // ---- exports ---------------------------------------------------------------------------
-
-Napi::Value DeviceInfoFn(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  cd::DeviceInfo d;
-  CheckCuda(env, cd::GetDeviceInfo(&d));
-  auto o = Napi::Object::New(env);
-  o.Set("name", d.name);
-  o.Set("smCount", d.sm_count);
-  o.Set("computeCapability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor));
-  o.Set("totalMemory", static_cast<double>(d.total_mem));
-  o.Set("l2Bytes", static_cast<double>(d.l2_bytes));
-  o.Set("runtimeVersion", d.runtime_version);
-  o.Set("driverVersion", d.driver_version);
-  return o;
-}
 
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -134,29 +112,20 @@ Napi::Value FreeFn(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// upload(buffer, typedArray, byteOffset = 0)
-Napi::Value Upload(const Napi::CallbackInfo& info) {
+// upload(buffer, typedArray, byteOffset = 0) when `toDevice`, else download(...).
+Napi::Value Transfer(const Napi::CallbackInfo& info, bool toDevice) {
   Napi::Env env = info.Env();
   DevBuf* b = GetBuffer(env, info[0], "buffer");
   size_t n = 0;
-  void* src = TypedBytes(env, info[1], "source", &n);
+  uint8_t* host = TypedBytes(env, info[1], toDevice ? "source" : "destination", &n);
   const int64_t off = info.Length() > 2 ? GetInt(info, 2, "byteOffset", 0, int64_t(1) << 46) : 0;
   NeedBytes(env, b, static_cast<size_t>(off) + n, "buffer");
-  CheckCuda(env, cd::CopyToDevice(static_cast<uint8_t*>(b->ptr) + off, src, n));
+  uint8_t* dev = static_cast<uint8_t*>(b->ptr) + off;
+  CheckCuda(env, toDevice ? cd::CopyToDevice(dev, host, n) : cd::CopyToHost(host, dev, n));
   return env.Undefined();
 }
-
-// download(buffer, typedArray, byteOffset = 0)
-Napi::Value Download(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  DevBuf* b = GetBuffer(env, info[0], "buffer");
-  size_t n = 0;
-  void* dst = TypedBytes(env, info[1], "destination", &n);
-  const int64_t off = info.Length() > 2 ? GetInt(info, 2, "byteOffset", 0, int64_t(1) << 46) : 0;
-  NeedBytes(env, b, static_cast<size_t>(off) + n, "buffer");
-  CheckCuda(env, cd::CopyToHost(dst, static_cast<uint8_t*>(b->ptr) + off, n));
-  return env.Undefined();
-}
+Napi::Value Upload(const Napi::CallbackInfo& info) { return Transfer(info, true); }
+Napi::Value Download(const Napi::CallbackInfo& info) { return Transfer(info, false); }
 
 // fillRandomBf16(buffer, count, seed, scale)
 Napi::Value FillRandom(const Napi::CallbackInfo& info) {
@@ -376,16 +345,18 @@ Napi::Value BenchAsync(const Napi::CallbackInfo& info) {
 
 void InitDecodeCuda(Napi::Env env, Napi::Object exports) {
   auto o = Napi::Object::New(env);
-  o.Set("deviceInfo", Napi::Function::New(env, DeviceInfoFn, "deviceInfo"));
-  o.Set("alloc", Napi::Function::New(env, Alloc, "alloc"));
-  o.Set("free", Napi::Function::New(env, FreeFn, "free"));
-  o.Set("upload", Napi::Function::New(env, Upload, "upload"));
-  o.Set("download", Napi::Function::New(env, Download, "download"));
-  o.Set("fillRandomBf16", Napi::Function::New(env, FillRandom, "fillRandomBf16"));
-  o.Set("copyBandwidth", Napi::Function::New(env, CopyBw, "copyBandwidth"));
-  o.Set("plan", Napi::Function::New(env, PlanFn, "plan"));
-  o.Set("decodeAsync", Napi::Function::New(env, DecodeAsync, "decodeAsync"));
-  o.Set("benchAsync", Napi::Function::New(env, BenchAsync, "benchAsync"));
+  SetFunctions(env, o, {
+      {"deviceInfo", DeviceInfoExport<cd::GetDeviceInfo, true>},
+      {"alloc", Alloc},
+      {"free", FreeFn},
+      {"upload", Upload},
+      {"download", Download},
+      {"fillRandomBf16", FillRandom},
+      {"copyBandwidth", CopyBw},
+      {"plan", PlanFn},
+      {"decodeAsync", DecodeAsync},
+      {"benchAsync", BenchAsync},
+  });
   exports.Set("decodeCuda", o);
 }
 

@@ -8,18 +8,10 @@
 // or bf16), paged (block table) or contiguous. All heads of a request are processed
 // together, one chunk of 64 tokens at a time, so each cache row is read from memory once:
 // S = Q K^T and O += P V become small matrix products held in registers (AVX-512 or
-// AVX2/FMA micro-kernels chosen at run time, scalar fallback), with an online softmax
-// between.
+// AVX2/FMA micro-kernels chosen at run time, decode_mla_cpu_x86.h; scalar fallback,
+// decode_mla_cpu_scalar.h), with an online softmax between.
 // Long requests are cut into pieces that run in parallel (g2m::ParallelFor) and are
 // merged by their log-sum-exp.
-// GCC 12 reports its own AVX-512 intrinsics (`__m512i __Y = __Y;` in the _undefined_
-// helpers) as uninitialized once they are inlined under a target pragma; the warnings
-// point into the header, so silence them for the header's lines only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
 
 #include <algorithm>
 #include <atomic>
@@ -32,6 +24,8 @@
 #include <vector>
 
 #include "common.h"
+#include "decode_mla_cpu_scalar.h"
+#include "decode_mla_cpu_x86.h"
 #include "exports.h"
 #include "parallel.h"
 
@@ -56,342 +50,6 @@ struct MlaCpuArgs {
   int simd = 2;          // widest instruction set allowed: 0 scalar, 1 AVX2/FMA, 2 AVX-512
   int piece_tokens = 0;  // 0 = automatic
 };
-
-inline float Bf16ToF32(uint16_t v) {
-  uint32_t u = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// ---- scalar micro-kernels --------------------------------------------------------------
-
-template <typename CT>
-inline float LoadScalar(const CT* p, int i);
-template <>
-inline float LoadScalar<float>(const float* p, int i) {
-  return p[i];
-}
-template <>
-inline float LoadScalar<uint16_t>(const uint16_t* p, int i) {
-  return Bf16ToF32(p[i]);
-}
-
-struct ScalarKernels {
-  template <typename CT>
-  static void Scores(int R, int n, int D, const float* Q, const CT* const* rows, float* S, int ldS) {
-    for (int r = 0; r < R; ++r) {
-      const float* q = Q + static_cast<size_t>(r) * D;
-      for (int t = 0; t < n; ++t) {
-        const CT* k = rows[t];
-        float acc = 0.f;
-        for (int d = 0; d < D; ++d) acc += q[d] * LoadScalar(k, d);
-        S[r * ldS + t] = acc;
-      }
-    }
-  }
-  template <typename CT>
-  static void PV(int R, int n, int dl, const float* P, int ldP, const CT* const* rows, float* O) {
-    for (int r = 0; r < R; ++r) {
-      float* o = O + static_cast<size_t>(r) * dl;
-      for (int t = 0; t < n; ++t) {
-        const float p = P[r * ldP + t];
-        if (p == 0.f) continue;
-        const CT* v = rows[t];
-        for (int d = 0; d < dl; ++d) o[d] += p * LoadScalar(v, d);
-      }
-    }
-  }
-  // p[i] = exp(x[i] - m) for i < n
-  static void ExpShift(float* x, int n, float m) {
-    for (int i = 0; i < n; ++i) x[i] = std::exp(x[i] - m);
-  }
-  static void Scale(float* o, int n, float a) {
-    for (int i = 0; i < n; ++i) o[i] *= a;
-  }
-};
-
-// ---- AVX2/FMA micro-kernels --------------------------------------------------------------
-#if defined(__x86_64__) || defined(__i386__)
-#define G2M_HAVE_X86 1
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-
-inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 Load8(const uint16_t* p) {
-  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-inline float Hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-// exp(x) for x <= 0 (Cephes-style range reduction + degree-6 polynomial, ~1 ulp);
-// arguments below -87.3 give 0.
-inline __m256 Exp8(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.3f);
-  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_max_ps(x, lo);
-  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
-  fx = _mm256_floor_ps(fx);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-  const __m256 x2 = _mm256_mul_ps(x, x);
-  y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.f)));
-  __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127));
-  e = _mm256_slli_epi32(e, 23);
-  y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-  return _mm256_andnot_ps(under, y);
-}
-
-// S[r][t] = Q[r] . K_t for an RB x TB block (12 accumulators at 4 x 3).
-template <int RB, int TB, typename CT>
-inline void ScoreBlock(int D, const float* Q, const CT* const* rows, float* S, int ldS) {
-  __m256 acc[RB][TB];
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < TB; ++j) acc[i][j] = _mm256_setzero_ps();
-  const int D8 = D & ~7;
-  for (int d = 0; d < D8; d += 8) {
-    __m256 k[TB];
-    for (int j = 0; j < TB; ++j) k[j] = Load8(rows[j] + d);
-    for (int i = 0; i < RB; ++i) {
-      const __m256 q = _mm256_loadu_ps(Q + static_cast<size_t>(i) * D + d);
-      for (int j = 0; j < TB; ++j) acc[i][j] = _mm256_fmadd_ps(q, k[j], acc[i][j]);
-    }
-  }
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < TB; ++j) {
-      float s = Hsum(acc[i][j]);
-      for (int d = D8; d < D; ++d) s += Q[static_cast<size_t>(i) * D + d] * LoadScalar(rows[j], d);
-      S[i * ldS + j] = s;
-    }
-}
-
-// O[r][d0 : d0 + 8 * DB] += sum_t P[r][t] V_t[d0 : ...] for an RB-row block (12
-// accumulators at 4 x 3, so with the 3 value vectors and the broadcast all 16 registers).
-template <int RB, int DB, typename CT>
-inline void PVBlock(int n, int dl, int d0, const float* P, int ldP, const CT* const* rows, float* O) {
-  __m256 acc[RB][DB];
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < DB; ++j) acc[i][j] = _mm256_loadu_ps(O + static_cast<size_t>(i) * dl + d0 + 8 * j);
-  for (int t = 0; t < n; ++t) {
-    __m256 v[DB];
-    for (int j = 0; j < DB; ++j) v[j] = Load8(rows[t] + d0 + 8 * j);
-    for (int i = 0; i < RB; ++i) {
-      const __m256 p = _mm256_broadcast_ss(P + i * ldP + t);
-      for (int j = 0; j < DB; ++j) acc[i][j] = _mm256_fmadd_ps(p, v[j], acc[i][j]);
-    }
-  }
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < DB; ++j) _mm256_storeu_ps(O + static_cast<size_t>(i) * dl + d0 + 8 * j, acc[i][j]);
-}
-
-template <int RB, typename CT>
-inline void PVRows(int n, int dl, const float* P, int ldP, const CT* const* rows, float* O) {
-  int d = 0;
-  for (; d + 24 <= dl; d += 24) PVBlock<RB, 3>(n, dl, d, P, ldP, rows, O);
-  for (; d + 8 <= dl; d += 8) PVBlock<RB, 1>(n, dl, d, P, ldP, rows, O);
-  for (; d < dl; ++d)
-    for (int i = 0; i < RB; ++i) {
-      float acc = O[static_cast<size_t>(i) * dl + d];
-      for (int t = 0; t < n; ++t) acc += P[i * ldP + t] * LoadScalar(rows[t], d);
-      O[static_cast<size_t>(i) * dl + d] = acc;
-    }
-}
-
-template <int RB, typename CT>
-inline void ScoreRows(int n, int D, const float* Q, const CT* const* rows, float* S, int ldS) {
-  int t = 0;
-  for (; t + 3 <= n; t += 3) ScoreBlock<RB, 3>(D, Q, rows + t, S + t, ldS);
-  if (n - t == 2) ScoreBlock<RB, 2>(D, Q, rows + t, S + t, ldS);
-  if (n - t == 1) ScoreBlock<RB, 1>(D, Q, rows + t, S + t, ldS);
-}
-
-struct Avx2Kernels {
-  template <typename CT>
-  static void Scores(int R, int n, int D, const float* Q, const CT* const* rows, float* S, int ldS) {
-    int r = 0;
-    for (; r + 4 <= R; r += 4) ScoreRows<4>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS);
-    switch (R - r) {
-      case 3: ScoreRows<3>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS); break;
-      case 2: ScoreRows<2>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS); break;
-      case 1: ScoreRows<1>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS); break;
-      default: break;
-    }
-  }
-  template <typename CT>
-  static void PV(int R, int n, int dl, const float* P, int ldP, const CT* const* rows, float* O) {
-    int r = 0;
-    for (; r + 4 <= R; r += 4) PVRows<4>(n, dl, P + r * ldP, ldP, rows, O + static_cast<size_t>(r) * dl);
-    switch (R - r) {
-      case 3: PVRows<3>(n, dl, P + r * ldP, ldP, rows, O + static_cast<size_t>(r) * dl); break;
-      case 2: PVRows<2>(n, dl, P + r * ldP, ldP, rows, O + static_cast<size_t>(r) * dl); break;
-      case 1: PVRows<1>(n, dl, P + r * ldP, ldP, rows, O + static_cast<size_t>(r) * dl); break;
-      default: break;
-    }
-  }
-  static void ExpShift(float* x, int n, float m) {
-    const __m256 mv = _mm256_set1_ps(m);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, Exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv)));
-    for (; i < n; ++i) x[i] = std::exp(x[i] - m);
-  }
-  static void Scale(float* o, int n, float a) {
-    const __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_loadu_ps(o + i), av));
-    for (; i < n; ++i) o[i] *= a;
-  }
-};
-
-#pragma GCC pop_options
-
-// ---- AVX-512 micro-kernels (32 vector registers: 4 x 6 score and 6 x 4 output blocks) ----
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
-
-inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 Load16(const uint16_t* p) {
-  __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
-}
-// exp(x) for x <= 0, same reduction and polynomial as Exp8.
-inline __m512 Exp16(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(-87.3f);
-  const __mmask16 ok = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
-  x = _mm512_max_ps(x, lo);
-  __m512 fx = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f));
-  fx = _mm512_roundscale_ps(fx, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.f)));
-  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
-  return _mm512_maskz_mov_ps(ok, _mm512_mul_ps(y, _mm512_castsi512_ps(e)));
-}
-
-template <int RB, int TB, typename CT>
-inline void ScoreBlock16(int D, const float* Q, const CT* const* rows, float* S, int ldS) {
-  __m512 acc[RB][TB];
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < TB; ++j) acc[i][j] = _mm512_setzero_ps();
-  const int D16 = D & ~15;
-  for (int d = 0; d < D16; d += 16) {
-    __m512 k[TB];
-    for (int j = 0; j < TB; ++j) k[j] = Load16(rows[j] + d);
-    for (int i = 0; i < RB; ++i) {
-      const __m512 q = _mm512_loadu_ps(Q + static_cast<size_t>(i) * D + d);
-      for (int j = 0; j < TB; ++j) acc[i][j] = _mm512_fmadd_ps(q, k[j], acc[i][j]);
-    }
-  }
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < TB; ++j) {
-      float s = _mm512_reduce_add_ps(acc[i][j]);
-      for (int d = D16; d < D; ++d) s += Q[static_cast<size_t>(i) * D + d] * LoadScalar(rows[j], d);
-      S[i * ldS + j] = s;
-    }
-}
-
-template <int RB, typename CT>
-inline void ScoreRows16(int n, int D, const float* Q, const CT* const* rows, float* S, int ldS) {
-  int t = 0;
-  for (; t + 6 <= n; t += 6) ScoreBlock16<RB, 6>(D, Q, rows + t, S + t, ldS);
-  switch (n - t) {
-    case 5: ScoreBlock16<RB, 5>(D, Q, rows + t, S + t, ldS); break;
-    case 4: ScoreBlock16<RB, 4>(D, Q, rows + t, S + t, ldS); break;
-    case 3: ScoreBlock16<RB, 3>(D, Q, rows + t, S + t, ldS); break;
-    case 2: ScoreBlock16<RB, 2>(D, Q, rows + t, S + t, ldS); break;
-    case 1: ScoreBlock16<RB, 1>(D, Q, rows + t, S + t, ldS); break;
-    default: break;
-  }
-}
-
-template <int RB, int DB, typename CT>
-inline void PVBlock16(int n, int dl, int d0, const float* P, int ldP, const CT* const* rows, float* O) {
-  __m512 acc[RB][DB];
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < DB; ++j) acc[i][j] = _mm512_loadu_ps(O + static_cast<size_t>(i) * dl + d0 + 16 * j);
-  for (int t = 0; t < n; ++t) {
-    __m512 v[DB];
-    for (int j = 0; j < DB; ++j) v[j] = Load16(rows[t] + d0 + 16 * j);
-    for (int i = 0; i < RB; ++i) {
-      const __m512 p = _mm512_set1_ps(P[i * ldP + t]);
-      for (int j = 0; j < DB; ++j) acc[i][j] = _mm512_fmadd_ps(p, v[j], acc[i][j]);
-    }
-  }
-  for (int i = 0; i < RB; ++i)
-    for (int j = 0; j < DB; ++j) _mm512_storeu_ps(O + static_cast<size_t>(i) * dl + d0 + 16 * j, acc[i][j]);
-}
-
-template <int RB, typename CT>
-inline void PVRows16(int n, int dl, const float* P, int ldP, const CT* const* rows, float* O) {
-  int d = 0;
-  for (; d + 64 <= dl; d += 64) PVBlock16<RB, 4>(n, dl, d, P, ldP, rows, O);
-  for (; d + 16 <= dl; d += 16) PVBlock16<RB, 1>(n, dl, d, P, ldP, rows, O);
-  for (; d < dl; ++d)
-    for (int i = 0; i < RB; ++i) {
-      float acc = O[static_cast<size_t>(i) * dl + d];
-      for (int t = 0; t < n; ++t) acc += P[i * ldP + t] * LoadScalar(rows[t], d);
-      O[static_cast<size_t>(i) * dl + d] = acc;
-    }
-}
-
-struct Avx512Kernels {
-  template <typename CT>
-  static void Scores(int R, int n, int D, const float* Q, const CT* const* rows, float* S, int ldS) {
-    int r = 0;
-    for (; r + 4 <= R; r += 4) ScoreRows16<4>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS);
-    switch (R - r) {
-      case 3: ScoreRows16<3>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS); break;
-      case 2: ScoreRows16<2>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS); break;
-      case 1: ScoreRows16<1>(n, D, Q + static_cast<size_t>(r) * D, rows, S + r * ldS, ldS); break;
-      default: break;
-    }
-  }
-  template <typename CT>
-  static void PV(int R, int n, int dl, const float* P, int ldP, const CT* const* rows, float* O) {
-    int r = 0;
-    for (; r + 6 <= R; r += 6) PVRows16<6>(n, dl, P + r * ldP, ldP, rows, O + static_cast<size_t>(r) * dl);
-    float* o = O + static_cast<size_t>(r) * dl;
-    const float* p = P + r * ldP;
-    switch (R - r) {
-      case 5: PVRows16<5>(n, dl, p, ldP, rows, o); break;
-      case 4: PVRows16<4>(n, dl, p, ldP, rows, o); break;
-      case 3: PVRows16<3>(n, dl, p, ldP, rows, o); break;
-      case 2: PVRows16<2>(n, dl, p, ldP, rows, o); break;
-      case 1: PVRows16<1>(n, dl, p, ldP, rows, o); break;
-      default: break;
-    }
-  }
-  static void ExpShift(float* x, int n, float m) {
-    const __m512 mv = _mm512_set1_ps(m);
-    int i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, Exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), mv)));
-    for (; i < n; ++i) x[i] = std::exp(x[i] - m);
-  }
-  static void Scale(float* o, int n, float a) {
-    const __m512 av = _mm512_set1_ps(a);
-    int i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(o + i, _mm512_mul_ps(_mm512_loadu_ps(o + i), av));
-    for (; i < n; ++i) o[i] *= a;
-  }
-};
-
-#pragma GCC pop_options
-#endif
 
 bool CpuHasAvx512() {
 #ifdef G2M_HAVE_X86
@@ -635,10 +293,10 @@ class MlaCpuWorker : public PromiseWorker {
 #ifdef G2M_HAVE_X86
     if (a_.simd >= 2 && CpuHasAvx512()) {
       kernel_ = "avx512";
-      err = a_.bf16 ? RunAll<Avx512Kernels, uint16_t>(a_, &pieces_) : RunAll<Avx512Kernels, float>(a_, &pieces_);
+      err = a_.bf16 ? RunAll<avx512::Kernels, uint16_t>(a_, &pieces_) : RunAll<avx512::Kernels, float>(a_, &pieces_);
     } else if (a_.simd >= 1 && CpuHasAvx2Fma()) {
       kernel_ = "avx2-fma";
-      err = a_.bf16 ? RunAll<Avx2Kernels, uint16_t>(a_, &pieces_) : RunAll<Avx2Kernels, float>(a_, &pieces_);
+      err = a_.bf16 ? RunAll<avx2::Kernels, uint16_t>(a_, &pieces_) : RunAll<avx2::Kernels, float>(a_, &pieces_);
     } else
 #endif
     {
@@ -793,8 +451,10 @@ Napi::Value CpuCopyBandwidth(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitDecodeMlaCpu(Napi::Env env, Napi::Object exports) {
-  exports.Set("mlaDecodeCpuAsync", Napi::Function::New(env, MlaDecodeCpuAsync, "mlaDecodeCpuAsync"));
-  exports.Set("cpuCopyBandwidth", Napi::Function::New(env, CpuCopyBandwidth, "cpuCopyBandwidth"));
+  SetFunctions(env, exports, {
+      {"mlaDecodeCpuAsync", MlaDecodeCpuAsync},
+      {"cpuCopyBandwidth", CpuCopyBandwidth},
+  });
 }
 
 }  // namespace g2m

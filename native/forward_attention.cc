@@ -30,26 +30,21 @@ constexpr size_t kBk = 64;  // keys per block
 
 // The parsed shape (forward_args.h) and the buffers.
 struct AttnParams : fwd::AttnShape {
-  const float* q = nullptr;
-  const float* k = nullptr;
-  const float* v = nullptr;
-  const float* kRope = nullptr;
+  const float *q = nullptr, *k = nullptr, *v = nullptr;
+  const float* kRope = nullptr;  // MLA's shared rope key, or none
   float* out = nullptr;
 };
 
 AttnParams ParseAttention(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
   AttnParams p;
-  Napi::Env env = info.Env();
-  size_t qlen = 0, klen = 0, vlen = 0, olen = 0, krlen = 0;
-  p.q = GetF32(info, 0, "q", &qlen);
-  p.k = GetF32(info, 1, "k", &klen);
-  p.v = GetF32(info, 2, "v", &vlen);
-  p.out = GetF32(info, 3, "out", &olen);
+  fwd::ArrayArgs in(info);
+  p.q = in.F32(0, "q"), p.k = in.F32(1, "k"), p.v = in.F32(2, "v"), p.out = in.F32(3, "out");
   auto o = fwd::OptObject(info, 4);
+  size_t krlen = 0;
   p.kRope = fwd::OptF32(o, "kRope", &krlen, keep);
-  static_cast<fwd::AttnShape&>(p) = fwd::ParseAttnShape(env, o, p.kRope != nullptr, {1 << 16, 1 << 16, 1 << 16});
-  const size_t lengths[5] = {qlen, klen, vlen, krlen, olen};
-  fwd::ForEachAttnBuffer(p, [&](int i, size_t extent, const char* name) { CheckLength(env, lengths[i], extent, name); });
+  static_cast<fwd::AttnShape&>(p) = fwd::ParseAttnShape(info.Env(), o, p.kRope != nullptr, {1 << 16, 1 << 16, 1 << 16});
+  const size_t lengths[5] = {in.Length(0), in.Length(1), in.Length(2), krlen, in.Length(3)};
+  fwd::ForEachAttnBuffer(p, [&](int i, size_t extent, const char* name) { CheckLength(info.Env(), lengths[i], extent, name); });
   return p;
 }
 
@@ -60,45 +55,37 @@ using fwd::v16;
 using fwd::vi16;
 constexpr size_t kRb = 4;  // query rows per register block
 
-// S[r, 0:kBk] = sum_c Q[r, c] Kt[c, 0:kBk] for the kRb rows at q (row stride ldq), Kt rows ldk apart;
-// 16 accumulators.
-G2M_HOT void ScoreBlock(const float* __restrict q, size_t ldq, const float* __restrict kt, size_t ldk, size_t d, float* __restrict s) {
-  v16 a[kRb][4];
+// O[r, 0:64] = (load ? O[r, 0:64] : 0) + sum_{j < n} A[r * lda + j] B[j * ldb + 0:64] for the kRb
+// rows at o (row stride ldo); 16 accumulators. Scores: A = Q, B = the transposed keys, O = S
+// from 0 (ScoreBlock); values: A = P, B = V, O = the running output (PvBlock4).
+G2M_HOT void Block4(const float* __restrict a, size_t lda, const float* __restrict b, size_t ldb, size_t n, float* __restrict o,
+                    size_t ldo, bool load) {
+  v16 acc[kRb][4];
   for (size_t r = 0; r < kRb; ++r)
-    for (size_t u = 0; u < 4; ++u) a[r][u] = v16{};
-  for (size_t c = 0; c < d; ++c) {
-    const float* kr = kt + c * ldk;
-    const v16 k0 = Load16(kr), k1 = Load16(kr + 16), k2 = Load16(kr + 32), k3 = Load16(kr + 48);
+    for (size_t u = 0; u < 4; ++u) acc[r][u] = load ? Load16(o + r * ldo + 16 * u) : v16{};
+  for (size_t j = 0; j < n; ++j) {
+    const float* br = b + j * ldb;
+    const v16 b0 = Load16(br), b1 = Load16(br + 16), b2 = Load16(br + 32), b3 = Load16(br + 48);
     for (size_t r = 0; r < kRb; ++r) {
-      const v16 qv = Splat(q[r * ldq + c]);
-      a[r][0] += qv * k0;
-      a[r][1] += qv * k1;
-      a[r][2] += qv * k2;
-      a[r][3] += qv * k3;
+      const v16 av = Splat(a[r * lda + j]);
+      acc[r][0] += av * b0;
+      acc[r][1] += av * b1;
+      acc[r][2] += av * b2;
+      acc[r][3] += av * b3;
     }
   }
   for (size_t r = 0; r < kRb; ++r)
-    for (size_t u = 0; u < 4; ++u) Store16(s + r * kBk + 16 * u, a[r][u]);
+    for (size_t u = 0; u < 4; ++u) Store16(o + r * ldo + 16 * u, acc[r][u]);
 }
 
-// O[r, c0:c0+16*NV] += sum_j P[r, j] V[j, c0:...] for kRb rows, NV = 4 (64 columns).
-G2M_HOT void PvBlock4(const float* __restrict pm, const float* __restrict vb, size_t ldv, size_t nk, float* __restrict o, size_t ldo) {
-  v16 a[kRb][4];
-  for (size_t r = 0; r < kRb; ++r)
-    for (size_t u = 0; u < 4; ++u) a[r][u] = Load16(o + r * ldo + 16 * u);
-  for (size_t j = 0; j < nk; ++j) {
-    const v16 v0 = Load16(vb + j * ldv), v1 = Load16(vb + j * ldv + 16), v2 = Load16(vb + j * ldv + 32),
-              v3 = Load16(vb + j * ldv + 48);
-    for (size_t r = 0; r < kRb; ++r) {
-      const v16 pv = Splat(pm[r * kBk + j]);
-      a[r][0] += pv * v0;
-      a[r][1] += pv * v1;
-      a[r][2] += pv * v2;
-      a[r][3] += pv * v3;
-    }
-  }
-  for (size_t r = 0; r < kRb; ++r)
-    for (size_t u = 0; u < 4; ++u) Store16(o + r * ldo + 16 * u, a[r][u]);
+// S[r, 0:kBk] = sum_c Q[r, c] Kt[c, 0:kBk] for the kRb rows at q (row stride ldq), Kt rows ldk apart.
+inline void ScoreBlock(const float* q, size_t ldq, const float* kt, size_t ldk, size_t d, float* s) {
+  Block4(q, ldq, kt, ldk, d, s, kBk, false);
+}
+
+// O[r, c0:c0+64] += sum_j P[r, j] V[j, c0:...] for kRb rows.
+inline void PvBlock4(const float* pm, const float* vb, size_t ldv, size_t nk, float* o, size_t ldo) {
+  Block4(pm, kBk, vb, ldv, nk, o, ldo, true);
 }
 
 // Same for 16 columns (the tail of a value row padded to a multiple of 16).

@@ -121,6 +121,31 @@ inline float* OptF32(const Napi::Object& o, const char* key, size_t* length, Kee
   return a.Data();
 }
 
+// The TypedArray arguments of a kernel, read in place (common.h's GetF32 / GetI32 /
+// GetFloatArray), each remembered with its name and length so that Need() can check it
+// once the options have given the shape.
+class ArrayArgs {
+ public:
+  explicit ArrayArgs(const Napi::CallbackInfo& info) : info_(info) {}
+  float* F32(size_t i, const char* name) { return GetF32(info_, i, Named(i, name), &length_[i]); }
+  const int32_t* I32(size_t i, const char* name) { return GetI32(info_, i, Named(i, name), &length_[i]); }
+  ArrayView Float(size_t i, const char* name) {
+    ArrayView v = GetFloatArray(info_, i, Named(i, name));
+    length_[i] = v.length;
+    return v;
+  }
+  size_t Length(size_t i) const { return length_[i]; }
+  // RangeError ERR_SHAPE unless argument i holds at least `want` elements.
+  void Need(size_t i, size_t want) const { CheckLength(info_.Env(), length_[i], want, names_[i]); }
+
+ private:
+  static constexpr size_t kMax = 8;
+  const char* Named(size_t i, const char* name) { return names_[i] = name; }
+  const Napi::CallbackInfo& info_;
+  const char* names_[kMax] = {};
+  size_t length_[kMax] = {};
+};
+
 // Options object at info[i] (an empty object when absent or undefined).
 inline Napi::Object OptObject(const Napi::CallbackInfo& info, size_t i) {
   if (i >= info.Length() || info[i].IsUndefined() || info[i].IsNull()) return Napi::Object::New(info.Env());

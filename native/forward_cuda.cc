@@ -24,35 +24,34 @@ namespace {
 namespace cc = g2m::cuconv;
 using cudamem::DevView;
 
-using fwd::OptSize;
-
 void NeedF32(Napi::Env env, const DevView& d, size_t elems, const char* name) { cudamem::Need(env, d, elems, 4, name); }
 
-Napi::Value RmsNormFn(const Napi::CallbackInfo& info) {
+// An export that parses its call and queues one kernel: `Queue` returns the launch error.
+template <std::string (*Queue)(const Napi::CallbackInfo&)>
+Napi::Value Queued(const Napi::CallbackInfo& info) {
+  cudamem::Check(info.Env(), Queue(info));
+  return info.Env().Undefined();
+}
+
+std::string RmsNorm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   DevView x = cudamem::Get(env, info[0], "x");
   DevView w;
   if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) w = cudamem::Get(env, info[1], "weight");
   DevView out = cudamem::Get(env, info[2], "out");
-  auto o = fwd::OptObject(info, 3);
-  const fwd::NormShape n = fwd::ParseNormShape(env, o, int64_t(1) << 31);
+  const fwd::NormShape n = fwd::ParseNormShape(env, fwd::OptObject(info, 3), int64_t(1) << 31);
   NeedF32(env, x, n.xExtent(), "x");
   NeedF32(env, out, n.outExtent(), "out");
   if (w.ptr) NeedF32(env, w, n.dim, "weight");
-  cudamem::Check(env, cc::RmsNorm(x.as<float>(), w.ptr ? w.as<float>() : nullptr, out.as<float>(), n.rows, n.dim, n.xStride, n.outStride, n.eps));
-  return env.Undefined();
+  return cc::RmsNorm(x.as<float>(), w.ptr ? w.as<float>() : nullptr, out.as<float>(), n.rows, n.dim, n.xStride, n.outStride, n.eps);
 }
 
-Napi::Value RopeFn(const Napi::CallbackInfo& info) {
+std::string Rope(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  DevView x = cudamem::Get(env, info[0], "x");
-  DevView pos = cudamem::Get(env, info[1], "positions");
-  DevView inv = cudamem::Get(env, info[2], "invFreq");
+  const auto [x, pos, inv] = cudamem::Args<3>(info, {"x", "positions", "invFreq"});
   auto o = fwd::OptObject(info, 3);
   cc::RopeArgs a;
-  a.x = x.as<float>();
-  a.pos = pos.as<int32_t>();
-  a.inv_freq = inv.as<float>();
+  a.x = x.as<float>(), a.pos = pos.as<int32_t>(), a.inv_freq = inv.as<float>();
   a.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 31));
   const fwd::RopeShape r = fwd::ParseRopeShape(env, o);
   a.row_stride = r.rowStride, a.n_heads = r.nHeads, a.head_stride = r.headStride, a.offset = r.offset, a.rot_dim = r.rotDim;
@@ -60,43 +59,38 @@ Napi::Value RopeFn(const Napi::CallbackInfo& info) {
   cudamem::Need(env, pos, a.rows, 4, "positions");
   NeedF32(env, inv, a.rot_dim / 2, "invFreq");
   NeedF32(env, x, r.extent(a.rows), "x");
-  cudamem::Check(env, cc::Rope(a));
-  return env.Undefined();
+  return cc::Rope(a);
 }
 
-Napi::Value SwigluFn(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  DevView g = cudamem::Get(env, info[0], "gate");
-  DevView u = cudamem::Get(env, info[1], "up");
-  DevView out = cudamem::Get(env, info[2], "out");
+std::string Swiglu(const Napi::CallbackInfo& info) {
+  const auto [g, u, out] = cudamem::Args<3>(info, {"gate", "up", "out"});
   const size_t n = static_cast<size_t>(GetInt(info, 3, "n", 0, int64_t(1) << 45));
-  NeedF32(env, g, n, "gate");
-  NeedF32(env, u, n, "up");
-  NeedF32(env, out, n, "out");
-  cudamem::Check(env, cc::Swiglu(g.as<float>(), u.as<float>(), out.as<float>(), n));
-  return env.Undefined();
+  NeedF32(info.Env(), g, n, "gate");
+  NeedF32(info.Env(), u, n, "up");
+  NeedF32(info.Env(), out, n, "out");
+  return cc::Swiglu(g.as<float>(), u.as<float>(), out.as<float>(), n);
 }
 
-Napi::Value LinearFn(const Napi::CallbackInfo& info) {
+// Option wDtype of linear: 'BF16' or 'F32'.
+cc::Dt WeightDtype(Napi::Env env, const Napi::Object& o) {
+  Napi::Value wd = o.Get("wDtype");
+  if (!wd.IsString()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "option wDtype must be 'BF16' or 'F32'");
+  const std::string wds = wd.As<Napi::String>().Utf8Value();
+  if (wds == "BF16") return cc::Dt::BF16;
+  if (wds == "F32") return cc::Dt::F32;
+  ThrowRangeError(env, "ERR_DTYPE", "option wDtype must be 'BF16' or 'F32' (got " + wds + ")");
+}
+
+std::string Linear(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  DevView x = cudamem::Get(env, info[0], "x");
-  DevView w = cudamem::Get(env, info[1], "w");
-  DevView out = cudamem::Get(env, info[2], "out");
+  const auto [x, w, out] = cudamem::Args<3>(info, {"x", "w", "out"});
   auto o = fwd::OptObject(info, 3);
   cc::LinearArgs a;
   const int64_t lim = (int64_t(1) << 31) - 1;
   const fwd::LinearShape l = fwd::ParseLinearShape(env, o, lim, lim);
   a.rows = l.rows, a.in_dim = l.inDim, a.out_dim = l.outDim, a.x_stride = l.xStride, a.out_stride = l.outStride;
   a.accumulate = l.accumulate;
-  Napi::Value wd = o.Get("wDtype");
-  if (!wd.IsString()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", "option wDtype must be 'BF16' or 'F32'");
-  const std::string wds = wd.As<Napi::String>().Utf8Value();
-  if (wds == "BF16")
-    a.w_dt = cc::Dt::BF16;
-  else if (wds == "F32")
-    a.w_dt = cc::Dt::F32;
-  else
-    ThrowRangeError(env, "ERR_DTYPE", "option wDtype must be 'BF16' or 'F32' (got " + wds + ")");
+  a.w_dt = WeightDtype(env, o);
   if (a.x_stride > 0x7fffffffu || a.out_stride > 0x7fffffffu) ThrowRangeError(env, "ERR_SHAPE", "strides must fit in int32");
   DevView b = cudamem::Opt(env, o, "bias");
   cudamem::Need(env, w, a.out_dim * a.in_dim, a.w_dt == cc::Dt::BF16 ? 2 : 4, "w");
@@ -105,20 +99,14 @@ Napi::Value LinearFn(const Napi::CallbackInfo& info) {
   if (b.ptr) NeedF32(env, b, a.out_dim, "bias");
   if (x.ptr < out.ptr + out.bytes && out.ptr < x.ptr + x.bytes)
     ThrowRangeError(env, "ERR_ALIAS", "linear: out must not share memory with x");
-  a.x = x.as<float>();
-  a.w = w.ptr;
-  a.out = out.as<float>();
+  a.x = x.as<float>(), a.w = w.ptr, a.out = out.as<float>();
   a.bias = b.ptr ? b.as<float>() : nullptr;
-  cudamem::Check(env, cc::Linear(a));
-  return env.Undefined();
+  return cc::Linear(a);
 }
 
-Napi::Value AttentionFn(const Napi::CallbackInfo& info) {
+std::string Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  DevView q = cudamem::Get(env, info[0], "q");
-  DevView k = cudamem::Get(env, info[1], "k");
-  DevView v = cudamem::Get(env, info[2], "v");
-  DevView out = cudamem::Get(env, info[3], "out");
+  const auto [q, k, v, out] = cudamem::Args<4>(info, {"q", "k", "v", "out"});
   auto o = fwd::OptObject(info, 4);
   DevView kr = cudamem::Opt(env, o, "kRope");
   const int64_t maxQk = static_cast<int64_t>(cc::kAttnMaxQkDim), maxV = static_cast<int64_t>(cc::kAttnMaxVDim);
@@ -130,53 +118,50 @@ Napi::Value AttentionFn(const Napi::CallbackInfo& info) {
   a.k_rope_row = s.kRopeRow;
   const DevView* views[5] = {&q, &k, &v, &kr, &out};
   fwd::ForEachAttnBuffer(s, [&](int i, size_t extent, const char* name) { NeedF32(env, *views[i], extent, name); });
-  a.q = q.as<float>();
-  a.k = k.as<float>();
-  a.v = v.as<float>();
+  a.q = q.as<float>(), a.k = k.as<float>(), a.v = v.as<float>(), a.out = out.as<float>();
   a.k_rope = kr.ptr ? kr.as<float>() : nullptr;
-  a.out = out.as<float>();
-  cudamem::Check(env, cc::Attention(a));
-  return env.Undefined();
+  return cc::Attention(a);
 }
 
-Napi::Value MomentsAddFn(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  DevView c = cudamem::Get(env, info[0], "c");
-  DevView sum = cudamem::Get(env, info[1], "sum");
-  DevView x = cudamem::Get(env, info[2], "x");
-  const size_t rows = static_cast<size_t>(GetInt(info, 3, "rows", 0, (int64_t(1) << 31) - 1));
-  const size_t n = static_cast<size_t>(GetInt(info, 4, "n", 1, 1 << 20));
+// The float64 moments of momentsAdd / momentsFinish: c (n x n) and sum (n).
+void NeedMoments(Napi::Env env, const DevView& c, const DevView& sum, size_t n) {
   cudamem::Need(env, c, n * n, 8, "c");
   cudamem::Need(env, sum, n, 8, "sum");
-  NeedF32(env, x, rows * n, "x");
-  cudamem::Check(env, cc::MomentsAdd(c.as<double>(), sum.as<double>(), x.as<float>(), rows, n));
-  return env.Undefined();
 }
 
-Napi::Value MomentsFinishFn(const Napi::CallbackInfo& info) {
+std::string MomentsAdd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  DevView c = cudamem::Get(env, info[0], "c");
-  DevView sum = cudamem::Get(env, info[1], "sum");
+  const auto [c, sum, x] = cudamem::Args<3>(info, {"c", "sum", "x"});
+  const size_t rows = static_cast<size_t>(GetInt(info, 3, "rows", 0, (int64_t(1) << 31) - 1));
+  const size_t n = static_cast<size_t>(GetInt(info, 4, "n", 1, 1 << 20));
+  NeedMoments(env, c, sum, n);
+  NeedF32(env, x, rows * n, "x");
+  return cc::MomentsAdd(c.as<double>(), sum.as<double>(), x.as<float>(), rows, n);
+}
+
+std::string MomentsFinish(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto [c, sum] = cudamem::Args<2>(info, {"c", "sum"});
   const size_t n = static_cast<size_t>(GetInt(info, 2, "n", 1, 1 << 20));
   const double count = GetNumber(info, 3, "count");
   if (!(count > 0)) ThrowRangeError(env, "ERR_OUT_OF_RANGE", "count must be > 0");
-  cudamem::Need(env, c, n * n, 8, "c");
-  cudamem::Need(env, sum, n, 8, "sum");
-  cudamem::Check(env, cc::MomentsFinish(c.as<double>(), sum.as<double>(), n, count));
-  return env.Undefined();
+  NeedMoments(env, c, sum, n);
+  return cc::MomentsFinish(c.as<double>(), sum.as<double>(), n, count);
 }
 
 }  // namespace
 
 void InitForwardCuda(Napi::Env env, Napi::Object exports) {
   Napi::Object ns = cudamem::Namespace(env, exports);
-  ns.Set("rmsNorm", Napi::Function::New(env, RmsNormFn, "rmsNorm"));
-  ns.Set("rope", Napi::Function::New(env, RopeFn, "rope"));
-  ns.Set("swiglu", Napi::Function::New(env, SwigluFn, "swiglu"));
-  ns.Set("linear", Napi::Function::New(env, LinearFn, "linear"));
-  ns.Set("attention", Napi::Function::New(env, AttentionFn, "attention"));
-  ns.Set("momentsAdd", Napi::Function::New(env, MomentsAddFn, "momentsAdd"));
-  ns.Set("momentsFinish", Napi::Function::New(env, MomentsFinishFn, "momentsFinish"));
+  SetFunctions(env, ns, {
+      {"rmsNorm", Queued<RmsNorm>},
+      {"rope", Queued<Rope>},
+      {"swiglu", Queued<Swiglu>},
+      {"linear", Queued<Linear>},
+      {"attention", Queued<Attention>},
+      {"momentsAdd", Queued<MomentsAdd>},
+      {"momentsFinish", Queued<MomentsFinish>},
+  });
 }
 
 }  // namespace g2m

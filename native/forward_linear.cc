@@ -16,29 +16,27 @@ namespace {
 
 // The parsed shape (forward_args.h) and the buffers.
 struct LinearParams : fwd::LinearShape {
-  const float* x = nullptr;
-  const float* w = nullptr;
-  const float* bias = nullptr;
+  const float *x = nullptr, *w = nullptr;
+  const float* bias = nullptr;  // or none
   float* out = nullptr;
 };
 
 LinearParams ParseLinear(const Napi::CallbackInfo& info, fwd::KeepList* keep) {
   LinearParams p;
-  size_t xlen = 0, wlen = 0, olen = 0, blen = 0;
-  p.x = GetF32(info, 0, "x", &xlen);
-  p.w = GetF32(info, 1, "w", &wlen);
-  p.out = GetF32(info, 2, "out", &olen);
+  fwd::ArrayArgs in(info);
+  p.x = in.F32(0, "x"), p.w = in.F32(1, "w"), p.out = in.F32(2, "out");
   auto o = fwd::OptObject(info, 3);
   static_cast<fwd::LinearShape&>(p) = fwd::ParseLinearShape(info.Env(), o, int64_t(1) << 40, int64_t(1) << 30);
+  size_t blen = 0;
   p.bias = fwd::OptF32(o, "bias", &blen, keep);
-  CheckLength(info.Env(), wlen, p.inDim * p.outDim, "w");
-  if (wlen != p.inDim * p.outDim)
+  in.Need(1, p.inDim * p.outDim);
+  if (in.Length(1) != p.inDim * p.outDim)
     ThrowRangeError(info.Env(), "ERR_SHAPE",
-                    "w has " + std::to_string(wlen) + " elements, expected outDim x inDim = " +
+                    "w has " + std::to_string(in.Length(1)) + " elements, expected outDim x inDim = " +
                         std::to_string(p.outDim * p.inDim));
   if (p.bias) CheckLength(info.Env(), blen, p.outDim, "bias");
-  CheckLength(info.Env(), xlen, p.xExtent(), "x");
-  CheckLength(info.Env(), olen, p.outExtent(), "out");
+  in.Need(0, p.xExtent());
+  in.Need(2, p.outExtent());
   return p;
 }
 
@@ -67,14 +65,10 @@ struct SwigluParams {
 
 SwigluParams ParseSwiglu(const Napi::CallbackInfo& info, fwd::KeepList*) {
   SwigluParams p;
-  size_t glen = 0, ulen = 0, olen = 0;
-  p.gate = GetF32(info, 0, "gate", &glen);
-  p.up = GetF32(info, 1, "up", &ulen);
-  p.out = GetF32(info, 2, "out", &olen);
+  fwd::ArrayArgs in(info);
+  p.gate = in.F32(0, "gate"), p.up = in.F32(1, "up"), p.out = in.F32(2, "out");
   p.n = static_cast<size_t>(GetInt(info, 3, "n", 0, int64_t(1) << 40));
-  CheckLength(info.Env(), glen, p.n, "gate");
-  CheckLength(info.Env(), ulen, p.n, "up");
-  CheckLength(info.Env(), olen, p.n, "out");
+  for (size_t i = 0; i < 3; ++i) in.Need(i, p.n);
   return p;
 }
 

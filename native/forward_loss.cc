@@ -53,9 +53,12 @@ inline double RowNll(const float* x, size_t vocab, int32_t target) {
   return lse - static_cast<double>(x[target]);
 }
 
+// The output of a loss: a Float64Array or Float32Array, one value per row.
 struct NllOut {
   void* data = nullptr;
   bool f64 = true;
+  NllOut() = default;
+  explicit NllOut(const ArrayView& v) : data(v.data), f64(v.dtype == DType::F64) {}
   void Set(size_t r, double v) const {
     if (f64)
       static_cast<double*>(data)[r] = v;
@@ -64,36 +67,38 @@ struct NllOut {
   }
 };
 
-void CheckTargets(Napi::Env env, const int32_t* t, size_t rows, size_t vocab) {
-  for (size_t r = 0; r < rows; ++r)
-    if (t[r] >= 0 && static_cast<size_t>(t[r]) >= vocab)
-      ThrowRangeError(env, "ERR_OUT_OF_RANGE",
-                      "target " + std::to_string(t[r]) + " at row " + std::to_string(r) + " is >= vocab " +
-                          std::to_string(vocab));
-}
-
-struct LsmParams {
-  const float* logits = nullptr;
+// What both losses share: a target per row (< 0: none) and the output.
+struct NllRows {
   const int32_t* targets = nullptr;
   NllOut out;
   size_t rows = 0, vocab = 0;
 };
 
+// Checks targets (argument t) and out (argument t + 1) against p.rows, and the targets
+// against p.vocab.
+void CheckTargetsAndOut(Napi::Env env, const fwd::ArrayArgs& in, size_t t, const NllRows& p) {
+  in.Need(t, p.rows);
+  in.Need(t + 1, p.rows);
+  for (size_t r = 0; r < p.rows; ++r)
+    if (p.targets[r] >= 0 && static_cast<size_t>(p.targets[r]) >= p.vocab)
+      ThrowRangeError(env, "ERR_OUT_OF_RANGE",
+                      "target " + std::to_string(p.targets[r]) + " at row " + std::to_string(r) + " is >= vocab " +
+                          std::to_string(p.vocab));
+}
+
+struct LsmParams : NllRows {
+  const float* logits = nullptr;
+};
+
 LsmParams ParseLsm(const Napi::CallbackInfo& info, fwd::KeepList*) {
   LsmParams p;
-  size_t llen = 0, tlen = 0;
-  p.logits = GetF32(info, 0, "logits", &llen);
-  p.targets = GetI32(info, 1, "targets", &tlen);
-  ArrayView ov = GetFloatArray(info, 2, "out");
-  p.out.data = ov.data;
-  p.out.f64 = ov.dtype == DType::F64;
+  fwd::ArrayArgs in(info);
+  p.logits = in.F32(0, "logits"), p.targets = in.I32(1, "targets"), p.out = NllOut(in.Float(2, "out"));
   auto o = fwd::OptObject(info, 3);
   p.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 40));
   p.vocab = static_cast<size_t>(fwd::ReqInt(o, "vocab", 1, int64_t(1) << 30));
-  CheckLength(info.Env(), llen, p.rows * p.vocab, "logits");
-  CheckLength(info.Env(), tlen, p.rows, "targets");
-  CheckLength(info.Env(), ov.length, p.rows, "out");
-  CheckTargets(info.Env(), p.targets, p.rows, p.vocab);
+  in.Need(0, p.rows * p.vocab);
+  CheckTargetsAndOut(info.Env(), in, 1, p);
   return p;
 }
 
@@ -104,23 +109,17 @@ void RunLsm(const LsmParams& p) {
   });
 }
 
-struct HeadParams {
+struct HeadParams : NllRows {
   const float* hidden = nullptr;
   const float* w = nullptr;
-  const int32_t* targets = nullptr;
-  NllOut out;
-  size_t rows = 0, hiddenDim = 0, vocab = 0, chunk = 0;
+  size_t hiddenDim = 0, chunk = 0;
 };
 
 HeadParams ParseHead(const Napi::CallbackInfo& info, fwd::KeepList*) {
   HeadParams p;
-  size_t hlen = 0, wlen = 0, tlen = 0;
-  p.hidden = GetF32(info, 0, "hidden", &hlen);
-  p.w = GetF32(info, 1, "w", &wlen);
-  p.targets = GetI32(info, 2, "targets", &tlen);
-  ArrayView ov = GetFloatArray(info, 3, "out");
-  p.out.data = ov.data;
-  p.out.f64 = ov.dtype == DType::F64;
+  fwd::ArrayArgs in(info);
+  p.hidden = in.F32(0, "hidden"), p.w = in.F32(1, "w"), p.targets = in.I32(2, "targets");
+  p.out = NllOut(in.Float(3, "out"));
   auto o = fwd::OptObject(info, 4);
   p.rows = static_cast<size_t>(fwd::ReqInt(o, "rows", 0, int64_t(1) << 40));
   p.hiddenDim = static_cast<size_t>(fwd::ReqInt(o, "hiddenDim", 1, int64_t(1) << 30));
@@ -129,14 +128,12 @@ HeadParams ParseHead(const Napi::CallbackInfo& info, fwd::KeepList*) {
   const int64_t dflt = std::max<int64_t>(32, std::min<int64_t>(1024, (int64_t(1) << 23) / static_cast<int64_t>(p.vocab)));
   p.chunk = static_cast<size_t>(OptInt(o, "chunkRows", dflt));
   if (p.chunk == 0) ThrowRangeError(info.Env(), "ERR_OUT_OF_RANGE", "chunkRows must be >= 1");
-  if (wlen != p.vocab * p.hiddenDim)
+  if (in.Length(1) != p.vocab * p.hiddenDim)
     ThrowRangeError(info.Env(), "ERR_SHAPE",
-                    "w has " + std::to_string(wlen) + " elements, expected vocab x hiddenDim = " +
+                    "w has " + std::to_string(in.Length(1)) + " elements, expected vocab x hiddenDim = " +
                         std::to_string(p.vocab * p.hiddenDim));
-  CheckLength(info.Env(), hlen, p.rows * p.hiddenDim, "hidden");
-  CheckLength(info.Env(), tlen, p.rows, "targets");
-  CheckLength(info.Env(), ov.length, p.rows, "out");
-  CheckTargets(info.Env(), p.targets, p.rows, p.vocab);
+  in.Need(0, p.rows * p.hiddenDim);
+  CheckTargetsAndOut(info.Env(), in, 2, p);
   return p;
 }
 

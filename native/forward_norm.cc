@@ -24,15 +24,14 @@ struct GatherParams {
 
 GatherParams ParseGather(const Napi::CallbackInfo& info, fwd::KeepList*) {
   GatherParams p;
-  size_t tlen = 0, olen = 0;
-  p.table = GetF32(info, 0, "table", &tlen);
-  p.ids = GetI32(info, 1, "ids", &p.n);
-  p.out = GetF32(info, 2, "out", &olen);
+  fwd::ArrayArgs in(info);
+  p.table = in.F32(0, "table"), p.ids = in.I32(1, "ids"), p.out = in.F32(2, "out");
+  p.n = in.Length(1);
   p.hidden = static_cast<size_t>(GetInt(info, 3, "hidden", 1, 1 << 24));
-  if (tlen % p.hidden != 0)
-    ThrowRangeError(info.Env(), "ERR_SHAPE", "table length " + std::to_string(tlen) + " is not a multiple of hidden");
-  p.vocab = tlen / p.hidden;
-  CheckLength(info.Env(), olen, p.n * p.hidden, "out");
+  if (in.Length(0) % p.hidden != 0)
+    ThrowRangeError(info.Env(), "ERR_SHAPE", "table length " + std::to_string(in.Length(0)) + " is not a multiple of hidden");
+  p.vocab = in.Length(0) / p.hidden;
+  in.Need(2, p.n * p.hidden);
   for (size_t i = 0; i < p.n; ++i)
     if (p.ids[i] < 0 || static_cast<size_t>(p.ids[i]) >= p.vocab)
       ThrowRangeError(info.Env(), "ERR_OUT_OF_RANGE",
@@ -57,15 +56,14 @@ struct NormParams : fwd::NormShape {
 
 NormParams ParseNorm(const Napi::CallbackInfo& info, fwd::KeepList*) {
   NormParams p;
-  size_t xlen = 0, olen = 0, wlen = 0;
-  p.x = GetF32(info, 0, "x", &xlen);
-  if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) p.w = GetF32(info, 1, "weight", &wlen);
-  p.out = GetF32(info, 2, "out", &olen);
-  auto o = fwd::OptObject(info, 3);
-  static_cast<fwd::NormShape&>(p) = fwd::ParseNormShape(info.Env(), o, int64_t(1) << 40);
-  if (p.w) CheckLength(info.Env(), wlen, p.dim, "weight");
-  CheckLength(info.Env(), xlen, p.xExtent(), "x");
-  CheckLength(info.Env(), olen, p.outExtent(), "out");
+  fwd::ArrayArgs in(info);
+  p.x = in.F32(0, "x");
+  if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) p.w = in.F32(1, "weight");
+  p.out = in.F32(2, "out");
+  static_cast<fwd::NormShape&>(p) = fwd::ParseNormShape(info.Env(), fwd::OptObject(info, 3), int64_t(1) << 40);
+  if (p.w) in.Need(1, p.dim);
+  in.Need(0, p.xExtent());
+  in.Need(2, p.outExtent());
   return p;
 }
 

@@ -29,16 +29,14 @@ struct RopeParams : fwd::RopeShape {
 
 RopeParams ParseRope(const Napi::CallbackInfo& info, fwd::KeepList*) {
   RopeParams p;
-  size_t xlen = 0, flen = 0;
-  p.x = GetF32(info, 0, "x", &xlen);
-  p.pos = GetI32(info, 1, "positions", &p.rows);
-  p.invFreq = GetF32(info, 2, "invFreq", &flen);
-  auto o = fwd::OptObject(info, 3);
-  static_cast<fwd::RopeShape&>(p) = fwd::ParseRopeShape(info.Env(), o);
-  if (flen < p.rotDim / 2)
+  fwd::ArrayArgs in(info);
+  p.x = in.F32(0, "x"), p.pos = in.I32(1, "positions"), p.invFreq = in.F32(2, "invFreq");
+  p.rows = in.Length(1);
+  static_cast<fwd::RopeShape&>(p) = fwd::ParseRopeShape(info.Env(), fwd::OptObject(info, 3));
+  if (in.Length(2) < p.rotDim / 2)
     ThrowRangeError(info.Env(), "ERR_SHAPE",
-                    "invFreq has " + std::to_string(flen) + " entries, rotDim/2 = " + std::to_string(p.rotDim / 2));
-  CheckLength(info.Env(), xlen, p.extent(p.rows), "x");
+                    "invFreq has " + std::to_string(in.Length(2)) + " entries, rotDim/2 = " + std::to_string(p.rotDim / 2));
+  in.Need(0, p.extent(p.rows));
   for (size_t r = 0; r < p.rows; ++r)
     if (p.pos[r] < 0) ThrowRangeError(info.Env(), "ERR_OUT_OF_RANGE", "positions must be >= 0");
   return p;

@@ -22,6 +22,7 @@
 
 #include "common.h"
 #include "exports.h"
+#include "job_export.h"
 
 namespace g2m {
 namespace {
@@ -36,28 +37,6 @@ const char* DTypeName(DType d) { return d == DType::F32 ? "float32" : "float64";
 size_t ElemSize(DType d) { return d == DType::F32 ? sizeof(float) : sizeof(double); }
 
 // ---- argument parsing (main thread) ----
-
-// A Float32Array / Float64Array value viewed in place.
-ArrayView ViewOf(Napi::Env env, const Napi::Value& v, const std::string& name) {
-  if (!v.IsTypedArray())
-    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", name + " must be a Float32Array or Float64Array");
-  auto t = v.As<Napi::TypedArray>();
-  ArrayView out;
-  if (t.TypedArrayType() == napi_float32_array) {
-    auto a = t.As<Napi::Float32Array>();
-    out.data = a.Data();
-    out.length = a.ElementLength();
-    out.dtype = DType::F32;
-  } else if (t.TypedArrayType() == napi_float64_array) {
-    auto a = t.As<Napi::Float64Array>();
-    out.data = a.Data();
-    out.length = a.ElementLength();
-    out.dtype = DType::F64;
-  } else {
-    ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", name + " must be a Float32Array or Float64Array");
-  }
-  return out;
-}
 
 void CheckExact(Napi::Env env, const ArrayView& v, size_t want, const std::string& name, const std::string& shape) {
   if (v.length != want)
@@ -103,7 +82,7 @@ ArrayView OutArray(Napi::Env env, const Napi::Object& opts, const char* key, DTy
                    const std::string& shape, Napi::Value* holder) {
   Napi::Value v = opts.Has(key) ? opts.Get(key) : env.Undefined();
   if (v.IsUndefined() || v.IsNull()) v = NewArray(env, dtype, len);
-  ArrayView view = ViewOf(env, v, std::string("options.") + key);
+  ArrayView view = FloatArrayOf(env, v, std::string("options.") + key);
   CheckDType(env, view, dtype, std::string("options.") + key);
   CheckExact(env, view, len, std::string("options.") + key, shape);
   *holder = v;
@@ -163,6 +142,15 @@ void Gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double al
   cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+// ERR_LAPACK (carrying `info`) unless LAPACK `routine`, run by `op`, returned info = 0.
+void CheckLapack(const char* op, const char* routine, lapack_int info) {
+  if (info != 0)
+    Fail("ERR_LAPACK",
+         std::string(op) + ": LAPACK " + routine + " failed with info = " + std::to_string(info) +
+             (info < 0 ? " (illegal or NaN argument " + std::to_string(-info) + ")" : " (did not converge)"),
+         info);
+}
+
 // ---- jobs: plain structs parsed on the main thread; Run() may be on any thread ----
 
 // Symmetric eigendecomposition. Reads the upper triangle of row-major `a` (n x n);
@@ -186,13 +174,7 @@ struct EighJob {
     T* W = static_cast<T*>(w);
     if (checkFinite) CheckFinite(A, n2, "eigh", "a");
     if (static_cast<const void*>(V) != a) std::memcpy(V, A, n2 * sizeof(T));
-    lapack_int info = Syevd(n, V, W);
-    if (info != 0)
-      Fail("ERR_LAPACK",
-           std::string("eigh: LAPACK ") + (dtype == DType::F32 ? "ssyevd" : "dsyevd") + " failed with info = " +
-               std::to_string(info) +
-               (info < 0 ? " (illegal or NaN argument " + std::to_string(-info) + ")" : " (did not converge)"),
-           info);
+    CheckLapack("eigh", dtype == DType::F32 ? "ssyevd" : "dsyevd", Syevd(n, V, W));
     TransposeSquare(V, n);
     for (int i = 0; i < n; ++i) std::reverse(V + static_cast<size_t>(i) * n, V + static_cast<size_t>(i + 1) * n);
     std::reverse(W, W + n);
@@ -233,13 +215,8 @@ struct SvdJob {
     T* Ucm = jobz == 'N' ? dummy : static_cast<T*>(vt);  // U' (n x ., ld n) is row-major Vt
     T* VTcm = jobz == 'N' ? dummy : static_cast<T*>(u);  // VT' (. x m) is row-major U
     int ldvt = jobz == 'A' ? m : jobz == 'S' ? k : 1;
-    lapack_int info = Gesdd(jobz, n, m, work, n, static_cast<T*>(s), Ucm, n, VTcm, ldvt);
-    if (info != 0)
-      Fail("ERR_LAPACK",
-           std::string("svd: LAPACK ") + (dtype == DType::F32 ? "sgesdd" : "dgesdd") + " failed with info = " +
-               std::to_string(info) +
-               (info < 0 ? " (illegal or NaN argument " + std::to_string(-info) + ")" : " (did not converge)"),
-           info);
+    CheckLapack("svd", dtype == DType::F32 ? "sgesdd" : "dgesdd",
+                Gesdd(jobz, n, m, work, n, static_cast<T*>(s), Ucm, n, VTcm, ldvt));
   }
   void Run() { dtype == DType::F32 ? RunT<float>() : RunT<double>(); }
 };
@@ -304,58 +281,17 @@ struct SyrkJob {
   }
 };
 
-// ---- Node-API glue ----
-
-// Runs a job on the libuv pool and resolves with `result` (built on the main thread;
-// it holds the output arrays). Inputs are pinned with Keep().
-template <class Job>
-class JobWorker final : public PromiseWorker {
- public:
-  JobWorker(Napi::Env env, const Job& job, const Napi::Value& result) : PromiseWorker(env), job_(job) {
-    if (result.IsObject()) result_ = Napi::Persistent(result.As<Napi::Object>());
-  }
-
- protected:
-  void Run() override { job_.Run(); }
-  Napi::Value Result(Napi::Env env) override { return result_.IsEmpty() ? env.Undefined() : result_.Value(); }
-
- private:
-  Job job_;
-  Napi::ObjectReference result_;
-};
-
-template <class Job>
-void RunSync(Napi::Env env, Job& job) {
-  try {
-    job.Run();
-  } catch (const WorkError& e) {
-    throw MakeError(env, e);
-  } catch (const std::bad_alloc&) {
-    ThrowError(env, "ERR_OUT_OF_MEMORY", "out of memory");
-  }
-}
-
-template <class Job>
-Napi::Value StartAsync(Napi::Env env, const Job& job, const Napi::Value& result, std::initializer_list<Napi::Value> keep) {
-  auto* w = new JobWorker<Job>(env, job, result);
-  for (const auto& v : keep) w->Keep(v);
-  return w->Start();
-}
+// ---- Node-API glue (the sync and Promise exports: job_export.h) ----
 
 // eigh(a, n, options?) -> { values, vectors }
-struct ParsedEigh {
-  EighJob job;
-  Napi::Value input, result;
-};
-ParsedEigh ParseEigh(const Napi::CallbackInfo& info) {
+JobCall<EighJob> ParseEigh(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  ParsedEigh p;
-  p.input = info.Length() > 0 ? info[0] : env.Undefined();
-  ArrayView a = ViewOf(env, p.input, "a");
-  int n = static_cast<int>(GetInt(info, 1, "n", 1, kMaxDim));
+  EighJob job;
+  ArrayView a = FloatArrayOf(env, info[0], "a");
+  job.n = static_cast<int>(GetInt(info, 1, "n", 1, kMaxDim));
   auto opts = GetOptions(info, 2);
-  size_t n2 = static_cast<size_t>(n) * n;
-  std::string sq = std::to_string(n) + " x " + std::to_string(n);
+  const size_t n = static_cast<size_t>(job.n), n2 = n * n;
+  const std::string sq = std::to_string(n) + " x " + std::to_string(n);
   CheckExact(env, a, n2, "a", sq);
   Napi::Value wv, vv;
   ArrayView w = OutArray(env, opts, "values", a.dtype, n, std::to_string(n), &wv);
@@ -363,189 +299,104 @@ ParsedEigh ParseEigh(const Napi::CallbackInfo& info) {
   if (v.data != a.data) CheckNoOverlap(env, v, a, "options.vectors", "a");
   CheckNoOverlap(env, w, a, "options.values", "a");
   CheckNoOverlap(env, w, v, "options.values", "options.vectors");
-  p.job.dtype = a.dtype;
-  p.job.a = a.data;
-  p.job.w = w.data;
-  p.job.v = v.data;
-  p.job.n = n;
-  p.job.checkFinite = OptBool(opts, "checkFinite", true);
-  auto r = Napi::Object::New(env);
-  r.Set("values", wv);
-  r.Set("vectors", vv);
-  p.result = r;
-  return p;
+  job.dtype = a.dtype;
+  job.a = a.data, job.w = w.data, job.v = v.data;
+  job.checkFinite = OptBool(opts, "checkFinite", true);
+  return {job, NamedValues(env, {{"values", wv}, {"vectors", vv}}), {info[0]}};
 }
 
-Napi::Value Eigh(const Napi::CallbackInfo& info) {
-  auto p = ParseEigh(info);
-  RunSync(info.Env(), p.job);
-  return p.result;
-}
-Napi::Value EighAsync(const Napi::CallbackInfo& info) {
-  auto p = ParseEigh(info);
-  return StartAsync(info.Env(), p.job, p.result, {p.input});
+// The u and vt outputs of svd (checked against a, s and each other), into job and *uv / *vtv.
+void SvdVectors(Napi::Env env, const Napi::Object& opts, const ArrayView& a, const ArrayView& s, bool full, SvdJob* job,
+                Napi::Value* uv, Napi::Value* vtv) {
+  const int m = job->m, n = job->n, k = std::min(m, n);
+  const int ku = full ? m : k, kv = full ? n : k;
+  const auto sm = std::to_string(m), sn = std::to_string(n);
+  ArrayView u = OutArray(env, opts, "u", a.dtype, static_cast<size_t>(m) * ku, sm + " x " + std::to_string(ku), uv);
+  ArrayView vt = OutArray(env, opts, "vt", a.dtype, static_cast<size_t>(kv) * n, std::to_string(kv) + " x " + sn, vtv);
+  CheckNoOverlap(env, u, a, "options.u", "a");
+  CheckNoOverlap(env, vt, a, "options.vt", "a");
+  CheckNoOverlap(env, u, vt, "options.u", "options.vt");
+  CheckNoOverlap(env, u, s, "options.u", "options.s");
+  CheckNoOverlap(env, vt, s, "options.vt", "options.s");
+  job->u = u.data;
+  job->vt = vt.data;
 }
 
 // svd(a, m, n, options?) -> { u, s, vt }
-struct ParsedSvd {
-  SvdJob job;
-  Napi::Value input, result;
-};
-ParsedSvd ParseSvd(const Napi::CallbackInfo& info) {
+JobCall<SvdJob> ParseSvd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  ParsedSvd p;
-  p.input = info.Length() > 0 ? info[0] : env.Undefined();
-  ArrayView a = ViewOf(env, p.input, "a");
-  int m = static_cast<int>(GetInt(info, 1, "m", 1, kMaxDim));
-  int n = static_cast<int>(GetInt(info, 2, "n", 1, kMaxDim));
+  SvdJob job;
+  ArrayView a = FloatArrayOf(env, info[0], "a");
+  job.m = static_cast<int>(GetInt(info, 1, "m", 1, kMaxDim));
+  job.n = static_cast<int>(GetInt(info, 2, "n", 1, kMaxDim));
   auto opts = GetOptions(info, 3);
-  bool full = OptBool(opts, "full", false);
-  bool uv = OptBool(opts, "computeUV", true);
-  int k = std::min(m, n);
-  auto sm = std::to_string(m), sn = std::to_string(n), sk = std::to_string(k);
-  CheckExact(env, a, static_cast<size_t>(m) * n, "a", sm + " x " + sn);
+  const bool full = OptBool(opts, "full", false);
+  const bool uv = OptBool(opts, "computeUV", true);
+  const int k = std::min(job.m, job.n);
+  CheckExact(env, a, static_cast<size_t>(job.m) * job.n, "a", std::to_string(job.m) + " x " + std::to_string(job.n));
   Napi::Value sv, uvv = env.Null(), vtv = env.Null();
-  ArrayView s = OutArray(env, opts, "s", a.dtype, k, sk, &sv);
+  ArrayView s = OutArray(env, opts, "s", a.dtype, k, std::to_string(k), &sv);
   CheckNoOverlap(env, s, a, "options.s", "a");
-  ArrayView u, vt;
-  if (uv) {
-    int ku = full ? m : k, kv = full ? n : k;
-    u = OutArray(env, opts, "u", a.dtype, static_cast<size_t>(m) * ku, sm + " x " + std::to_string(ku), &uvv);
-    vt = OutArray(env, opts, "vt", a.dtype, static_cast<size_t>(kv) * n, std::to_string(kv) + " x " + sn, &vtv);
-    CheckNoOverlap(env, u, a, "options.u", "a");
-    CheckNoOverlap(env, vt, a, "options.vt", "a");
-    CheckNoOverlap(env, u, vt, "options.u", "options.vt");
-    CheckNoOverlap(env, u, s, "options.u", "options.s");
-    CheckNoOverlap(env, vt, s, "options.vt", "options.s");
-  }
-  p.job.dtype = a.dtype;
-  p.job.a = a.data;
-  p.job.s = s.data;
-  p.job.u = u.data;
-  p.job.vt = vt.data;
-  p.job.m = m;
-  p.job.n = n;
-  p.job.jobz = !uv ? 'N' : full ? 'A' : 'S';
-  p.job.overwrite = OptBool(opts, "overwrite", false);
-  p.job.checkFinite = OptBool(opts, "checkFinite", true);
-  auto r = Napi::Object::New(env);
-  r.Set("u", uvv);
-  r.Set("s", sv);
-  r.Set("vt", vtv);
-  p.result = r;
-  return p;
-}
-
-Napi::Value Svd(const Napi::CallbackInfo& info) {
-  auto p = ParseSvd(info);
-  RunSync(info.Env(), p.job);
-  return p.result;
-}
-Napi::Value SvdAsync(const Napi::CallbackInfo& info) {
-  auto p = ParseSvd(info);
-  return StartAsync(info.Env(), p.job, p.result, {p.input});
+  if (uv) SvdVectors(env, opts, a, s, full, &job, &uvv, &vtv);
+  job.dtype = a.dtype;
+  job.a = a.data, job.s = s.data;
+  job.jobz = !uv ? 'N' : full ? 'A' : 'S';
+  job.overwrite = OptBool(opts, "overwrite", false);
+  job.checkFinite = OptBool(opts, "checkFinite", true);
+  return {job, NamedValues(env, {{"u", uvv}, {"s", sv}, {"vt", vtv}}), {info[0]}};
 }
 
 // gemm(a, b, c, m, n, k, options?) -> c
-struct ParsedGemm {
-  GemmJob job;
-  Napi::Value a, b, c;
-};
-ParsedGemm ParseGemm(const Napi::CallbackInfo& info) {
+JobCall<GemmJob> ParseGemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  ParsedGemm p;
-  p.a = info.Length() > 0 ? info[0] : env.Undefined();
-  p.b = info.Length() > 1 ? info[1] : env.Undefined();
-  p.c = info.Length() > 2 ? info[2] : env.Undefined();
-  ArrayView a = ViewOf(env, p.a, "a"), b = ViewOf(env, p.b, "b"), c = ViewOf(env, p.c, "c");
+  GemmJob job;
+  ArrayView a = FloatArrayOf(env, info[0], "a"), b = FloatArrayOf(env, info[1], "b"), c = FloatArrayOf(env, info[2], "c");
   CheckDType(env, b, a.dtype, "b");
   CheckDType(env, c, a.dtype, "c");
-  int m = static_cast<int>(GetInt(info, 3, "m", 0, kMaxDim));
-  int n = static_cast<int>(GetInt(info, 4, "n", 0, kMaxDim));
-  int k = static_cast<int>(GetInt(info, 5, "k", 0, kMaxDim));
+  job.m = static_cast<int>(GetInt(info, 3, "m", 0, kMaxDim));
+  job.n = static_cast<int>(GetInt(info, 4, "n", 0, kMaxDim));
+  job.k = static_cast<int>(GetInt(info, 5, "k", 0, kMaxDim));
   auto opts = GetOptions(info, 6);
-  bool ta = OptBool(opts, "transA", false), tb = OptBool(opts, "transB", false);
-  auto sm = std::to_string(m), sn = std::to_string(n), sk = std::to_string(k);
-  CheckExact(env, a, static_cast<size_t>(m) * k, "a", ta ? sk + " x " + sm + " (transA)" : sm + " x " + sk);
-  CheckExact(env, b, static_cast<size_t>(k) * n, "b", tb ? sn + " x " + sk + " (transB)" : sk + " x " + sn);
-  CheckExact(env, c, static_cast<size_t>(m) * n, "c", sm + " x " + sn);
+  job.transA = OptBool(opts, "transA", false), job.transB = OptBool(opts, "transB", false);
+  const auto sm = std::to_string(job.m), sn = std::to_string(job.n), sk = std::to_string(job.k);
+  CheckExact(env, a, static_cast<size_t>(job.m) * job.k, "a", job.transA ? sk + " x " + sm + " (transA)" : sm + " x " + sk);
+  CheckExact(env, b, static_cast<size_t>(job.k) * job.n, "b", job.transB ? sn + " x " + sk + " (transB)" : sk + " x " + sn);
+  CheckExact(env, c, static_cast<size_t>(job.m) * job.n, "c", sm + " x " + sn);
   CheckNoOverlap(env, c, a, "c", "a");
   CheckNoOverlap(env, c, b, "c", "b");
-  p.job.dtype = a.dtype;
-  p.job.a = a.data;
-  p.job.b = b.data;
-  p.job.c = c.data;
-  p.job.m = m;
-  p.job.n = n;
-  p.job.k = k;
-  p.job.transA = ta;
-  p.job.transB = tb;
-  p.job.alpha = OptNumber(opts, "alpha", 1.0);
-  p.job.beta = OptNumber(opts, "beta", 0.0);
-  return p;
-}
-
-Napi::Value GemmSync(const Napi::CallbackInfo& info) {
-  auto p = ParseGemm(info);
-  RunSync(info.Env(), p.job);
-  return p.c;
-}
-Napi::Value GemmAsync(const Napi::CallbackInfo& info) {
-  auto p = ParseGemm(info);
-  return StartAsync(info.Env(), p.job, p.c, {p.a, p.b});
+  job.dtype = a.dtype;
+  job.a = a.data, job.b = b.data, job.c = c.data;
+  job.alpha = OptNumber(opts, "alpha", 1.0);
+  job.beta = OptNumber(opts, "beta", 0.0);
+  return {job, info[2], {info[0], info[1]}};
 }
 
 // syrkAccumulate(c, x, rows, n, alpha?) -> c
-struct ParsedSyrk {
-  SyrkJob job;
-  Napi::Value c, x;
-};
-ParsedSyrk ParseSyrk(const Napi::CallbackInfo& info) {
+JobCall<SyrkJob> ParseSyrk(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  ParsedSyrk p;
-  p.c = info.Length() > 0 ? info[0] : env.Undefined();
-  p.x = info.Length() > 1 ? info[1] : env.Undefined();
-  ArrayView c = ViewOf(env, p.c, "c"), x = ViewOf(env, p.x, "x");
+  SyrkJob job;
+  ArrayView c = FloatArrayOf(env, info[0], "c"), x = FloatArrayOf(env, info[1], "x");
   CheckDType(env, c, DType::F64, "c");
-  int rows = static_cast<int>(GetInt(info, 2, "rows", 0, kMaxDim));
-  int n = static_cast<int>(GetInt(info, 3, "n", 1, kMaxDim));
-  double alpha = 1.0;
-  if (info.Length() > 4 && !info[4].IsUndefined()) alpha = GetNumber(info, 4, "alpha");
-  if (!std::isfinite(alpha)) ThrowRangeError(env, "ERR_OUT_OF_RANGE", "alpha must be finite");
-  auto sn = std::to_string(n);
-  CheckExact(env, c, static_cast<size_t>(n) * n, "c", sn + " x " + sn);
-  CheckExact(env, x, static_cast<size_t>(rows) * n, "x", std::to_string(rows) + " x " + sn);
+  job.rows = static_cast<int>(GetInt(info, 2, "rows", 0, kMaxDim));
+  job.n = static_cast<int>(GetInt(info, 3, "n", 1, kMaxDim));
+  if (info.Length() > 4 && !info[4].IsUndefined()) job.alpha = GetNumber(info, 4, "alpha");
+  if (!std::isfinite(job.alpha)) ThrowRangeError(env, "ERR_OUT_OF_RANGE", "alpha must be finite");
+  const auto sn = std::to_string(job.n);
+  CheckExact(env, c, static_cast<size_t>(job.n) * job.n, "c", sn + " x " + sn);
+  CheckExact(env, x, static_cast<size_t>(job.rows) * job.n, "x", std::to_string(job.rows) + " x " + sn);
   CheckNoOverlap(env, c, x, "c", "x");
-  p.job.c = c.as<double>();
-  p.job.x = x.data;
-  p.job.xdtype = x.dtype;
-  p.job.rows = rows;
-  p.job.n = n;
-  p.job.alpha = alpha;
-  return p;
-}
-
-Napi::Value SyrkSync(const Napi::CallbackInfo& info) {
-  auto p = ParseSyrk(info);
-  RunSync(info.Env(), p.job);
-  return p.c;
-}
-Napi::Value SyrkAsync(const Napi::CallbackInfo& info) {
-  auto p = ParseSyrk(info);
-  return StartAsync(info.Env(), p.job, p.c, {p.x});
+  job.c = c.as<double>();
+  job.x = x.data, job.xdtype = x.dtype;
+  return {job, info[0], {info[1]}};
 }
 
 }  // namespace
 
 void InitLinalg(Napi::Env env, Napi::Object exports) {
-  exports.Set("eigh", Napi::Function::New(env, Eigh, "eigh"));
-  exports.Set("eighAsync", Napi::Function::New(env, EighAsync, "eighAsync"));
-  exports.Set("svd", Napi::Function::New(env, Svd, "svd"));
-  exports.Set("svdAsync", Napi::Function::New(env, SvdAsync, "svdAsync"));
-  exports.Set("gemm", Napi::Function::New(env, GemmSync, "gemm"));
-  exports.Set("gemmAsync", Napi::Function::New(env, GemmAsync, "gemmAsync"));
-  exports.Set("syrkAccumulate", Napi::Function::New(env, SyrkSync, "syrkAccumulate"));
-  exports.Set("syrkAccumulateAsync", Napi::Function::New(env, SyrkAsync, "syrkAccumulateAsync"));
+  RegisterJob<EighJob, ParseEigh>(env, exports, "eigh");
+  RegisterJob<SvdJob, ParseSvd>(env, exports, "svd");
+  RegisterJob<GemmJob, ParseGemm>(env, exports, "gemm");
+  RegisterJob<SyrkJob, ParseSyrk>(env, exports, "syrkAccumulate");
 }
 
 }  // namespace g2m

@@ -14,6 +14,7 @@
 #include "cuda/convert_cuda.h"
 #include "exports.h"
 #include "forward_common.h"
+#include "job_export.h"
 #include "memory_cuda.h"
 
 namespace g2m {
@@ -21,11 +22,11 @@ namespace {
 
 namespace cc = g2m::cuconv;
 
-double* F64Arg(const Napi::CallbackInfo& info, size_t i, const char* name, size_t* len) {
+// Float64Array argument info[i], in place.
+ArrayView F64Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
   auto v = GetFloatArray(info, i, name);
   if (v.dtype != DType::F64) ThrowTypeError(info.Env(), "ERR_DTYPE", std::string(name) + " must be a Float64Array");
-  *len = v.length;
-  return v.as<double>();
+  return v;
 }
 
 // Float64Array option `key` of length `want`, or a new one.
@@ -47,164 +48,81 @@ void CheckFinite(Napi::Env env, const double* a, size_t n, const char* what) {
       ThrowError(env, "ERR_NONFINITE", std::string(what) + ": input has a non-finite value at index " + std::to_string(i));
 }
 
+// A cuSOLVER failure (info != 0) or a CUDA one, as the WorkError of a job's Run().
+void Solved(const std::string& err, int64_t infoCode) {
+  if (!err.empty()) throw WorkError{infoCode != 0 ? "ERR_CUSOLVER" : "ERR_CUDA", err, infoCode};
+}
+
+// The results carry `seconds`, the solver's GPU time, known once the job has run.
 struct EighJob {
   const double* a = nullptr;
   double* w = nullptr;
   double* v = nullptr;
   int64_t n = 0;
-  int64_t info = 0;
   double seconds = 0;
-  std::string err;
-  void Run() { err = cc::Eigh(a, w, v, n, &info, &seconds); }
+  void Run() {
+    int64_t info = 0;
+    Solved(cc::Eigh(a, w, v, n, &info, &seconds), info);
+  }
+  void Finish(Napi::Object result) const { result.Set("seconds", seconds); }
 };
 
 struct SvdJob {
   const double* a = nullptr;
   double *u = nullptr, *s = nullptr, *vt = nullptr;
-  int64_t m = 0, n = 0, info = 0;
+  int64_t m = 0, n = 0;
   bool full = false, computeUV = true;
   double seconds = 0;
-  std::string err;
-  void Run() { err = cc::Svd(a, m, n, full, computeUV, u, s, vt, &info, &seconds); }
+  void Run() {
+    int64_t info = 0;
+    Solved(cc::Svd(a, m, n, full, computeUV, u, s, vt, &info, &seconds), info);
+  }
+  void Finish(Napi::Object result) const { result.Set("seconds", seconds); }
 };
 
-// Parsed eigh call with its JS outputs (persistent: an async call builds its result later).
-struct EighCall {
-  EighJob job;
-  Napi::ObjectReference values, vectors;
-};
-
-EighCall ParseEigh(const Napi::CallbackInfo& info) {
+// eigh(a, n, {values?, vectors?, checkFinite?}) -> {values, vectors, seconds}
+JobCall<EighJob> ParseEigh(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  EighCall c;
-  size_t len = 0;
-  c.job.a = F64Arg(info, 0, "a", &len);
-  c.job.n = GetInt(info, 1, "n", 1, 1 << 16);
-  const size_t n = static_cast<size_t>(c.job.n);
-  CheckLength(env, len, n * n, "a");
+  EighJob job;
+  const ArrayView a = F64Arg(info, 0, "a");
+  job.n = GetInt(info, 1, "n", 1, 1 << 16);
+  const size_t n = static_cast<size_t>(job.n);
+  CheckLength(env, a.length, n * n, "a");
+  job.a = a.as<double>();
   auto o = fwd::OptObject(info, 2);
   auto values = OutArray(env, o, "values", n);
   auto vectors = OutArray(env, o, "vectors", n * n);
-  if (OptBool(o, "checkFinite", true)) CheckFinite(env, c.job.a, n * n, "eigh");
-  c.job.w = values.Data();
-  c.job.v = vectors.Data();
-  c.values = Napi::Persistent(values.As<Napi::Object>());
-  c.vectors = Napi::Persistent(vectors.As<Napi::Object>());
-  return c;
+  if (OptBool(o, "checkFinite", true)) CheckFinite(env, job.a, n * n, "eigh");
+  job.w = values.Data();
+  job.v = vectors.Data();
+  return {job, NamedValues(env, {{"values", values}, {"vectors", vectors}}), {info[0]}};
 }
 
-Napi::Object EighResult(Napi::Env env, const EighCall& c) {
-  auto r = Napi::Object::New(env);
-  r.Set("values", c.values.Value());
-  r.Set("vectors", c.vectors.Value());
-  r.Set("seconds", c.job.seconds);
-  return r;
-}
-
-struct SvdCall {
-  SvdJob job;
-  Napi::ObjectReference u, s, vt;
-};
-
-SvdCall ParseSvd(const Napi::CallbackInfo& info) {
+// svd(a, m, n, {full?, computeUV?, u?, s?, vt?, checkFinite?}) -> {u, s, vt, seconds}
+JobCall<SvdJob> ParseSvd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  SvdCall c;
-  size_t len = 0;
-  c.job.a = F64Arg(info, 0, "a", &len);
-  c.job.m = GetInt(info, 1, "m", 1, 1 << 20);
-  c.job.n = GetInt(info, 2, "n", 1, 1 << 20);
-  const size_t m = static_cast<size_t>(c.job.m), n = static_cast<size_t>(c.job.n), k = m < n ? m : n;
-  CheckLength(env, len, m * n, "a");
+  SvdJob job;
+  const ArrayView a = F64Arg(info, 0, "a");
+  job.m = GetInt(info, 1, "m", 1, 1 << 20);
+  job.n = GetInt(info, 2, "n", 1, 1 << 20);
+  const size_t m = static_cast<size_t>(job.m), n = static_cast<size_t>(job.n), k = m < n ? m : n;
+  CheckLength(env, a.length, m * n, "a");
+  job.a = a.as<double>();
   auto o = fwd::OptObject(info, 3);
-  c.job.full = OptBool(o, "full", false);
-  c.job.computeUV = OptBool(o, "computeUV", true);
+  job.full = OptBool(o, "full", false);
+  job.computeUV = OptBool(o, "computeUV", true);
   auto s = OutArray(env, o, "s", k);
-  c.job.s = s.Data();
-  c.s = Napi::Persistent(s.As<Napi::Object>());
-  if (c.job.computeUV) {
-    auto u = OutArray(env, o, "u", m * (c.job.full ? m : k));
-    auto vt = OutArray(env, o, "vt", (c.job.full ? n : k) * n);
-    c.job.u = u.Data();
-    c.job.vt = vt.Data();
-    c.u = Napi::Persistent(u.As<Napi::Object>());
-    c.vt = Napi::Persistent(vt.As<Napi::Object>());
+  job.s = s.Data();
+  Napi::Value u = env.Null(), vt = env.Null();
+  if (job.computeUV) {
+    auto ua = OutArray(env, o, "u", m * (job.full ? m : k));
+    auto vta = OutArray(env, o, "vt", (job.full ? n : k) * n);
+    job.u = ua.Data();
+    job.vt = vta.Data();
+    u = ua, vt = vta;
   }
-  if (OptBool(o, "checkFinite", true)) CheckFinite(env, c.job.a, m * n, "svd");
-  return c;
-}
-
-Napi::Object SvdResult(Napi::Env env, const SvdCall& c) {
-  auto r = Napi::Object::New(env);
-  r.Set("u", c.job.computeUV ? Napi::Value(c.u.Value()) : env.Null());
-  r.Set("s", c.s.Value());
-  r.Set("vt", c.job.computeUV ? Napi::Value(c.vt.Value()) : env.Null());
-  r.Set("seconds", c.job.seconds);
-  return r;
-}
-
-void ThrowSolver(Napi::Env env, const std::string& err, int64_t infoCode) {
-  WorkError e{infoCode != 0 ? "ERR_CUSOLVER" : "ERR_CUDA", err, infoCode};
-  throw MakeError(env, e);
-}
-
-Napi::Value EighSync(const Napi::CallbackInfo& info) {
-  EighCall c = ParseEigh(info);
-  c.job.Run();
-  if (!c.job.err.empty()) ThrowSolver(info.Env(), c.job.err, c.job.info);
-  return EighResult(info.Env(), c);
-}
-
-class EighWorker : public PromiseWorker {
- public:
-  EighWorker(Napi::Env env, EighCall c) : PromiseWorker(env), c_(std::move(c)) {}
-
- protected:
-  void Run() override {
-    c_.job.Run();
-    if (!c_.job.err.empty()) throw WorkError{c_.job.info != 0 ? "ERR_CUSOLVER" : "ERR_CUDA", c_.job.err, c_.job.info};
-  }
-  Napi::Value Result(Napi::Env env) override { return EighResult(env, c_); }
-
- private:
-  EighCall c_;
-};
-
-Napi::Value EighAsync(const Napi::CallbackInfo& info) {
-  EighCall c = ParseEigh(info);
-  Napi::Value a = info[0];
-  auto* w = new EighWorker(info.Env(), std::move(c));
-  w->Keep(a);
-  return w->Start();
-}
-
-Napi::Value SvdSync(const Napi::CallbackInfo& info) {
-  SvdCall c = ParseSvd(info);
-  c.job.Run();
-  if (!c.job.err.empty()) ThrowSolver(info.Env(), c.job.err, c.job.info);
-  return SvdResult(info.Env(), c);
-}
-
-class SvdWorker : public PromiseWorker {
- public:
-  SvdWorker(Napi::Env env, SvdCall c) : PromiseWorker(env), c_(std::move(c)) {}
-
- protected:
-  void Run() override {
-    c_.job.Run();
-    if (!c_.job.err.empty()) throw WorkError{c_.job.info != 0 ? "ERR_CUSOLVER" : "ERR_CUDA", c_.job.err, c_.job.info};
-  }
-  Napi::Value Result(Napi::Env env) override { return SvdResult(env, c_); }
-
- private:
-  SvdCall c_;
-};
-
-Napi::Value SvdAsync(const Napi::CallbackInfo& info) {
-  SvdCall c = ParseSvd(info);
-  Napi::Value a = info[0];
-  auto* w = new SvdWorker(info.Env(), std::move(c));
-  w->Keep(a);
-  return w->Start();
+  if (OptBool(o, "checkFinite", true)) CheckFinite(env, job.a, m * n, "svd");
+  return {job, NamedValues(env, {{"u", u}, {"s", s}, {"vt", vt}}), {info[0]}};
 }
 
 // An operand of gemm: a Float64Array (host) or a float64 device buffer.
@@ -220,10 +138,9 @@ Operand GetOperand(const Napi::CallbackInfo& info, size_t i, const char* name, s
     cudamem::Need(env, d, elems, 8, name);
     return Operand{d.as<double>(), true};
   }
-  size_t len = 0;
-  const double* p = F64Arg(info, i, name, &len);
-  CheckLength(env, len, elems, name);
-  return Operand{p, false};
+  const ArrayView a = F64Arg(info, i, name);
+  CheckLength(env, a.length, elems, name);
+  return Operand{a.as<double>(), false};
 }
 
 Napi::Value GemmFn(const Napi::CallbackInfo& info) {
@@ -236,10 +153,9 @@ Napi::Value GemmFn(const Napi::CallbackInfo& info) {
   const double alpha = OptNumber(o, "alpha", 1.0), beta = OptNumber(o, "beta", 0.0);
   Operand a = GetOperand(info, 0, "a", static_cast<size_t>(m) * k);
   Operand b = GetOperand(info, 1, "b", static_cast<size_t>(k) * n);
-  size_t clen = 0;
-  double* c = F64Arg(info, 2, "c", &clen);
-  CheckLength(env, clen, static_cast<size_t>(m) * n, "c");
-  cudamem::Check(env, cc::GemmF64(a.p, a.dev, b.p, b.dev, c, m, n, k, ta, tb, alpha, beta));
+  const ArrayView c = F64Arg(info, 2, "c");
+  CheckLength(env, c.length, static_cast<size_t>(m) * n, "c");
+  cudamem::Check(env, cc::GemmF64(a.p, a.dev, b.p, b.dev, c.as<double>(), m, n, k, ta, tb, alpha, beta));
   return info[2];
 }
 
@@ -247,10 +163,8 @@ Napi::Value GemmFn(const Napi::CallbackInfo& info) {
 
 void InitLinalgCuda(Napi::Env env, Napi::Object exports) {
   Napi::Object ns = cudamem::Namespace(env, exports);
-  ns.Set("eigh", Napi::Function::New(env, EighSync, "eigh"));
-  ns.Set("eighAsync", Napi::Function::New(env, EighAsync, "eighAsync"));
-  ns.Set("svd", Napi::Function::New(env, SvdSync, "svd"));
-  ns.Set("svdAsync", Napi::Function::New(env, SvdAsync, "svdAsync"));
+  RegisterJob<EighJob, ParseEigh>(env, ns, "eigh");
+  RegisterJob<SvdJob, ParseSvd>(env, ns, "svd");
   ns.Set("gemm", Napi::Function::New(env, GemmFn, "gemm"));
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cuda/convert_cuda.h"
+#include "device_facts_js.h"
 #include "exports.h"
 
 namespace g2m {
@@ -56,14 +57,6 @@ cc::Dt DtypeArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
 
 size_t DtSize(cc::Dt d) { return d == cc::Dt::F32 ? 4 : 2; }
 
-// TypedArray (any kind) as raw bytes, in place.
-uint8_t* TypedBytes(Napi::Env env, const Napi::Value& v, const char* name, size_t* bytes) {
-  if (!v.IsTypedArray()) ThrowTypeError(env, "ERR_INVALID_ARG_TYPE", std::string(name) + " must be a TypedArray");
-  auto t = v.As<Napi::TypedArray>();
-  *bytes = t.ByteLength();
-  return static_cast<uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
-}
-
 int64_t OffsetArg(const Napi::CallbackInfo& info, size_t i) {
   if (i >= info.Length() || info[i].IsUndefined()) return 0;
   return GetInt(info, i, "byteOffset", 0, int64_t(1) << 46);
@@ -72,20 +65,6 @@ int64_t OffsetArg(const Napi::CallbackInfo& info, size_t i) {
 // ---- exports ------------------------------------------------------------------------------
 
 Napi::Value Available(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), cc::DeviceCount() > 0); }
-
-Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  cc::DeviceFacts f;
-  Check(env, cc::Facts(&f));
-  auto o = Napi::Object::New(env);
-  o.Set("name", f.name);
-  o.Set("smCount", f.sm_count);
-  o.Set("computeCapability", std::to_string(f.cc_major) + "." + std::to_string(f.cc_minor));
-  o.Set("totalMemory", static_cast<double>(f.total_mem));
-  o.Set("runtimeVersion", f.runtime_version);
-  o.Set("driverVersion", f.driver_version);
-  return o;
-}
 
 Napi::Value MemStatsFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -141,33 +120,23 @@ Napi::Value FreeFn(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// upload(buffer, typedArray, byteOffset = 0)
-Napi::Value UploadFn(const Napi::CallbackInfo& info) {
+// upload(buffer, typedArray, byteOffset = 0) when `toDevice`, else download(...), which
+// waits for the queued work.
+Napi::Value Transfer(const Napi::CallbackInfo& info, bool toDevice) {
   Napi::Env env = info.Env();
   DevView d = Get(env, info[0], "buffer");
   size_t n = 0;
-  uint8_t* src = TypedBytes(env, info[1], "source", &n);
+  uint8_t* host = TypedBytes(env, info[1], toDevice ? "source" : "destination", &n);
   const size_t off = static_cast<size_t>(OffsetArg(info, 2));
   if (off + n > d.bytes)
-    ThrowRangeError(env, "ERR_SHAPE", "upload of " + std::to_string(n) + " bytes at " + std::to_string(off) +
-                                          " overruns the " + std::to_string(d.bytes) + "-byte buffer");
-  Check(env, cc::Upload(d.ptr + off, src, n));
+    ThrowRangeError(env, "ERR_SHAPE", std::string(toDevice ? "upload" : "download") + " of " + std::to_string(n) +
+                                          " bytes at " + std::to_string(off) + " overruns the " + std::to_string(d.bytes) +
+                                          "-byte buffer");
+  Check(env, toDevice ? cc::Upload(d.ptr + off, host, n) : cc::Download(host, d.ptr + off, n));
   return env.Undefined();
 }
-
-// download(buffer, typedArray, byteOffset = 0): waits for the queued work
-Napi::Value DownloadFn(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  DevView d = Get(env, info[0], "buffer");
-  size_t n = 0;
-  uint8_t* dst = TypedBytes(env, info[1], "destination", &n);
-  const size_t off = static_cast<size_t>(OffsetArg(info, 2));
-  if (off + n > d.bytes)
-    ThrowRangeError(env, "ERR_SHAPE", "download of " + std::to_string(n) + " bytes at " + std::to_string(off) +
-                                          " overruns the " + std::to_string(d.bytes) + "-byte buffer");
-  Check(env, cc::Download(dst, d.ptr + off, n));
-  return env.Undefined();
-}
+Napi::Value UploadFn(const Napi::CallbackInfo& info) { return Transfer(info, true); }
+Napi::Value DownloadFn(const Napi::CallbackInfo& info) { return Transfer(info, false); }
 
 // copy(dst, src, bytes) device to device, queued
 Napi::Value CopyFn(const Napi::CallbackInfo& info) {
@@ -269,20 +238,22 @@ void Check(Napi::Env env, const std::string& msg) {
 void InitMemoryCuda(Napi::Env env, Napi::Object exports) {
   using namespace cudamem;
   Napi::Object ns = Namespace(env, exports);
-  ns.Set("available", Napi::Function::New(env, Available, "available"));
-  ns.Set("deviceInfo", Napi::Function::New(env, DeviceInfo, "deviceInfo"));
-  ns.Set("memStats", Napi::Function::New(env, MemStatsFn, "memStats"));
-  ns.Set("resetPeak", Napi::Function::New(env, ResetPeakFn, "resetPeak"));
-  ns.Set("alloc", Napi::Function::New(env, AllocFn, "alloc"));
-  ns.Set("view", Napi::Function::New(env, ViewFn, "view"));
-  ns.Set("free", Napi::Function::New(env, FreeFn, "free"));
-  ns.Set("upload", Napi::Function::New(env, UploadFn, "upload"));
-  ns.Set("download", Napi::Function::New(env, DownloadFn, "download"));
-  ns.Set("copy", Napi::Function::New(env, CopyFn, "copy"));
-  ns.Set("fill", Napi::Function::New(env, FillFn, "fill"));
-  ns.Set("convert", Napi::Function::New(env, ConvertFn, "convert"));
-  ns.Set("synchronize", Napi::Function::New(env, SyncFn, "synchronize"));
-  ns.Set("synchronizeAsync", Napi::Function::New(env, SyncAsyncFn, "synchronizeAsync"));
+  SetFunctions(env, ns, {
+      {"available", Available},
+      {"deviceInfo", DeviceInfoExport<cc::Facts, false>},
+      {"memStats", MemStatsFn},
+      {"resetPeak", ResetPeakFn},
+      {"alloc", AllocFn},
+      {"view", ViewFn},
+      {"free", FreeFn},
+      {"upload", UploadFn},
+      {"download", DownloadFn},
+      {"copy", CopyFn},
+      {"fill", FillFn},
+      {"convert", ConvertFn},
+      {"synchronize", SyncFn},
+      {"synchronizeAsync", SyncAsyncFn},
+  });
 }
 
 }  // namespace g2m

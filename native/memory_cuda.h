@@ -4,6 +4,7 @@
 #pragma once
 #ifdef GQA2MLA_CUDA
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -29,6 +30,13 @@ DevView Get(Napi::Env env, const Napi::Value& v, const char* name);
 DevView Opt(Napi::Env env, const Napi::Object& o, const char* key);
 // RangeError ERR_SHAPE unless the view holds `elems` elements of `elemBytes`.
 void Need(Napi::Env env, const DevView& d, size_t elems, size_t elemBytes, const char* name);
+// Device buffer arguments info[0..N-1] (Get), `names` naming them in messages.
+template <size_t N>
+std::array<DevView, N> Args(const Napi::CallbackInfo& info, const std::array<const char*, N>& names) {
+  std::array<DevView, N> d;
+  for (size_t i = 0; i < N; ++i) d[i] = Get(info.Env(), info[i], names[i]);
+  return d;
+}
 // Whether `v` is a device buffer object.
 bool Is(const Napi::Value& v);
 // The `convertCuda` namespace object on `exports` (created on first use).

@@ -337,3 +337,33 @@ suite(`CudaBackend float64 products with pinned operands (${seedLabel()})`, () =
     }
   });
 });
+
+suite(`CudaBackend vs the engine on a random Qwen3 layer (q_norm / k_norm) (${seedLabel()})`, () => {
+  test('held-out attention (float32) through the same layer graph', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { writeSyntheticModel } = await import('./helpers/synthetic.js');
+    const tmp = mkdtempSync(join(tmpdir(), 'g2m-cuda-qwen3-'));
+    const opts = { modelType: 'qwen3', numLayers: 1, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 32, intermediateSize: 96, vocabSize: 64 } as const;
+    await writeSyntheticModel(join(tmp, 'm'), { ...opts, tie: true, bias: false, dtype: 'F32', seed: seed() });
+    const spec = await loadModelSpec(join(tmp, 'm'));
+    const ckpt = await Checkpoint.open(join(tmp, 'm'));
+    const backend = new CudaBackend();
+    try {
+      const S = 80;
+      const x = randn(3 * S * spec.hiddenSize, seed());
+      const w = await backend.loadLayer(ckpt, spec, 0);
+      const ref = await loadLayerWeights(ckpt, spec, 0);
+      const a = await backend.attentionForward(spec, w, x, 3, S);
+      const aRef = await attentionForward(spec, ref, x, 3, S);
+      const e = maxRelErr(a, aRef);
+      log('qwen3 attention', e);
+      expect(e).toBeLessThan(1e-4);
+    } finally {
+      await backend.release();
+      await ckpt.close();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});

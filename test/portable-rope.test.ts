@@ -5,7 +5,7 @@
  */
 import { parseModelSpec } from '../src/model/spec.js';
 import { computeRope } from '../src/model/rope.js';
-import { portableRope, keptSourceFrequencies } from '../src/export/rope-yarn.js';
+import { portableRope, keptSourceFrequencies, yarnRopeForRamp, engineYarnFrequencies } from '../src/export/rope-yarn.js';
 import { engineView, ropeDifference } from '../src/interop/engine-semantics.js';
 
 /** A source llama config with `rope` as rope_scaling (head_dim 128, Llama-3.1-8B's rope base). */
@@ -96,5 +96,18 @@ test('llama3 source: slots outside the llama3 blend band are exact', () => {
     const outside = wavelen < 8192 / 4 || wavelen > 8192 / 1;
     if (outside) expect(r.report.perFrequencyRelError[i]).toBeLessThan(1e-6);
     expect(inv[i]).toBeGreaterThan(0);
+  }
+});
+
+test('yarnRopeForRamp: the fitted ramp gives the exported parameters; another ramp moves only the ramp slots', () => {
+  const spec = source({ rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 });
+  const r = portableRope(spec, 64);
+  const { low, high } = r.report.ramp!;
+  expect(yarnRopeForRamp(spec, 64, low, high)).toEqual(r.ropeParameters);
+  const fitted = engineYarnFrequencies(r.ropeParameters, 64);
+  const other = engineYarnFrequencies(yarnRopeForRamp(spec, 64, low - 1, high + 1), 64);
+  for (let i = 0; i < 32; i++) {
+    if (i <= low - 1 || i >= high + 1) expect(other[i]).toBe(fitted[i]);
+    else expect(other[i]).not.toBe(fitted[i]);
   }
 });

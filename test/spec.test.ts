@@ -165,6 +165,35 @@ const smollm_135m = {
 };
 
 /** DeepSeek-V3's attention and rope settings on a dense (non-MoE) model, as a converted checkpoint has. */
+// the fields of Qwen3-0.6B's config.json (head_dim 128 with hidden 1024 / 16 heads: explicit, not hidden / heads)
+const qwen3_06b = {
+  architectures: ['Qwen3ForCausalLM'],
+  attention_bias: false,
+  attention_dropout: 0.0,
+  bos_token_id: 151643,
+  eos_token_id: 151645,
+  head_dim: 128,
+  hidden_act: 'silu',
+  hidden_size: 1024,
+  initializer_range: 0.02,
+  intermediate_size: 3072,
+  max_position_embeddings: 40960,
+  max_window_layers: 28,
+  model_type: 'qwen3',
+  num_attention_heads: 16,
+  num_hidden_layers: 28,
+  num_key_value_heads: 8,
+  rms_norm_eps: 1e-6,
+  rope_scaling: null,
+  rope_theta: 1000000,
+  sliding_window: null,
+  tie_word_embeddings: true,
+  torch_dtype: 'bfloat16',
+  use_cache: true,
+  use_sliding_window: false,
+  vocab_size: 151936,
+};
+
 const deepseekDense = {
   architectures: ['DeepseekV3ForCausalLM'],
   model_type: 'deepseek_v3',
@@ -266,6 +295,20 @@ describe('Hub configs (rope_theta + rope_scaling)', () => {
     expect(parseModelSpec(mNoTie).tieWordEmbeddings).toBe(false);
   });
 
+  test('Qwen3-0.6B: per-head q/k norms, explicit head_dim 128 (16 x 128 != hidden 1024), no biases, tied', () => {
+    const s = parseModelSpec(qwen3_06b);
+    expect(s).toMatchObject({ modelType: 'qwen3', qkNorm: true, numHeads: 16, numKvHeads: 8, headDim: 128, hiddenSize: 1024, attentionBias: false, oBias: false, tieWordEmbeddings: true, maxPositionEmbeddings: 40960 });
+    expect(s.rope).toEqual({ type: 'default', theta: 1e6, factor: 1, partialRotaryFactor: 1 });
+    expect(parseModelSpec(llama2_7b).qkNorm).toBeUndefined();
+  });
+
+  test("qwen3 defaults follow Qwen3Config: head_dim 128 when absent, attention_bias covers q/k/v and o_proj, 32768 positions", () => {
+    const { head_dim: _h, max_position_embeddings: _m, ...bare } = qwen3_06b;
+    expect(parseModelSpec({ ...bare, hidden_size: 512 })).toMatchObject({ headDim: 128, maxPositionEmbeddings: 32768 });
+    expect(parseModelSpec({ ...qwen3_06b, attention_bias: true })).toMatchObject({ attentionBias: true, oBias: true });
+    fails({ ...qwen3_06b, attention_bias: 'no' }, 'ERR_BAD_CONFIG', ['attention_bias']);
+  });
+
   test('legacy "type" key, linear / dynamic / yarn scaling', () => {
     expect(parseModelSpec({ ...llama2_7b, rope_scaling: { type: 'linear', factor: 4 } }).rope).toEqual({ type: 'linear', theta: 10000, factor: 4, partialRotaryFactor: 1 });
     expect(parseModelSpec({ ...llama2_7b, rope_scaling: { type: 'dynamic', factor: 2 } }).rope).toMatchObject({ type: 'dynamic', factor: 2 });
@@ -350,9 +393,14 @@ describe('deepseek_v3 (converted checkpoints)', () => {
 
 describe('errors', () => {
   test('unsupported model type lists the supported ones', () => {
-    fails({ ...llama2_7b, model_type: 'gpt2' }, 'ERR_UNSUPPORTED_MODEL', ['"gpt2"', 'llama, qwen2, mistral, deepseek_v3']);
+    fails({ ...llama2_7b, model_type: 'gpt2' }, 'ERR_UNSUPPORTED_MODEL', ['"gpt2"', 'llama, qwen2, qwen3, mistral, deepseek_v3']);
     fails({ ...llama2_7b, model_type: undefined }, 'ERR_UNSUPPORTED_MODEL', ['model_type']);
     fails({ ...llama2_7b, hidden_act: 'gelu' }, 'ERR_UNSUPPORTED_MODEL', ['hidden_act', 'gelu']);
+  });
+
+  test.each(['gemma2', 'gemma3', 'gemma3_text'])('%s is refused (exit 3) naming what stock DeepSeek-V3 cannot express', (mt) => {
+    const gemma = { ...llama2_7b, model_type: mt, hidden_act: 'gelu_pytorch_tanh', final_logit_softcapping: 30, query_pre_attn_scalar: 256 };
+    fails(gemma, 'ERR_UNSUPPORTED_MODEL', [JSON.stringify(mt), 'sandwich norms', 'logit soft-capping', 'GeGLU', 'scaled embeddings']);
   });
 
   test('unsupported rope type lists the supported ones', () => {

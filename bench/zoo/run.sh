@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Trains every zoo model on the GPU machine, all at once on one GPU (they are tiny), and
+# Trains the zoo models on the GPU machine, all at once on one GPU (they are tiny), and
 # packs each into $OUT/<name>.tar with its logs. Needs the training text carried as
 # .zoo-data/pydocs-train.txt.xz (copied from ../shared/corpus).
-# Device call: bash bench/zoo/run.sh   (carry: [".zoo-data"])
+# Device call: bash bench/zoo/run.sh [name ...]   (carry: [".zoo-data"])
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/zoo-out}
 work=/tmp/zoo
 mkdir -p "$work" "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/card.txt"
-names=$(python3 -c "import json; print(' '.join(json.load(open('bench/zoo/zoo.json'))['models']))")
+# Names on the command line train only those (e.g. bash bench/zoo/run.sh zoo-qwen3); none: every model.
+names=${*:-$(python3 -c "import json; print(' '.join(json.load(open('bench/zoo/zoo.json'))['models']))")}
 pids=()
 for n in $names; do
   python3 bench/zoo/train.py --name "$n" --corpus .zoo-data/pydocs-train.txt.xz --out "$work" > "$work/$n.log" 2>&1 &

@@ -43,11 +43,14 @@ def build_config(m, vocab):
         return transformers.Qwen2Config(use_sliding_window=False, sliding_window=None, **common)
     if m["arch"] == "mistral":
         return transformers.MistralConfig(sliding_window=None, **common)
+    if m["arch"] == "qwen3":
+        return transformers.Qwen3Config(attention_bias=m["bias"], use_sliding_window=False, sliding_window=None, **common)
     raise ValueError(m["arch"])
 
 
 def model_class(arch):
-    return {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM, "mistral": transformers.MistralForCausalLM}[arch]
+    return {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM, "qwen3": transformers.Qwen3ForCausalLM,
+            "mistral": transformers.MistralForCausalLM}[arch]
 
 
 def train(model, ids, t, log):

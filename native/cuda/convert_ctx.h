@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <mutex>
@@ -53,31 +54,36 @@ inline std::string CudaErr(const char* what, cudaError_t e) {
 std::string BlasErr(const char* what, cublasStatus_t s);
 std::string SolverErr(const char* what, cusolverStatus_t s);
 
-#define G2M_CU(call)                                   \
-  do {                                                 \
-    cudaError_t e_ = (call);                           \
-    if (e_ != cudaSuccess) return ::g2m::cuconv::detail::CudaErr(#call, e_); \
+// "" when a CUDA runtime / cuBLAS / cuSOLVER status is a success, else the message naming `what`.
+inline std::string Failed(const char* what, cudaError_t e) { return e == cudaSuccess ? std::string() : CudaErr(what, e); }
+inline std::string Failed(const char* what, cublasStatus_t s) {
+  return s == CUBLAS_STATUS_SUCCESS ? std::string() : BlasErr(what, s);
+}
+inline std::string Failed(const char* what, cusolverStatus_t s) {
+  return s == CUSOLVER_STATUS_SUCCESS ? std::string() : SolverErr(what, s);
+}
+
+// Returns the message from the calling function (which returns std::string) when `expr`, a
+// message, is not empty.
+#define G2M_TRY(expr)          \
+  do {                         \
+    std::string m_ = (expr);   \
+    if (!m_.empty()) return m_; \
   } while (0)
-#define G2M_LAUNCHED(what)                             \
-  do {                                                 \
-    cudaError_t e_ = cudaGetLastError();               \
-    if (e_ != cudaSuccess) return ::g2m::cuconv::detail::CudaErr(what, e_); \
-  } while (0)
-#define G2M_BLAS(call)                                 \
-  do {                                                 \
-    cublasStatus_t s_ = (call);                        \
-    if (s_ != CUBLAS_STATUS_SUCCESS) return ::g2m::cuconv::detail::BlasErr(#call, s_); \
-  } while (0)
-#define G2M_SOLVER(call)                               \
-  do {                                                 \
-    cusolverStatus_t s_ = (call);                      \
-    if (s_ != CUSOLVER_STATUS_SUCCESS) return ::g2m::cuconv::detail::SolverErr(#call, s_); \
-  } while (0)
-#define G2M_TRY(expr)                                  \
-  do {                                                 \
-    std::string m_ = (expr);                           \
-    if (!m_.empty()) return m_;                        \
-  } while (0)
+// A CUDA runtime, cuBLAS or cuSOLVER call (named by its text in the message) that must succeed.
+#define G2M_CU(call) G2M_TRY(::g2m::cuconv::detail::Failed(#call, (call)))
+#define G2M_BLAS G2M_CU
+#define G2M_SOLVER G2M_CU
+// The launches before it (named `what`) must have succeeded.
+#define G2M_LAUNCHED(what) G2M_TRY(::g2m::cuconv::detail::Failed(what, cudaGetLastError()))
+
+// Grid-stride loop of a kernel: calls f(i) for every i < n, each on one thread of the launch.
+template <class F>
+__device__ __forceinline__ void GridStride(size_t n, F f) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    f(i);
+}
 
 // Blocks of `threads` covering n items (at least one block).
 inline unsigned Blocks(size_t n, unsigned threads) {
@@ -86,6 +92,9 @@ inline unsigned Blocks(size_t n, unsigned threads) {
   if (b > 0x7fffffffu) b = 0x7fffffffu;
   return static_cast<unsigned>(b);
 }
+
+// Blocks of 256 threads for a grid-stride kernel over n items: at most 65535 x 16.
+inline unsigned GridFor(size_t n) { return std::min<unsigned>(Blocks(n, 256), 65535u * 16u); }
 
 }  // namespace detail
 }  // namespace cuconv

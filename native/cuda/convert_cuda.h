@@ -13,16 +13,12 @@
 #include <cstdint>
 #include <string>
 
+#include "device_facts.h"
+
 namespace g2m {
 namespace cuconv {
 
-struct DeviceFacts {
-  std::string name;
-  int sm_count = 0;
-  int cc_major = 0, cc_minor = 0;
-  size_t total_mem = 0;
-  int runtime_version = 0, driver_version = 0;
-};
+using DeviceFacts = g2m::DeviceFacts;  // (l2_bytes is not filled here)
 
 // Number of CUDA devices (0 when no driver or no GPU; never an error).
 int DeviceCount();

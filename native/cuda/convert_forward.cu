@@ -15,6 +15,8 @@ namespace cuconv {
 
 using detail::Blocks;
 using detail::Ctx;
+using detail::GridFor;
+using detail::GridStride;
 
 namespace {
 
@@ -64,8 +66,7 @@ __global__ void RmsNormKernel(const float* __restrict__ x, const float* __restri
 // ---- RoPE: one thread per (row, head, pair) ---------------------------------------------------
 __global__ void RopeKernel(RopeArgs a, size_t total) {
   const size_t half = a.rot_dim / 2;
-  for (size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
+  GridStride(total, [&](size_t idx) {
     const size_t i = idx % half;
     const size_t h = (idx / half) % a.n_heads;
     const size_t r = idx / (half * a.n_heads);
@@ -80,68 +81,54 @@ __global__ void RopeKernel(RopeArgs a, size_t total) {
     const float x0 = *p0, x1 = *p1;
     *p0 = x0 * c - x1 * s;
     *p1 = x1 * c + x0 * s;
-  }
+  });
 }
 
 __global__ void SwigluKernel(const float* gate, const float* up, float* out, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+  GridStride(n, [&](size_t i) {
     const float g = gate[i];
     out[i] = g / (1.0f + expf(-g)) * up[i];
-  }
+  });
 }
 
 __global__ void BiasKernel(float* out, size_t os, const float* __restrict__ b, size_t rows, size_t cols) {
-  const size_t total = rows * cols;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+  GridStride(rows * cols, [&](size_t i) {
     const size_t r = i / cols, c = i % cols;
     out[r * os + c] += b[c];
-  }
+  });
 }
 
 __global__ void ToBf16Kernel(const float* __restrict__ x, size_t xs, uint16_t* __restrict__ y, size_t rows,
                              size_t cols) {
-  const size_t total = rows * cols;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+  GridStride(rows * cols, [&](size_t i) {
     const size_t r = i / cols, c = i % cols;
     y[i] = half_bits::FloatBitsToBf16(__float_as_uint(x[r * xs + c]));
-  }
+  });
 }
 
 __global__ void WidenKernel(const float* __restrict__ x, double* __restrict__ y, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    y[i] = static_cast<double>(x[i]);
+  GridStride(n, [&](size_t i) { y[i] = static_cast<double>(x[i]); });
 }
 
 __global__ void FillKernel(double* y, size_t n, double v) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    y[i] = v;
+  GridStride(n, [&](size_t i) { y[i] = v; });
 }
 
 // c (column-major upper triangle valid) -> full symmetric c / count
 __global__ void MirrorScaleKernel(double* c, size_t n, double count) {
-  const size_t total = n * n;
-  for (size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
+  GridStride(n * n, [&](size_t idx) {
     const size_t i = idx % n, j = idx / n;  // element (i, j) at c[i + j n]
-    if (i > j) continue;
+    if (i > j) return;
     const double v = c[i + j * n] / count;
     c[i + j * n] = v;
     c[j + i * n] = v;
-  }
+  });
 }
 
 __global__ void ScaleKernel(double* y, size_t n, double count) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    y[i] = y[i] / count;
+  GridStride(n, [&](size_t i) { y[i] = y[i] / count; });
 }
 
-unsigned GridFor(size_t n) { return std::min<unsigned>(Blocks(n, 256), 65535u * 16u); }
 
 // ---- attention -----------------------------------------------------------------------------
 // Block: kBQ query rows of one (sequence, head), kWarps warps with kBQ / kWarps rows each.

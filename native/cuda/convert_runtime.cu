@@ -103,6 +103,7 @@ std::string Scratch::Reserve(size_t want) {
 }  // namespace detail
 
 using detail::Ctx;
+using detail::GridStride;
 
 int DeviceCount() {
   int n = 0;
@@ -221,8 +222,7 @@ __device__ __forceinline__ uint32_t LoadBits(const void* src, Dt dt, size_t i) {
 }
 
 __global__ void ConvertKernel(const void* src, Dt sdt, void* dst, Dt ddt, size_t n) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+  GridStride(n, [&](size_t i) {
     const uint32_t b = LoadBits(src, sdt, i);
     switch (ddt) {
       case Dt::BF16:
@@ -234,7 +234,7 @@ __global__ void ConvertKernel(const void* src, Dt sdt, void* dst, Dt ddt, size_t
       default:
         static_cast<uint32_t*>(dst)[i] = b;
     }
-  }
+  });
 }
 
 }  // namespace

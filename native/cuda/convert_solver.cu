@@ -15,37 +15,29 @@ namespace cuconv {
 
 using detail::Ctx;
 using detail::Scratch;
+using detail::GridFor;
+using detail::GridStride;
 
 namespace {
 
-unsigned Grid(size_t n) {
-  size_t b = (n + 255) / 256;
-  if (b == 0) b = 1;
-  if (b > 65535u * 16u) b = 65535u * 16u;
-  return static_cast<unsigned>(b);
-}
 
 // row-major out (rows x cols) from column-major in (rows x cols, leading dimension ld)
 __global__ void ColToRowKernel(const double* __restrict__ in, size_t ld, double* __restrict__ out, size_t rows,
                                size_t cols) {
-  const size_t total = rows * cols;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+  GridStride(rows * cols, [&](size_t i) {
     const size_t r = i / cols, c = i % cols;
     out[i] = in[r + c * ld];
-  }
+  });
 }
 
 // row-major v (n x n) with column j = column n-1-j of column-major a; w reversed
 __global__ void EigReorderKernel(const double* __restrict__ a, const double* __restrict__ wa, double* __restrict__ v,
                                  double* __restrict__ w, size_t n) {
-  const size_t total = n * n;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+  GridStride(n * n, [&](size_t i) {
     const size_t r = i / n, j = i % n;
     v[i] = a[r + (n - 1 - j) * n];
     if (i < n) w[i] = wa[n - 1 - i];
-  }
+  });
 }
 
 // A device allocation freed on scope exit (solver calls run on worker threads: no shared scratch).
@@ -111,7 +103,7 @@ std::string Eigh(const double* a, double* w, double* v, int64_t n, int64_t* info
                               CUDA_R_64F, dA.p, n, CUDA_R_64F, dW.p, CUDA_R_64F, dWork.p, lwDev, hWork.data(),
                               lwHost, dInfo.as<int>()));
   cudaEventRecord(tm.b, st);
-  EigReorderKernel<<<Grid(nn), 256, 0, st>>>(dA.as<double>(), dW.as<double>(), dV.as<double>(), dWo.as<double>(),
+  EigReorderKernel<<<GridFor(nn), 256, 0, st>>>(dA.as<double>(), dW.as<double>(), dV.as<double>(), dWo.as<double>(),
                                              static_cast<size_t>(n));
   G2M_LAUNCHED("eigenvector reorder kernel");
   int hInfo = 0;
@@ -163,7 +155,7 @@ std::string Svd(const double* a, int64_t m, int64_t n, bool full, bool compute_u
     G2M_TRY(dA.Alloc(mn * sizeof(double)));
     // column-major A (m x n): element (i, j) at i + j m = row-major A[i n + j]; that is the
     // row-major (n x m) matrix A^T, i.e. ColToRow of the column-major (n x m) view of A
-    ColToRowKernel<<<Grid(mn), 256, 0, st>>>(dIn.as<double>(), static_cast<size_t>(n), dA.as<double>(),
+    ColToRowKernel<<<GridFor(mn), 256, 0, st>>>(dIn.as<double>(), static_cast<size_t>(n), dA.as<double>(),
                                              static_cast<size_t>(n), static_cast<size_t>(m));
     G2M_LAUNCHED("svd transpose kernel");
     work = dA.as<double>();
@@ -193,10 +185,10 @@ std::string Svd(const double* a, int64_t m, int64_t n, bool full, bool compute_u
       // U (m x kU, ld m) -> row-major; VT (n x n, ld n) -> row-major
       G2M_TRY(dOut1.Alloc(static_cast<size_t>(R) * kU * sizeof(double)));
       G2M_TRY(dOut2.Alloc(static_cast<size_t>(kV) * C * sizeof(double)));
-      ColToRowKernel<<<Grid(static_cast<size_t>(R) * kU), 256, 0, st>>>(dU.as<double>(), static_cast<size_t>(ldu),
+      ColToRowKernel<<<GridFor(static_cast<size_t>(R) * kU), 256, 0, st>>>(dU.as<double>(), static_cast<size_t>(ldu),
                                                                          dOut1.as<double>(), static_cast<size_t>(R),
                                                                          static_cast<size_t>(kU));
-      ColToRowKernel<<<Grid(static_cast<size_t>(kV) * C), 256, 0, st>>>(dVT.as<double>(), static_cast<size_t>(ldvt),
+      ColToRowKernel<<<GridFor(static_cast<size_t>(kV) * C), 256, 0, st>>>(dVT.as<double>(), static_cast<size_t>(ldvt),
                                                                          dOut2.as<double>(), static_cast<size_t>(kV),
                                                                          static_cast<size_t>(C));
       G2M_LAUNCHED("svd transpose kernel");

@@ -158,6 +158,43 @@ __device__ __forceinline__ float WarpSum(float v) {
   return v;
 }
 
+// Zeroes an accumulator array (of any rank), fully unrolled.
+__device__ __forceinline__ void Zero(float& x) { x = 0.f; }
+template <class T, int N>
+__device__ __forceinline__ void Zero(T (&x)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) Zero(x[i]);
+}
+
+// Queues the cp.async copies of TN token rows of one cache into shared memory at `dst`
+// (STR bf16 between rows, CH 16-byte chunks a row): row i is token tok0 + i, at cache row
+// row0 + i of `base` (tok_stride elements apart); rows at or past seqlen are zero-filled.
+template <int TN, int CH, int STR, int THREADS>
+__device__ __forceinline__ void LoadRowsAsync(uint32_t dst, const bf16* base, int64_t row0, int64_t tok_stride, int tok0,
+                                              int seqlen, int tid) {
+#pragma unroll 4
+  for (int c = tid; c < TN * CH; c += THREADS) {
+    const int i = c / CH, ch = c % CH;
+    const bool ok = tok0 + i < seqlen;
+    const bf16* src = ok ? base + (row0 + i) * tok_stride + ch * 8 : base;
+    CpAsync16(dst + (i * STR + ch * 8) * 2, src, ok ? 16 : 0);
+  }
+}
+
+// Two adjacent output values, as bf16 (final rows) or float (partials of split requests).
+__device__ __forceinline__ void Store2(bf16* o, float x, float y) {
+  *reinterpret_cast<__nv_bfloat162*>(o) = __floats2bfloat162_rn(x, y);
+}
+__device__ __forceinline__ void Store2(float* o, float x, float y) { *reinterpret_cast<float2*>(o) = make_float2(x, y); }
+
+// One thread's values of an output row: elements 2 * half, 2 * half + 1 of each of the NT
+// accumulator n-tiles (8 columns apart), times inv.
+template <int NT, class T>
+__device__ __forceinline__ void StoreRow(T* o, const float (&acc)[NT][4], int half, float inv) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) Store2(o + nt * 8, acc[nt][half * 2] * inv, acc[nt][half * 2 + 1] * inv);
+}
+
 // Compile-time configuration of one kernel instance. A block owns M = 16 * MT query rows
 // and NW warps; each 32-token tile goes through three phases:
 //  S = Q K^T: warp w takes m-group w / (NH * KS) (MTW = MT / SMG m-tiles), token group
@@ -401,33 +438,15 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       } else {
         row0 = static_cast<int64_t>(b) * a.seq_stride + tok0;
       }
-      const uint32_t kdst = SmemU32(sK + stage * TN * C::KSTR);
-#pragma unroll 4
-      for (int c = tid; c < TN * C::KCH; c += C::THREADS) {
-        const int i = c / C::KCH, ch = c % C::KCH;
-        const bool ok = tok0 + i < seqlen;
-        const bf16* src = ok ? kbase + (row0 + i) * a.k_tok_stride + ch * 8 : kbase;
-        CpAsync16(kdst + (i * C::KSTR + ch * 8) * 2, src, ok ? 16 : 0);
-      }
-      if (!C::SHARED) {
-        const uint32_t vdst = SmemU32(sV + stage * TN * C::VSTR);
-#pragma unroll 4
-        for (int c = tid; c < TN * C::VCH; c += C::THREADS) {
-          const int i = c / C::VCH, ch = c % C::VCH;
-          const bool ok = tok0 + i < seqlen;
-          const bf16* src = ok ? vbase + (row0 + i) * a.v_tok_stride + ch * 8 : vbase;
-          CpAsync16(vdst + (i * C::VSTR + ch * 8) * 2, src, ok ? 16 : 0);
-        }
-      }
+      LoadRowsAsync<TN, C::KCH, C::KSTR, C::THREADS>(SmemU32(sK + stage * TN * C::KSTR), kbase, row0, a.k_tok_stride,
+                                                     tok0, seqlen, tid);
+      if (!C::SHARED)
+        LoadRowsAsync<TN, C::VCH, C::VSTR, C::THREADS>(SmemU32(sV + stage * TN * C::VSTR), vbase, row0, a.v_tok_stride,
+                                                       tok0, seqlen, tid);
     };
 
     float acc[C::MTP][C::NT_O][4];
-#pragma unroll
-    for (int mt = 0; mt < C::MTP; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < C::NT_O; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
+    Zero(acc);
 
     if constexpr (!C::TMA) {
 #pragma unroll
@@ -446,12 +465,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
       // ---- S = Q K^T over this tile -------------------------------------------------
       {
         float c[C::MTW][C::NTW][4];
-#pragma unroll
-        for (int i = 0; i < C::MTW; ++i)
-#pragma unroll
-          for (int n = 0; n < C::NTW; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) c[i][n][e] = 0.f;
+        Zero(c);
         // x4 B load for n-tiles (2np, 2np+1) of this warp at one k-step: lanes 0-15 address
         // the first n-tile's tokens (cols +0 / +8), lanes 16-31 the second's.
         const bf16* krow =
@@ -710,19 +724,11 @@ __global__ void __launch_bounds__(C::THREADS, C::MINB) DecodeKernel(const KArgs 
         const int col = p_cg * C::NCOL + 2 * t4;
         if (slot < 0) {
           const int64_t orow = static_cast<int64_t>(b) * a.q_len * a.heads + orow_in;
-          bf16* o = a.out + orow * C::DV + col;
-#pragma unroll
-          for (int nt = 0; nt < C::NT_O; ++nt)
-            *reinterpret_cast<__nv_bfloat162*>(o + nt * 8) =
-                __floats2bfloat162_rn(acc[mt][nt][half * 2] * inv, acc[mt][nt][half * 2 + 1] * inv);
+          StoreRow(a.out + orow * C::DV + col, acc[mt], half, inv);
           if (p_cg == 0 && t4 == 0) a.lse[orow] = lse;
         } else {
           const int64_t prow = static_cast<int64_t>(slot) * a.q_len * a.heads + orow_in;
-          float* o = a.o_part + prow * C::DV + col;
-#pragma unroll
-          for (int nt = 0; nt < C::NT_O; ++nt)
-            *reinterpret_cast<float2*>(o + nt * 8) =
-                make_float2(acc[mt][nt][half * 2] * inv, acc[mt][nt][half * 2 + 1] * inv);
+          StoreRow(a.o_part + prow * C::DV + col, acc[mt], half, inv);
           if (p_cg == 0 && t4 == 0) a.lse_part[prow] = lse;
         }
       }

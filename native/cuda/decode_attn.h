@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "device_facts.h"
+
 namespace g2m {
 namespace cudadec {
 
@@ -92,16 +94,7 @@ std::string TimeRuns(const Shape& shape, const Plan& plan, const Tensors& t, flo
                      int iters, std::vector<float>* ms);
 
 // Device facts.
-struct DeviceInfo {
-  std::string name;
-  int sm_count = 0;
-  int cc_major = 0;
-  int cc_minor = 0;
-  size_t total_mem = 0;
-  size_t l2_bytes = 0;
-  int runtime_version = 0;
-  int driver_version = 0;
-};
+using DeviceInfo = g2m::DeviceFacts;
 std::string GetDeviceInfo(DeviceInfo* info);
 
 // Device memory.

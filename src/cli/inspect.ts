@@ -33,6 +33,8 @@ type InspectedSpec = Pick<
 /** What `inspect` reports (the `--json` output): the spec's settings, then the inventory. */
 export interface InspectResult extends InspectedSpec {
   dir: string;
+  /** per-head RMSNorm of queries and keys before RoPE (qwen3's q_norm / k_norm) */
+  qkNorm: boolean;
   /** DeepSeek-V3 attention settings (deepseek_v3 only, else null) */
   mla: MlaSpec | null;
   /** elements of all stored tensors */
@@ -118,6 +120,7 @@ export async function inspectModel(dir: string): Promise<InspectResult> {
       rope: { ...spec.rope },
       attentionBias: spec.attentionBias,
       oBias: spec.oBias,
+      qkNorm: spec.qkNorm === true,
       tieWordEmbeddings: spec.tieWordEmbeddings,
       mla: spec.mla ? { ...spec.mla } : null,
       numParams,
@@ -187,6 +190,7 @@ export function formatInspect(r: InspectResult): string {
     ['max positions', String(r.maxPositionEmbeddings)],
     ['rope', ropeText(r.rope)],
     ['qkv bias / o bias', `${r.attentionBias} / ${r.oBias}`],
+    ...(r.qkNorm ? [['q/k norm', 'per-head RMSNorm over head dim before RoPE (q_norm, k_norm)']] : []),
     ['tied embeddings', String(r.tieWordEmbeddings)],
   ];
   if (r.mla) {

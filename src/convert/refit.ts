@@ -35,6 +35,11 @@ async function originalHeadOutputs(spec: ModelSpec, w: LayerWeights, x: Float32A
   await native.linearAsync(x, t(w, 'q_proj.weight')!, q, { rows, inDim: hid, outDim: H * d, bias: t(w, 'q_proj.bias') });
   await native.linearAsync(x, t(w, 'k_proj.weight')!, k, { rows, inDim: hid, outDim: G * d, bias: t(w, 'k_proj.bias') });
   await native.linearAsync(x, t(w, 'v_proj.weight')!, v, { rows, inDim: hid, outDim: G * d, bias: t(w, 'v_proj.bias') });
+  if (spec.qkNorm) {
+    // qwen3: the per-head q/k norms of the original layer (the refit target is its true output)
+    await native.rmsNormAsync(q, t(w, 'q_norm.weight'), q, { rows: rows * H, dim: d, eps: spec.rmsNormEps });
+    await native.rmsNormAsync(k, t(w, 'k_norm.weight'), k, { rows: rows * G, dim: d, eps: spec.rmsNormEps });
+  }
   const rope = ropeFor(spec, seqLen - 1);
   const pos = positions(rows, seqLen);
   const ro = { headStride: d, rotDim: rope.rotDim, scale: rope.attentionScaling };

@@ -1,5 +1,5 @@
 /**
- * Incremental decoding of a GQA/MHA checkpoint (llama, qwen2, mistral) with a per-layer
+ * Incremental decoding of a GQA/MHA checkpoint (llama, qwen2, qwen3, mistral) with a per-layer
  * key/value cache: the first append runs the prefill path's causal attention (the native
  * kernel of src/engine/attention.ts) over the prompt, later appends attend from each new
  * token to the cached keys and values (float64 softmax, sliding window as config.json says).
@@ -80,6 +80,11 @@ export class GqaDecoder extends CachedDecoder<CachedLayer> {
     await native.linearAsync(xn, req(w, 'self_attn.q_proj.weight', nH * d * H), q, { rows: n, inDim: H, outDim: nH * d, bias: opt(w, 'self_attn.q_proj.bias', nH * d) });
     await native.linearAsync(xn, req(w, 'self_attn.k_proj.weight', G * d * H), k, { rows: n, inDim: H, outDim: G * d, bias: opt(w, 'self_attn.k_proj.bias', G * d) });
     await native.linearAsync(xn, req(w, 'self_attn.v_proj.weight', G * d * H), v, { rows: n, inDim: H, outDim: G * d, bias: opt(w, 'self_attn.v_proj.bias', G * d) });
+    if (spec.qkNorm) {
+      // qwen3: per-head RMSNorm of queries and keys before RoPE (the cache holds normed, rotated keys)
+      await native.rmsNormAsync(q, req(w, 'self_attn.q_norm.weight', d), q, { rows: n * nH, dim: d, eps: spec.rmsNormEps });
+      await native.rmsNormAsync(k, req(w, 'self_attn.k_norm.weight', d), k, { rows: n * G, dim: d, eps: spec.rmsNormEps });
+    }
     const rope = ropeFor(spec, start + n - 1);
     const ropeOpts = { headStride: d, rotDim: rope.rotDim, scale: rope.attentionScaling };
     await native.ropeAsync(q, pos, rope.invFreq, { ...ropeOpts, rowStride: nH * d, nHeads: nH });

@@ -1,5 +1,6 @@
 /**
- * One decoder layer's math, written once over a small kernel interface: GQA/MHA attention,
+ * One decoder layer's math, written once over a small kernel interface: GQA/MHA attention
+ * (with qwen3's per-head q/k RMSNorm before RoPE),
  * DeepSeek-V3 MLA attention (q_proj or q_a/q_b, latent norms, RoPE on the rope dims, causal
  * attention with the shared rope key), the SwiGLU MLP and the pre-norm layer step. The CPU
  * engine (host-kernels.ts: the addon's float32 kernels on host arrays) and the CUDA backend
@@ -50,11 +51,12 @@ export function slidingWindowOf(spec: ModelSpec, layer: number): number {
   const win = typeof raw.sliding_window === 'number' && raw.sliding_window > 0 ? raw.sliding_window : 0;
   if (!win) return 0;
   if (spec.modelType === 'mistral') return win;
-  if (spec.modelType === 'qwen2') {
+  if (spec.modelType === 'qwen2' || spec.modelType === 'qwen3') {
     if (raw.use_sliding_window !== true) return 0;
     const types = raw.layer_types;
     if (Array.isArray(types)) return types[layer] === 'sliding_attention' ? win : 0;
-    const maxWindowLayers = typeof raw.max_window_layers === 'number' ? raw.max_window_layers : 0;
+    // Qwen3Config's default max_window_layers is 28
+    const maxWindowLayers = typeof raw.max_window_layers === 'number' ? raw.max_window_layers : spec.modelType === 'qwen3' ? 28 : 0;
     return layer >= maxWindowLayers ? win : 0;
   }
   return 0;
@@ -88,6 +90,11 @@ async function gqaAttentionGraph<B>(K: LayerKernels<B>, spec: ModelSpec, c: Atte
   await K.linear(x, 'self_attn.q_proj.weight', 'self_attn.q_proj.bias', q, { rows, inDim: H, outDim: nH * d });
   await K.linear(x, 'self_attn.k_proj.weight', 'self_attn.k_proj.bias', k, { rows, inDim: H, outDim: G * d });
   await K.linear(x, 'self_attn.v_proj.weight', 'self_attn.v_proj.bias', v, { rows, inDim: H, outDim: G * d });
+  if (spec.qkNorm) {
+    // qwen3: RMSNorm of every head's query and key over head_dim, before RoPE (heads are contiguous rows of d)
+    await K.rmsNorm(q, 'self_attn.q_norm.weight', q, { rows: rows * nH, dim: d, eps: spec.rmsNormEps });
+    await K.rmsNorm(k, 'self_attn.k_norm.weight', k, { rows: rows * G, dim: d, eps: spec.rmsNormEps });
+  }
   const ro = { rows, headStride: d, rotDim: K.rope.rotDim, scale: K.rope.attentionScaling };
   await K.ropeAt(q, { ...ro, rowStride: nH * d, nHeads: nH });
   await K.ropeAt(k, { ...ro, rowStride: G * d, nHeads: G });

@@ -94,6 +94,7 @@ export function layerTensorSpecs(spec: ModelSpec): Wanted[] {
       { name: 'self_attn.v_proj.bias', shape: [G * d], optional: !spec.attentionBias },
       { name: 'self_attn.o_proj.bias', shape: [H], optional: !spec.oBias },
     );
+    if (spec.qkNorm) out.push({ name: 'self_attn.q_norm.weight', shape: [d] }, { name: 'self_attn.k_norm.weight', shape: [d] });
   }
   return out;
 }

@@ -108,6 +108,28 @@ export function engineYarnFrequencies(p: Record<string, number | string>, ropeDi
   return computeRope(yarnSpec(p), { rotDim: ropeDim, maxPositionEmbeddings: origMax * (p.factor as number) }).invFreq;
 }
 
+/** factor, original_max_position_embeddings and max_position_embeddings of the exported yarn rope. */
+function yarnFrame(spec: ModelSpec): { factor: number; origMax: number; maxPos: number } {
+  const factor = spec.rope.factor;
+  // transformers 4 derives the yarn factor as max_position_embeddings / original_max: keep them consistent
+  let origMax = spec.maxPositionEmbeddings / factor;
+  let maxPos = spec.maxPositionEmbeddings;
+  if (!Number.isInteger(origMax)) {
+    origMax = Math.max(1, Math.round(origMax));
+    maxPos = Math.round(origMax * factor);
+  }
+  return { factor, origMax, maxPos };
+}
+
+/**
+ * The yarn rope parameters that portableRope would write for a scaled source `spec` if its fit
+ * had chosen the ramp (low, high): for measuring other ramps than the fitted one.
+ */
+export function yarnRopeForRamp(spec: ModelSpec, ropeDim: number, low: number, high: number): Record<string, number | string> {
+  const { factor, origMax } = yarnFrame(spec);
+  return yarnParams(low, high, ropeDim, spec.rope.theta, factor, origMax, keptSourceFrequencies(spec, ropeDim).attentionScaling);
+}
+
 /**
  * The exported rope of a conversion of `spec` keeping `ropeDim` rotated dims per head, for
  * sequences up to `spec.maxPositionEmbeddings`.
@@ -132,14 +154,7 @@ export function portableRope(spec: ModelSpec, ropeDim: number): RopeExport {
       report: report(r.type, 'default', e, maxContext, attn, 1, undefined, note),
     };
   }
-  const factor = r.factor;
-  // transformers 4 derives the yarn factor as max_position_embeddings / original_max: keep them consistent
-  let origMax = maxContext / factor;
-  let maxPos = maxContext;
-  if (!Number.isInteger(origMax)) {
-    origMax = Math.max(1, Math.round(origMax));
-    maxPos = Math.round(origMax * factor);
-  }
+  const { factor, origMax, maxPos } = yarnFrame(spec);
   let best: { low: number; high: number; p: Record<string, number | string>; e: ReturnType<typeof errors> } | null = null;
   for (let low = 0; low <= ropeDim / 2; low++)
     for (let high = low; high <= ropeDim - 1; high++) {

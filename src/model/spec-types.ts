@@ -22,7 +22,7 @@ export interface RopeSpec {
 
 /** What gqa2mla needs to know about a decoder-only checkpoint. */
 export interface ModelSpec {
-  modelType: 'llama' | 'qwen2' | 'mistral' | 'deepseek_v3';
+  modelType: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'deepseek_v3';
   numLayers: number;
   hiddenSize: number;
   numHeads: number;
@@ -32,12 +32,18 @@ export interface ModelSpec {
   vocabSize: number;
   rmsNormEps: number;
   tieWordEmbeddings: boolean;
-  /** q/k/v projections carry a bias (qwen2 always, llama with attention_bias) */
+  /** q/k/v projections carry a bias (qwen2 always, llama and qwen3 with attention_bias) */
   attentionBias: boolean;
   /** o_proj carries a bias */
   oBias: boolean;
   maxPositionEmbeddings: number;
   rope: RopeSpec;
+  /**
+   * Per-head RMSNorm of the queries and keys over head_dim after the projections and before
+   * RoPE, with weights `self_attn.q_norm.weight` / `self_attn.k_norm.weight` [head_dim] and
+   * eps rms_norm_eps (qwen3); absent or false otherwise.
+   */
+  qkNorm?: boolean;
   /** Present for model_type deepseek_v3 (converted checkpoints). */
   mla?: MlaSpec;
   /** The raw config.json. */

@@ -1,6 +1,6 @@
 /**
- * Hugging Face config.json -> ModelSpec for llama, qwen2, mistral (GQA and MHA) and
- * deepseek_v3 (converted checkpoints). RoPE settings are read in both styles: `rope_theta`
+ * Hugging Face config.json -> ModelSpec for llama, qwen2, qwen3, mistral (GQA and MHA) and
+ * deepseek_v3 (converted checkpoints); Gemma2/Gemma3 are refused with the reason. RoPE settings are read in both styles: `rope_theta`
  * + `rope_scaling` (most Hub checkpoints) and transformers-5 `rope_parameters`.
  */
 import { readFile } from 'node:fs/promises';
@@ -11,7 +11,24 @@ import type { ModelSpec, RopeSpec } from './spec-types.js';
 export type { ModelSpec, RopeSpec };
 
 /** model_type values gqa2mla reads. */
-export const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'mistral', 'deepseek_v3'] as const;
+export const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'qwen3', 'mistral', 'deepseek_v3'] as const;
+/**
+ * model_type values refused with a reason: stock DeepSeek-V3 has no place for what these
+ * architectures compute, so a conversion could not be faithful.
+ */
+const REFUSED_MODEL_TYPES: Record<string, string> = {
+  gemma2: gemmaRefusal('Gemma2'),
+  gemma3: gemmaRefusal('Gemma3'),
+  gemma3_text: gemmaRefusal('Gemma3'),
+};
+
+function gemmaRefusal(name: string): string {
+  return (
+    `${name} cannot be converted into stock DeepSeek-V3, which cannot express its sandwich norms (pre/post-feedforward RMSNorms around each block), ` +
+    'logit soft-capping (attention and final logits), GeGLU MLP (gelu_pytorch_tanh gate) or scaled embeddings (embeddings times sqrt(hidden_size))'
+  );
+}
+
 /** RoPE types gqa2mla reads. */
 export const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'llama3', 'dynamic', 'yarn'] as const;
 
@@ -41,15 +58,16 @@ export async function loadModelSpec(dir: string): Promise<ModelSpec> {
 }
 
 /** max_position_embeddings of each model type's transformers config class, used when absent. */
-const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2048, mistral: 131072, qwen2: 32768, deepseek_v3: 4096 };
+const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2048, mistral: 131072, qwen2: 32768, qwen3: 32768, deepseek_v3: 4096 };
 
 /**
  * Builds a ModelSpec from a parsed config.json object; `source` names it in errors.
  * Defaults follow transformers' config classes (tie_word_embeddings false, rms_norm_eps 1e-6,
  * num_key_value_heads = num_attention_heads, head_dim = hidden_size / heads). Biases follow
- * the modeling code: llama's attention_bias covers q/k/v and o_proj; qwen2 always has q/k/v
- * biases and never an o_proj bias; mistral has none; deepseek_v3's attention_bias covers
- * q_a_proj / kv_a_proj_with_mqa and o_proj. For deepseek_v3, headDim is qk_nope_head_dim, and
+ * the modeling code: llama's and qwen3's attention_bias cover q/k/v and o_proj; qwen2 always
+ * has q/k/v biases and never an o_proj bias; mistral has none; deepseek_v3's attention_bias
+ * covers q_a_proj / kv_a_proj_with_mqa and o_proj. qwen3 has per-head q_norm / k_norm
+ * (`qkNorm`) and, as transformers' Qwen3Config, head_dim 128 when absent. For deepseek_v3, headDim is qk_nope_head_dim, and
  * only dense models are read: n_routed_experts null (or 0) or first_k_dense_replace >=
  * num_hidden_layers, with transformers' defaults (256 experts, 3 dense layers) when absent.
  * Throws ERR_UNSUPPORTED_MODEL, ERR_UNSUPPORTED_ROPE or ERR_BAD_CONFIG (naming the field).
@@ -59,6 +77,8 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
   const c = config as Record<string, unknown>;
   const f = configFields(c, source);
   const mt = c.model_type;
+  if (typeof mt === 'string' && Object.hasOwn(REFUSED_MODEL_TYPES, mt))
+    throw new GqaError('ERR_UNSUPPORTED_MODEL', `${source}: model_type ${JSON.stringify(mt)} is not supported: ${REFUSED_MODEL_TYPES[mt]}`, 'input');
   if (typeof mt !== 'string' || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(mt))
     throw new GqaError(
       'ERR_UNSUPPORTED_MODEL',
@@ -81,13 +101,14 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
     mla = parseMla(f, numLayers, source);
     headDim = mla.qkNopeHeadDim;
   } else {
-    headDim = c.head_dim === undefined || c.head_dim === null ? hiddenSize / numHeads : f.int('head_dim');
+    const dfltHeadDim = modelType === 'qwen3' ? 128 : hiddenSize / numHeads;
+    headDim = c.head_dim === undefined || c.head_dim === null ? dfltHeadDim : f.int('head_dim');
     if (!Number.isInteger(headDim)) throw f.fail('hidden_size', `(${hiddenSize}) is not divisible by num_attention_heads (${numHeads}) and head_dim is absent`);
   }
-  const llamaBias = modelType === 'llama' ? f.bool('attention_bias', false) : false;
+  const llamaBias = modelType === 'llama' || modelType === 'qwen3' ? f.bool('attention_bias', false) : false;
   const dsBias = modelType === 'deepseek_v3' ? f.bool('attention_bias', false) : false;
-  const attentionBias = modelType === 'qwen2' ? true : modelType === 'llama' ? llamaBias : dsBias;
-  const oBias = modelType === 'llama' ? llamaBias : dsBias;
+  const attentionBias = modelType === 'qwen2' ? true : modelType === 'llama' || modelType === 'qwen3' ? llamaBias : dsBias;
+  const oBias = modelType === 'llama' || modelType === 'qwen3' ? llamaBias : dsBias;
   const maxPos = c.max_position_embeddings ?? DEFAULT_MAX_POSITIONS[modelType];
   if (typeof maxPos !== 'number' || !Number.isSafeInteger(maxPos) || maxPos <= 0)
     throw f.fail('max_position_embeddings', `must be a positive integer (got ${JSON.stringify(maxPos)})`);
@@ -108,6 +129,7 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
     maxPositionEmbeddings: maxPos,
     rope,
     mla,
+    ...(modelType === 'qwen3' ? { qkNorm: true } : {}),
     raw: c,
   };
 }

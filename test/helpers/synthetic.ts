@@ -1,5 +1,5 @@
 /**
- * Writes a synthetic llama / qwen2 / mistral checkpoint (config.json + safetensors through
+ * Writes a synthetic llama / qwen2 / qwen3 / mistral checkpoint (config.json + safetensors through
  * CheckpointWriter, optionally a tokenizer copied from another directory) with seeded
  * random weights of realistic scale: linear weights and embeddings ~ N(0, 0.02^2), biases
  * ~ N(0, 0.02^2), RMSNorm weights ~ 1 + N(0, 0.05^2). Tensors are generated and written one
@@ -12,7 +12,7 @@ import { CheckpointWriter } from '../../src/checkpoint/safetensors-writer.js';
 
 /** Shape and settings of a synthetic model. */
 export interface SyntheticOptions {
-  modelType: 'llama' | 'qwen2' | 'mistral';
+  modelType: 'llama' | 'qwen2' | 'qwen3' | 'mistral';
   numLayers: number;
   hiddenSize: number;
   numHeads: number;
@@ -22,7 +22,7 @@ export interface SyntheticOptions {
   vocabSize: number;
   /** tie_word_embeddings (no lm_head.weight) */
   tie: boolean;
-  /** attention biases: q/k/v (+o for llama); qwen2 requires true, mistral false */
+  /** attention biases: q/k/v (+o for llama and qwen3); qwen2 requires true, mistral false */
   bias: boolean;
   dtype: 'BF16' | 'F16' | 'F32';
   seed: number;
@@ -78,7 +78,7 @@ export function normalGenerator(seed: number): () => number {
 
 /** The config.json object of `o`. */
 export function syntheticConfig(o: SyntheticOptions): Record<string, unknown> {
-  const arch = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', mistral: 'MistralForCausalLM' }[o.modelType];
+  const arch = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM' }[o.modelType];
   const cfg: Record<string, unknown> = {
     architectures: [arch],
     model_type: o.modelType,
@@ -97,8 +97,8 @@ export function syntheticConfig(o: SyntheticOptions): Record<string, unknown> {
     eos_token_id: 0,
     torch_dtype: { BF16: 'bfloat16', F16: 'float16', F32: 'float32' }[o.dtype],
   };
-  if (o.modelType === 'llama') cfg.attention_bias = o.bias;
-  if (o.modelType === 'qwen2') cfg.use_sliding_window = false;
+  if (o.modelType === 'llama' || o.modelType === 'qwen3') cfg.attention_bias = o.bias;
+  if (o.modelType === 'qwen2' || o.modelType === 'qwen3') cfg.use_sliding_window = false;
   if (o.modelType === 'mistral') cfg.sliding_window = null;
   const theta = o.ropeTheta ?? 10000;
   if (o.ropeParameters) cfg.rope_parameters = { rope_theta: theta, rope_type: 'default', ...(o.ropeScaling ?? {}) };
@@ -143,7 +143,11 @@ export async function writeSyntheticModel(dir: string, o: SyntheticOptions): Pro
       await put(`${p}self_attn.v_proj.weight`, [kv, H], 'linear');
       if (o.bias) await put(`${p}self_attn.v_proj.bias`, [kv], 'bias');
       await put(`${p}self_attn.o_proj.weight`, [H, q], 'linear');
-      if (o.bias && o.modelType === 'llama') await put(`${p}self_attn.o_proj.bias`, [H], 'bias');
+      if (o.bias && (o.modelType === 'llama' || o.modelType === 'qwen3')) await put(`${p}self_attn.o_proj.bias`, [H], 'bias');
+      if (o.modelType === 'qwen3') {
+        await put(`${p}self_attn.q_norm.weight`, [o.headDim], 'norm');
+        await put(`${p}self_attn.k_norm.weight`, [o.headDim], 'norm');
+      }
       await put(`${p}post_attention_layernorm.weight`, [H], 'norm');
       await put(`${p}mlp.gate_proj.weight`, [o.intermediateSize, H], 'linear');
       await put(`${p}mlp.up_proj.weight`, [o.intermediateSize, H], 'linear');

@@ -13,11 +13,11 @@ import type { Checkpoint } from '../../checkpoint/checkpoint.js';
 import type { LayerWeights } from '../../engine/weights.js';
 import { req } from '../../engine/weights.js';
 import { native } from '../../native/binding.js';
-import { gqaAttention } from '../attention-weights.js';
 import { distanceProfile } from '../distance.js';
 import { layerMoments } from '../factorize.js';
 import { servedContextWeights } from '../layer-ops.js';
 import type { ResolvedOptions } from '../options.js';
+import { sourceAttention } from '../qk-norm.js';
 import type { HiddenStreams, JudgeWindows, LayerInputs, RunContext } from './context.js';
 
 /** Input of {@link layerStatistics}. */
@@ -51,10 +51,10 @@ export async function layerStatistics(ctx: RunContext, input: StatisticsInput): 
   const { layer, hidden, x, opts } = input;
   const at = { layer };
   const w = await clock.run('load', shared, {}, () => backend.loadLayer(input.ckpt, spec, layer));
-  const hostInputs = opts.some(readsHostInputs);
+  const hostInputs = opts.some(readsHostInputs) || spec.qkNorm === true; // qk-norm.ts fits on the inputs
   const { moments, gqa, lm } = await clock.run('statistics', shared, at, async () => {
     const m = await backend.statistics(spec, w, hidden.calib, x, statRows, allRows, hostInputs);
-    const g = gqaAttention(w);
+    const g = await sourceAttention(spec, w, m, x, statRows);
     const needQ = opts.some((o) => o.ropeSelection !== 'key' || o.kvMetric !== 'plain');
     return { moments: m, gqa: g, lm: layerMoments(spec, g, m, needQ) };
   });
