@@ -40,7 +40,11 @@ export interface LayerReport {
   ropeSelection: 'key' | 'qk';
   kvMetric: 'plain' | 'objective' | 'attention';
   /** attention-output relative error on held-out calibration windows, per candidate tried */
-  candidates: Array<{ freqfold: number; balanceKv: number; ropeSelection?: 'key' | 'qk'; kvMetric?: 'plain' | 'objective' | 'attention'; attnRelError: number }>;
+  /**
+   * every candidate tried, with its held-out error on the short windows (`attnRelError`) and,
+   * for those re-judged at the serving context (settings.context), the error there
+   */
+  candidates: Array<{ freqfold: number; balanceKv: number; ropeSelection?: 'key' | 'qk'; kvMetric?: 'plain' | 'objective' | 'attention'; attnRelError: number; contextRelError?: number }>;
   /** ||attn_mla(x) - attn_gqa(x)|| / ||attn_gqa(x)|| on held-out calibration windows */
   attnRelError: number;
   ropeVarianceKept: number;

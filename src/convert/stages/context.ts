@@ -116,8 +116,10 @@ export interface LayerInputs {
   x: Float32Array;
   moments: InputMoments;
   lm: LayerMoments;
-  /** where the choices are judged: the context windows, else the short held-out windows */
+  /** where the choices are judged: the context windows, else the short held-out windows (then `judge === short`) */
   judge: JudgeWindows;
+  /** the short held-out windows (a first, cheap ranking of the candidates when `judge` is longer) */
+  short: JudgeWindows;
   /** attention distance profile of the NoPE shrink, on the judge windows (null when no target uses it) */
   profile: DistanceProfile | null;
 }
@@ -140,9 +142,9 @@ export function checkAbort(signal?: AbortSignal): void {
     throw new GqaError('ERR_ABORTED', 'conversion aborted; the partial output can be continued with --resume', 'runtime');
 }
 
-/** Held-out attention-output relative error of layer weights `mw` (read as `spec`) on the judge windows. */
-export async function heldOutError(ctx: RunContext, li: LayerInputs, spec: ModelSpec, mw: LayerWeights): Promise<number> {
-  const j = li.judge;
+/** Held-out attention-output relative error of layer weights `mw` (read as `spec`) on the judge windows (or the short ones). */
+export async function heldOutError(ctx: RunContext, li: LayerInputs, spec: ModelSpec, mw: LayerWeights, on: 'judge' | 'short' = 'judge'): Promise<number> {
+  const j = on === 'judge' ? li.judge : li.short;
   const out = await ctx.backend.attentionForward(spec, mw, j.x, j.nSeq, j.seqLen);
   return j.weights ? weightedRelativeError(out, j.ref, j.weights, spec.hiddenSize) : relativeError(out, j.ref);
 }

@@ -58,31 +58,39 @@ export async function layerStatistics(ctx: RunContext, input: StatisticsInput): 
     const needQ = opts.some((o) => o.ropeSelection !== 'key' || o.kvMetric !== 'plain');
     return { moments: m, gqa: g, lm: layerMoments(spec, g, m, needQ) };
   });
-  const { judge, profile } = await clock.run('reference', shared, {}, async () => {
-    const j = await judgeWindows(ctx, input, w);
+  const { judge, short, profile } = await clock.run('reference', shared, {}, async () => {
+    const sh = await shortWindows(ctx, x, w);
+    const j = ctx.windows.long ? await contextWindows(ctx, input, w) : sh;
     // distance profile: every query of the short windows; about 256 sampled queries per context window
     const stride = j.seqLen === S ? 1 : Math.max(1, Math.floor(j.seqLen / 256));
     const sampling = { maxWindows: j.seqLen === S ? 4 : j.nSeq, queryStride: stride, queryWeights: j.weights ?? undefined };
     const p = opts.some((o) => o.nopeShrink) ? distanceProfile(spec, gqa, j.x, j.nSeq, j.seqLen, sampling) : null;
-    return { judge: j, profile: p };
+    return { judge: j, short: sh, profile: p };
   });
-  return { layer, w, gqa, hidden, x, moments, lm, judge, profile };
+  return { layer, w, gqa, hidden, x, moments, lm, judge, short, profile };
+}
+
+/** The short held-out rows of `x` and the original attention output of layer `w` there. */
+async function shortWindows(ctx: RunContext, x: Float32Array, w: LayerWeights): Promise<JudgeWindows> {
+  const { spec, backend } = ctx;
+  const { calib, seqlen: S, statRows } = ctx.windows;
+  const xs = x.subarray(statRows * spec.hiddenSize);
+  return { x: xs, nSeq: calib.heldOut, seqLen: S, weights: null, ref: await backend.attentionForward(spec, w, xs, calib.heldOut, S) };
 }
 
 /**
- * The judge windows of layer `w`: the context windows (their inputs normalised on the host
- * after the backend's hidden states are made current there), else the short held-out rows of
- * `x`; with the original attention output on them.
+ * The context windows of layer `w` (their inputs normalised on the host after the backend's
+ * hidden states are made current there), with the original attention output on them and the
+ * served-context position weights.
  */
-async function judgeWindows(ctx: RunContext, input: StatisticsInput, w: LayerWeights): Promise<JudgeWindows> {
+async function contextWindows(ctx: RunContext, input: StatisticsInput, w: LayerWeights): Promise<JudgeWindows> {
   const { spec, backend } = ctx;
-  const { calib, seqlen: S, statRows, long } = ctx.windows;
+  const long = ctx.windows.long!;
   const H = spec.hiddenSize;
-  let j: Omit<JudgeWindows, 'ref'>;
-  if (long && input.hidden.long && input.xLong) {
-    await backend.syncHidden(input.hidden.long);
-    await native.rmsNormAsync(input.hidden.long, req(w, 'input_layernorm.weight', H), input.xLong, { rows: long.rows, dim: H, eps: spec.rmsNormEps });
-    j = { x: input.xLong, nSeq: long.count, seqLen: long.seqlen, weights: servedContextWeights(long.seqlen) };
-  } else j = { x: input.x.subarray(statRows * H), nSeq: calib.heldOut, seqLen: S, weights: null };
-  return { ...j, ref: await backend.attentionForward(spec, w, j.x, j.nSeq, j.seqLen) };
+  const hl = input.hidden.long!;
+  const xl = input.xLong!;
+  await backend.syncHidden(hl);
+  await native.rmsNormAsync(hl, req(w, 'input_layernorm.weight', H), xl, { rows: long.rows, dim: H, eps: spec.rmsNormEps });
+  const ref = await backend.attentionForward(spec, w, xl, long.count, long.seqlen);
+  return { x: xl, nSeq: long.count, seqLen: long.seqlen, weights: servedContextWeights(long.seqlen), ref };
 }
