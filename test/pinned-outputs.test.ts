@@ -26,4 +26,4 @@ test.each(PIN_CASES.map((c) => [c.name, c] as const))('%s: output bytes equal th
   const hashes = await c.run(join(tmp, name));
   expect(Object.keys(hashes).length).toBeGreaterThan(5);
   expect(hashes).toEqual(pinned[name]);
-}, 300000);
+}, 1_200_000); // a case takes 30-200 s on the idle 2-core machine, several minutes under load

@@ -48,6 +48,7 @@ export function rowsFor(headDim: number, qkRopeDim: number): RowDef[] {
     comp('+balance-auto', `transmla ff${ff} + balance searched per layer`, { balanceKv: 'auto' }),
     comp('+sequential', `transmla ff${ff} + sequential calibration`, { calibInputs: 'converted' }),
     { id: `default-ff${ff}`, label: `gqa2mla default --freqfold ${ff}`, group: 'default', opts: { freqfold: ff } },
+    { id: 'default-ctx256', label: 'gqa2mla default --context 256 (choices on 256-token windows, as before --context)', group: 'default', opts: { context: 256 } },
     { id: 'default', label: 'gqa2mla default', group: 'default', opts: {} },
   ];
 }
