@@ -5,8 +5,7 @@
  * methods promise, intercepts only with biases, the method switch and its errors; and a
  * tiny random Qwen3 converted end to end into a stock DeepSeek-V3 checkpoint.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gqaAttention } from '../src/convert/attention-weights.js';
 import { convert } from '../src/convert/convert.js';
@@ -16,6 +15,7 @@ import { loadModelSpec, parseModelSpec } from '../src/model/spec.js';
 import { MomentAccumulator } from '../src/tensor/moments.js';
 import { maxRelErr, randn } from './helpers/forward-ref.js';
 import { writeSyntheticModel } from './helpers/synthetic.js';
+import { useTempDir } from './helpers/temp-dir.js';
 
 const hid = 24;
 const H = 4;
@@ -252,18 +252,14 @@ describe('the method switch and the refusals', () => {
 });
 
 describe('a tiny random Qwen3 converted end to end', () => {
-  let tmp: string;
-  beforeAll(() => {
-    tmp = mkdtempSync(join(tmpdir(), 'g2m-qwen3-conv-'));
-  });
-  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+  const dir = useTempDir('g2m-qwen3-conv-');
 
   test('the output is a stock DeepSeek-V3 checkpoint without q_norm / k_norm, with finite held-out errors', async () => {
-    const src = join(tmp, 'src');
+    const src = join(dir(), 'src');
     const fixture = new URL('./fixtures/tiny-llama-gqa', import.meta.url).pathname;
     await writeSyntheticModel(src, { modelType: 'qwen3', numLayers: 2, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 32, intermediateSize: 96, vocabSize: 4096, tie: true, bias: false, dtype: 'BF16', seed: 9, tokenizerFrom: fixture });
     const calibText = readFileSync(join(fixture, '..', 'pydocs-train-3M.txt'), 'utf8').slice(0, 100_000);
-    const out = join(tmp, 'mla');
+    const out = join(dir(), 'mla');
     const r = await convert({ modelDir: src, outDir: out, calibText, calibSamples: 6, calibSeqlen: 64, heldOutSamples: 2, qkRopeDim: 16, kvLoraRank: 48, freqfold: 2, balanceKv: 1, device: 'cpu' });
     const spec = await loadModelSpec(out);
     expect(spec.modelType).toBe('deepseek_v3');
