@@ -54,12 +54,14 @@ test('calibrate: the windows of one encode of the whole text, with consistent ro
   expect({ statRows: w.statRows, allRows: w.allRows, count: w.count, seqlen: w.seqlen }).toEqual({ statRows: 12 * 64, allRows: 15 * 64, count: 15, seqlen: 64 });
   expect(w.long).toBeNull(); // context = calibSeqlen: judged on the short held-out windows
   await expect(calibrate({ modelDir: LLAMA, maxPositionEmbeddings: 2048, opt })).rejects.toThrow(/calibration text is required/);
-  // the default context: min(max_position_embeddings, 4096); windows drawn from the same text, same draw as drawHeldOutWindows
-  const d = await calibrate({ modelDir: LLAMA, calibText: text, maxPositionEmbeddings: 1024, opt: { ...opt, context: null } });
-  const ref2 = drawHeldOutWindows(ids, 2, 1024, 7); // max(2, round(3 x 64 / 1024))
+  // the default context: min(max_position_embeddings, 4096, 2 x held-out tokens); windows drawn from the same text, same draw as drawHeldOutWindows
+  const d = await calibrate({ modelDir: LLAMA, calibText: text, maxPositionEmbeddings: 1024, opt: { ...opt, heldOutSamples: 12, context: null } });
+  const ref2 = drawHeldOutWindows(ids, 2, 1024, 7); // max(2, round(12 x 64 / 1024))
   expect(d.long).toMatchObject({ seqlen: 1024, count: 2, rows: 2 * 1024, from: 'max_position_embeddings', offsets: ref2.offsets });
+  const small = await calibrate({ modelDir: LLAMA, calibText: text, maxPositionEmbeddings: 1024, opt: { ...opt, context: null } });
+  expect(small.long).toMatchObject({ seqlen: 384, count: 2, from: 'held-out budget' }); // 2 x 3 x 64
   expect(Buffer.compare(Buffer.from(d.long!.ids.buffer), Buffer.from(ref2.ids.buffer))).toBe(0);
-  expect(d.calib.offsets).toEqual(ref.offsets); // the statistics draw is unchanged
+  expect(d.calib.offsets.slice(0, 15)).toEqual(ref.offsets); // the statistics draw is unchanged
   const given = await calibrate({ modelDir: LLAMA, calibText: text, maxPositionEmbeddings: 1024, opt: { ...opt, context: 300, contextWindows: 5 } });
   expect(given.long).toMatchObject({ seqlen: 300, count: 5, from: 'option' });
 });

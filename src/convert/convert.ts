@@ -157,7 +157,7 @@ async function checkBeforeWork(spec: ModelSpec, options: ConvertOptions, opt: Re
 
 /** The most rows the context windows can take (the context before the calibration text bounds it). */
 function contextRowsBound(spec: ModelSpec, opt: ResolvedOptions): number {
-  const context = opt.context ?? Math.min(spec.maxPositionEmbeddings, DEFAULT_MAX_CONTEXT);
+  const context = opt.context ?? Math.min(spec.maxPositionEmbeddings, DEFAULT_MAX_CONTEXT, 2 * opt.heldOutSamples * opt.calibSeqlen);
   if (context <= opt.calibSeqlen) return 0;
   return (opt.contextWindows ?? defaultContextWindows(opt.heldOutSamples, opt.calibSeqlen, context)) * context;
 }

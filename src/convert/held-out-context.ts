@@ -5,7 +5,8 @@
  * behaves at the distances the model will be served at.
  *
  * The length defaults to min(max_position_embeddings, 4096), bounded by the calibration
- * text (a window cannot be longer than the text). The windows come from the calibration
+ * text (a window cannot be longer than the text) and by twice the held-out token budget
+ * (heldOutSamples x calibSeqlen), so a small calibration set gets short context windows. The windows come from the calibration
  * text only, one per equal stratum of the text's start offsets (seeded), so they spread over
  * the text and do not depend on the statistics windows' draw.
  *
@@ -31,14 +32,15 @@ export const DEFAULT_MAX_CONTEXT = 4096;
 export interface ResolvedContext {
   context: number;
   /** 'option' (given), or the bound that set the default */
-  from: 'option' | 'max_position_embeddings' | 'default-max' | 'calibration text';
+  from: 'option' | 'max_position_embeddings' | 'default-max' | 'calibration text' | 'held-out budget';
 }
 
 /**
  * The held-out context length for a model with `maxPositionEmbeddings` and a calibration
- * text of `calibTokens` tokens. A given `context` longer than the text is a usage error.
+ * text of `calibTokens` tokens (the default also at most 2 x `heldOutTokens` when given). A
+ * given `context` longer than the text is a usage error.
  */
-export function resolveContext(o: ContextOptions, maxPositionEmbeddings: number, calibTokens: number): ResolvedContext {
+export function resolveContext(o: ContextOptions, maxPositionEmbeddings: number, calibTokens: number, heldOutTokens?: number): ResolvedContext {
   if (o.context !== undefined) {
     if (!Number.isInteger(o.context) || o.context < 2) throw usageError('ERR_BAD_OPTION', `context must be an integer >= 2 (got ${o.context})`);
     if (o.context > calibTokens)
@@ -50,6 +52,7 @@ export function resolveContext(o: ContextOptions, maxPositionEmbeddings: number,
     [DEFAULT_MAX_CONTEXT, 'default-max'],
     [calibTokens, 'calibration text'],
   ];
+  if (heldOutTokens !== undefined) bounds.push([2 * heldOutTokens, 'held-out budget']);
   let best = bounds[0];
   for (const b of bounds) if (b[0] < best[0]) best = b;
   if (best[0] < 2) throw usageError('ERR_CALIB_TOO_SHORT', `calibration text has ${calibTokens} tokens, fewer than one held-out window of 2`);

@@ -33,7 +33,8 @@ export interface ConvertOptions {
    * Tokens per held-out window on which the per-layer choices (freqfold, RoPE selection,
    * balance, metric, refits) are judged and the NoPE distance profile is measured: the
    * serving context (issue 14). Default min(max_position_embeddings, 4096), bounded by the
-   * calibration text. A value at most `calibSeqlen` judges on the `heldOutSamples` windows
+   * calibration text and by 2 x heldOutSamples x calibSeqlen (a small calibration set gets
+   * short windows). A value at most `calibSeqlen` judges on the `heldOutSamples` windows
    * of `calibSeqlen` tokens instead (the behaviour before this option).
    */
   context?: number;

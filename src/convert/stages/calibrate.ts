@@ -40,7 +40,7 @@ export async function calibrate(input: CalibrateInput): Promise<Windows> {
 /** The held-out windows at the serving context, or null when it is not longer than calibSeqlen. */
 function contextWindows(input: CalibrateInput, tokens: ArrayLike<number>): ContextWindows | null {
   const { opt } = input;
-  const r = resolveContext({ context: opt.context ?? undefined }, input.maxPositionEmbeddings, tokens.length);
+  const r = resolveContext({ context: opt.context ?? undefined }, input.maxPositionEmbeddings, tokens.length, opt.heldOutSamples * opt.calibSeqlen);
   if (r.context <= opt.calibSeqlen) return null;
   const n = opt.contextWindows ?? defaultContextWindows(opt.heldOutSamples, opt.calibSeqlen, r.context);
   const w = drawHeldOutWindows(tokens, n, r.context, opt.seed);

@@ -34,7 +34,7 @@ export interface ContextWindows {
   /** count x seqlen */
   rows: number;
   /** what set the context: the option, or the bound that set the default */
-  from: 'option' | 'max_position_embeddings' | 'default-max' | 'calibration text';
+  from: 'option' | 'max_position_embeddings' | 'default-max' | 'calibration text' | 'held-out budget';
   offsets: number[];
 }
 
