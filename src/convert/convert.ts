@@ -19,7 +19,7 @@ import { createBackend } from '../backend/select.js';
 import { checkOutputTarget } from '../checkpoint/output-guard.js';
 import { GqaError, usageError } from '../errors.js';
 import type { ConversionReport } from '../report-types.js';
-import { DEFAULT_MAX_CONTEXT, defaultContextWindows } from './held-out-context.js';
+import { defaultContextWindows, resolveContext } from './held-out-context.js';
 import { checkConversionMemory } from './memory-estimate.js';
 import { type ConvertOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { finishSweepDir } from './output.js';
@@ -157,7 +157,8 @@ async function checkBeforeWork(spec: ModelSpec, options: ConvertOptions, opt: Re
 
 /** The most rows the context windows can take (the context before the calibration text bounds it). */
 function contextRowsBound(spec: ModelSpec, opt: ResolvedOptions): number {
-  const context = opt.context ?? Math.min(spec.maxPositionEmbeddings, DEFAULT_MAX_CONTEXT, 2 * opt.heldOutSamples * opt.calibSeqlen);
+  // resolved as the calibrate stage will, before the text is tokenized (no text bound yet)
+  const { context } = resolveContext({ context: opt.context ?? undefined }, spec.maxPositionEmbeddings, Infinity, opt.heldOutSamples * opt.calibSeqlen);
   if (context <= opt.calibSeqlen) return 0;
   return (opt.contextWindows ?? defaultContextWindows(opt.heldOutSamples, opt.calibSeqlen, context)) * context;
 }

@@ -120,7 +120,8 @@ export async function searchCandidates(ctx: RunContext, li: LayerInputs, tg: Tar
   await walkBalance(pick.short, b0, opt.balanceCandidates, attempt);
   const walked = tried.slice(before).filter((t) => t.r.err < pick.short.err);
   if (walked.length === 0) return { chosen: pick.chosen, candidates };
-  const alt = await rejudge(ctx, li, tg, [lowest(walked)], candidates, [lowest(walked).c.freqfold]);
+  const w = lowest(walked);
+  const alt = await rejudge(ctx, li, tg, [w], candidates, [w.c.freqfold]);
   return { chosen: alt.chosen.err < pick.chosen.err ? alt.chosen : pick.chosen, candidates };
 }
 

@@ -10,8 +10,7 @@
  * from held-out windows only.
  */
 import type { Checkpoint } from '../../checkpoint/checkpoint.js';
-import type { LayerWeights } from '../../engine/weights.js';
-import { req } from '../../engine/weights.js';
+import { type LayerWeights, req } from '../../engine/weights.js';
 import { native } from '../../native/binding.js';
 import { distanceProfile } from '../distance.js';
 import { layerMoments } from '../factorize.js';
@@ -47,7 +46,7 @@ export function readsHostInputs(opt: ResolvedOptions): boolean {
 /** Loads layer `layer` and measures what every stage after it reads. */
 export async function layerStatistics(ctx: RunContext, input: StatisticsInput): Promise<LayerInputs> {
   const { spec, backend, clock, shared } = ctx;
-  const { seqlen: S, statRows, allRows } = ctx.windows;
+  const { statRows, allRows } = ctx.windows;
   const { layer, hidden, x, opts } = input;
   const at = { layer };
   const w = await clock.run('load', shared, {}, () => backend.loadLayer(input.ckpt, spec, layer));
@@ -62,8 +61,9 @@ export async function layerStatistics(ctx: RunContext, input: StatisticsInput): 
     const sh = await shortWindows(ctx, x, w);
     const j = ctx.windows.long ? await contextWindows(ctx, input, w) : sh;
     // distance profile: every query of the short windows; about 256 sampled queries per context window
-    const stride = j.seqLen === S ? 1 : Math.max(1, Math.floor(j.seqLen / 256));
-    const sampling = { maxWindows: j.seqLen === S ? 4 : j.nSeq, queryStride: stride, queryWeights: j.weights ?? undefined };
+    const isShort = j === sh;
+    const stride = isShort ? 1 : Math.max(1, Math.floor(j.seqLen / 256));
+    const sampling = { maxWindows: isShort ? 4 : j.nSeq, queryStride: stride, queryWeights: j.weights ?? undefined };
     const p = opts.some((o) => o.nopeShrink) ? distanceProfile(spec, gqa, j.x, j.nSeq, j.seqLen, sampling) : null;
     return { judge: j, short: sh, profile: p };
   });
