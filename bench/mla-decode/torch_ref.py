@@ -291,16 +291,30 @@ copy = max(copy_before, copy_after)
 read = max(list(read_before.values()) + list(read_after.values()))
 for r in rows:
     g = r.get("gbps", float("nan"))
-    r["pctCopy"] = 100 * g / copy if g == g else float("nan")
-    r["pctRead"] = 100 * g / read if g == g else float("nan")
+    # a candidate that did not run (no kernel for its backend) has no bandwidth: null, not NaN (JSON)
+    r["pctCopy"] = 100 * g / copy if g == g else None
+    r["pctRead"] = 100 * g / read if g == g else None
 info = dict(name=torch.cuda.get_device_name(0), torch=torch.__version__, cuda=torch.version.cuda,
             cudnn=torch.backends.cudnn.version(), sm_count=torch.cuda.get_device_properties(0).multi_processor_count)
+
+
+def json_safe(v):
+    """NaN (a measurement that did not run) as null: strict JSON for report.ts."""
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [json_safe(x) for x in v]
+    return v
+
+
 with open(args.out, "w") as f:
-    json.dump(dict(bench="mla-decode-torch", device=info, copyGBps=dict(before=copy_before, after=copy_after, used=copy),
+    json.dump(json_safe(dict(bench="mla-decode-torch", device=info, copyGBps=dict(before=copy_before, after=copy_after, used=copy),
                    readGBps=dict(before=read_before, after=read_after, used=read,
                                  method="reductions over 2 GiB (float32 sum; bf16 sum, float32 accumulation), the fastest"),
                    timing=f"median of {ITERS} CUDA-event timings, each after an L2 flush; 2 warm-up runs",
-                   seconds=time.time() - t_start, rows=rows), f, indent=1, allow_nan=True)
+                   seconds=time.time() - t_start, rows=rows)), f, indent=1, allow_nan=False)
 best = [r for r in rows if r["kind"] == "gqa-torch-sdpa"]
 print(f"torch: {len(rows)} rows on {info['name']}; copy {copy:.0f} GB/s, read {read:.0f} GB/s; wrote {args.out}")
 for r in best:

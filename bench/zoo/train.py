@@ -45,12 +45,16 @@ def build_config(m, vocab):
         return transformers.MistralConfig(sliding_window=None, **common)
     if m["arch"] == "qwen3":
         return transformers.Qwen3Config(attention_bias=m["bias"], use_sliding_window=False, sliding_window=None, **common)
+    if m["arch"] == "mixtral":
+        # the router's load-balancing loss joins the training loss (output_router_logits), as in Mixtral's training
+        return transformers.MixtralConfig(num_local_experts=m["experts"], num_experts_per_tok=m["top_k"], output_router_logits=True,
+                                          router_aux_loss_coef=0.02, sliding_window=None, **common)
     raise ValueError(m["arch"])
 
 
 def model_class(arch):
     return {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM, "qwen3": transformers.Qwen3ForCausalLM,
-            "mistral": transformers.MistralForCausalLM}[arch]
+            "mistral": transformers.MistralForCausalLM, "mixtral": transformers.MixtralForCausalLM}[arch]
 
 
 def train(model, ids, t, log):
