@@ -29,7 +29,11 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const small = { calibText: CALIB, calibSamples: 16, calibSeqlen: 128, heldOutSamples: 4 };
+// context = calibSeqlen: the choices judged on the short held-out windows (the path before the
+// serving-context default, as test/pinned-outputs.test.ts pins it); this file tests mechanics that do not
+// depend on the held-out window length, and the default's long windows cost ~2x the CPU time here.
+// The serving-context windows are tested in test/convert-context.test.ts.
+const small = { calibText: CALIB, calibSamples: 16, calibSeqlen: 128, heldOutSamples: 4, context: 128 };
 
 test.each([
   ['tiny-llama-gqa', LLAMA],

@@ -58,6 +58,9 @@ test.each(cases)('absorbed decode equals prefill: $name', async (c) => {
     calibSamples: 8,
     calibSeqlen: 128,
     heldOutSamples: 2,
+    // the held-out windows of calibSeqlen tokens: decode equivalence holds for any converted weights,
+    // and the serving-context default's long windows only add CPU time (test/convert-context.test.ts)
+    context: 128,
     qkRopeDim: c.qkRopeDim,
     kvLoraRank: c.kvLoraRank,
     qLoraRank: c.qLoraRank,

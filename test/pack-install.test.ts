@@ -82,10 +82,11 @@ maybe(
     const version = await run(process.execPath, [bin, '--version'], { cwd: app, env });
     expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
     const out = join(app, 'tiny-mla');
+    // --context = --calib-seqlen (held-out windows of 64 tokens): the installed bin is what is tested
     const conv = await run(
       process.execPath,
       [bin, 'convert', join(FIX, 'tiny-llama-gqa'), out, '--calib', join(FIX, 'pydocs-train-3M.txt'), '--qk-rope-dim', '32', '--kv-lora-rank', '96',
-        '--calib-samples', '8', '--calib-seqlen', '64', '--held-out', '2', '--method', 'transmla', '--freqfold', '2', '--balance-kv', '1', '--json'],
+        '--calib-samples', '8', '--calib-seqlen', '64', '--held-out', '2', '--context', '64', '--method', 'transmla', '--freqfold', '2', '--balance-kv', '1', '--json'],
       { cwd: app, env, timeout: 600_000, maxBuffer: 64 << 20 },
     );
     const report = JSON.parse(conv.stdout);

@@ -657,6 +657,7 @@ test('a conversion report shows what gqa2mla check says of its directory (portab
     calibSamples: 8,
     calibSeqlen: 64,
     heldOutSamples: 2,
+    context: 64, // the short held-out windows: the engines section reads the output, not the window length
     method: 'transmla',
     freqfold: 2,
     qkRopeDim: 32,
