@@ -9,4 +9,6 @@ export default {
   testMatch: ['<rootDir>/test/**/*.test.ts'],
   testTimeout: 120000,
   maxWorkers: 2,
+  // slowest files first (jest.sequencer.js)
+  testSequencer: '<rootDir>/jest.sequencer.js',
 };
