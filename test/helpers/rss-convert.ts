@@ -16,8 +16,8 @@ const r = await convert({
   calibSeqlen: 128,
   heldOutSamples: 4,
   // serving-context windows kept in the run (context > calibSeqlen, so their hidden states are part of
-  // the measured peak) but at 256 tokens: the default here, 1024 (2 x the held-out tokens), costs ~4x
-  // the CPU time of the whole conversion and does not change what grows with depth
+  // the measured peak) but at 256 tokens: the default here, 1024 (2 x the held-out tokens), costs
+  // several times the CPU time and does not change what grows with depth
   context: 256,
   qkRopeDim: 32,
   kvLoraRank: 64,
