@@ -3,28 +3,29 @@
  * (a long file started last would run on alone). Jest's own order uses the durations of an
  * earlier run when its cache has them, else file size; a clean CI machine has no cache, and
  * file size does not track duration here (test/fidelity-fixtures.test.ts is short and the
- * slowest). SLOWEST: per-file times of a clean-clone `npm test` on the 2-core CI-sized
- * machine, slowest first; files not listed follow in Jest's order.
+ * slowest). SLOWEST: the slowest files by their per-file times in `npm test` on the 2-core
+ * CI-sized machine (clean clone; CPU times of the files given short contexts), slowest first;
+ * files not listed follow in Jest's order.
  */
 import Sequencer from '@jest/test-sequencer';
 
 const SLOWEST = [
   'fidelity-fixtures',
   'pinned-outputs',
-  'convert-fixtures',
-  'portable-export',
-  'engine-mla-decode',
   'convert-context',
   'convert-sweep',
-  'convert-memory',
+  'convert-fixtures',
+  'engine-mla-decode',
   'linalg',
-  'check',
+  'portable-export',
+  'convert-memory',
   'eval-contexts',
   'eval-ppl',
-  'eval-convert',
   'pack-install',
   'zoo-reference',
+  'check',
   'decode-mla-cpu',
+  'eval-convert',
   'generate',
   'cli-convert-extras',
 ].map((n) => `/test/${n}.test.ts`);
