@@ -70,6 +70,13 @@ function mlpTensorSpecs(spec: ModelSpec, layer: number): WantedTensor[] {
   const I = m.expertIntermediateSize;
   const out: WantedTensor[] = [{ name: 'mlp.gate.weight', shape: [m.numExperts, H], ...(mixtral ? { source: 'block_sparse_moe.gate.weight' } : {}) }];
   if (m.routing.correctionBias) out.push({ name: 'mlp.gate.e_score_correction_bias', shape: [m.numExperts] });
+  if (!mixtral)
+    // the portable export's zero-size shared expert of n_shared_experts 0 (export/portable.ts): read, never used
+    out.push(
+      { name: 'mlp.shared_experts.gate_proj.weight', shape: [0, H], optional: true },
+      { name: 'mlp.shared_experts.up_proj.weight', shape: [0, H], optional: true },
+      { name: 'mlp.shared_experts.down_proj.weight', shape: [H, 0], optional: true },
+    );
   const parts = [
     ['gate_proj', 'w1', [I, H]],
     ['up_proj', 'w3', [I, H]],

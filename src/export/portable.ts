@@ -72,8 +72,23 @@ export function portableLayerTensors(tensors: OutTensor[], dims: MlaDims): OutTe
     else if (t.name.endsWith('self_attn.kv_a_proj_with_mqa.weight'))
       out.push({ ...t, data: permuteRopeRows(data, cols, { blocks: 1, blockRows: dims.kvLoraRank + dims.qkRope, offset: dims.kvLoraRank, rotDim: dims.qkRope }) });
     else out.push(t);
+    if (t.name.endsWith('.mlp.gate.weight')) out.push(...emptySharedExpert(t));
   }
   return out;
+}
+
+/**
+ * The shared expert of a MoE layer with n_shared_experts 0, as zero-size tensors next to the
+ * router `gate` [experts, hidden]: vLLM and SGLang build `shared_experts` whenever
+ * n_shared_experts is not null (of intermediate size 0 here) and vLLM's loader refuses
+ * parameters the checkpoint does not initialise; null instead would break SGLang's
+ * `num_experts_per_tok + n_shared_experts` and transformers' strict config (docs/engines.md).
+ */
+function emptySharedExpert(gate: OutTensor): OutTensor[] {
+  const prefix = gate.name.slice(0, -'gate.weight'.length);
+  const hidden = gate.shape[1];
+  const t = (n: string, shape: number[]): OutTensor => ({ name: `${prefix}shared_experts.${n}.weight`, dtype: gate.dtype, shape, data: new Float32Array(0) });
+  return [t('gate_proj', [0, hidden]), t('up_proj', [0, hidden]), t('down_proj', [hidden, 0])];
 }
 
 /** lm_head.weight of a tied source: the embedding table's stored bytes under the lm_head name. */
