@@ -228,7 +228,8 @@ export function engineView(engine: EngineName, config: Record<string, unknown>, 
   try {
     spec = withEngineGate(engine, parseModelSpec(c, `${engine} view of config.json`), t, problems);
   } catch (e) {
-    problems.push({ code: 'config', effect: 'load', message: (e as Error).message });
+    // a load problem already named (e.g. missing expert weights) says why; gqa2mla's own refusal would only repeat it
+    if (!problems.some((p) => p.effect === 'load')) problems.push({ code: 'config', effect: 'load', message: (e as Error).message });
   }
   return { engine, config: c, spec, ignored, problems };
 }
