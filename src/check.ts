@@ -1,13 +1,14 @@
 /**
  * `gqa2mla check`: for a DeepSeek-V3 directory, whether each stock engine loads it, whether it
- * computes what gqa2mla's engine computes (and every reason why not), and which of its fast
- * MLA attention backends accept the budget (kv_lora_rank + qk_rope_head_dim).
+ * computes what gqa2mla's engine computes (and every reason why not), whether its
+ * mixture-of-experts gate routes as gqa2mla does (MoE outputs, e.g. converted Mixtral), and
+ * which of its fast MLA attention backends accept the budget (kv_lora_rank + qk_rope_head_dim).
  */
 import { Checkpoint } from './checkpoint/checkpoint.js';
 import { GqaError } from './errors.js';
 import { parseModelSpec, readConfigJson } from './model/spec.js';
-import type { ModelSpec } from './model/spec-types.js';
-import { ENGINES, type EngineName, type EngineProblem, engineView, ropeDifference } from './interop/engine-semantics.js';
+import type { ModelSpec, MoeRouting } from './model/spec-types.js';
+import { ENGINES, type EngineName, type EngineProblem, engineView, ropeDifference, routingDifference } from './interop/engine-semantics.js';
 import { tensorFacts } from './interop/engine-runner.js';
 
 /** Whether one attention backend of an engine takes the budget. */
@@ -18,6 +19,17 @@ export interface BackendVerdict {
   note: string;
 }
 
+/** Whether an engine's MoE gate computes the routing gqa2mla computes (Mixtral's, for a converted Mixtral). */
+export interface RoutingVerdict {
+  /** the gate gqa2mla's engine computes from the config */
+  ours: MoeRouting;
+  /** the gate the engine computes */
+  engine: MoeRouting;
+  exact: boolean;
+  /** what differs, in words */
+  differences: string[];
+}
+
 /** One engine's verdict. */
 export interface EngineVerdict {
   engine: EngineName;
@@ -26,6 +38,8 @@ export interface EngineVerdict {
   problems: EngineProblem[];
   /** largest relative differences of rope frequencies, cos/sin factor and softmax scale (null: not comparable) */
   rope: { freq: number; cosSin: number; softmax: number } | null;
+  /** the MoE routing verdict (null: a dense directory, or a spec that could not be built) */
+  routing: RoutingVerdict | null;
   backends: BackendVerdict[];
 }
 
@@ -73,14 +87,28 @@ function verdict(engine: EngineName, raw: Record<string, unknown>, facts: Awaite
       effect: 'compute',
       message: `the engine's rope differs: frequencies up to ${rope.freq.toExponential(2)} relative, cos/sin factor ${rope.cosSin.toExponential(2)}, softmax scale ${rope.softmax.toExponential(2)}`,
     });
+  const routing = ours?.moe && view.spec?.moe ? routingVerdict(ours.moe.routing, view.spec.moe.routing) : null;
+  if (routing && !routing.exact) problems.push({ code: 'moe-routing', effect: 'compute', message: `the engine's MoE gate differs: ${routing.differences.join('; ')}` });
   return {
     engine,
     loads: view.spec !== null && !problems.some((p) => p.effect === 'load'),
     computesSame: view.spec !== null && ours !== null && problems.length === 0,
     problems,
     rope,
+    routing,
     backends: mlaBackends(engine, raw.kv_lora_rank as number, raw.qk_rope_head_dim as number),
   };
+}
+
+function routingVerdict(ours: MoeRouting, engine: MoeRouting): RoutingVerdict {
+  const differences = routingDifference(ours, engine);
+  return { ours, engine, exact: differences.length === 0, differences };
+}
+
+/** One line of a gate: `softmax top-k, renormalised, factor 1`. */
+function gateText(r: MoeRouting): string {
+  const groups = r.nGroup > 1 ? `, ${r.topkGroup} of ${r.nGroup} groups` : '';
+  return `${r.scoring}${r.correctionBias ? ' + correction bias' : ''}${groups}, ${r.normTopkProb ? 'renormalised' : 'not renormalised'}, factor ${r.routedScalingFactor}`;
 }
 
 /** Checks directory `dir` against `engines` (default all). */
@@ -88,7 +116,7 @@ export async function checkDirectory(dir: string, engines: readonly EngineName[]
   const { config: raw, path } = await readConfigJson(dir);
   if (raw.model_type !== 'deepseek_v3')
     throw new GqaError('ERR_MODEL_TYPE', `${dir} is a ${String(raw.model_type)} checkpoint, not DeepSeek-V3 (MLA): nothing to check`, 'input');
-  // gqa2mla's own reading (null when its engine refuses the directory, e.g. MoE layers)
+  // gqa2mla's own reading (null when its engine refuses the directory, e.g. shared experts)
   let ours: ModelSpec | null = null;
   let refusal: string | null = null;
   try {
@@ -121,6 +149,7 @@ export function formatCheck(r: CheckResult): string {
   const lines = [`${r.dir}: kv_lora_rank ${r.budget?.kvLoraRank} + qk_rope_head_dim ${r.budget?.qkRopeDim} = cache head size ${r.budget?.cacheHeadSize}`];
   for (const v of r.engines) {
     lines.push(`${v.engine}: loads ${yn(v.loads)}; computes what gqa2mla computes: ${yn(v.computesSame)}`);
+    if (v.routing) lines.push(`  MoE routing: ${v.routing.exact ? 'exact' : 'NOT exact'} (engine: ${gateText(v.routing.engine)}; gqa2mla: ${gateText(v.routing.ours)})`);
     for (const p of v.problems) lines.push(`  - [${p.effect}] ${p.code}: ${p.message}`);
     for (const b of v.backends) lines.push(`  backend ${b.backend}: ${yn(b.accepts)} (${b.note})`);
   }

@@ -117,7 +117,8 @@ test('cli: usage error for an unknown engine, --json shape', async () => {
   const j = JSON.parse(r.out);
   expect(Object.keys(j).sort()).toEqual(['budget', 'dir', 'engines', 'ok']);
   expect(j.engines).toHaveLength(1);
-  expect(Object.keys(j.engines[0]).sort()).toEqual(['backends', 'computesSame', 'engine', 'loads', 'problems', 'rope']);
+  expect(Object.keys(j.engines[0]).sort()).toEqual(['backends', 'computesSame', 'engine', 'loads', 'problems', 'rope', 'routing']);
+  expect(j.engines[0].routing).toBeNull(); // a dense directory
   expect(j.engines[0].problems[0]).toEqual(expect.objectContaining({ code: expect.any(String), effect: expect.stringMatching(/^(load|compute)$/), message: expect.any(String) }));
   const text = await runCli('check', portable);
   expect(text.code).toBe(0);

@@ -375,13 +375,17 @@ describe('deepseek_v3 (converted checkpoints)', () => {
     expect(s).toMatchObject({ headDim: 64, attentionBias: true, oBias: true });
   });
 
-  test('mixture-of-experts layers are refused', () => {
-    fails({ ...deepseekDense, num_hidden_layers: 61, first_k_dense_replace: 3, n_routed_experts: 256 }, 'ERR_UNSUPPORTED_MODEL', ['mixture-of-experts']);
+  test('mixture-of-experts layers are read (routed experts); shared experts are refused', () => {
+    const moe = { ...deepseekDense, num_hidden_layers: 61, first_k_dense_replace: 3, n_routed_experts: 256, num_experts_per_tok: 8, moe_intermediate_size: 2048 };
+    fails({ ...moe, n_shared_experts: 1 }, 'ERR_UNSUPPORTED_MODEL', ['n_shared_experts 1', 'shared experts are not supported']);
+    expect(parseModelSpec({ ...moe, n_shared_experts: 0 }).moe).toMatchObject({ numExperts: 256, topK: 8, expertIntermediateSize: 2048, firstDense: 3, layerFreq: 1 });
   });
 
   test("absent n_routed_experts / first_k_dense_replace take transformers' defaults (256 experts after 3 dense layers)", () => {
     const { n_routed_experts: _e, first_k_dense_replace: _f, ...bare } = deepseekDense;
-    fails(bare, 'ERR_UNSUPPORTED_MODEL', ['layers 3..3', '256 routed experts']);
+    // layer 3 of 4 is MoE, with DeepseekV3Config's default of one shared expert
+    fails(bare, 'ERR_UNSUPPORTED_MODEL', ['n_shared_experts 1']);
+    expect(parseModelSpec({ ...bare, n_shared_experts: 0, num_experts_per_tok: 8, moe_intermediate_size: 2048 }).moe).toMatchObject({ numExperts: 256, firstDense: 3 });
     expect(parseModelSpec({ ...bare, num_hidden_layers: 3 }).numLayers).toBe(3); // all 3 layers dense by default
     expect(parseModelSpec({ ...bare, first_k_dense_replace: 4 }).mla?.kvLoraRank).toBe(512);
     expect(parseModelSpec({ ...bare, n_routed_experts: null }).numLayers).toBe(4);
@@ -393,7 +397,7 @@ describe('deepseek_v3 (converted checkpoints)', () => {
 
 describe('errors', () => {
   test('unsupported model type lists the supported ones', () => {
-    fails({ ...llama2_7b, model_type: 'gpt2' }, 'ERR_UNSUPPORTED_MODEL', ['"gpt2"', 'llama, qwen2, qwen3, mistral, deepseek_v3']);
+    fails({ ...llama2_7b, model_type: 'gpt2' }, 'ERR_UNSUPPORTED_MODEL', ['"gpt2"', 'llama, qwen2, qwen3, mistral, mixtral, deepseek_v3']);
     fails({ ...llama2_7b, model_type: undefined }, 'ERR_UNSUPPORTED_MODEL', ['model_type']);
     fails({ ...llama2_7b, hidden_act: 'gelu' }, 'ERR_UNSUPPORTED_MODEL', ['hidden_act', 'gelu']);
   });

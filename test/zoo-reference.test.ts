@@ -2,8 +2,8 @@
  * The development zoo (bench/zoo/models) through our engine: eval-ppl equals transformers'
  * float32 reference (reference.json, computed on the GPU machine by bench/zoo/train.py) on
  * the first windows at 512 and 2048 tokens. Covers llama3 rope scaling with head_dim 128,
- * MHA, Qwen2 biases with an explicit head_dim, a 12-layer Mistral, GQA 8:1 and Qwen3's per-head
- * q/k RMSNorm.
+ * MHA, Qwen2 biases with an explicit head_dim, a 12-layer Mistral, GQA 8:1, Qwen3's per-head
+ * q/k RMSNorm and Mixtral's sparse mixture-of-experts MLP (4 experts, top-2 routing).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,8 +17,8 @@ interface Ref {
   contexts: Array<{ seq: number; ppl_per_window_first8: number[] }>;
 }
 
-test('the zoo has its six models', () => {
-  expect(names.sort()).toEqual(['zoo-gqa8-h64', 'zoo-llama2-mha', 'zoo-llama31', 'zoo-mistral-deep', 'zoo-qwen25', 'zoo-qwen3']);
+test('the zoo has its seven models', () => {
+  expect(names.sort()).toEqual(['zoo-gqa8-h64', 'zoo-llama2-mha', 'zoo-llama31', 'zoo-mistral-deep', 'zoo-mixtral', 'zoo-qwen25', 'zoo-qwen3']);
 });
 
 // 2048 tokens for the two whose rope or biases matter most there (CPU time in CI)

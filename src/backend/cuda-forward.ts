@@ -65,6 +65,11 @@ function linear(
   });
 }
 
+/** Why the CUDA backend does not run mixture-of-experts layers (it has no routing or row gather/scatter kernels). */
+export function cudaMoeRefusal(): GqaError {
+  return new GqaError('ERR_CUDA_MOE', 'the CUDA backend does not run mixture-of-experts layers (no routing kernels): use --device cpu', 'usage');
+}
+
 /** The layer graph's kernels (engine/graph.ts) on device buffers, bound to layer `w` and the rows' positions `pos`. */
 function deviceKernels(ctx: DeviceForwardContext, w: LayerWeights, pos: DeviceArray, inv: DeviceArray, rope: { rotDim: number; attentionScaling: number }): LayerKernels<DeviceArray> {
   const { cu, ws, weights: W, allowBf16: bf } = ctx;
@@ -78,6 +83,9 @@ function deviceKernels(ctx: DeviceForwardContext, w: LayerWeights, pos: DeviceAr
     ropeAt: async (x, o) => cu.rope(x.buf, pos.buf, inv.buf, o),
     attention: async (q, k, v, out, o) => cu.attention(q.buf, k.buf, v.buf, out.buf, { ...o, kRope: o.kRope ? o.kRope.buf : null }),
     swiglu: async (gate, up, out, n) => cu.swiglu(gate.buf, up.buf, out.buf, n),
+    route: () => Promise.reject(cudaMoeRefusal()),
+    gatherRows: () => Promise.reject(cudaMoeRefusal()),
+    scatterAddRows: () => Promise.reject(cudaMoeRefusal()),
   };
 }
 

@@ -24,7 +24,7 @@ import { type LayerWeights, layerPrefix, layerTensorSpecs } from '../engine/weig
 import { GqaError } from '../errors.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { native, type NativeConvertCuda } from '../native/binding.js';
-import { type DeviceForwardContext, type DeviceWeight, attentionDevice, layerForwardDevice } from './cuda-forward.js';
+import { type DeviceForwardContext, type DeviceWeight, attentionDevice, cudaMoeRefusal, layerForwardDevice } from './cuda-forward.js';
 import { DeviceArray, DeviceWorkspace, cudaExports } from './cuda-memory.js';
 import { type BackendStats, type ComputeBackend, emptyStats } from './types.js';
 
@@ -109,7 +109,7 @@ export class CudaBackend implements ComputeBackend {
    */
   private readLayer(ckpt: Checkpoint, spec: ModelSpec, layer: number): Promise<Map<string, HostTensor>> {
     const prefix = layerPrefix(layer);
-    const names = layerTensorSpecs(spec)
+    const names = layerTensorSpecs(spec, layer)
       .map((s) => s.name)
       .filter((n) => ckpt.has(prefix + n));
     const p = Promise.all(
@@ -125,6 +125,7 @@ export class CudaBackend implements ComputeBackend {
   async loadLayer(ckpt: Checkpoint, spec: ModelSpec, layer: number): Promise<LayerWeights> {
     if (!Number.isInteger(layer) || layer < 0 || layer >= spec.numLayers)
       throw new GqaError('ERR_OUT_OF_RANGE', `layer ${layer} is outside [0, ${spec.numLayers})`, 'usage');
+    if (spec.moe) throw cudaMoeRefusal();
     this.unpinAll(); // pins last for one layer
     let t = now();
     const raw = this.prefetch?.layer === layer ? await this.prefetch.bytes : await this.readLayer(ckpt, spec, layer);
@@ -133,7 +134,7 @@ export class CudaBackend implements ComputeBackend {
     const prefix = layerPrefix(layer);
     const out: LayerWeights = { layer, tensors: {} };
     t = now();
-    for (const want of layerTensorSpecs(spec)) {
+    for (const want of layerTensorSpecs(spec, layer)) {
       const r = raw.get(want.name);
       const full = prefix + want.name;
       if (!r) {

@@ -9,7 +9,7 @@ import { numelOf } from '../checkpoint/dtype.js';
 import { layerPrefix, layerTensorSpecs } from '../engine/weights.js';
 import { GqaError } from '../errors.js';
 import { loadModelSpec } from '../model/spec.js';
-import type { MlaSpec, ModelSpec, RopeSpec } from '../model/spec-types.js';
+import type { MlaSpec, ModelSpec, MoeSpec, RopeSpec } from '../model/spec-types.js';
 
 /** The {@link ModelSpec} fields `inspect` reports as they are (`rope` and `mla` as copies). */
 type InspectedSpec = Pick<
@@ -37,6 +37,8 @@ export interface InspectResult extends InspectedSpec {
   qkNorm: boolean;
   /** DeepSeek-V3 attention settings (deepseek_v3 only, else null) */
   mla: MlaSpec | null;
+  /** mixture-of-experts MLP (experts, top-k, per-expert intermediate size, routing), else null */
+  moe: MoeSpec | null;
   /** elements of all stored tensors */
   numParams: number;
   numTensors: number;
@@ -67,7 +69,7 @@ export function kvValuesPerTokenPerLayer(spec: ModelSpec): number {
 function expectedTensors(spec: ModelSpec): { name: string; shape: number[]; optional: boolean }[] {
   const out = [{ name: 'model.embed_tokens.weight', shape: [spec.vocabSize, spec.hiddenSize], optional: false }];
   for (let l = 0; l < spec.numLayers; l++)
-    for (const w of layerTensorSpecs(spec)) out.push({ name: layerPrefix(l) + w.name, shape: w.shape, optional: Boolean(w.optional) });
+    for (const w of layerTensorSpecs(spec, l)) out.push({ name: layerPrefix(l) + (w.source ?? w.name), shape: w.shape, optional: Boolean(w.optional) });
   out.push({ name: 'model.norm.weight', shape: [spec.hiddenSize], optional: false });
   out.push({ name: 'lm_head.weight', shape: [spec.vocabSize, spec.hiddenSize], optional: spec.tieWordEmbeddings });
   return out;
@@ -123,6 +125,7 @@ export async function inspectModel(dir: string): Promise<InspectResult> {
       qkNorm: spec.qkNorm === true,
       tieWordEmbeddings: spec.tieWordEmbeddings,
       mla: spec.mla ? { ...spec.mla } : null,
+      moe: spec.moe ? { ...spec.moe, routing: { ...spec.moe.routing } } : null,
       numParams,
       numTensors: names.length,
       totalBytes: ckpt.totalBytes,
@@ -171,6 +174,19 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ')).join('\n');
 }
 
+/** The report rows of a mixture-of-experts MLP. */
+function moeRows(m: MoeSpec, numLayers: number): string[][] {
+  const r = m.routing;
+  const groups = r.nGroup > 1 ? `, best ${r.topkGroup} of ${r.nGroup} groups` : '';
+  const weights = `${r.normTopkProb ? 'renormalised over the selected' : 'not renormalised'}${r.routedScalingFactor !== 1 ? `, x ${r.routedScalingFactor}` : ''}`;
+  const layers = m.firstDense === 0 && m.layerFreq === 1 ? 'every layer' : `layers >= ${m.firstDense} with index % ${m.layerFreq} = 0 (of ${numLayers})`;
+  return [
+    ['experts', `${m.numExperts} routed, top ${m.topK} per token, no shared expert (${layers})`],
+    ['expert intermediate size', String(m.expertIntermediateSize)],
+    ['routing', `${r.scoring} scores${r.correctionBias ? ' + e_score_correction_bias for selection' : ''}${groups}; weights ${weights}`],
+  ];
+}
+
 /** The human-readable report of `r`. */
 export function formatInspect(r: InspectResult): string {
   const rows: string[][] = [
@@ -203,6 +219,7 @@ export function formatInspect(r: InspectResult): string {
       ['latent layernorm', String(m.qkLatentLayernorm)],
     );
   }
+  if (r.moe) rows.push(...moeRows(r.moe, r.numLayers));
   rows.push(
     ['parameters', `${si(r.numParams)} (${thousands(r.numParams)})`],
     ['tensors', String(r.numTensors)],
@@ -222,7 +239,7 @@ export function register(program: Command): void {
   program
     .command('inspect')
     .description('show the model settings, tensor inventory and KV-cache size of a checkpoint (validates every shard)')
-    .argument('<model-dir>', 'checkpoint directory (config.json + safetensors; llama, qwen2, mistral or deepseek_v3)')
+    .argument('<model-dir>', 'checkpoint directory (config.json + safetensors; llama, qwen2, qwen3, mistral, mixtral or deepseek_v3)')
     .option('--json', 'print the result as one JSON object')
     .addHelpText('after', '\nExamples:\n  gqa2mla inspect test/fixtures/tiny-llama-gqa\n  gqa2mla inspect ./model-mla --json')
     .action(async (modelDir: string, o: { json?: boolean }) => {

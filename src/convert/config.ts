@@ -1,7 +1,7 @@
 /**
  * config.json of a converted checkpoint, as transformers' DeepseekV3ForCausalLM reads it:
  * every layer a dense SwiGLU MLP (first_k_dense_replace = num_hidden_layers, no routed
- * experts), num_key_value_heads = num_attention_heads, qk_nope_head_dim = v_head_dim =
+ * experts) or, for a mixture-of-experts source, every layer MoE ({@link moeFields}), num_key_value_heads = num_attention_heads, qk_nope_head_dim = v_head_dim =
  * the source head_dim, rope settings carried over for the rope head (rotate-half layout,
  * so rope_interleave is false).
  */
@@ -42,6 +42,36 @@ const COPIED_KEYS = [
   'hidden_act',
 ];
 
+/**
+ * The MoE fields. A dense source: every layer dense (first_k_dense_replace =
+ * num_hidden_layers; transformers 5's strict config rejects null for the MoE fields, so they
+ * hold small valid integers that no layer uses). A mixture-of-experts source (mixtral):
+ * every layer MoE with its experts, no shared expert (n_shared_experts 0), and the gate that
+ * vLLM and SGLang compute as Mixtral's softmax top-k renormalised over the selected
+ * (scoring_func softmax, topk_method greedy, one group, norm_topk_prob, factor 1.0;
+ * docs/engines.md; transformers' DeepSeek-V3 gate is sigmoid whatever the config says).
+ */
+function moeFields(spec: ModelSpec): Record<string, unknown> {
+  const m = spec.moe;
+  if (!m)
+    return { first_k_dense_replace: spec.numLayers, n_routed_experts: 1, n_shared_experts: 1, moe_intermediate_size: spec.intermediateSize, num_experts_per_tok: 1, moe_layer_freq: 1, n_group: 1, topk_group: 1, routed_scaling_factor: 1.0, norm_topk_prob: true };
+  const r = m.routing;
+  return {
+    first_k_dense_replace: m.firstDense,
+    n_routed_experts: m.numExperts,
+    n_shared_experts: 0,
+    moe_intermediate_size: m.expertIntermediateSize,
+    num_experts_per_tok: m.topK,
+    moe_layer_freq: m.layerFreq,
+    n_group: r.nGroup,
+    topk_group: r.topkGroup,
+    routed_scaling_factor: r.routedScalingFactor,
+    norm_topk_prob: r.normTopkProb,
+    scoring_func: r.scoring,
+    topk_method: r.correctionBias ? 'noaux_tc' : 'greedy',
+  };
+}
+
 /** Builds the DeepSeek-V3 config.json object. */
 export function deepseekConfig(spec: ModelSpec, opt: ResolvedOptions, ex: ExportSettings): Record<string, unknown> {
   const src = spec.raw;
@@ -64,18 +94,7 @@ export function deepseekConfig(spec: ModelSpec, opt: ResolvedOptions, ex: Export
     rope_interleave: false,
     attention_bias: ex.attentionBias,
     attention_dropout: 0.0,
-    // every layer dense: first_k_dense_replace = num_hidden_layers. transformers 5's strict
-    // config rejects null for the MoE fields, so they hold small valid integers that no layer uses.
-    first_k_dense_replace: spec.numLayers,
-    n_routed_experts: 1,
-    n_shared_experts: 1,
-    moe_intermediate_size: spec.intermediateSize,
-    num_experts_per_tok: 1,
-    moe_layer_freq: 1,
-    n_group: 1,
-    topk_group: 1,
-    routed_scaling_factor: 1.0,
-    norm_topk_prob: true,
+    ...moeFields(spec),
     dtype: ex.dtype,
   });
   // Rope: the same base and scaling; transformers computes inv_freq for qk_rope_head_dim,

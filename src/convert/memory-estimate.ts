@@ -39,10 +39,12 @@ export interface MemoryRequest {
   contextRows?: number;
 }
 
-/** Parameters of one decoder layer. */
+/** Parameters of one decoder layer (a mixture-of-experts layer: every expert and the router). */
 function layerParams(s: ModelSpec): number {
   const attn = s.hiddenSize * s.headDim * (2 * s.numHeads + 2 * s.numKvHeads);
-  return attn + 3 * s.hiddenSize * s.intermediateSize + 2 * s.hiddenSize;
+  const m = s.moe;
+  const mlp = m ? m.numExperts * (3 * s.hiddenSize * m.expertIntermediateSize + s.hiddenSize) : 3 * s.hiddenSize * s.intermediateSize;
+  return attn + mlp + 2 * s.hiddenSize;
 }
 
 /** Estimates the peak host memory of a conversion (no I/O). */

@@ -107,10 +107,22 @@ const LAYER_ORDER = [
   'mlp.down_proj.weight',
 ];
 
+const EXPERT_PARTS = ['gate_proj', 'up_proj', 'down_proj'];
+
+/** A mixture-of-experts layer's tensor names: the router, then each expert's gate, up and down projections. */
+function moeOrder(w: LayerWeights): string[] {
+  let experts = 0;
+  while (w.tensors[`mlp.experts.${experts}.gate_proj.weight`]) experts++;
+  if (!experts) return [];
+  const out = ['mlp.gate.weight', 'mlp.gate.e_score_correction_bias'];
+  for (let e = 0; e < experts; e++) for (const p of EXPERT_PARTS) out.push(`mlp.experts.${e}.${p}.weight`);
+  return out;
+}
+
 /** The tensors of converted layer `l` in a fixed order (float32 values, stored as `dtype`). */
 export function layerTensors(l: number, w: LayerWeights, dtype: string): OutTensor[] {
   const out: OutTensor[] = [];
-  for (const n of LAYER_ORDER) {
+  for (const n of [...LAYER_ORDER, ...moeOrder(w)]) {
     const t = w.tensors[n];
     if (t) out.push({ name: `model.layers.${l}.${n}`, dtype, shape: t.shape, data: t.data });
   }

@@ -2,7 +2,8 @@
  * One decoder layer's math, written once over a small kernel interface: GQA/MHA attention
  * (with qwen3's per-head q/k RMSNorm before RoPE),
  * DeepSeek-V3 MLA attention (q_proj or q_a/q_b, latent norms, RoPE on the rope dims, causal
- * attention with the shared rope key), the SwiGLU MLP and the pre-norm layer step. The CPU
+ * attention with the shared rope key), the SwiGLU MLP, the routed mixture-of-experts MLP
+ * (mixtral; deepseek_v3 MoE layers) and the pre-norm layer step. The CPU
  * engine (host-kernels.ts: the addon's float32 kernels on host arrays) and the CUDA backend
  * (backend/cuda-forward.ts: device buffers) implement {@link LayerKernels}.
  *
@@ -10,7 +11,9 @@
  * which shapes; a kernel implementation only maps a tensor name to its buffer and runs.
  */
 import { mlaSoftmaxScale } from '../model/rope.js';
-import type { ModelSpec } from '../model/spec-types.js';
+import { isMoeLayer } from '../model/spec.js';
+import type { ModelSpec, MoeRouting } from '../model/spec-types.js';
+import type { ExpertChoice } from './moe-routing.js';
 import type { NativeAttentionOptions, NativeRmsNormOptions, NativeRopeOptions } from '../native/binding.js';
 
 /** Rows of a linear layer y = x W^T (+ b), optionally strided input, optionally added to `out`. */
@@ -43,6 +46,12 @@ export interface LayerKernels<B> {
   attention(q: B, k: B, v: B, out: B, o: Omit<NativeAttentionOptions, 'kRope'> & { kRope?: B }): Promise<void>;
   /** out = silu(gate) * up over `n` values */
   swiglu(gate: B, up: B, out: B, n: number): Promise<void>;
+  /** each row's experts and weights from router logits [rows, numExperts] (engine/moe-routing.ts); `bias`: the correction-bias tensor */
+  route(logits: B, o: { rows: number; numExperts: number; topK: number; routing: MoeRouting; bias: string | null }): Promise<ExpertChoice>;
+  /** out[i] = x[rows[i]] for rows of `dim` values */
+  gatherRows(x: B, rows: Int32Array, dim: number, out: B): Promise<void>;
+  /** out[rows[i]] += weights[i] * src[i] for rows of `dim` values */
+  scatterAddRows(src: B, rows: Int32Array, weights: Float64Array, dim: number, out: B): Promise<void>;
 }
 
 /** Sliding-window size of decoder layer `layer` (0 = full causal attention), from config.json. */
@@ -50,7 +59,7 @@ export function slidingWindowOf(spec: ModelSpec, layer: number): number {
   const raw = spec.raw;
   const win = typeof raw.sliding_window === 'number' && raw.sliding_window > 0 ? raw.sliding_window : 0;
   if (!win) return 0;
-  if (spec.modelType === 'mistral') return win;
+  if (spec.modelType === 'mistral' || spec.modelType === 'mixtral') return win;
   if (spec.modelType === 'qwen2' || spec.modelType === 'qwen3') {
     if (raw.use_sliding_window !== true) return 0;
     const types = raw.layer_types;
@@ -174,16 +183,60 @@ async function mlaAttentionGraph<B>(K: LayerKernels<B>, spec: ModelSpec, c: Atte
   await K.linear(ao, 'self_attn.o_proj.weight', 'self_attn.o_proj.bias', c.out, { rows, inDim: nH * dv, outDim: H, accumulate: c.accumulate });
 }
 
-/** SwiGLU MLP of normalised `x` [rows, hidden], added to `out`. */
-export async function mlpGraph<B>(K: LayerKernels<B>, spec: ModelSpec, x: B, rows: number, out: B): Promise<void> {
-  const H = spec.hiddenSize;
-  const I = spec.intermediateSize;
+/** One SwiGLU MLP down(silu(gate(x)) * up(x)) of `rows` rows with weights `<prefix>{gate,up,down}_proj` of intermediate size `I`, into `out`. */
+async function swigluGraph<B>(K: LayerKernels<B>, H: number, I: number, prefix: string, x: B, rows: number, out: B, accumulate: boolean): Promise<void> {
   const gate = K.scratch('gate', rows * I);
   const up = K.scratch('up', rows * I);
-  await K.linear(x, 'mlp.gate_proj.weight', 'mlp.gate_proj.bias', gate, { rows, inDim: H, outDim: I });
-  await K.linear(x, 'mlp.up_proj.weight', 'mlp.up_proj.bias', up, { rows, inDim: H, outDim: I });
+  await K.linear(x, `${prefix}gate_proj.weight`, `${prefix}gate_proj.bias`, gate, { rows, inDim: H, outDim: I });
+  await K.linear(x, `${prefix}up_proj.weight`, `${prefix}up_proj.bias`, up, { rows, inDim: H, outDim: I });
   await K.swiglu(gate, up, gate, rows * I);
-  await K.linear(gate, 'mlp.down_proj.weight', 'mlp.down_proj.bias', out, { rows, inDim: I, outDim: H, accumulate: true });
+  await K.linear(gate, `${prefix}down_proj.weight`, `${prefix}down_proj.bias`, out, { rows, inDim: I, outDim: H, accumulate });
+}
+
+/** The rows (and their weights) routed to each expert, in row order. */
+export function rowsPerExpert(c: ExpertChoice, numExperts: number): { rows: Int32Array; weights: Float64Array }[] {
+  const count = new Int32Array(numExperts);
+  for (const e of c.experts) count[e]++;
+  const out = Array.from(count, (n) => ({ rows: new Int32Array(n), weights: new Float64Array(n) }));
+  const fill = new Int32Array(numExperts);
+  for (let i = 0; i < c.experts.length; i++) {
+    const e = c.experts[i];
+    out[e].rows[fill[e]] = Math.floor(i / c.topK);
+    out[e].weights[fill[e]++] = c.weights[i];
+  }
+  return out;
+}
+
+/**
+ * Routed mixture-of-experts MLP of normalised `x` [rows, hidden], added to `out`: router
+ * logits from `mlp.gate.weight`, each row's top-k experts and weights by the spec's routing,
+ * and for every expert with rows: its SwiGLU (`mlp.experts.<e>.{gate,up,down}_proj`) on
+ * those rows, weighted and added to them.
+ */
+export async function moeGraph<B>(K: LayerKernels<B>, spec: ModelSpec, x: B, rows: number, out: B): Promise<void> {
+  const m = spec.moe!;
+  const H = spec.hiddenSize;
+  const E = m.numExperts;
+  const logits = K.scratch('router', rows * E);
+  await K.linear(x, 'mlp.gate.weight', null, logits, { rows, inDim: H, outDim: E });
+  const bias = m.routing.correctionBias ? 'mlp.gate.e_score_correction_bias' : null;
+  const choice = await K.route(logits, { rows, numExperts: E, topK: m.topK, routing: m.routing, bias });
+  const perExpert = rowsPerExpert(choice, E);
+  for (let e = 0; e < E; e++) {
+    const { rows: sel, weights } = perExpert[e];
+    if (sel.length === 0) continue;
+    const xe = K.scratch('moe_x', sel.length * H);
+    const ye = K.scratch('moe_y', sel.length * H);
+    await K.gatherRows(x, sel, H, xe);
+    await swigluGraph(K, H, m.expertIntermediateSize, `mlp.experts.${e}.`, xe, sel.length, ye, false);
+    await K.scatterAddRows(ye, sel, weights, H, out);
+  }
+}
+
+/** The MLP of decoder layer `layer` (dense SwiGLU, or mixture-of-experts) on normalised `x` [rows, hidden], added to `out`. */
+export async function mlpGraph<B>(K: LayerKernels<B>, spec: ModelSpec, x: B, rows: number, out: B, layer: number): Promise<void> {
+  if (isMoeLayer(spec, layer)) await moeGraph(K, spec, x, rows, out);
+  else await swigluGraph(K, spec.hiddenSize, spec.intermediateSize, 'mlp.', x, rows, out, true);
 }
 
 /**
@@ -200,5 +253,5 @@ export async function decoderStepGraph<B>(K: LayerKernels<B>, spec: ModelSpec, c
   if (c.onAttnInput) await c.onAttnInput(xn);
   await attentionGraph(K, spec, { layer: c.layer, x: xn, nSeq: c.nSeq, seqLen: c.seqLen, out: c.h, accumulate: true });
   await K.rmsNorm(c.h, 'post_attention_layernorm.weight', xn, { rows, dim: H, eps });
-  await mlpGraph(K, spec, xn, rows, c.h);
+  await mlpGraph(K, spec, xn, rows, c.h, c.layer);
 }

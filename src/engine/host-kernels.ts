@@ -5,6 +5,7 @@
 import type { RopeTables } from '../model/rope.js';
 import { native } from '../native/binding.js';
 import type { LayerKernels } from './graph.js';
+import { routeTokens } from './moe-routing.js';
 import { type LayerWeights, opt, req } from './weights.js';
 import type { Workspace } from './workspace.js';
 
@@ -27,5 +28,16 @@ export function hostKernels(w: LayerWeights, ws: Workspace, pos: Int32Array, rop
     },
     attention: (q, k, v, out, o) => native.attentionAsync(q, k, v, out, o),
     swiglu: (gate, up, out, n) => native.swigluAsync(gate, up, out, n),
+    route: async (logits, o) => routeTokens({ ...o, logits, bias: o.bias ? req(w, o.bias, o.numExperts) : null }),
+    gatherRows: async (x, rows, dim, out) => {
+      for (let i = 0; i < rows.length; i++) out.set(x.subarray(rows[i] * dim, (rows[i] + 1) * dim), i * dim);
+    },
+    scatterAddRows: async (src, rows, weights, dim, out) => {
+      for (let i = 0; i < rows.length; i++) {
+        const o = rows[i] * dim;
+        const wt = weights[i];
+        for (let j = 0; j < dim; j++) out[o + j] += wt * src[i * dim + j];
+      }
+    },
   };
 }

@@ -1,8 +1,8 @@
 /**
  * One pre-norm decoder layer applied in place to the residual stream:
  *   h += attn(input_layernorm(h));  h += mlp(post_attention_layernorm(h))
- * with the SwiGLU MLP down(silu(gate(x)) * up(x)) (every DeepSeek-V3 layer of a converted
- * checkpoint is dense). Sequences are processed in micro-batches so activation memory is
+ * with the SwiGLU MLP down(silu(gate(x)) * up(x)), or the routed mixture-of-experts MLP
+ * (graph.ts `moeGraph`). Sequences are processed in micro-batches so activation memory is
  * bounded by a token budget, not by the number of sequences.
  */
 import { GqaError } from '../errors.js';
@@ -50,9 +50,9 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
   }
 }
 
-/** SwiGLU MLP of normalised `x` [rows, hidden], added to `out`. */
+/** The MLP of layer `w` (SwiGLU, or mixture-of-experts) of normalised `x` [rows, hidden], added to `out`. */
 export async function mlpInto(spec: ModelSpec, w: LayerWeights, x: Float32Array, rows: number, out: Float32Array, ws: Workspace): Promise<void> {
-  await mlpGraph(hostKernels(w, ws, NO_POSITIONS, ropeFor(spec, 0)), spec, x, rows, out);
+  await mlpGraph(hostKernels(w, ws, NO_POSITIONS, ropeFor(spec, 0)), spec, x, rows, out, w.layer);
 }
 
 const NO_POSITIONS = new Int32Array(0);

@@ -4,6 +4,7 @@
  * conversion builds MLA layers this way and runs them through the same engine).
  */
 import { GqaError } from '../errors.js';
+import { isMoeLayer } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec-types.js';
 
 /** One tensor: row-major float32 data and its shape. */
@@ -35,25 +36,65 @@ export function layerPrefix(layer: number): string {
   return `model.layers.${layer}.`;
 }
 
-interface Wanted {
+/** One tensor of a decoder layer as the engine names it, and as the checkpoint stores it. */
+export interface WantedTensor {
+  /** the engine's name, relative to `model.layers.<i>.` */
   name: string;
+  /** the checkpoint's name when it differs (Mixtral's `block_sparse_moe.*`) */
+  source?: string;
   shape: number[];
   optional?: boolean;
 }
 
-/** The tensors (relative names and expected shapes) of one decoder layer of `spec`. */
-export function layerTensorSpecs(spec: ModelSpec): Wanted[] {
+/**
+ * The MLP tensors of a layer: the dense SwiGLU, or the router `mlp.gate.weight` [experts,
+ * hidden] and every expert's `mlp.experts.<e>.{gate,up,down}_proj.weight` (DeepSeek-V3
+ * names; Mixtral stores them as `block_sparse_moe.gate.weight` and
+ * `block_sparse_moe.experts.<e>.{w1,w3,w2}.weight`).
+ */
+function mlpTensorSpecs(spec: ModelSpec, layer: number): WantedTensor[] {
   const H = spec.hiddenSize;
-  const I = spec.intermediateSize;
-  const out: Wanted[] = [
+  const m = spec.moe;
+  if (!m || !isMoeLayer(spec, layer)) {
+    const I = spec.intermediateSize;
+    return [
+      { name: 'mlp.gate_proj.weight', shape: [I, H] },
+      { name: 'mlp.up_proj.weight', shape: [I, H] },
+      { name: 'mlp.down_proj.weight', shape: [H, I] },
+      { name: 'mlp.gate_proj.bias', shape: [I], optional: true },
+      { name: 'mlp.up_proj.bias', shape: [I], optional: true },
+      { name: 'mlp.down_proj.bias', shape: [H], optional: true },
+    ];
+  }
+  const mixtral = spec.modelType === 'mixtral';
+  const I = m.expertIntermediateSize;
+  const out: WantedTensor[] = [{ name: 'mlp.gate.weight', shape: [m.numExperts, H], ...(mixtral ? { source: 'block_sparse_moe.gate.weight' } : {}) }];
+  if (m.routing.correctionBias) out.push({ name: 'mlp.gate.e_score_correction_bias', shape: [m.numExperts] });
+  if (!mixtral)
+    // the portable export's zero-size shared expert of n_shared_experts 0 (export/portable.ts): read, never used
+    out.push(
+      { name: 'mlp.shared_experts.gate_proj.weight', shape: [0, H], optional: true },
+      { name: 'mlp.shared_experts.up_proj.weight', shape: [0, H], optional: true },
+      { name: 'mlp.shared_experts.down_proj.weight', shape: [H, 0], optional: true },
+    );
+  const parts = [
+    ['gate_proj', 'w1', [I, H]],
+    ['up_proj', 'w3', [I, H]],
+    ['down_proj', 'w2', [H, I]],
+  ] as const;
+  for (let e = 0; e < m.numExperts; e++)
+    for (const [ds, mx, shape] of parts)
+      out.push({ name: `mlp.experts.${e}.${ds}.weight`, shape: [...shape], ...(mixtral ? { source: `block_sparse_moe.experts.${e}.${mx}.weight` } : {}) });
+  return out;
+}
+
+/** The tensors (engine names, checkpoint names and expected shapes) of decoder layer `layer` of `spec`. */
+export function layerTensorSpecs(spec: ModelSpec, layer = 0): WantedTensor[] {
+  const H = spec.hiddenSize;
+  const out: WantedTensor[] = [
     { name: 'input_layernorm.weight', shape: [H] },
     { name: 'post_attention_layernorm.weight', shape: [H] },
-    { name: 'mlp.gate_proj.weight', shape: [I, H] },
-    { name: 'mlp.up_proj.weight', shape: [I, H] },
-    { name: 'mlp.down_proj.weight', shape: [H, I] },
-    { name: 'mlp.gate_proj.bias', shape: [I], optional: true },
-    { name: 'mlp.up_proj.bias', shape: [I], optional: true },
-    { name: 'mlp.down_proj.bias', shape: [H], optional: true },
+    ...mlpTensorSpecs(spec, layer),
   ];
   const nH = spec.numHeads;
   if (spec.mla) {
@@ -113,8 +154,8 @@ export async function loadLayerWeights(ckpt: TensorSource, spec: ModelSpec, laye
     throw new GqaError('ERR_OUT_OF_RANGE', `layer ${layer} is outside [0, ${spec.numLayers})`, 'usage');
   const prefix = layerPrefix(layer);
   const tensors: Record<string, WeightTensor> = {};
-  for (const want of layerTensorSpecs(spec)) {
-    const full = prefix + want.name;
+  for (const want of layerTensorSpecs(spec, layer)) {
+    const full = prefix + (want.source ?? want.name);
     if (!ckpt.has(full)) {
       if (want.optional) continue;
       throw new GqaError('ERR_TENSOR_MISSING', `tensor ${full} is missing from the checkpoint (model_type ${spec.modelType})`);

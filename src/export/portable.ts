@@ -9,6 +9,8 @@
  *     `.bias` tensors silently): biases are folded before export (bias-fold.ts); this module
  *     refuses to drop a non-zero bias;
  *   - every layer dense with integer MoE fields (first_k_dense_replace = layers, moe_layer_freq 1),
+ *     or for a mixture-of-experts source (mixtral) every layer MoE with the gate config that
+ *     vLLM and SGLang compute as Mixtral's routing (config.ts),
  *     every dimension explicit, architectures, both rope config styles (rope_parameters and
  *     rope_theta / rope_scaling) with a deepseek_yarn-compatible rope (rope-yarn.ts), a torch
  *     dtype name.
@@ -70,8 +72,23 @@ export function portableLayerTensors(tensors: OutTensor[], dims: MlaDims): OutTe
     else if (t.name.endsWith('self_attn.kv_a_proj_with_mqa.weight'))
       out.push({ ...t, data: permuteRopeRows(data, cols, { blocks: 1, blockRows: dims.kvLoraRank + dims.qkRope, offset: dims.kvLoraRank, rotDim: dims.qkRope }) });
     else out.push(t);
+    if (t.name.endsWith('.mlp.gate.weight')) out.push(...emptySharedExpert(t));
   }
   return out;
+}
+
+/**
+ * The shared expert of a MoE layer with n_shared_experts 0, as zero-size tensors next to the
+ * router `gate` [experts, hidden]: vLLM and SGLang build `shared_experts` whenever
+ * n_shared_experts is not null (of intermediate size 0 here) and vLLM's loader refuses
+ * parameters the checkpoint does not initialise; null instead would break SGLang's
+ * `num_experts_per_tok + n_shared_experts` and transformers' strict config (docs/engines.md).
+ */
+function emptySharedExpert(gate: OutTensor): OutTensor[] {
+  const prefix = gate.name.slice(0, -'gate.weight'.length);
+  const hidden = gate.shape[1];
+  const t = (n: string, shape: number[]): OutTensor => ({ name: `${prefix}shared_experts.${n}.weight`, dtype: gate.dtype, shape, data: new Float32Array(0) });
+  return [t('gate_proj', [0, hidden]), t('up_proj', [0, hidden]), t('down_proj', [hidden, 0])];
 }
 
 /** lm_head.weight of a tied source: the embedding table's stored bytes under the lm_head name. */
@@ -94,7 +111,8 @@ export function portableConfig(config: Record<string, unknown>, source: ModelSpe
     rope_interleave: true,
     tie_word_embeddings: false,
     attention_bias: false,
-    first_k_dense_replace: cfg.num_hidden_layers,
+    // a dense source: every layer dense; a MoE source keeps config.ts's MoE layout
+    first_k_dense_replace: source.moe ? cfg.first_k_dense_replace : cfg.num_hidden_layers,
     moe_layer_freq: 1,
     max_position_embeddings: rope.maxPositionEmbeddings,
     rope_theta: rope.ropeTheta,

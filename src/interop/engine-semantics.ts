@@ -2,15 +2,15 @@
  * What stock engines compute from a DeepSeek-V3 directory, expressed over gqa2mla's engine:
  * for vLLM, SGLang and transformers, the config as the engine's DeepSeek code reads it (rotary
  * style, rope rewrite to deepseek_yarn with its mscale factors, latent norms always applied,
- * no bias tensors, never tied) and its loader's checks, as a ModelSpec plus the tensors it
+ * no bias tensors, never tied, its mixture-of-experts gate) and its loader's checks, as a ModelSpec plus the tensors it
  * ignores. Running gqa2mla's engine with that spec and without those tensors computes what the
  * engine computes (src/interop/engine-runner.ts); comparing with gqa2mla's own reading of the
  * directory names every difference (src/check.ts).
  *
  * The engine facts, and the commits they were read at, are in docs/engines.md.
  */
-import { parseModelSpec } from '../model/spec.js';
-import type { ModelSpec } from '../model/spec-types.js';
+import { isMoeLayer, parseModelSpec } from '../model/spec.js';
+import type { ModelSpec, MoeRouting } from '../model/spec-types.js';
 import { modelRope, mlaSoftmaxScale } from '../model/rope.js';
 
 /** Engines modelled here. */
@@ -111,7 +111,9 @@ function servingChecks(c: Record<string, unknown>, t: TensorFacts, problems: Eng
     const freq = (c.moe_layer_freq as number | undefined) ?? 1;
     const moe: number[] = [];
     for (let l = 0; l < L; l++) if (l >= first && l % freq === 0) moe.push(l);
-    if (moe.length) problems.push({ code: 'moe-layers', effect: 'load', message: `layers ${moe.join(', ')} are built as mixture-of-experts (first_k_dense_replace ${first}, moe_layer_freq ${freq}) and their expert weights are missing` });
+    const missing = moe.filter((l) => !expertTensorsPresent(t, l, experts as number));
+    if (missing.length) problems.push({ code: 'moe-layers', effect: 'load', message: `layers ${missing.join(', ')} are built as mixture-of-experts (first_k_dense_replace ${first}, moe_layer_freq ${freq}) and their expert weights are missing` });
+    else if (moe.length) sharedExpertChecks(c, t, moe, problems);
   }
   if (!t.names.has('lm_head.weight')) problems.push({ code: 'lm-head-missing', effect: 'load', message: 'lm_head.weight is absent: DeepSeek models are never tied to the embedding (tie_word_embeddings is not read), lm_head stays unloaded' });
   for (const n of t.names)
@@ -123,6 +125,61 @@ function servingChecks(c: Record<string, unknown>, t: TensorFacts, problems: Eng
   if (c.qk_latent_layernorm === false) problems.push({ code: 'latent-norm', effect: 'compute', message: 'qk_latent_layernorm is false but the engine always applies kv_a_layernorm / q_a_layernorm' });
   const dtype = c.torch_dtype ?? c.dtype;
   if (dtype !== undefined && !TORCH_DTYPES.has(String(dtype))) problems.push({ code: 'dtype-name', effect: 'load', message: `dtype ${JSON.stringify(dtype)} is not a torch dtype name (bfloat16, float16, float32): the engines map config dtype names to torch dtypes and may refuse it (not read in their sources)` });
+}
+
+/** Whether layer `l` holds the router and every routed expert's three projections. */
+function expertTensorsPresent(t: TensorFacts, l: number, experts: number): boolean {
+  const p = `model.layers.${l}.mlp.`;
+  if (!t.names.has(`${p}gate.weight`)) return false;
+  for (let e = 0; e < experts; e++) for (const n of ['gate_proj', 'up_proj', 'down_proj']) if (!t.names.has(`${p}experts.${e}.${n}.weight`)) return false;
+  return true;
+}
+
+/**
+ * vLLM and SGLang build `shared_experts` (of intermediate size moe_intermediate_size x
+ * n_shared_experts) whenever n_shared_experts is not null, and vLLM's loader refuses
+ * parameters the checkpoint leaves uninitialised; SGLang adds n_shared_experts to
+ * num_experts_per_tok, so null breaks its load.
+ */
+function sharedExpertChecks(c: Record<string, unknown>, t: TensorFacts, moe: number[], problems: EngineProblem[]): void {
+  if (c.n_shared_experts === null || c.n_shared_experts === undefined) {
+    problems.push({ code: 'moe-null', effect: 'load', message: 'n_shared_experts is null: SGLang computes num_experts_per_tok + n_shared_experts (TypeError)' });
+    return;
+  }
+  const lacking = moe.filter((l) => !['gate_proj', 'up_proj', 'down_proj'].every((n) => t.names.has(`model.layers.${l}.mlp.shared_experts.${n}.weight`)));
+  if (lacking.length)
+    problems.push({ code: 'shared-expert-missing', effect: 'load', message: `layers ${lacking.join(', ')} have no mlp.shared_experts.* tensors: vLLM builds the shared expert (n_shared_experts ${String(c.n_shared_experts)}) and refuses weights not initialized from the checkpoint` });
+}
+
+/**
+ * The gate `engine` computes for a deepseek_v3 MoE config (`ours`: gqa2mla's reading, which
+ * is vLLM's, model/spec.ts). vLLM: scoring_func (default softmax), noaux_tc adds the
+ * correction bias, n_group / topk_group, norm_topk_prob, routed_scaling_factor. SGLang: the
+ * same fields but scoring_func is not used: softmax grouped top-k without a correction bias,
+ * sigmoid with it (noaux_tc). transformers: always sigmoid, the correction bias always added
+ * (zeros when the checkpoint has none), groups scored by their best two.
+ */
+export function engineRouting(engine: EngineName, ours: MoeRouting, hasBias: boolean): MoeRouting {
+  if (engine === 'vllm') return { ...ours };
+  if (engine === 'sglang') return { ...ours, scoring: ours.correctionBias ? 'sigmoid' : 'softmax' };
+  return { ...ours, scoring: 'sigmoid', groupScore: 'top2', correctionBias: hasBias };
+}
+
+/** The differences between two gates, in words (empty: the same routing). */
+export function routingDifference(ours: MoeRouting, theirs: MoeRouting): string[] {
+  const out: string[] = [];
+  if (ours.scoring !== theirs.scoring) {
+    const sameChoice = ours.nGroup === 1 && !ours.correctionBias && !theirs.correctionBias;
+    out.push(
+      `scores are ${theirs.scoring} instead of ${ours.scoring}: the expert weights become ${theirs.scoring}(l_i) / sum over the selected instead of ${ours.scoring}` +
+        (sameChoice ? ' (the same experts are selected: both rank the logits alike)' : ''),
+    );
+  }
+  if (ours.correctionBias !== theirs.correctionBias) out.push(`e_score_correction_bias is ${theirs.correctionBias ? 'added' : 'not added'} for the selection`);
+  if (ours.nGroup > 1 && ours.groupScore !== theirs.groupScore) out.push(`groups are scored by ${theirs.groupScore === 'top2' ? 'their best two experts' : 'their best expert'}`);
+  if (ours.normTopkProb !== theirs.normTopkProb || ours.routedScalingFactor !== theirs.routedScalingFactor || ours.nGroup !== theirs.nGroup || ours.topkGroup !== theirs.topkGroup)
+    out.push('norm_topk_prob / routed_scaling_factor / n_group / topk_group are read differently');
+  return out;
 }
 
 /** transformers' DeepseekV3ForCausalLM: what it builds and drops. */
@@ -162,17 +219,38 @@ export function engineView(engine: EngineName, config: Record<string, unknown>, 
     problems.push(...rope.problems);
     const yarn = rope.params ? deepseekYarn(rope.theta, rope.params, problems) : { rope_type: 'default', rope_theta: rope.theta };
     if (!yarn) return { engine, config: null, spec: null, ignored, problems };
-    Object.assign(c, { rope_interleave: true, qk_latent_layernorm: true, tie_word_embeddings: false, rope_parameters: yarn, rope_scaling: null, n_routed_experts: null });
+    Object.assign(c, { rope_interleave: true, qk_latent_layernorm: true, tie_word_embeddings: false, rope_parameters: yarn, rope_scaling: null });
+    // a dense export's placeholder MoE fields (first_k_dense_replace = layers) parse as dense
     delete c.rope_theta;
     delete c.gqa2mla_q_bias;
   }
   let spec: ModelSpec | null = null;
   try {
-    spec = parseModelSpec(c, `${engine} view of config.json`);
+    spec = withEngineGate(engine, parseModelSpec(c, `${engine} view of config.json`), t, problems);
   } catch (e) {
-    problems.push({ code: 'config', effect: 'load', message: (e as Error).message });
+    // a load problem already named (e.g. missing expert weights) says why; gqa2mla's own refusal would only repeat it
+    if (!problems.some((p) => p.effect === 'load')) problems.push({ code: 'config', effect: 'load', message: (e as Error).message });
   }
   return { engine, config: c, spec, ignored, problems };
+}
+
+/**
+ * `spec` with `engine`'s MoE gate ({@link engineRouting}); transformers makes every layer
+ * from first_k_dense_replace on MoE (moe_layer_freq is not read).
+ */
+function withEngineGate(engine: EngineName, spec: ModelSpec, t: TensorFacts, problems: EngineProblem[]): ModelSpec {
+  const m = spec.moe;
+  if (!m) return spec;
+  const hasBias = [...t.names].some((n) => n.endsWith('.mlp.gate.e_score_correction_bias'));
+  const moe = { ...m, routing: engineRouting(engine, m.routing, hasBias) };
+  if (engine === 'transformers' && m.layerFreq !== 1) {
+    problems.push({ code: 'moe-layer-freq', effect: 'compute', message: `moe_layer_freq ${m.layerFreq} is not read: every layer from first_k_dense_replace on is MoE` });
+    moe.layerFreq = 1;
+  }
+  const out = { ...spec, moe };
+  for (let l = 0; l < spec.numLayers && engine === 'transformers'; l++)
+    if (isMoeLayer(out, l) && !expertTensorsPresent(t, l, m.numExperts)) problems.push({ code: 'moe-layers', effect: 'load', message: `layer ${l} is built as mixture-of-experts and its expert weights are missing` });
+  return out;
 }
 
 /** Largest relative difference of the rope frequencies, the cos/sin factor and the softmax scale of two specs. */

@@ -22,7 +22,7 @@ export interface RopeSpec {
 
 /** What gqa2mla needs to know about a decoder-only checkpoint. */
 export interface ModelSpec {
-  modelType: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'deepseek_v3';
+  modelType: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'mixtral' | 'deepseek_v3';
   numLayers: number;
   hiddenSize: number;
   numHeads: number;
@@ -46,6 +46,8 @@ export interface ModelSpec {
   qkNorm?: boolean;
   /** Present for model_type deepseek_v3 (converted checkpoints). */
   mla?: MlaSpec;
+  /** Mixture-of-experts MLP (mixtral; deepseek_v3 with routed experts); absent for dense models. */
+  moe?: MoeSpec;
   /** The raw config.json. */
   raw: Record<string, unknown>;
 }
@@ -62,4 +64,39 @@ export interface MlaSpec {
   qkLatentLayernorm: boolean;
   /** q_proj / q_b_proj carry a bias (gqa2mla extension until exact-bias export lands) */
   qBias: boolean;
+}
+
+/**
+ * How a mixture-of-experts gate turns a token's router logits l (one per expert) into the
+ * selected experts and their weights (src/engine/moe-routing.ts):
+ * scores s = softmax(l) or sigmoid(l); selection by s (+ the correction bias when present),
+ * restricted to the best `topkGroup` of `nGroup` expert groups; weights = the selected s,
+ * divided by their sum when `normTopkProb`, times `routedScalingFactor`.
+ * Mixtral: softmax, no groups, normTopkProb true, factor 1 (= softmax over the selected logits).
+ */
+export interface MoeRouting {
+  scoring: 'softmax' | 'sigmoid';
+  normTopkProb: boolean;
+  /** expert groups (1: no grouping) and how many of them a token may use */
+  nGroup: number;
+  topkGroup: number;
+  /** a group's score: its best expert ('max') or the sum of its best two ('top2'; noaux_tc, or any gate with a correction bias) */
+  groupScore: 'max' | 'top2';
+  /** `mlp.gate.e_score_correction_bias` [experts] is added to the scores for selection only */
+  correctionBias: boolean;
+  routedScalingFactor: number;
+}
+
+/** A sparse mixture-of-experts MLP: routed SwiGLU experts, no shared expert. */
+export interface MoeSpec {
+  numExperts: number;
+  /** experts per token */
+  topK: number;
+  /** intermediate size of each expert */
+  expertIntermediateSize: number;
+  routing: MoeRouting;
+  /** layers before this one are dense (intermediate_size); deepseek_v3's first_k_dense_replace, 0 for mixtral */
+  firstDense: number;
+  /** among the others, layers with index % layerFreq === 0 are MoE (deepseek_v3's moe_layer_freq; 1 for mixtral) */
+  layerFreq: number;
 }

@@ -1,17 +1,17 @@
 /**
- * Hugging Face config.json -> ModelSpec for llama, qwen2, qwen3, mistral (GQA and MHA) and
- * deepseek_v3 (converted checkpoints); Gemma2/Gemma3 are refused with the reason. RoPE settings are read in both styles: `rope_theta`
+ * Hugging Face config.json -> ModelSpec for llama, qwen2, qwen3, mistral (GQA and MHA), mixtral
+ * (sparse mixture-of-experts MLP) and deepseek_v3 (converted checkpoints, dense or MoE); Gemma2/Gemma3 are refused with the reason. RoPE settings are read in both styles: `rope_theta`
  * + `rope_scaling` (most Hub checkpoints) and transformers-5 `rope_parameters`.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { GqaError } from '../errors.js';
-import type { ModelSpec, RopeSpec } from './spec-types.js';
+import type { ModelSpec, MoeRouting, MoeSpec, RopeSpec } from './spec-types.js';
 
-export type { ModelSpec, RopeSpec };
+export type { ModelSpec, MoeRouting, MoeSpec, RopeSpec };
 
 /** model_type values gqa2mla reads. */
-export const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'qwen3', 'mistral', 'deepseek_v3'] as const;
+export const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'qwen3', 'mistral', 'mixtral', 'deepseek_v3'] as const;
 /**
  * model_type values refused with a reason: stock DeepSeek-V3 has no place for what these
  * architectures compute, so a conversion could not be faithful.
@@ -58,7 +58,7 @@ export async function loadModelSpec(dir: string): Promise<ModelSpec> {
 }
 
 /** max_position_embeddings of each model type's transformers config class, used when absent. */
-const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2048, mistral: 131072, qwen2: 32768, qwen3: 32768, deepseek_v3: 4096 };
+const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2048, mistral: 131072, mixtral: 131072, qwen2: 32768, qwen3: 32768, deepseek_v3: 4096 };
 
 /**
  * Builds a ModelSpec from a parsed config.json object; `source` names it in errors.
@@ -67,9 +67,12 @@ const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2
  * the modeling code: llama's and qwen3's attention_bias cover q/k/v and o_proj; qwen2 always
  * has q/k/v biases and never an o_proj bias; mistral has none; deepseek_v3's attention_bias
  * covers q_a_proj / kv_a_proj_with_mqa and o_proj. qwen3 has per-head q_norm / k_norm
- * (`qkNorm`) and, as transformers' Qwen3Config, head_dim 128 when absent. For deepseek_v3, headDim is qk_nope_head_dim, and
- * only dense models are read: n_routed_experts null (or 0) or first_k_dense_replace >=
- * num_hidden_layers, with transformers' defaults (256 experts, 3 dense layers) when absent.
+ * (`qkNorm`) and, as transformers' Qwen3Config, head_dim 128 when absent. mixtral has no biases
+ * and a sparse MoE MLP (`moe`: num_local_experts, num_experts_per_tok, intermediate_size per
+ * expert, softmax top-k routing renormalised over the selected). For deepseek_v3, headDim is
+ * qk_nope_head_dim; routed experts (n_routed_experts, with transformers' defaults of 256
+ * experts and 3 dense layers when absent) give `moe` with the gate read as vLLM reads it
+ * (see {@link parseDeepseekMoe}); shared experts are refused.
  * Throws ERR_UNSUPPORTED_MODEL, ERR_UNSUPPORTED_ROPE or ERR_BAD_CONFIG (naming the field).
  */
 export function parseModelSpec(config: object, source = 'config.json'): ModelSpec {
@@ -97,8 +100,10 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
   if (typeof eps !== 'number' || !(eps > 0) || !Number.isFinite(eps)) throw f.fail('rms_norm_eps', `must be a positive number (got ${JSON.stringify(eps)})`);
   let headDim: number;
   let mla: ModelSpec['mla'];
+  let moe: MoeSpec | undefined;
   if (modelType === 'deepseek_v3') {
-    mla = parseMla(f, numLayers, source);
+    mla = parseMla(f);
+    moe = parseDeepseekMoe(f, numLayers, source);
     headDim = mla.qkNopeHeadDim;
   } else {
     const dfltHeadDim = modelType === 'qwen3' ? 128 : hiddenSize / numHeads;
@@ -113,6 +118,7 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
   if (typeof maxPos !== 'number' || !Number.isSafeInteger(maxPos) || maxPos <= 0)
     throw f.fail('max_position_embeddings', `must be a positive integer (got ${JSON.stringify(maxPos)})`);
   const rope = parseRope(c, source);
+  if (modelType === 'mixtral') moe = parseMixtralMoe(f);
   return {
     modelType,
     numLayers,
@@ -129,6 +135,7 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
     maxPositionEmbeddings: maxPos,
     rope,
     mla,
+    ...(moe ? { moe } : {}),
     ...(modelType === 'qwen3' ? { qkNorm: true } : {}),
     raw: c,
   };
@@ -161,28 +168,12 @@ function configFields(c: Record<string, unknown>, source: string): ConfigFields 
   return { c, fail, int, bool };
 }
 
-/** The MLA fields of a deepseek_v3 config (dense layers only). */
-function parseMla(f: ConfigFields, numLayers: number, source: string): NonNullable<ModelSpec['mla']> {
+/** The MLA fields of a deepseek_v3 config. */
+function parseMla(f: ConfigFields): NonNullable<ModelSpec['mla']> {
   const { c, fail, int, bool } = f;
   const qlr = c.q_lora_rank;
   if (qlr !== null && qlr !== undefined && (typeof qlr !== 'number' || !Number.isSafeInteger(qlr) || qlr <= 0))
     throw fail('q_lora_rank', `must be null or a positive integer (got ${JSON.stringify(qlr)})`);
-  // transformers' DeepseekV3Config defaults: n_routed_experts 256, first_k_dense_replace 3
-  const experts = c.n_routed_experts === undefined ? 256 : c.n_routed_experts;
-  const firstDense = c.first_k_dense_replace ?? 3;
-  if (experts !== null && experts !== 0) {
-    if (typeof experts !== 'number' || !Number.isSafeInteger(experts) || experts < 0)
-      throw fail('n_routed_experts', `must be null or a non-negative integer (got ${JSON.stringify(experts)})`);
-    if (typeof firstDense !== 'number' || !Number.isSafeInteger(firstDense) || firstDense < 0)
-      throw fail('first_k_dense_replace', `must be a non-negative integer (got ${JSON.stringify(firstDense)})`);
-    if (firstDense < numLayers)
-      throw new GqaError(
-        'ERR_UNSUPPORTED_MODEL',
-        `${source}: mixture-of-experts DeepSeek-V3 layers are not supported (layers ${firstDense}..${numLayers - 1} would be MoE with ${experts} routed experts; ` +
-          `only dense models: n_routed_experts null or first_k_dense_replace >= num_hidden_layers)`,
-        'input',
-      );
-  }
   const mla = {
     qLoraRank: (qlr as number | null | undefined) ?? null,
     kvLoraRank: int('kv_lora_rank'),
@@ -195,6 +186,67 @@ function parseMla(f: ConfigFields, numLayers: number, source: string): NonNullab
   };
   if (mla.qkRopeHeadDim % 2 !== 0) throw fail('qk_rope_head_dim', `must be even (got ${mla.qkRopeHeadDim})`);
   return mla;
+}
+
+/** Whether decoder layer `layer` of `spec` has a mixture-of-experts MLP. */
+export function isMoeLayer(spec: ModelSpec, layer: number): boolean {
+  const m = spec.moe;
+  return m !== undefined && layer >= m.firstDense && layer % m.layerFreq === 0;
+}
+
+/** Mixtral's sparse MoE block: softmax over all router logits, top-k, renormalised (MixtralConfig defaults 8 experts, top 2). */
+function parseMixtralMoe(f: ConfigFields): MoeSpec {
+  const numExperts = f.int('num_local_experts', 8);
+  const topK = f.int('num_experts_per_tok', 2);
+  if (topK > numExperts) throw f.fail('num_experts_per_tok', `(${topK}) exceeds num_local_experts (${numExperts})`);
+  const routing: MoeRouting = { scoring: 'softmax', normTopkProb: true, nGroup: 1, topkGroup: 1, groupScore: 'max', correctionBias: false, routedScalingFactor: 1 };
+  return { numExperts, topK, expertIntermediateSize: f.int('intermediate_size'), routing, firstDense: 0, layerFreq: 1 };
+}
+
+/** A non-negative integer field (`dflt` when absent or null). */
+function nonNegInt(f: ConfigFields, k: string, dflt: number): number {
+  const v = f.c[k] ?? dflt;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw f.fail(k, `must be a non-negative integer (got ${JSON.stringify(v)})`);
+  return v;
+}
+
+/**
+ * The routed experts of a deepseek_v3 config, or undefined when every layer is dense
+ * (n_routed_experts null or 0, or first_k_dense_replace >= num_hidden_layers). The gate is
+ * read as vLLM's DeepseekV2MoE reads it over transformers' DeepseekV3Config (docs/engines.md):
+ * scoring_func (not a config field: vLLM's default softmax), topk_method noaux_tc =
+ * e_score_correction_bias, and the config class's defaults n_group 8, topk_group 4,
+ * norm_topk_prob true, routed_scaling_factor 2.5, n_shared_experts 1 when absent. Shared
+ * experts (n_shared_experts > 0) are refused (ERR_UNSUPPORTED_MODEL).
+ */
+function parseDeepseekMoe(f: ConfigFields, numLayers: number, source: string): MoeSpec | undefined {
+  const { c, fail, int, bool } = f;
+  // transformers' DeepseekV3Config defaults: n_routed_experts 256, first_k_dense_replace 3
+  const experts = c.n_routed_experts === undefined ? 256 : c.n_routed_experts;
+  if (experts === null || experts === 0) return undefined;
+  if (typeof experts !== 'number' || !Number.isSafeInteger(experts) || experts < 0)
+    throw fail('n_routed_experts', `must be null or a non-negative integer (got ${JSON.stringify(experts)})`);
+  const firstDense = nonNegInt(f, 'first_k_dense_replace', 3);
+  if (firstDense >= numLayers) return undefined;
+  const shared = nonNegInt(f, 'n_shared_experts', 1);
+  if (shared > 0)
+    throw new GqaError('ERR_UNSUPPORTED_MODEL', `${source}: n_shared_experts ${shared}: shared experts are not supported (gqa2mla writes and reads routed experts only; set n_shared_experts 0 or null)`, 'input');
+  const scoring = c.scoring_func ?? 'softmax';
+  if (scoring !== 'softmax' && scoring !== 'sigmoid') throw fail('scoring_func', `must be "softmax" or "sigmoid" (got ${JSON.stringify(scoring)})`);
+  const method = c.topk_method ?? 'greedy';
+  if (method !== 'greedy' && method !== 'group_limited_greedy' && method !== 'noaux_tc')
+    throw fail('topk_method', `must be "greedy", "group_limited_greedy" or "noaux_tc" (got ${JSON.stringify(method)})`);
+  const nGroup = int('n_group', 8);
+  const topkGroup = int('topk_group', 4);
+  if (experts % nGroup !== 0) throw fail('n_group', `(${nGroup}) must divide n_routed_experts (${experts})`);
+  if (topkGroup > nGroup) throw fail('topk_group', `(${topkGroup}) exceeds n_group (${nGroup})`);
+  const topK = int('num_experts_per_tok');
+  if (topK > (experts / nGroup) * topkGroup) throw fail('num_experts_per_tok', `(${topK}) exceeds the experts of topk_group groups (${(experts / nGroup) * topkGroup})`);
+  const factor = c.routed_scaling_factor ?? 2.5;
+  if (typeof factor !== 'number' || !(factor > 0) || !Number.isFinite(factor)) throw fail('routed_scaling_factor', `must be a positive number (got ${JSON.stringify(factor)})`);
+  const correctionBias = method === 'noaux_tc';
+  const routing: MoeRouting = { scoring, normTopkProb: bool('norm_topk_prob', true), nGroup, topkGroup, groupScore: correctionBias ? 'top2' : 'max', correctionBias, routedScalingFactor: factor };
+  return { numExperts: experts, topK, expertIntermediateSize: int('moe_intermediate_size'), routing, firstDense, layerFreq: int('moe_layer_freq', 1) };
 }
 
 /**

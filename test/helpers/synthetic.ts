@@ -1,8 +1,8 @@
 /**
- * Writes a synthetic llama / qwen2 / qwen3 / mistral checkpoint (config.json + safetensors through
+ * Writes a synthetic llama / qwen2 / qwen3 / mistral / mixtral checkpoint (config.json + safetensors through
  * CheckpointWriter, optionally a tokenizer copied from another directory) with seeded
  * random weights of realistic scale: linear weights and embeddings ~ N(0, 0.02^2), biases
- * ~ N(0, 0.02^2), RMSNorm weights ~ 1 + N(0, 0.05^2). Tensors are generated and written one
+ * ~ N(0, 0.02^2), RMSNorm weights ~ 1 + N(0, 0.05^2), Mixtral router weights ~ N(0, routerStd^2). Tensors are generated and written one
  * at a time, so memory stays at one tensor.
  */
 import { readFile } from 'node:fs/promises';
@@ -12,7 +12,7 @@ import { CheckpointWriter } from '../../src/checkpoint/safetensors-writer.js';
 
 /** Shape and settings of a synthetic model. */
 export interface SyntheticOptions {
-  modelType: 'llama' | 'qwen2' | 'qwen3' | 'mistral';
+  modelType: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'mixtral';
   numLayers: number;
   hiddenSize: number;
   numHeads: number;
@@ -38,6 +38,10 @@ export interface SyntheticOptions {
   tokenizerFrom?: string;
   /** replace an existing directory */
   overwrite?: boolean;
+  /** mixtral: num_local_experts (default 4), num_experts_per_tok (default 2), router weight std (default 0.3: logits of order 1, routing that matters) */
+  experts?: number;
+  topK?: number;
+  routerStd?: number;
 }
 
 /** What was written. */
@@ -78,7 +82,7 @@ export function normalGenerator(seed: number): () => number {
 
 /** The config.json object of `o`. */
 export function syntheticConfig(o: SyntheticOptions): Record<string, unknown> {
-  const arch = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM' }[o.modelType];
+  const arch = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM', mistral: 'MistralForCausalLM', mixtral: 'MixtralForCausalLM' }[o.modelType];
   const cfg: Record<string, unknown> = {
     architectures: [arch],
     model_type: o.modelType,
@@ -99,7 +103,8 @@ export function syntheticConfig(o: SyntheticOptions): Record<string, unknown> {
   };
   if (o.modelType === 'llama' || o.modelType === 'qwen3') cfg.attention_bias = o.bias;
   if (o.modelType === 'qwen2' || o.modelType === 'qwen3') cfg.use_sliding_window = false;
-  if (o.modelType === 'mistral') cfg.sliding_window = null;
+  if (o.modelType === 'mistral' || o.modelType === 'mixtral') cfg.sliding_window = null;
+  if (o.modelType === 'mixtral') Object.assign(cfg, { num_local_experts: o.experts ?? 4, num_experts_per_tok: o.topK ?? 2 });
   const theta = o.ropeTheta ?? 10000;
   if (o.ropeParameters) cfg.rope_parameters = { rope_theta: theta, rope_type: 'default', ...(o.ropeScaling ?? {}) };
   else {
@@ -112,18 +117,19 @@ export function syntheticConfig(o: SyntheticOptions): Record<string, unknown> {
 /** Writes the synthetic checkpoint to `dir` (refused when it exists unless `overwrite`). */
 export async function writeSyntheticModel(dir: string, o: SyntheticOptions): Promise<SyntheticResult> {
   if (o.modelType === 'qwen2' && !o.bias) throw new Error('qwen2 always has q/k/v biases: pass bias: true');
-  if (o.modelType === 'mistral' && o.bias) throw new Error('mistral has no attention biases: pass bias: false');
+  if ((o.modelType === 'mistral' || o.modelType === 'mixtral') && o.bias) throw new Error(`${o.modelType} has no attention biases: pass bias: false`);
   if (o.numHeads % o.numKvHeads !== 0) throw new Error('numKvHeads must divide numHeads');
   const config = syntheticConfig(o);
   const w = await CheckpointWriter.create(dir, { overwrite: o.overwrite, maxShardBytes: o.maxShardBytes });
   const normal = normalGenerator(o.seed);
   const names: string[] = [];
   let numParams = 0;
-  const put = async (name: string, shape: number[], kind: 'linear' | 'norm' | 'bias') => {
+  const put = async (name: string, shape: number[], kind: 'linear' | 'norm' | 'bias' | 'router') => {
     const n = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
+    const std = kind === 'router' ? (o.routerStd ?? 0.3) : 0.02;
     if (kind === 'norm') for (let i = 0; i < n; i++) data[i] = 1 + 0.05 * normal();
-    else for (let i = 0; i < n; i++) data[i] = 0.02 * normal();
+    else for (let i = 0; i < n; i++) data[i] = std * normal();
     await w.add(name, o.dtype, shape, data);
     names.push(name);
     numParams += n;
@@ -149,9 +155,20 @@ export async function writeSyntheticModel(dir: string, o: SyntheticOptions): Pro
         await put(`${p}self_attn.k_norm.weight`, [o.headDim], 'norm');
       }
       await put(`${p}post_attention_layernorm.weight`, [H], 'norm');
-      await put(`${p}mlp.gate_proj.weight`, [o.intermediateSize, H], 'linear');
-      await put(`${p}mlp.up_proj.weight`, [o.intermediateSize, H], 'linear');
-      await put(`${p}mlp.down_proj.weight`, [H, o.intermediateSize], 'linear');
+      const I = o.intermediateSize;
+      if (o.modelType === 'mixtral') {
+        // Mixtral's stored names: w1 = gate, w3 = up, w2 = down
+        await put(`${p}block_sparse_moe.gate.weight`, [o.experts ?? 4, H], 'router');
+        for (let e = 0; e < (o.experts ?? 4); e++) {
+          await put(`${p}block_sparse_moe.experts.${e}.w1.weight`, [I, H], 'linear');
+          await put(`${p}block_sparse_moe.experts.${e}.w2.weight`, [H, I], 'linear');
+          await put(`${p}block_sparse_moe.experts.${e}.w3.weight`, [I, H], 'linear');
+        }
+      } else {
+        await put(`${p}mlp.gate_proj.weight`, [I, H], 'linear');
+        await put(`${p}mlp.up_proj.weight`, [I, H], 'linear');
+        await put(`${p}mlp.down_proj.weight`, [H, I], 'linear');
+      }
     }
     await put('model.norm.weight', [H], 'norm');
     if (!o.tie) await put('lm_head.weight', [o.vocabSize, H], 'linear');
