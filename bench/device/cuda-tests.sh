@@ -23,7 +23,7 @@ if ! timeout 330 node node_modules/cmake-js/bin/cmake-js compile --CDGQA2MLA_CUD
 fi
 node -e "const m=require('./build/Release/gqa2mla.node'); console.log('cuda', m.buildInfo().cuda)" | tee -a "$OUT/run.log"
 stamp "built"
-export GQA2MLA_TEST_SEED=${GQA2MLA_TEST_SEED:-20261201} UV_THREADPOOL_SIZE=16
+export GQA2MLA_TEST_SEED=${GQA2MLA_TEST_SEED:-20261201} UV_THREADPOOL_SIZE=16 GQA2MLA_TEST_VERBOSE=1
 left=$(( 560 - ($(date +%s) - t0) ))
 echo "# jest test/*-cuda.test.ts, GQA2MLA_TEST_SEED=$GQA2MLA_TEST_SEED, $(date -u +%FT%TZ), $(cat "$OUT/smi.txt"), tree of ${GQA2MLA_COMMIT:-an unnamed commit (set GQA2MLA_COMMIT)}" > "$OUT/cuda-tests.txt"
 timeout "$left" node --experimental-vm-modules --no-warnings node_modules/jest/bin/jest.js test/linalg-cuda.test.ts test/forward-cuda.test.ts test/decode-cuda.test.ts test/convert-cuda.test.ts >> "$OUT/cuda-tests.txt" 2>&1

@@ -6,7 +6,8 @@
  * NLL, plus manifest.json for bench/interop/hf_check.py.
  *
  *   npx tsx bench/interop/ours.ts [--work DIR] [--windows 8] [--seq 512] [--calib-samples 128] [--zoo] [--fixtures a,b]
- * (--zoo: also every model under bench/zoo/models/, portable, budgets 64+512 and 64+256)
+ * (--zoo: also every model under bench/zoo/models/, portable, at the fidelity grid's half and quarter
+ *  budgets; --zoo-models a,b: only these zoo models)
  *
  * Output under DIR (default tmpwork/interop):
  *   <case>/                     converted DeepSeek-V3 directory (sweeps: <case> = sweep dir + r<rank>-p<rope>)
@@ -19,12 +20,13 @@
  * training text, 256-token windows, seed 42), `calibSamples` sequences (default 128).
  */
 import { cpus, hostname } from 'node:os';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { convert, convertSweep, type ConvertOptions } from '../../src/convert/convert.js';
 import { ModelRunner } from '../../src/engine/model.js';
 import { loadTokenizer } from '../../src/tokenize.js';
 import { native } from '../../src/native/binding.js';
+import { budgetsOf, findModels } from '../fidelity/models.js';
 
 const root = join(import.meta.dirname, '..', '..');
 const fx = (n: string) => join(root, 'test', 'fixtures', n);
@@ -39,6 +41,8 @@ const seq = Number(arg('--seq', '512'));
 const calibSamples = Number(arg('--calib-samples', '128'));
 /** --fixtures a,b: only these fixtures (and zoo models with --zoo); default both */
 const only = arg('--fixtures', 'tiny-llama-gqa,tiny-qwen2-gqa').split(',');
+/** --zoo-models a,b: only these zoo models (default every one) */
+const zooOnly = arg('--zoo-models', '').split(',').filter(Boolean);
 const evalFile = fx('pydocs-eval.txt');
 const calibFile = fx('pydocs-train-3M.txt');
 
@@ -156,11 +160,13 @@ const sweeps = [
   { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: 128, tag: '-q128', target: 'portable' as const },
   { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: undefined, tag: '-hf-qlossless', target: 'transformers' as const },
 ];
-// zoo models (bench/zoo/models/<name>/ with a config.json), when present: two budgets each
+// zoo models (bench/zoo/models/<name>/ with a config.json), when present: the fidelity grid's
+// two budgets of each (about 1/2 and 1/4 of its KV values per token, bench/fidelity/models.ts)
 const zooDir = join(root, 'bench', 'zoo', 'models');
-if (process.argv.includes('--zoo') && existsSync(zooDir))
-  for (const name of readdirSync(zooDir).filter((n) => existsSync(join(zooDir, n, 'config.json'))))
-    sweeps.push({ fixture: `zoo:${name}`, qkRopeDims: [64], kvLoraRanks: [512, 256], qLoraRank: undefined, tag: '', target: 'portable' as const });
+if (process.argv.includes('--zoo'))
+  for (const m of (await findModels(root, zooDir)).filter((x) => x.kind === 'zoo' && (zooOnly.length === 0 || zooOnly.includes(x.name))))
+    for (const b of budgetsOf(m))
+      sweeps.push({ fixture: `zoo:${m.name}`, qkRopeDims: [b.qkRopeDim], kvLoraRanks: [b.kvLoraRank], qLoraRank: undefined, tag: `-${b.name}`, target: 'portable' as const });
 for (let i = sweeps.length - 1; i >= 0; i--) if (!sweeps[i].fixture.startsWith('zoo:') && !only.includes(sweeps[i].fixture)) sweeps.splice(i, 1);
 const modelDirOf = (f: string) => (f.startsWith('zoo:') ? join(zooDir, f.slice(4)) : fx(f));
 for (const s of sweeps) {
