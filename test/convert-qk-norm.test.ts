@@ -5,11 +5,14 @@
  * methods promise, intercepts only with biases, the method switch and its errors; and a
  * tiny random Qwen3 converted end to end into a stock DeepSeek-V3 checkpoint.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { jest } from '@jest/globals';
 import { join } from 'node:path';
 import { gqaAttention } from '../src/convert/attention-weights.js';
 import { convert } from '../src/convert/convert.js';
-import { type QkNormMethod, foldQkNorm, qkNormMethod, sourceAttention } from '../src/convert/qk-norm.js';
+import { resolveQkNorm } from '../src/convert/options.js';
+import { DEFAULT_QK_NORM, QK_NORM_METHODS, type QkNormMethod, foldQkNorm, sourceAttention } from '../src/convert/qk-norm.js';
+import { main } from '../src/cli/main.js';
 import type { LayerWeights } from '../src/engine/weights.js';
 import { loadModelSpec, parseModelSpec } from '../src/model/spec.js';
 import { MomentAccumulator } from '../src/tensor/moments.js';
@@ -228,10 +231,28 @@ describe('ridge: the regression shrunk toward the scalar fold', () => {
 });
 
 describe('the method switch and the refusals', () => {
-  test('GQA2MLA_QK_NORM picks the method; constant by default; anything else is a usage error', () => {
-    expect(qkNormMethod({})).toBe('constant');
-    expect(qkNormMethod({ GQA2MLA_QK_NORM: 'ridge' })).toBe('ridge');
-    expect(() => qkNormMethod({ GQA2MLA_QK_NORM: 'exact' })).toThrow(expect.objectContaining({ code: 'ERR_BAD_OPTION', exitCode: 2 }));
+  const dir = useTempDir('g2m-qknorm-cli-');
+
+  test('the qkNorm option: every method accepted, the default when absent, anything else a usage error naming the methods', () => {
+    for (const m of QK_NORM_METHODS) expect(resolveQkNorm(m)).toBe(m);
+    expect(resolveQkNorm(undefined)).toBe(DEFAULT_QK_NORM);
+    for (const bad of ['exact', '', 'Constant', 3])
+      expect(() => resolveQkNorm(bad)).toThrow(expect.objectContaining({ code: 'ERR_BAD_OPTION', exitCode: 2, message: expect.stringContaining(QK_NORM_METHODS.join(', ')) }));
+  });
+
+  test('--qk-norm: a bad method exits 2 naming the flag before any work', async () => {
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const fixture = new URL('./fixtures/tiny-llama-gqa', import.meta.url).pathname;
+      const out = join(dir(), 'never-written');
+      const code = await main(['node', 'gqa2mla', 'convert', fixture, out, '--calib', join(fixture, 'config.json'), '--qk-rope-dim', '32', '--kv-lora-rank', '64', '--qk-norm', 'exact']);
+      expect(code).toBe(2);
+      const text = err.mock.calls.map((c) => String(c[0])).join('');
+      expect(text).toContain('--qk-norm must be one of');
+      expect(existsSync(out)).toBe(false);
+    } finally {
+      err.mockRestore();
+    }
   });
 
   test('gqaAttention refuses a layer with q/k norms unless they are handled; sourceAttention leaves other models alone', async () => {
@@ -240,7 +261,7 @@ describe('the method switch and the refusals', () => {
     const { 'self_attn.q_norm.weight': _q, 'self_attn.k_norm.weight': _k, ...rest } = w.tensors;
     const llama = parseModelSpec({ model_type: 'llama', hidden_size: hid, num_hidden_layers: 1, num_attention_heads: H, num_key_value_heads: G, head_dim: d, intermediate_size: 32, vocab_size: 50 });
     const x = inputs(61);
-    const a = await sourceAttention(llama, { layer: 0, tensors: rest }, momentsOf(x), x, rows);
+    const a = await sourceAttention(llama, { layer: 0, tensors: rest }, momentsOf(x), x, rows, 'ridge');
     expect(a.wq).toBe(rest['self_attn.q_proj.weight'].data);
   });
 

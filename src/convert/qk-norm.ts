@@ -37,18 +37,8 @@ export type QkNormMethod = 'constant' | 'scalar' | 'regression' | 'ridge';
 /** The methods, for validation and ablations. */
 export const QK_NORM_METHODS: readonly QkNormMethod[] = ['constant', 'scalar', 'regression', 'ridge'];
 
-/**
- * The method a conversion uses: GQA2MLA_QK_NORM when set (an ablation switch), else
- * 'constant' — the lowest converted perplexity in the one end-to-end ablation so far
- * (bench/qk-norm/README.md), although 'ridge' had the lower per-layer held-out error there.
- */
-export function qkNormMethod(env: Record<string, string | undefined> = process.env): QkNormMethod {
-  const v = env.GQA2MLA_QK_NORM;
-  if (v === undefined || v === '') return 'constant';
-  if (!(QK_NORM_METHODS as readonly string[]).includes(v))
-    throw new GqaError('ERR_BAD_OPTION', `GQA2MLA_QK_NORM must be one of ${QK_NORM_METHODS.join(', ')} (got ${JSON.stringify(v)})`, 'usage');
-  return v as QkNormMethod;
-}
+/** The method of a conversion that names none (the `qkNorm` option, src/convert/options.ts). */
+export const DEFAULT_QK_NORM: QkNormMethod = 'constant';
 
 /** Bound on the float64 copy of the inputs the fit reads (values); rows beyond are sampled with a stride. */
 const FIT_VALUES = 1 << 25;
@@ -339,7 +329,7 @@ export async function foldQkNorm(spec: ModelSpec, w: LayerWeights, moments: Inpu
  * The source layer's attention as the factorization reads it: its q/k/v/o weights, with a
  * Qwen3 layer's per-head q/k norms replaced by linear maps ({@link foldQkNorm}).
  */
-export async function sourceAttention(spec: ModelSpec, w: LayerWeights, moments: InputMoments, x: Float32Array, statRows: number): Promise<GqaAttention> {
+export async function sourceAttention(spec: ModelSpec, w: LayerWeights, moments: InputMoments, x: Float32Array, statRows: number, method: QkNormMethod): Promise<GqaAttention> {
   if (!spec.qkNorm) return gqaAttention(w);
-  return (await foldQkNorm(spec, w, moments, x, statRows, qkNormMethod())).attention;
+  return (await foldQkNorm(spec, w, moments, x, statRows, method)).attention;
 }
