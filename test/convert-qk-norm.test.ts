@@ -401,17 +401,17 @@ describe('the method switch and the refusals', () => {
 describe('a tiny random Qwen3 converted end to end', () => {
   const dir = useTempDir('g2m-qwen3-conv-');
 
-  test('the output is a stock DeepSeek-V3 checkpoint without q_norm / k_norm, with finite held-out errors', async () => {
+  test('the output is a stock DeepSeek-V3 checkpoint without q_norm / k_norm, with finite held-out errors; the config names the qkNorm method', async () => {
     const src = join(dir(), 'src');
     const fixture = new URL('./fixtures/tiny-llama-gqa', import.meta.url).pathname;
     await writeSyntheticModel(src, { modelType: 'qwen3', numLayers: 2, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 32, intermediateSize: 96, vocabSize: 4096, tie: true, bias: false, dtype: 'BF16', seed: 9, tokenizerFrom: fixture });
     const calibText = readFileSync(join(fixture, '..', 'pydocs-train-3M.txt'), 'utf8').slice(0, 100_000);
     const out = join(dir(), 'mla');
-    const r = await convert({ modelDir: src, outDir: out, calibText, calibSamples: 6, calibSeqlen: 64, heldOutSamples: 2, qkRopeDim: 16, kvLoraRank: 48, freqfold: 2, balanceKv: 1, device: 'cpu' });
+    const r = await convert({ modelDir: src, outDir: out, calibText, calibSamples: 6, calibSeqlen: 64, heldOutSamples: 2, qkRopeDim: 16, kvLoraRank: 48, freqfold: 2, balanceKv: 1, device: 'cpu', qkNorm: 'scalar' });
     const spec = await loadModelSpec(out);
     expect(spec.modelType).toBe('deepseek_v3');
     expect(spec.qkNorm).toBeUndefined();
-    expect((spec.raw.gqa2mla as Record<string, unknown>).qk_norm).toMatch(/^approximated: constant/);
+    expect((spec.raw.gqa2mla as Record<string, unknown>).qk_norm).toMatch(/^approximated: scalar /);
     const index = JSON.parse(readFileSync(join(out, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
     const names = Object.keys(index.weight_map);
     expect(names.filter((n) => n.includes('q_norm') || n.includes('k_norm'))).toEqual([]);

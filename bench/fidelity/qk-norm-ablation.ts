@@ -13,8 +13,12 @@
  * already there are kept and skipped (unless --redo), so a run can be stopped and continued.
  *
  *   npx tsx bench/fidelity/qk-norm-ablation.ts [--model DIR] [--out FILE] [--methods a,b]
- *       [--budgets half,quarter,lossless] [--seqs 512,2048] [--windows 40]
+ *       [--budgets half,quarter,lossless] [--seqs 512,2048] [--windows 40[,40]]
  *       [--calib-samples 32] [--context 256] [--redo]
+ *
+ * --windows: one count for every length, or one per length of --seqs. The original's row is
+ * read from bench/results/fidelity-zoo-cpu.json (its `reference`, the same protocol and
+ * engine at 40 windows) when the model is zoo-qwen3 and every count is 40, else measured.
  *
  * Conversion settings: calibration on test/fixtures/pydocs-train-3M.txt, `--calib-samples`
  * windows of 256 tokens, 4 held-out windows, choices judged on `--context`-token windows
@@ -49,11 +53,13 @@ interface Row {
   ppl: Record<string, number>;
   layerAttnRelError?: number[];
   convertSeconds?: number;
+  /** where the original's figures come from */
+  from?: string;
 }
 
 interface AblationFile {
   model: string;
-  settings: { calibFile: string; calibSamples: number; calibSeqlen: number; heldOutSamples: number; context: number; evalFile: string; seqs: number[]; windows: number; device: 'cpu' };
+  settings: { calibFile: string; calibSamples: number; calibSeqlen: number; heldOutSamples: number; context: number; evalFile: string; seqs: number[]; windows: number[]; device: 'cpu' };
   rows: Record<string, Row>;
 }
 
@@ -67,7 +73,8 @@ const out = arg('--out', join(root, 'bench/results/qk-norm-ablation-cpu.json'));
 const methods = arg('--methods', QK_NORM_METHODS.join(',')).split(',') as QkNormMethod[];
 const budgets = arg('--budgets', 'half,quarter,lossless').split(',');
 const seqs = arg('--seqs', '512,2048').split(',').map(Number);
-const windows = Number(arg('--windows', '40'));
+const windowList = arg('--windows', '40').split(',').map(Number);
+const windows = seqs.map((_, i) => windowList[Math.min(i, windowList.length - 1)]);
 const calibSamples = Number(arg('--calib-samples', '32'));
 const context = Number(arg('--context', '256'));
 const redo = process.argv.includes('--redo');
@@ -83,9 +90,20 @@ if (JSON.stringify(file.settings) !== JSON.stringify(settings)) {
 }
 const save = () => writeFileSync(out, `${JSON.stringify(file, null, 1)}\n`);
 
+/** ppl at each length of `seqs` with its window count. */
 async function ppl(dir: string): Promise<Record<string, number>> {
-  const r = await evalPpl({ modelDir: dir, textFile: EVAL, seqs, windows });
-  return Object.fromEntries(r.contexts.map((c) => [String(c.seq), c.ppl]));
+  const out: Record<string, number> = {};
+  for (const [i, seq] of seqs.entries()) out[String(seq)] = (await evalPpl({ modelDir: dir, textFile: EVAL, seq, windows: windows[i] })).ppl;
+  return out;
+}
+
+/** The original's ppl: fidelity-zoo-cpu.json's reference for zoo-qwen3 at 40 windows, else measured. */
+async function originalPpl(): Promise<{ ppl: Record<string, number>; from: string }> {
+  const grid = join(root, 'bench/results/fidelity-zoo-cpu.json');
+  const ref = existsSync(grid) ? (JSON.parse(readFileSync(grid, 'utf8')) as { models: Record<string, { reference: Record<string, number> }> }).models['zoo-qwen3']?.reference : undefined;
+  if (model.endsWith('zoo-qwen3') && ref && windows.every((w) => w === 40) && seqs.every((s) => ref[s] !== undefined))
+    return { ppl: Object.fromEntries(seqs.map((s) => [String(s), ref[s]])), from: 'bench/results/fidelity-zoo-cpu.json models.zoo-qwen3.reference' };
+  return { ppl: await ppl(model), from: 'measured' };
 }
 
 /** Converts `method` at the budgets not yet in the file (half and quarter in one sweep) and evaluates each. */
@@ -127,7 +145,8 @@ function table(): string {
 }
 
 if (redo || !file.rows.original) {
-  file.rows.original = { key: 'original', method: 'original', budget: null, ppl: await ppl(model) };
+  const o = await originalPpl();
+  file.rows.original = { key: 'original', method: 'original', budget: null, ppl: o.ppl, from: o.from };
   save();
 }
 const tmp = mkdtempSync(join(tmpdir(), 'qk-norm-ablation-'));
