@@ -5,11 +5,14 @@
  * methods promise, intercepts only with biases, the method switch and its errors; and a
  * tiny random Qwen3 converted end to end into a stock DeepSeek-V3 checkpoint.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { jest } from '@jest/globals';
 import { join } from 'node:path';
 import { gqaAttention } from '../src/convert/attention-weights.js';
 import { convert } from '../src/convert/convert.js';
-import { type QkNormMethod, foldQkNorm, qkNormMethod, sourceAttention } from '../src/convert/qk-norm.js';
+import { resolveQkNorm } from '../src/convert/options.js';
+import { DEFAULT_QK_NORM, QK_NORM_METHODS, type QkNormMethod, foldQkNorm, sourceAttention } from '../src/convert/qk-norm.js';
+import { main } from '../src/cli/main.js';
 import type { LayerWeights } from '../src/engine/weights.js';
 import { loadModelSpec, parseModelSpec } from '../src/model/spec.js';
 import { MomentAccumulator } from '../src/tensor/moments.js';
@@ -23,6 +26,8 @@ const G = 2;
 const d = 8;
 const eps = 1e-6;
 const rows = 900;
+/** qk-norm.ts's ridge grid (relative strengths; Infinity: the scalar fold) */
+const GRID = [0, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1, 10, Infinity];
 
 function specOf(bias: boolean) {
   return parseModelSpec({
@@ -130,6 +135,79 @@ function regressionRef(x: Float32Array, n: Float64Array, augmented: boolean): Fl
   return A;
 }
 
+/** Solves (S + lambda I) A^T = C^T + lambda A0^T in float64 (S = E[xa xa^T], C = E[n xa^T] over rows r0..r1 - 1); A0 [out, m]. */
+function ridgeRef(x: Float32Array, n: Float64Array, a0: Float64Array, lambda: number, augmented: boolean, r0: number, r1: number): Float64Array {
+  const m = augmented ? hid + 1 : hid;
+  const out = n.length / rows;
+  const xa = (r: number, j: number) => (j === hid ? 1 : x[r * hid + j]);
+  const M = Array.from({ length: m }, (_, i) => {
+    const row = new Float64Array(m + out);
+    for (let r = r0; r < r1; r++) {
+      for (let j = 0; j < m; j++) row[j] += (xa(r, i) * xa(r, j)) / (r1 - r0);
+      for (let o = 0; o < out; o++) row[m + o] += (xa(r, i) * n[r * out + o]) / (r1 - r0);
+    }
+    row[i] += lambda;
+    for (let o = 0; o < out; o++) row[m + o] += lambda * a0[o * m + i];
+    return row;
+  });
+  for (let c = 0; c < m; c++) {
+    let p = c;
+    for (let i = c + 1; i < m; i++) if (Math.abs(M[i][c]) > Math.abs(M[p][c])) p = i;
+    [M[c], M[p]] = [M[p], M[c]];
+    for (let i = 0; i < m; i++) {
+      if (i === c) continue;
+      const f = M[i][c] / M[c][c];
+      for (let j = c; j < m + out; j++) M[i][j] -= f * M[c][j];
+    }
+  }
+  const A = new Float64Array(out * m);
+  for (let o = 0; o < out; o++) for (let j = 0; j < m; j++) A[o * m + j] = M[j][m + o] / M[j][j];
+  return A;
+}
+
+/** The least-squares scalar fold on rows r0..r1 - 1 as an [out, m] map: c_h gamma W_h (and c_h gamma b_h), c_h = sum n.g / sum g.g. */
+function scalarFoldRef(w: LayerWeights, p: 'q' | 'k', x: Float32Array, n: Float64Array, augmented: boolean, r0: number, r1: number): { a: Float64Array; c: Float64Array } {
+  const nh = p === 'q' ? H : G;
+  const W = w.tensors[`self_attn.${p}_proj.weight`].data;
+  const b = w.tensors[`self_attn.${p}_proj.bias`]?.data;
+  const g = w.tensors[`self_attn.${p}_norm.weight`].data;
+  const m = augmented ? hid + 1 : hid;
+  const c = new Float64Array(nh);
+  for (let h = 0; h < nh; h++) {
+    let ng = 0;
+    let gg = 0;
+    for (let r = r0; r < r1; r++)
+      for (let i = 0; i < d; i++) {
+        let v = b ? b[h * d + i] : 0;
+        for (let j = 0; j < hid; j++) v += W[(h * d + i) * hid + j] * x[r * hid + j];
+        const gy = g[i] * v;
+        ng += n[(r * nh + h) * d + i] * gy;
+        gg += gy * gy;
+      }
+    c[h] = ng / gg;
+  }
+  const a = new Float64Array(nh * d * m);
+  for (let o = 0; o < nh * d; o++) {
+    const f = c[Math.floor(o / d)] * g[o % d];
+    for (let j = 0; j < hid; j++) a[o * m + j] = f * W[o * hid + j];
+    if (augmented) a[o * m + hid] = f * (b ? b[o] : 0);
+  }
+  return { a, c };
+}
+
+/** Per head, sum over rows r0..r1 - 1 of |n_h - A_h xa|^2 for an [out, m] map. */
+function headSquaredErrors(a: Float64Array, x: Float32Array, n: Float64Array, nh: number, augmented: boolean, r0: number, r1: number): Float64Array {
+  const m = augmented ? hid + 1 : hid;
+  const e = new Float64Array(nh);
+  for (let r = r0; r < r1; r++)
+    for (let o = 0; o < nh * d; o++) {
+      let v = augmented ? a[o * m + hid] : 0;
+      for (let j = 0; j < hid; j++) v += a[o * m + j] * x[r * hid + j];
+      e[Math.floor(o / d)] += (v - n[r * nh * d + o]) ** 2;
+    }
+  return e;
+}
+
 function momentsOf(x: Float32Array) {
   const acc = new MomentAccumulator(hid);
   acc.add(x, rows);
@@ -190,6 +268,57 @@ describe.each([
     }
   });
 
+  test("'scalar' folds gamma and the least-squares scalar sum n.g / sum g.g per head", async () => {
+    const f = await fold('scalar');
+    for (const p of ['q', 'k'] as const) {
+      const { a } = scalarFoldRef(w, p, x, refs[p], bias, 0, rows);
+      const m1 = bias ? hid + 1 : hid;
+      const out = a.length / m1;
+      const wRef = new Float64Array(out * hid);
+      const bRef = new Float64Array(out);
+      for (let o = 0; o < out; o++) {
+        for (let j = 0; j < hid; j++) wRef[o * hid + j] = a[o * m1 + j];
+        bRef[o] = a[o * m1 + hid];
+      }
+      expect(maxRelErr(p === 'q' ? f.attention.wq : f.attention.wk, wRef)).toBeLessThan(1e-5);
+      if (bias) expect(maxRelErr((p === 'q' ? f.attention.bq : f.attention.bk)!, bRef)).toBeLessThan(1e-5);
+    }
+  });
+
+  test("'ridge': each head's strength minimises the validation-quarter error over the grid, and the map is the refit on all rows", async () => {
+    const f = await fold('ridge');
+    const m1 = bias ? hid + 1 : hid;
+    const split = Math.floor(rows * 0.75);
+    const meanEig = (r0: number, r1: number) => {
+      let tr = 0;
+      for (let r = r0; r < r1; r++) for (let j = 0; j < m1; j++) tr += (j === hid ? 1 : x[r * hid + j] ** 2) / (r1 - r0);
+      return tr / m1;
+    };
+    for (const p of ['q', 'k'] as const) {
+      const nh = p === 'q' ? H : G;
+      const chosen = f.ridge![p];
+      // the choice: fitted on the first three quarters, judged on the last
+      const fit0 = scalarFoldRef(w, p, x, refs[p], bias, 0, split).a;
+      const errs = GRID.map((t) => headSquaredErrors(t === Infinity ? fit0 : ridgeRef(x, refs[p], fit0, t * meanEig(0, split), bias, 0, split), x, refs[p], nh, bias, split, rows));
+      for (let h = 0; h < nh; h++) {
+        const best = Math.min(...errs.map((e) => e[h]));
+        expect(errs[GRID.indexOf(chosen[h])][h]).toBeLessThanOrEqual(best * (1 + 1e-6));
+      }
+      // the map: refitted on every row with the chosen strength
+      const all0 = scalarFoldRef(w, p, x, refs[p], bias, 0, rows).a;
+      const got = p === 'q' ? f.attention.wq : f.attention.wk;
+      const gotB = p === 'q' ? f.attention.bq : f.attention.bk;
+      for (let h = 0; h < nh; h++) {
+        const t = chosen[h];
+        const a = t === Infinity ? all0 : ridgeRef(x, refs[p], all0, t * meanEig(0, rows), bias, 0, rows);
+        const wRef = new Float64Array(d * hid);
+        for (let i = 0; i < d; i++) for (let j = 0; j < hid; j++) wRef[i * hid + j] = a[(h * d + i) * m1 + j];
+        expect(maxRelErr(got.subarray(h * d * hid, (h + 1) * d * hid), wRef)).toBeLessThan(1e-4);
+        if (bias) expect(maxRelErr(gotB!.subarray(h * d, (h + 1) * d), Float64Array.from({ length: d }, (_, i) => a[(h * d + i) * m1 + hid]))).toBeLessThan(1e-4);
+      }
+    }
+  });
+
   test('fitting errors: regression <= least-squares scalar <= moment constant, and none is exact', async () => {
     const errs: Record<string, { q: number; k: number }> = {};
     for (const method of ['constant', 'scalar', 'regression'] as const) {
@@ -228,10 +357,28 @@ describe('ridge: the regression shrunk toward the scalar fold', () => {
 });
 
 describe('the method switch and the refusals', () => {
-  test('GQA2MLA_QK_NORM picks the method; constant by default; anything else is a usage error', () => {
-    expect(qkNormMethod({})).toBe('constant');
-    expect(qkNormMethod({ GQA2MLA_QK_NORM: 'ridge' })).toBe('ridge');
-    expect(() => qkNormMethod({ GQA2MLA_QK_NORM: 'exact' })).toThrow(expect.objectContaining({ code: 'ERR_BAD_OPTION', exitCode: 2 }));
+  const dir = useTempDir('g2m-qknorm-cli-');
+
+  test('the qkNorm option: every method accepted, the default when absent, anything else a usage error naming the methods', () => {
+    for (const m of QK_NORM_METHODS) expect(resolveQkNorm(m)).toBe(m);
+    expect(resolveQkNorm(undefined)).toBe(DEFAULT_QK_NORM);
+    for (const bad of ['exact', '', 'Constant', 3])
+      expect(() => resolveQkNorm(bad)).toThrow(expect.objectContaining({ code: 'ERR_BAD_OPTION', exitCode: 2, message: expect.stringContaining(QK_NORM_METHODS.join(', ')) }));
+  });
+
+  test('--qk-norm: a bad method exits 2 naming the flag before any work', async () => {
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const fixture = new URL('./fixtures/tiny-llama-gqa', import.meta.url).pathname;
+      const out = join(dir(), 'never-written');
+      const code = await main(['node', 'gqa2mla', 'convert', fixture, out, '--calib', join(fixture, 'config.json'), '--qk-rope-dim', '32', '--kv-lora-rank', '64', '--qk-norm', 'exact']);
+      expect(code).toBe(2);
+      const text = err.mock.calls.map((c) => String(c[0])).join('');
+      expect(text).toContain('--qk-norm must be one of');
+      expect(existsSync(out)).toBe(false);
+    } finally {
+      err.mockRestore();
+    }
   });
 
   test('gqaAttention refuses a layer with q/k norms unless they are handled; sourceAttention leaves other models alone', async () => {
@@ -240,7 +387,7 @@ describe('the method switch and the refusals', () => {
     const { 'self_attn.q_norm.weight': _q, 'self_attn.k_norm.weight': _k, ...rest } = w.tensors;
     const llama = parseModelSpec({ model_type: 'llama', hidden_size: hid, num_hidden_layers: 1, num_attention_heads: H, num_key_value_heads: G, head_dim: d, intermediate_size: 32, vocab_size: 50 });
     const x = inputs(61);
-    const a = await sourceAttention(llama, { layer: 0, tensors: rest }, momentsOf(x), x, rows);
+    const a = await sourceAttention(llama, { layer: 0, tensors: rest }, momentsOf(x), x, rows, 'ridge');
     expect(a.wq).toBe(rest['self_attn.q_proj.weight'].data);
   });
 
@@ -254,17 +401,17 @@ describe('the method switch and the refusals', () => {
 describe('a tiny random Qwen3 converted end to end', () => {
   const dir = useTempDir('g2m-qwen3-conv-');
 
-  test('the output is a stock DeepSeek-V3 checkpoint without q_norm / k_norm, with finite held-out errors', async () => {
+  test('the output is a stock DeepSeek-V3 checkpoint without q_norm / k_norm, with finite held-out errors; the config names the qkNorm method', async () => {
     const src = join(dir(), 'src');
     const fixture = new URL('./fixtures/tiny-llama-gqa', import.meta.url).pathname;
     await writeSyntheticModel(src, { modelType: 'qwen3', numLayers: 2, hiddenSize: 64, numHeads: 4, numKvHeads: 2, headDim: 32, intermediateSize: 96, vocabSize: 4096, tie: true, bias: false, dtype: 'BF16', seed: 9, tokenizerFrom: fixture });
     const calibText = readFileSync(join(fixture, '..', 'pydocs-train-3M.txt'), 'utf8').slice(0, 100_000);
     const out = join(dir(), 'mla');
-    const r = await convert({ modelDir: src, outDir: out, calibText, calibSamples: 6, calibSeqlen: 64, heldOutSamples: 2, qkRopeDim: 16, kvLoraRank: 48, freqfold: 2, balanceKv: 1, device: 'cpu' });
+    const r = await convert({ modelDir: src, outDir: out, calibText, calibSamples: 6, calibSeqlen: 64, heldOutSamples: 2, qkRopeDim: 16, kvLoraRank: 48, freqfold: 2, balanceKv: 1, device: 'cpu', qkNorm: 'scalar' });
     const spec = await loadModelSpec(out);
     expect(spec.modelType).toBe('deepseek_v3');
     expect(spec.qkNorm).toBeUndefined();
-    expect((spec.raw.gqa2mla as Record<string, unknown>).qk_norm).toMatch(/^approximated: constant/);
+    expect((spec.raw.gqa2mla as Record<string, unknown>).qk_norm).toMatch(/^approximated: scalar /);
     const index = JSON.parse(readFileSync(join(out, 'model.safetensors.index.json'), 'utf8')) as { weight_map: Record<string, string> };
     const names = Object.keys(index.weight_map);
     expect(names.filter((n) => n.includes('q_norm') || n.includes('k_norm'))).toEqual([]);

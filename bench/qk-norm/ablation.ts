@@ -126,10 +126,9 @@ async function endToEnd(dir: string, methods: QkNormMethod[], ranks: number[], s
   console.log(JSON.stringify({ original }));
   try {
     for (const method of methods) {
-      process.env.GQA2MLA_QK_NORM = method;
       const o = join(tmp, method);
       const t0 = Date.now();
-      const sw = await convertSweep({ modelDir: dir, outDir: o, calibText, calibSamples: calibN, calibSeqlen: calibSeq, heldOutSamples: 4, kvLoraRanks: ranks, qkRopeDims: [32], device: 'cpu' });
+      const sw = await convertSweep({ modelDir: dir, outDir: o, calibText, calibSamples: calibN, calibSeqlen: calibSeq, heldOutSamples: 4, kvLoraRanks: ranks, qkRopeDims: [32], device: 'cpu', qkNorm: method });
       const convertSeconds = (Date.now() - t0) / 1000;
       for (const b of sw.budgets) {
         const row: Record<string, unknown> = { rank: b.kvLoraRank, method, convertSeconds, layerAttnRelError: b.report.layers.map((x) => x.attnRelError) };
@@ -144,7 +143,6 @@ async function endToEnd(dir: string, methods: QkNormMethod[], ranks: number[], s
       rmSync(o, { recursive: true, force: true });
     }
   } finally {
-    delete process.env.GQA2MLA_QK_NORM;
     rmSync(tmp, { recursive: true, force: true });
   }
   return { original, runs: out };

@@ -4,6 +4,7 @@
 import type { Command } from 'commander';
 import { convert, convertSweep } from '../convert/convert.js';
 import type { ConvertOptions, ConvertProgress } from '../convert/options.js';
+import { DEFAULT_QK_NORM, QK_NORM_METHODS, type QkNormMethod } from '../convert/qk-norm.js';
 import type { ConversionReport } from '../report-types.js';
 import { attachPpl, type EvalSettings, formatSweep, summarizeSweep } from '../convert/sweep.js';
 import { existsSync } from 'node:fs';
@@ -92,6 +93,7 @@ function convertCommand(program: Command): Command {
     .option('--output-refit <on|off>', 'refit o_proj and the kv_b value rows jointly across heads (kept when it helps)', onOff('--output-refit'))
     .option('--latent-norm <exact|off>', "'exact': stock engines' kv_a_layernorm becomes an exact identity; 'off': qk_latent_layernorm=false", 'exact')
     .option('--q-lora-rank <n>', 'compress the queries too (q_a_proj/q_b_proj, q_lora_rank); default: none, or lossless when the source has a query bias', int('--q-lora-rank'))
+    .option('--qk-norm <method>', `qwen3 sources: how the per-head q_norm / k_norm become linear maps (${QK_NORM_METHODS.join(', ')}; default ${DEFAULT_QK_NORM})`)
     .option('--calib-inputs <mode>', "'original' or 'converted' layer inputs for calibration", 'original')
     .option('--target <portable|transformers>', "'portable': computes the same in stock vLLM, SGLang and transformers (biases folded); 'transformers': exact bias construction, transformers only", 'portable')
     .option('--dtype <auto|BF16|F16|F32>', "stored dtype of the converted attention weights ('auto': the source's)", 'auto')
@@ -154,6 +156,7 @@ function apiOptions(modelDir: string, o: Record<string, unknown>, signal: AbortS
     device: o.device as 'auto' | 'cpu' | 'cuda',
     qLoraRank: o.qLoraRank as number | undefined,
     calibInputs: o.calibInputs as 'original' | 'converted',
+    qkNorm: o.qkNorm as QkNormMethod | undefined,
     overwrite: Boolean(o.force),
     resume: Boolean(o.resume),
     checkpointSeconds: o.checkpointSeconds as number,

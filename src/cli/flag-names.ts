@@ -65,6 +65,7 @@ const KNOWN_CAMEL = new Set([
   'outputRefit',
   'latentNorm',
   'calibInputs',
+  'qkNorm',
   'checkpointSeconds',
   'contextTokens',
   'contextWindows',

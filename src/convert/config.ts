@@ -7,7 +7,6 @@
  */
 import type { ModelSpec } from '../model/spec-types.js';
 import type { ResolvedOptions } from './options.js';
-import { qkNormMethod } from './qk-norm.js';
 
 /** Extra settings of the export. */
 export interface ExportSettings {
@@ -115,7 +114,7 @@ export function deepseekConfig(spec: ModelSpec, opt: ResolvedOptions, ex: Export
     calib_inputs: opt.calibInputs,
   };
   if (ex.qLoraRank !== null) (cfg.gqa2mla as Record<string, unknown>).q_lora = opt.qLoraLossless ? 'lossless: carries the query bias' : 'pca';
-  if (spec.qkNorm) (cfg.gqa2mla as Record<string, unknown>).qk_norm = `approximated: ${qkNormMethod()} (convert/qk-norm.ts)`;
+  if (spec.qkNorm) (cfg.gqa2mla as Record<string, unknown>).qk_norm = `approximated: ${opt.qkNorm} (convert/qk-norm.ts)`;
   return cfg;
 }
 

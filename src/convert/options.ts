@@ -5,6 +5,7 @@ import type { ModelSpec } from '../model/spec-types.js';
 import { usageError } from '../errors.js';
 import { freqfoldCandidates } from './rorope.js';
 import { checkQLoraRank, losslessQLoraRank } from './q-compress.js';
+import { DEFAULT_QK_NORM, QK_NORM_METHODS, type QkNormMethod } from './qk-norm.js';
 
 /** Which engines the output is written for (src/export/portable.ts). */
 export type ExportTarget = 'portable' | 'transformers';
@@ -104,6 +105,13 @@ export interface ConvertOptions {
    * identity; 'off': write qk_latent_layernorm=false (TransMLA's convention, needs a patched engine).
    */
   latentNorm?: 'exact' | 'off';
+  /**
+   * How a Qwen3 layer's per-head q_norm / k_norm (which stock DeepSeek-V3 cannot express) is
+   * replaced by linear maps before the factorization: one of {@link QK_NORM_METHODS}
+   * (default {@link DEFAULT_QK_NORM}; see src/convert/qk-norm.ts). Ignored for models
+   * without q/k norms.
+   */
+  qkNorm?: QkNormMethod;
   /** Inputs of each layer's calibration: the original model's or the converted one's (default 'original'). */
   calibInputs?: CalibInputs;
   /** Stored dtype of the converted attention weights: 'auto' (the source's, default), BF16, F16 or F32. */
@@ -180,6 +188,8 @@ export interface ResolvedOptions {
   outputRefit: boolean;
   latentNorm: 'exact' | 'off';
   calibInputs: CalibInputs;
+  /** the q/k-norm stand-in (qwen3 sources; recorded for every source) */
+  qkNorm: QkNormMethod;
   dtype: 'auto' | 'BF16' | 'F16' | 'F32';
   /** q_lora_rank of the output, null for q_proj (no query compression) */
   qLoraRank: number | null;
@@ -273,6 +283,7 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
   if (calibInputs !== 'original' && calibInputs !== 'converted')
     throw usageError('ERR_BAD_OPTION', `calibInputs must be 'original' or 'converted' (got ${String(calibInputs)})`);
   const { target, qLoraRank, qLoraLossless } = resolveExport(spec, o, latentNorm, qkRopeDim);
+  const qkNorm = resolveQkNorm(o.qkNorm);
   return {
     ...windows,
     qkRopeDim,
@@ -290,9 +301,18 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     outputRefit: o.outputRefit ?? !tm,
     latentNorm,
     calibInputs,
+    qkNorm,
     dtype,
     qLoraRank,
     qLoraLossless,
     target,
   };
+}
+
+/** The `qkNorm` option checked (default {@link DEFAULT_QK_NORM}); throws a usage GqaError listing the methods. */
+export function resolveQkNorm(v: unknown): QkNormMethod {
+  if (v === undefined) return DEFAULT_QK_NORM;
+  if (typeof v !== 'string' || !(QK_NORM_METHODS as readonly string[]).includes(v))
+    throw usageError('ERR_BAD_OPTION', `qkNorm must be one of ${QK_NORM_METHODS.join(', ')} (got ${JSON.stringify(v)})`);
+  return v as QkNormMethod;
 }

@@ -8,7 +8,7 @@
  * place in stock DeepSeek-V3 (its one per-token norm, kv_a_layernorm, would scale the values
  * too). Each method replaces n_h by a linear map A_h x (+ a_h), fitted in float64 on the
  * statistics windows:
- * - 'constant' (the default): gamma folded into the rows of W_h and 1 / rms replaced by the constant
+ * - 'constant': gamma folded into the rows of W_h and 1 / rms replaced by the constant
  *   1 / sqrt(E[mean(y_h^2)] + eps), from the input moments alone (E[y y^T] = W E[x x^T] W^T).
  * - 'scalar': gamma folded and 1 / rms replaced by the least-squares scalar
  *   c_h = E[n_h . (gamma ⊙ y_h)] / E[|gamma ⊙ y_h|^2] (the best multiple of the folded map).
@@ -16,11 +16,28 @@
  *   intercept, when the layer has q/k biases), the best linear stand-in for the normed head;
  *   it contains the other two as special cases, so its fitting error is never larger; but
  *   fitted on the calibration text it can do worse on other text than the scalar.
- * - 'ridge': per head, the regression shrunk toward the scalar fold,
- *   (E[n x^T] + lambda A0) (E[x x^T] + lambda I)^-1, lambda chosen on a validation quarter of
- *   the statistics rows from a fixed grid that includes 0 (the regression) and infinity
- *   (the scalar fold), then refitted on all rows.
- * Values are not normed in Qwen3 and are left as they are.
+ * - 'ridge' (the default, {@link DEFAULT_QK_NORM}): per head, the regression shrunk toward the
+ *   scalar fold, (E[n x^T] + lambda A0) (E[x x^T] + lambda I)^-1, lambda chosen on a
+ *   validation quarter of the statistics rows from a fixed grid that includes 0 (the
+ *   regression) and infinity (the scalar fold), then refitted on all rows.
+ * Values are not normed in Qwen3 and are left as they are. The method is the `qkNorm` convert
+ * option (`--qk-norm`).
+ *
+ * What matters, measured on the trained zoo-qwen3 (bench/qk-norm/gqa-level/README.md:
+ * transformers' Qwen3 with one side's norm replaced in place, no MLA): the query side's 1/rms
+ * is a per-(query, head) softmax temperature the model barely uses (a constant there: ppl
+ * 6.15 -> 6.36 on the first 10 windows of 512 tokens), the key side's a per-key logit scale
+ * it depends on (a constant there: 6.15 -> 80; the least-squares map of x: 9.0; one rms
+ * shared by the two KV heads, which no stock tensor computes for k_pe either: 8.5). So the
+ * key map decides, and a fitted map of x beats any per-head scalar by far: end to end
+ * (bench/results/qk-norm-ablation-cpu.json, README "Fidelity"), 'ridge' against 'constant'
+ * at qk_rope 32 + kv_lora 96 gives ppl 31.6 against 71.0 at 512 tokens (original 16.05), and
+ * 27.5 against 63.6 at the lossless 64 + 192: the stand-in, not the compression, is most of
+ * what the conversion loses there. 'regression' is within 1.4% of 'ridge' at every budget.
+ * Tried and not kept (gqa-level/): a per-layer softmax temperature fitted on the attention
+ * output (lower output error, higher ppl), the key regression weighted by the attention
+ * each key receives (0.5% better: not worth a method), the query latent's RMSNorm
+ * (q_a_layernorm) tracking the heads' norms (the query side has almost nothing to gain).
  */
 import type { LayerWeights } from '../engine/weights.js';
 import { GqaError } from '../errors.js';
@@ -37,18 +54,8 @@ export type QkNormMethod = 'constant' | 'scalar' | 'regression' | 'ridge';
 /** The methods, for validation and ablations. */
 export const QK_NORM_METHODS: readonly QkNormMethod[] = ['constant', 'scalar', 'regression', 'ridge'];
 
-/**
- * The method a conversion uses: GQA2MLA_QK_NORM when set (an ablation switch), else
- * 'constant' — the lowest converted perplexity in the one end-to-end ablation so far
- * (bench/qk-norm/README.md), although 'ridge' had the lower per-layer held-out error there.
- */
-export function qkNormMethod(env: Record<string, string | undefined> = process.env): QkNormMethod {
-  const v = env.GQA2MLA_QK_NORM;
-  if (v === undefined || v === '') return 'constant';
-  if (!(QK_NORM_METHODS as readonly string[]).includes(v))
-    throw new GqaError('ERR_BAD_OPTION', `GQA2MLA_QK_NORM must be one of ${QK_NORM_METHODS.join(', ')} (got ${JSON.stringify(v)})`, 'usage');
-  return v as QkNormMethod;
-}
+/** The method of a conversion that names none (the `qkNorm` option, src/convert/options.ts). */
+export const DEFAULT_QK_NORM: QkNormMethod = 'ridge';
 
 /** Bound on the float64 copy of the inputs the fit reads (values); rows beyond are sampled with a stride. */
 const FIT_VALUES = 1 << 25;
@@ -339,7 +346,7 @@ export async function foldQkNorm(spec: ModelSpec, w: LayerWeights, moments: Inpu
  * The source layer's attention as the factorization reads it: its q/k/v/o weights, with a
  * Qwen3 layer's per-head q/k norms replaced by linear maps ({@link foldQkNorm}).
  */
-export async function sourceAttention(spec: ModelSpec, w: LayerWeights, moments: InputMoments, x: Float32Array, statRows: number): Promise<GqaAttention> {
+export async function sourceAttention(spec: ModelSpec, w: LayerWeights, moments: InputMoments, x: Float32Array, statRows: number, method: QkNormMethod): Promise<GqaAttention> {
   if (!spec.qkNorm) return gqaAttention(w);
-  return (await foldQkNorm(spec, w, moments, x, statRows, qkNormMethod())).attention;
+  return (await foldQkNorm(spec, w, moments, x, statRows, method)).attention;
 }

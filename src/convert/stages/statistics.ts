@@ -53,7 +53,7 @@ export async function layerStatistics(ctx: RunContext, input: StatisticsInput): 
   const hostInputs = opts.some(readsHostInputs) || spec.qkNorm === true; // qk-norm.ts fits on the inputs
   const { moments, gqa, lm } = await clock.run('statistics', shared, at, async () => {
     const m = await backend.statistics(spec, w, hidden.calib, x, statRows, allRows, hostInputs);
-    const g = await sourceAttention(spec, w, m, x, statRows);
+    const g = await sourceAttention(spec, w, m, x, statRows, opts[0].qkNorm);
     const needQ = opts.some((o) => o.ropeSelection !== 'key' || o.kvMetric !== 'plain');
     return { moments: m, gqa: g, lm: layerMoments(spec, g, m, needQ) };
   });
