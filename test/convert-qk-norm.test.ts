@@ -107,32 +107,10 @@ function fitError(A: Float32Array, a: Float32Array | null | undefined, x: Float3
   return Math.sqrt(num / den);
 }
 
-/** Solves the normal equations (X^T X) A^T = X^T N in float64 by Gaussian elimination with partial pivoting. */
+/** Solves the normal equations (X^T X) A^T = X^T N in float64 (the ridge solve with lambda 0 over every row). */
 function regressionRef(x: Float32Array, n: Float64Array, augmented: boolean): Float64Array {
   const m = augmented ? hid + 1 : hid;
-  const out = n.length / rows;
-  const xa = (r: number, j: number) => (j === hid ? 1 : x[r * hid + j]);
-  const M = Array.from({ length: m }, (_, i) => {
-    const row = new Float64Array(m + out);
-    for (let r = 0; r < rows; r++) {
-      for (let j = 0; j < m; j++) row[j] += xa(r, i) * xa(r, j);
-      for (let o = 0; o < out; o++) row[m + o] += xa(r, i) * n[r * out + o];
-    }
-    return row;
-  });
-  for (let c = 0; c < m; c++) {
-    let p = c;
-    for (let i = c + 1; i < m; i++) if (Math.abs(M[i][c]) > Math.abs(M[p][c])) p = i;
-    [M[c], M[p]] = [M[p], M[c]];
-    for (let i = 0; i < m; i++) {
-      if (i === c) continue;
-      const f = M[i][c] / M[c][c];
-      for (let j = c; j < m + out; j++) M[i][j] -= f * M[c][j];
-    }
-  }
-  const A = new Float64Array(out * m); // [out, m]
-  for (let o = 0; o < out; o++) for (let j = 0; j < m; j++) A[o * m + j] = M[j][m + o] / M[j][j];
-  return A;
+  return ridgeRef(x, n, new Float64Array((n.length / rows) * m), 0, augmented, 0, rows);
 }
 
 /** Solves (S + lambda I) A^T = C^T + lambda A0^T in float64 (S = E[xa xa^T], C = E[n xa^T] over rows r0..r1 - 1); A0 [out, m]. */
@@ -150,6 +128,7 @@ function ridgeRef(x: Float32Array, n: Float64Array, a0: Float64Array, lambda: nu
     for (let o = 0; o < out; o++) row[m + o] += lambda * a0[o * m + i];
     return row;
   });
+  // Gauss-Jordan elimination with partial pivoting
   for (let c = 0; c < m; c++) {
     let p = c;
     for (let i = c + 1; i < m; i++) if (Math.abs(M[i][c]) > Math.abs(M[p][c])) p = i;
@@ -160,9 +139,22 @@ function ridgeRef(x: Float32Array, n: Float64Array, a0: Float64Array, lambda: nu
       for (let j = c; j < m + out; j++) M[i][j] -= f * M[c][j];
     }
   }
-  const A = new Float64Array(out * m);
+  const A = new Float64Array(out * m); // [out, m]
   for (let o = 0; o < out; o++) for (let j = 0; j < m; j++) A[o * m + j] = M[j][m + o] / M[j][j];
   return A;
+}
+
+/** An [out, m] map (m = hid, plus the intercept column with biases) as weights [out, hid] and intercepts [out] (zeros without biases). */
+function splitMap(a: Float64Array, augmented: boolean): { wRef: Float64Array; bRef: Float64Array } {
+  const m1 = augmented ? hid + 1 : hid;
+  const out = a.length / m1;
+  const wRef = new Float64Array(out * hid);
+  const bRef = new Float64Array(out);
+  for (let o = 0; o < out; o++) {
+    for (let j = 0; j < hid; j++) wRef[o * hid + j] = a[o * m1 + j];
+    if (augmented) bRef[o] = a[o * m1 + hid];
+  }
+  return { wRef, bRef };
 }
 
 /** The least-squares scalar fold on rows r0..r1 - 1 as an [out, m] map: c_h gamma W_h (and c_h gamma b_h), c_h = sum n.g / sum g.g. */
@@ -252,15 +244,7 @@ describe.each([
   test("'regression' equals the normal-equation solution; intercepts only with biases", async () => {
     const f = await fold('regression');
     for (const p of ['q', 'k'] as const) {
-      const A = regressionRef(x, refs[p], bias);
-      const m1 = bias ? hid + 1 : hid;
-      const out = A.length / m1;
-      const wRef = new Float64Array(out * hid);
-      const bRef = new Float64Array(out);
-      for (let o = 0; o < out; o++) {
-        for (let j = 0; j < hid; j++) wRef[o * hid + j] = A[o * m1 + j];
-        if (bias) bRef[o] = A[o * m1 + hid];
-      }
+      const { wRef, bRef } = splitMap(regressionRef(x, refs[p], bias), bias);
       expect(maxRelErr(p === 'q' ? f.attention.wq : f.attention.wk, wRef)).toBeLessThan(1e-5);
       const b = p === 'q' ? f.attention.bq : f.attention.bk;
       if (bias) expect(maxRelErr(b!, bRef)).toBeLessThan(1e-5);
@@ -271,15 +255,7 @@ describe.each([
   test("'scalar' folds gamma and the least-squares scalar sum n.g / sum g.g per head", async () => {
     const f = await fold('scalar');
     for (const p of ['q', 'k'] as const) {
-      const { a } = scalarFoldRef(w, p, x, refs[p], bias, 0, rows);
-      const m1 = bias ? hid + 1 : hid;
-      const out = a.length / m1;
-      const wRef = new Float64Array(out * hid);
-      const bRef = new Float64Array(out);
-      for (let o = 0; o < out; o++) {
-        for (let j = 0; j < hid; j++) wRef[o * hid + j] = a[o * m1 + j];
-        bRef[o] = a[o * m1 + hid];
-      }
+      const { wRef, bRef } = splitMap(scalarFoldRef(w, p, x, refs[p], bias, 0, rows).a, bias);
       expect(maxRelErr(p === 'q' ? f.attention.wq : f.attention.wk, wRef)).toBeLessThan(1e-5);
       if (bias) expect(maxRelErr((p === 'q' ? f.attention.bq : f.attention.bk)!, bRef)).toBeLessThan(1e-5);
     }
