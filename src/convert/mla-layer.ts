@@ -4,7 +4,7 @@
  * query path, and the layer's tensors in their fixed shard order.
  */
 import type { ComputeBackend } from '../backend/types.js';
-import type { LayerWeights } from '../engine/weights.js';
+import { type LayerWeights, SWIGLU_PROJECTIONS } from '../engine/weights.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import type { LayerReport } from '../report-types.js';
 import type { OutTensor } from '../tensor/out-tensor.js';
@@ -107,15 +107,13 @@ const LAYER_ORDER = [
   'mlp.down_proj.weight',
 ];
 
-const EXPERT_PARTS = ['gate_proj', 'up_proj', 'down_proj'];
-
 /** A mixture-of-experts layer's tensor names: the router, then each expert's gate, up and down projections. */
 function moeOrder(w: LayerWeights): string[] {
   let experts = 0;
   while (w.tensors[`mlp.experts.${experts}.gate_proj.weight`]) experts++;
   if (!experts) return [];
   const out = ['mlp.gate.weight', 'mlp.gate.e_score_correction_bias'];
-  for (let e = 0; e < experts; e++) for (const p of EXPERT_PARTS) out.push(`mlp.experts.${e}.${p}.weight`);
+  for (let e = 0; e < experts; e++) for (const p of SWIGLU_PROJECTIONS) out.push(`mlp.experts.${e}.${p}.weight`);
   return out;
 }
 

@@ -36,6 +36,9 @@ export function layerPrefix(layer: number): string {
   return `model.layers.${layer}.`;
 }
 
+/** The three projections of a SwiGLU MLP (dense, each routed expert, the shared expert), as DeepSeek-V3 names them. */
+export const SWIGLU_PROJECTIONS = ['gate_proj', 'up_proj', 'down_proj'] as const;
+
 /** One tensor of a decoder layer as the engine names it, and as the checkpoint stores it. */
 export interface WantedTensor {
   /** the engine's name, relative to `model.layers.<i>.` */

@@ -9,6 +9,7 @@
  *
  * The engine facts, and the commits they were read at, are in docs/engines.md.
  */
+import { SWIGLU_PROJECTIONS } from '../engine/weights.js';
 import { isMoeLayer, parseModelSpec } from '../model/spec.js';
 import type { ModelSpec, MoeRouting } from '../model/spec-types.js';
 import { modelRope, mlaSoftmaxScale } from '../model/rope.js';
@@ -131,7 +132,7 @@ function servingChecks(c: Record<string, unknown>, t: TensorFacts, problems: Eng
 function expertTensorsPresent(t: TensorFacts, l: number, experts: number): boolean {
   const p = `model.layers.${l}.mlp.`;
   if (!t.names.has(`${p}gate.weight`)) return false;
-  for (let e = 0; e < experts; e++) for (const n of ['gate_proj', 'up_proj', 'down_proj']) if (!t.names.has(`${p}experts.${e}.${n}.weight`)) return false;
+  for (let e = 0; e < experts; e++) for (const n of SWIGLU_PROJECTIONS) if (!t.names.has(`${p}experts.${e}.${n}.weight`)) return false;
   return true;
 }
 
@@ -146,7 +147,7 @@ function sharedExpertChecks(c: Record<string, unknown>, t: TensorFacts, moe: num
     problems.push({ code: 'moe-null', effect: 'load', message: 'n_shared_experts is null: SGLang computes num_experts_per_tok + n_shared_experts (TypeError)' });
     return;
   }
-  const lacking = moe.filter((l) => !['gate_proj', 'up_proj', 'down_proj'].every((n) => t.names.has(`model.layers.${l}.mlp.shared_experts.${n}.weight`)));
+  const lacking = moe.filter((l) => !SWIGLU_PROJECTIONS.every((n) => t.names.has(`model.layers.${l}.mlp.shared_experts.${n}.weight`)));
   if (lacking.length)
     problems.push({ code: 'shared-expert-missing', effect: 'load', message: `layers ${lacking.join(', ')} have no mlp.shared_experts.* tensors: vLLM builds the shared expert (n_shared_experts ${String(c.n_shared_experts)}) and refuses weights not initialized from the checkpoint` });
 }
