@@ -59,3 +59,5 @@ for j in "${jobs[@]}"; do
   stamp "hf_check $name: rc $?"; tail -25 "$OUT/hf-$name.log" | tee -a "$OUT/run.log"
 done
 stamp "done"
+# the device returns a few files only: everything in one archive
+tar -C "$OUT" -czf /tmp/interop-zoo.tgz --exclude=interop-zoo.tgz . && mv /tmp/interop-zoo.tgz "$OUT/" && find "$OUT" -type f ! -name interop-zoo.tgz ! -name run.log -delete
