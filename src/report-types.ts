@@ -101,6 +101,8 @@ export interface ConversionReport {
     dtype: string;
     qkRopeDim: number;
     kvLoraRank: number;
+    /** the `--kv-budget` the two above were split from (absent when they were given) */
+    kvBudget?: number;
     freqfold: number | 'auto';
     balanceKv: number | 'auto';
     ropeSelection: 'key' | 'qk' | 'auto';

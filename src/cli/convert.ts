@@ -79,8 +79,9 @@ function convertCommand(program: Command): Command {
     .option('--context <n>', 'tokens per held-out window that judges the per-layer choices: the serving context (default min(max_position_embeddings, 4096), bounded by the calibration text; <= --calib-seqlen: the --held-out windows)', int('--context'))
     .option('--context-windows <n>', 'held-out windows of --context tokens (default max(2, held-out x calib-seqlen / context))', int('--context-windows'))
     .option('--seed <n>', 'seed of the calibration offsets', int('--seed'), 42)
-    .option('--qk-rope-dim <n[,n...]>', 'RoPE dims per head (qk_rope_head_dim); a list makes a sweep', intList('--qk-rope-dim'), [64])
-    .option('--kv-lora-rank <n[,n...]>', 'latent rank (kv_lora_rank); a list makes a sweep into <out-dir>/r<rank>-p<rope>/', intList('--kv-lora-rank'), [512])
+    .option('--qk-rope-dim <n[,n...]>', 'RoPE dims per head (qk_rope_head_dim; default 64, at most head_dim); a list makes a sweep', intList('--qk-rope-dim'))
+    .option('--kv-lora-rank <n[,n...]>', 'latent rank (kv_lora_rank; default 512, at most the lossless rank); a list makes a sweep into <out-dir>/r<rank>-p<rope>/', intList('--kv-lora-rank'))
+    .option('--kv-budget <n>', 'cached values per token and layer (kv_lora_rank + qk_rope_head_dim), split by the tool: the most RoPE dims that leave a latent of at least min(32, n/2) (instead of --qk-rope-dim / --kv-lora-rank)', int('--kv-budget'))
     .option('--eval-text <file>', 'after converting, measure ppl of the source and of each output on this text (eval-ppl protocol), and store greedy samples of both models on three calibration-text prompts in the report')
     .option('--eval-seq <n[,n...]>', 'tokens per evaluation window; a list evaluates each length (report: eval.contexts)', intList('--eval-seq'), [512])
     .option('--eval-windows <n>', 'evaluation windows', int('--eval-windows'), 40)
@@ -184,7 +185,7 @@ function formatConversion(report: ConversionReport, outDir: string, ppl: { befor
 
 /** A sweep (several budgets) and its summary on stdout. */
 async function runSweep(base: Omit<ConvertOptions, 'outDir' | 'kvLoraRank' | 'qkRopeDim'>, outDir: string, o: Record<string, unknown>, evalOpts: EvalSettings | null, bar: Progress): Promise<void> {
-  const sweep = await convertSweep({ ...base, outDir, kvLoraRanks: o.kvLoraRank as number[], qkRopeDims: o.qkRopeDim as number[] });
+  const sweep = await convertSweep({ ...base, outDir, kvLoraRanks: (o.kvLoraRank as number[] | undefined) ?? [512], qkRopeDims: (o.qkRopeDim as number[] | undefined) ?? [64] });
   for (const b of sweep.budgets) {
     const warning = subnormalWarning(b.report);
     if (warning && !o.quiet) process.stderr.write(`gqa2mla: warning: ${b.dir}: ${warning}\n`);
@@ -197,7 +198,8 @@ async function runSweep(base: Omit<ConvertOptions, 'outDir' | 'kvLoraRank' | 'qk
 
 /** One conversion, its evaluation and samples, and its report on stdout. */
 async function runSingle(base: Omit<ConvertOptions, 'outDir' | 'kvLoraRank' | 'qkRopeDim'>, outDir: string, o: Record<string, unknown>, evalOpts: EvalSettings | null, bar: Progress): Promise<void> {
-  const report = await convert({ ...base, outDir, kvLoraRank: (o.kvLoraRank as number[])[0], qkRopeDim: (o.qkRopeDim as number[])[0] });
+  const budget = o.kvBudget !== undefined ? { kvBudget: o.kvBudget as number } : { kvLoraRank: (o.kvLoraRank as number[] | undefined)?.[0], qkRopeDim: (o.qkRopeDim as number[] | undefined)?.[0] };
+  const report = await convert({ ...base, outDir, ...budget });
   const ppl = evalOpts ? await attachPpl(report, base.modelDir, outDir, evalOpts) : null;
   if (evalOpts) {
     bar.note('greedy samples, source beside converted');
@@ -214,6 +216,8 @@ async function runSingle(base: Omit<ConvertOptions, 'outDir' | 'kvLoraRank' | 'q
 /** The command's action: checks before any work, then one conversion or a sweep. */
 async function runConvert(modelDir: string, outDir: string, o: Record<string, unknown>): Promise<void> {
   parseChoices(o);
+  if (o.kvBudget !== undefined && (o.kvLoraRank !== undefined || o.qkRopeDim !== undefined))
+    throw usageError('ERR_BAD_OPTION', '--kv-budget chooses --qk-rope-dim and --kv-lora-rank: give either --kv-budget or those two, not both');
   // the output and the inputs, in the CLI's own flag names, before any work
   checkOutputTarget({ modelDir, outDir, overwrite: Boolean(o.force), resume: Boolean(o.resume), inputs: [o.calib as string, o.evalText as string | undefined], names: { overwrite: '--force', resume: '--resume' } });
   if (o.evalText && !existsSync(o.evalText as string)) throw new GqaError('ERR_EVAL_READ', `cannot read evaluation text ${String(o.evalText)}: no such file`, 'input');
@@ -224,7 +228,7 @@ async function runConvert(modelDir: string, outDir: string, o: Record<string, un
   process.once('SIGINT', onSig);
   try {
     const base = apiOptions(modelDir, o, controller.signal, bar);
-    const sweep = (o.kvLoraRank as number[]).length > 1 || (o.qkRopeDim as number[]).length > 1;
+    const sweep = ((o.kvLoraRank as number[] | undefined)?.length ?? 1) > 1 || ((o.qkRopeDim as number[] | undefined)?.length ?? 1) > 1;
     await (sweep ? runSweep : runSingle)(base, outDir, o, evalOpts, bar);
   } finally {
     bar.stop();

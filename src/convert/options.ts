@@ -1,6 +1,7 @@
 /**
  * Conversion options and their limits, checked before any work is done.
  */
+import { splitKvBudget, type KvSplit } from './budget-split.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { usageError } from '../errors.js';
 import { freqfoldCandidates } from './rorope.js';
@@ -48,6 +49,12 @@ export interface ConvertOptions {
   qkRopeDim?: number;
   /** Latent rank, kv_lora_rank (default 512, capped to the maximum). */
   kvLoraRank?: number;
+  /**
+   * Cached values per token and layer, kv_lora_rank + qk_rope_head_dim, split by the tool
+   * (src/convert/budget-split.ts: the most RoPE dims that leave a latent of at least
+   * min(32, budget / 2)). Exclusive with `qkRopeDim` and `kvLoraRank`.
+   */
+  kvBudget?: number;
   /** Frequencies folded per RoRoPE group, or 'auto' to choose per layer (default 'auto'). */
   freqfold?: number | 'auto';
   /**
@@ -175,6 +182,8 @@ export interface ResolvedOptions {
   contextWindows: number | null;
   qkRopeDim: number;
   kvLoraRank: number;
+  /** the `kvBudget` the split came from (null: qkRopeDim / kvLoraRank given or defaulted) */
+  kvBudget: number | null;
   freqfold: number | 'auto';
   freqfoldCandidates: number[];
   method: 'gqa2mla' | 'transmla';
@@ -237,21 +246,35 @@ function resolveWindows(o: ConvertOptions): Pick<ResolvedOptions, 'calibSamples'
   return { calibSamples, calibSeqlen, heldOutSamples, seed, context, contextWindows };
 }
 
+/** qk_rope_head_dim and kv_lora_rank: given, defaulted (64 + 512, capped) or split from `kvBudget`. */
+function resolveBudget(spec: ModelSpec, o: ConvertOptions): Pick<ResolvedOptions, 'qkRopeDim' | 'kvLoraRank' | 'kvBudget'> {
+  const d = spec.headDim;
+  let kvBudget: number | null = null;
+  let split: Partial<KvSplit> = { qkRopeDim: o.qkRopeDim, kvLoraRank: o.kvLoraRank };
+  if (o.kvBudget !== undefined) {
+    if (o.qkRopeDim !== undefined || o.kvLoraRank !== undefined)
+      throw usageError('ERR_BAD_OPTION', 'kvBudget chooses qkRopeDim and kvLoraRank: give either kvBudget or those two, not both');
+    kvBudget = positiveInt('kvBudget', o.kvBudget);
+    split = splitKvBudget({ headDim: d, numKvHeads: spec.numKvHeads, budget: kvBudget });
+  }
+  const qkRopeDim = positiveInt('qkRopeDim', split.qkRopeDim ?? Math.min(64, d));
+  if (qkRopeDim % 2 !== 0 || d % qkRopeDim !== 0)
+    throw usageError('ERR_BAD_OPTION', `qkRopeDim ${qkRopeDim} must be even and divide head_dim ${d}`);
+  const maxRank = 2 * spec.numKvHeads * d - qkRopeDim;
+  const kvLoraRank = positiveInt('kvLoraRank', split.kvLoraRank ?? Math.min(512, maxRank));
+  if (kvLoraRank > maxRank)
+    throw usageError('ERR_BAD_OPTION', `kvLoraRank ${kvLoraRank} exceeds the maximum 2 x kv_heads x head_dim - qkRopeDim = ${maxRank}`);
+  return { qkRopeDim, kvLoraRank, kvBudget };
+}
+
 /** Applies defaults and checks every limit against the model; throws a usage GqaError naming the limit. */
 export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOptions {
   if (spec.modelType === 'deepseek_v3') throw usageError('ERR_ALREADY_MLA', `${o.modelDir} is already a DeepSeek-V3 (MLA) checkpoint`);
   if (spec.rope.partialRotaryFactor !== 1)
     throw usageError('ERR_UNSUPPORTED_ROPE', `partial_rotary_factor ${spec.rope.partialRotaryFactor} is not supported (only full-head RoPE)`);
   const d = spec.headDim;
-  const L = spec.numKvHeads * d;
   const windows = resolveWindows(o);
-  const qkRopeDim = positiveInt('qkRopeDim', o.qkRopeDim ?? Math.min(64, d));
-  if (qkRopeDim % 2 !== 0 || d % qkRopeDim !== 0)
-    throw usageError('ERR_BAD_OPTION', `qkRopeDim ${qkRopeDim} must be even and divide head_dim ${d}`);
-  const maxRank = 2 * L - qkRopeDim;
-  const kvLoraRank = positiveInt('kvLoraRank', o.kvLoraRank ?? Math.min(512, maxRank));
-  if (kvLoraRank > maxRank)
-    throw usageError('ERR_BAD_OPTION', `kvLoraRank ${kvLoraRank} exceeds the maximum 2 x kv_heads x head_dim - qkRopeDim = ${maxRank}`);
+  const { qkRopeDim, kvLoraRank, kvBudget } = resolveBudget(spec, o);
   const candidates = freqfoldCandidates(d, qkRopeDim);
   const ff = o.freqfold ?? 'auto';
   if (ff !== 'auto') {
@@ -288,6 +311,7 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     ...windows,
     qkRopeDim,
     kvLoraRank,
+    kvBudget,
     freqfold: ff,
     freqfoldCandidates: ff === 'auto' ? candidates : [ff],
     method,

@@ -95,6 +95,7 @@ function buildReport(spec: ModelSpec, modelDir: string, tg: Target, windows: Win
       method: opt.method,
       qkRopeDim: opt.qkRopeDim,
       kvLoraRank: opt.kvLoraRank,
+      ...(opt.kvBudget !== null ? { kvBudget: opt.kvBudget } : {}),
       freqfold: opt.freqfold,
       balanceKv: opt.balanceKv,
       ropeSelection: opt.ropeSelection,
