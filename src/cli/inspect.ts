@@ -179,7 +179,11 @@ function moeRows(m: MoeSpec, numLayers: number): string[][] {
   const r = m.routing;
   const groups = r.nGroup > 1 ? `, best ${r.topkGroup} of ${r.nGroup} groups` : '';
   const weights = `${r.normTopkProb ? 'renormalised over the selected' : 'not renormalised'}${r.routedScalingFactor !== 1 ? `, x ${r.routedScalingFactor}` : ''}`;
-  const layers = m.firstDense === 0 && m.layerFreq === 1 ? 'every layer' : `layers >= ${m.firstDense} with index % ${m.layerFreq} = 0 (of ${numLayers})`;
+  const layers = m.moeLayers
+    ? `layers ${m.moeLayers.join(', ')} of ${numLayers}`
+    : m.firstDense === 0 && m.layerFreq === 1
+      ? 'every layer'
+      : `layers >= ${m.firstDense}${m.layerFreq === 1 ? '' : ` with index % ${m.layerFreq} = 0`} (of ${numLayers})`;
   return [
     ['experts', `${m.numExperts} routed, top ${m.topK} per token, no shared expert (${layers})`],
     ['expert intermediate size', String(m.expertIntermediateSize)],
