@@ -14,9 +14,11 @@ import { join } from 'node:path';
 import { checkDirectory } from '../src/check.js';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { formatInspect, inspectModel } from '../src/cli/inspect.js';
+import { deepseekConfig } from '../src/convert/config.js';
 import { convert } from '../src/convert/convert.js';
-import { readLmHead } from '../src/engine/model.js';
-import { ModelRunner } from '../src/engine/model.js';
+import { resolveOptions } from '../src/convert/options.js';
+import { portableConfig } from '../src/export/portable.js';
+import { ModelRunner, readLmHead } from '../src/engine/model.js';
 import { routeTokens } from '../src/engine/moe-routing.js';
 import { evalPpl } from '../src/eval/ppl.js';
 import { engineView, type EngineName } from '../src/interop/engine-semantics.js';
@@ -224,6 +226,7 @@ describe('conversion at lossless attention settings', () => {
     expect(by.transformers.loads).toBe(true);
     expect(by.transformers.routing).toMatchObject({ exact: false, engine: { scoring: 'sigmoid', normTopkProb: false } });
     expect(by.transformers.problems.map((p) => p.code)).toEqual(['moe-routing']);
+    expect(by.transformers.problems[0].message).toMatch(/weights become sigmoid\(l_i\) instead of softmax\(l_i\) over all experts/);
   });
 });
 
@@ -236,6 +239,28 @@ test('a layout DeepSeek-V3 cannot express is refused before any work, naming the
     code: 'ERR_UNSUPPORTED_MODEL',
     message: expect.stringMatching(/mixture-of-experts layers 1, 3 of 4 \(decoder_sparse_step 2, mlp_only_layers \[\]\) cannot be written in DeepSeek-V3/),
   });
+});
+
+test('moe_layer_freq 2 (mlp_only_layers [1, 3] of 5): written as is; vLLM and SGLang build those layers, transformers does not read it', () => {
+  const spec = parseModelSpec({ ...JSON.parse(readFileSync(join(MODEL, 'config.json'), 'utf8')), num_hidden_layers: 5, mlp_only_layers: [1, 3] });
+  const opt = resolveOptions(spec, { modelDir: 'src', outDir: 'out', calibText: 'x', qkRopeDim: 32, kvLoraRank: 32, freqfold: 1 });
+  const cfg = portableConfig(deepseekConfig(spec, opt, { qkLatentLayernorm: true, qBias: false, qLoraRank: null, attentionBias: false, dtype: 'F32' }), spec).config;
+  expect(cfg).toMatchObject({ first_k_dense_replace: 0, moe_layer_freq: 2, n_routed_experts: 4 });
+  // the tensors such an export writes: experts and the zero-size shared expert in layers 0, 2, 4; a dense MLP in 1, 3
+  const names = new Set(['lm_head.weight']);
+  for (let l = 0; l < 5; l++) {
+    const p = `model.layers.${l}.mlp.`;
+    const mlp = l % 2 === 0 ? ['gate', ...[0, 1, 2, 3].flatMap((e) => ['gate_proj', 'up_proj', 'down_proj'].map((n) => `experts.${e}.${n}`)), 'shared_experts.gate_proj', 'shared_experts.up_proj', 'shared_experts.down_proj'] : ['gate_proj', 'up_proj', 'down_proj'];
+    for (const n of mlp) names.add(`${p}${n}.weight`);
+  }
+  const facts = { names, zero: new Set<string>() };
+  for (const e of ['vllm', 'sglang'] as const) {
+    const v = engineView(e, cfg, facts);
+    expect(v.problems.filter((x) => x.code.startsWith('moe'))).toEqual([]);
+    expect([0, 1, 2, 3, 4].map((l) => isMoeLayer(v.spec!, l))).toEqual([true, false, true, false, true]);
+  }
+  const t = engineView('transformers', cfg, facts);
+  expect(t.problems.map((x) => x.code)).toEqual(expect.arrayContaining(['moe-layer-freq', 'moe-layers']));
 });
 
 describe(`each engine's gate on random router logits against Qwen3-MoE's (${seedLabel()})`, () => {

@@ -243,7 +243,7 @@ export function register(program: Command): void {
   program
     .command('inspect')
     .description('show the model settings, tensor inventory and KV-cache size of a checkpoint (validates every shard)')
-    .argument('<model-dir>', 'checkpoint directory (config.json + safetensors; llama, qwen2, qwen3, mistral, mixtral or deepseek_v3)')
+    .argument('<model-dir>', 'checkpoint directory (config.json + safetensors; llama, qwen2, qwen3, qwen3_moe, mistral, mixtral or deepseek_v3)')
     .option('--json', 'print the result as one JSON object')
     .addHelpText('after', '\nExamples:\n  gqa2mla inspect test/fixtures/tiny-llama-gqa\n  gqa2mla inspect ./model-mla --json')
     .action(async (modelDir: string, o: { json?: boolean }) => {

@@ -15,7 +15,7 @@ export type CalibInputs = 'original' | 'converted';
 
 /** Options of {@link convert}. */
 export interface ConvertOptions {
-  /** Source checkpoint directory (llama, qwen2 or mistral; GQA or MHA). */
+  /** Source checkpoint directory (llama, qwen2, qwen3, qwen3_moe, mistral or mixtral; GQA or MHA). */
   modelDir: string;
   /** Output directory (DeepSeek-V3 layout). */
   outDir: string;
