@@ -11,7 +11,6 @@
  */
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkDirectory } from '../src/check.js';
 import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { formatInspect, inspectModel } from '../src/cli/inspect.js';
 import { deepseekConfig } from '../src/convert/config.js';
@@ -22,10 +21,10 @@ import { ModelRunner, readLmHead } from '../src/engine/model.js';
 import { routeTokens } from '../src/engine/moe-routing.js';
 import { evalPpl } from '../src/eval/ppl.js';
 import { engineView, type EngineName } from '../src/interop/engine-semantics.js';
-import { openEngineRunner } from '../src/interop/engine-runner.js';
 import { isMoeLayer, parseModelSpec } from '../src/model/spec.js';
 import type { MoeRouting } from '../src/model/spec-types.js';
 import { linearRef, maxRelErr, randn, rmsNormRef } from './helpers/forward-ref.js';
+import { engineNllDiffs, expectRoutingVerdicts } from './helpers/moe-engines.js';
 import { seedLabel, testSeed } from './helpers/random.js';
 import { useTempDir } from './helpers/temp-dir.js';
 
@@ -200,33 +199,17 @@ describe('conversion at lossless attention settings', () => {
   }, 30000);
 
   test('each engine routes as emulated: vLLM and SGLang exactly as Qwen3-MoE, transformers by sigmoid weights', async () => {
-    const orig = await ModelRunner.open(MODEL);
-    const ref = Float64Array.from(await orig.nll(IDS, 1, T));
-    await orig.close();
-    const diff: Record<string, number> = {};
-    for (const e of ['vllm', 'sglang', 'transformers'] as const) {
-      const { runner } = await openEngineRunner(out(), e);
-      const nll = await runner.nll(IDS, 1, T);
-      await runner.close();
-      diff[e] = Math.max(...nll.map((v, i) => Math.abs(v - ref[i])));
-    }
+    const diff = await engineNllDiffs(MODEL, out(), IDS);
     expect(diff.vllm).toBeLessThan(1e-4);
     expect(diff.sglang).toBeLessThan(1e-4);
     expect(diff.transformers).toBeGreaterThan(1e-2);
   }, 30000);
 
-  test('check: routing exact for vLLM and SGLang, not for transformers (sigmoid gate)', async () => {
-    const r = await checkDirectory(out());
-    const by = Object.fromEntries(r.engines.map((v) => [v.engine, v]));
-    for (const e of ['vllm', 'sglang']) {
-      expect(by[e].loads).toBe(true);
-      expect(by[e].routing).toMatchObject({ exact: true, engine: qwen3Gate(false) });
-      expect(by[e].problems).toEqual([]);
-    }
-    expect(by.transformers.loads).toBe(true);
-    expect(by.transformers.routing).toMatchObject({ exact: false, engine: { scoring: 'sigmoid', normTopkProb: false } });
-    expect(by.transformers.problems.map((p) => p.code)).toEqual(['moe-routing']);
-    expect(by.transformers.problems[0].message).toMatch(/weights become sigmoid\(l_i\) instead of softmax\(l_i\) over all experts/);
+  test('check: routing exact for vLLM and SGLang, not for transformers (sigmoid gate, weights not renormalised)', async () => {
+    const r = await expectRoutingVerdicts(out(), qwen3Gate(false));
+    const t = r.engines.find((v) => v.engine === 'transformers')!;
+    expect(t.routing!.engine.normTopkProb).toBe(false);
+    expect(t.problems[0].message).toMatch(/weights become sigmoid\(l_i\) instead of softmax\(l_i\) over all experts/);
   });
 });
 
