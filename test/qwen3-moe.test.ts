@@ -17,6 +17,7 @@ import { deepseekConfig } from '../src/convert/config.js';
 import { convert } from '../src/convert/convert.js';
 import { resolveOptions } from '../src/convert/options.js';
 import { portableConfig } from '../src/export/portable.js';
+import { slidingWindowOf } from '../src/engine/attention.js';
 import { ModelRunner, readLmHead } from '../src/engine/model.js';
 import { routeTokens } from '../src/engine/moe-routing.js';
 import { evalPpl } from '../src/eval/ppl.js';
@@ -107,6 +108,10 @@ describe('spec and inspect', () => {
     expect(layers({ mlp_only_layers: [0, 1] }).moe).toMatchObject({ firstDense: 2, layerFreq: 1 });
     expect(layers({ mlp_only_layers: [1, 3] }, 5)).toMatchObject({ moe: { firstDense: 0, layerFreq: 2 }, pattern: [true, false, true, false, true] });
     expect(layers({ mlp_only_layers: [1, 3] }, 5).moe!.moeLayers).toBeUndefined();
+    // Qwen3MoeConfig keeps sliding_window only with use_sliding_window, then for every layer (no max_window_layers)
+    const win = (extra: Record<string, unknown>) => slidingWindowOf(parseModelSpec({ ...base, sliding_window: 64, max_window_layers: 28, ...extra }), 3);
+    expect(win({ use_sliding_window: true })).toBe(64);
+    expect(win({ use_sliding_window: false })).toBe(0);
     // no MoE layer: a dense qwen3-style model
     expect(layers({ num_experts: 0 }).moe).toBeUndefined();
     expect(layers({ mlp_only_layers: [0, 1, 2, 3] }).moe).toBeUndefined();
