@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 
 import torch
@@ -137,9 +138,11 @@ def main():
         'as_saved': saved,
         'norm_topk_prob_true': renorm,
     }
+    text = json.dumps(ref, indent=1)
+    # number lists on one line each
+    text = re.sub(r'\[\s+([-0-9.e+,\s]+?)\s+\]', lambda m: '[' + ' '.join(m.group(1).split()) + ']', text)
     with open(os.path.join(args.out, 'reference.json'), 'w') as f:
-        json.dump(ref, f, indent=1)
-        f.write('\n')
+        f.write(text + '\n')
     print(f"ppl as saved {saved['ppl']:.6f}, with norm_topk_prob true {renorm['ppl']:.6f}; {len(ids)} tokens in the prefix")
 
 
