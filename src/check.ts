@@ -19,7 +19,7 @@ export interface BackendVerdict {
   note: string;
 }
 
-/** Whether an engine's MoE gate computes the routing gqa2mla computes (Mixtral's, for a converted Mixtral). */
+/** Whether an engine's MoE gate computes the routing gqa2mla computes (the source's, for a converted Mixtral or Qwen3-MoE). */
 export interface RoutingVerdict {
   /** the gate gqa2mla's engine computes from the config */
   ours: MoeRouting;

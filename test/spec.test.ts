@@ -397,7 +397,7 @@ describe('deepseek_v3 (converted checkpoints)', () => {
 
 describe('errors', () => {
   test('unsupported model type lists the supported ones', () => {
-    fails({ ...llama2_7b, model_type: 'gpt2' }, 'ERR_UNSUPPORTED_MODEL', ['"gpt2"', 'llama, qwen2, qwen3, mistral, mixtral, deepseek_v3']);
+    fails({ ...llama2_7b, model_type: 'gpt2' }, 'ERR_UNSUPPORTED_MODEL', ['"gpt2"', 'llama, qwen2, qwen3, qwen3_moe, mistral, mixtral, deepseek_v3']);
     fails({ ...llama2_7b, model_type: undefined }, 'ERR_UNSUPPORTED_MODEL', ['model_type']);
     fails({ ...llama2_7b, hidden_act: 'gelu' }, 'ERR_UNSUPPORTED_MODEL', ['hidden_act', 'gelu']);
   });

@@ -49,12 +49,18 @@ def build_config(m, vocab):
         # the router's load-balancing loss joins the training loss (output_router_logits), as in Mixtral's training
         return transformers.MixtralConfig(num_local_experts=m["experts"], num_experts_per_tok=m["top_k"], output_router_logits=True,
                                           router_aux_loss_coef=0.02, sliding_window=None, **common)
+    if m["arch"] == "qwen3_moe":
+        return transformers.Qwen3MoeConfig(num_experts=m["experts"], num_experts_per_tok=m["top_k"], moe_intermediate_size=m["moe_inter"],
+                                           mlp_only_layers=m["mlp_only_layers"], decoder_sparse_step=1, norm_topk_prob=m["norm_topk_prob"],
+                                           output_router_logits=True, router_aux_loss_coef=0.02, attention_bias=m["bias"],
+                                           use_sliding_window=False, sliding_window=None, **common)
     raise ValueError(m["arch"])
 
 
 def model_class(arch):
     return {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM, "qwen3": transformers.Qwen3ForCausalLM,
-            "mistral": transformers.MistralForCausalLM, "mixtral": transformers.MixtralForCausalLM}[arch]
+            "mistral": transformers.MistralForCausalLM, "mixtral": transformers.MixtralForCausalLM,
+            "qwen3_moe": transformers.Qwen3MoeForCausalLM}[arch]
 
 
 def train(model, ids, t, log):

@@ -70,7 +70,7 @@ function convertCommand(program: Command): Command {
   return program
     .command('convert')
     .description('convert a GQA/MHA checkpoint to MLA in the DeepSeek-V3 format (layer by layer)')
-    .argument('<model-dir>', 'source checkpoint (llama, qwen2, mistral)')
+    .argument('<model-dir>', 'source checkpoint (llama, qwen2, qwen3, qwen3_moe, mistral, mixtral)')
     .argument('<out-dir>', 'output directory (DeepSeek-V3 layout)')
     .requiredOption('--calib <file>', 'calibration text (UTF-8)')
     .option('--calib-samples <n>', 'calibration windows for statistics', int('--calib-samples'), 128)

@@ -80,7 +80,7 @@ export function register(program: Command): void {
   program
     .command('eval-ppl')
     .description('perplexity of a checkpoint on a text (CPU, layer-streamed, float32)')
-    .argument('<model-dir>', 'checkpoint directory (llama, qwen2, mistral or deepseek_v3)')
+    .argument('<model-dir>', 'checkpoint directory (llama, qwen2, qwen3, qwen3_moe, mistral, mixtral or deepseek_v3)')
     .requiredOption('--text <file>', 'evaluation text (UTF-8)')
     .option('--seq <n[,n...]>', 'tokens per window; a comma-separated list scores each length', seqList, [512])
     .option('--windows <n>', 'windows to score (the first ones of the text)', int('--windows'), 40)

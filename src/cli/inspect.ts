@@ -179,7 +179,11 @@ function moeRows(m: MoeSpec, numLayers: number): string[][] {
   const r = m.routing;
   const groups = r.nGroup > 1 ? `, best ${r.topkGroup} of ${r.nGroup} groups` : '';
   const weights = `${r.normTopkProb ? 'renormalised over the selected' : 'not renormalised'}${r.routedScalingFactor !== 1 ? `, x ${r.routedScalingFactor}` : ''}`;
-  const layers = m.firstDense === 0 && m.layerFreq === 1 ? 'every layer' : `layers >= ${m.firstDense} with index % ${m.layerFreq} = 0 (of ${numLayers})`;
+  const layers = m.moeLayers
+    ? `layers ${m.moeLayers.join(', ')} of ${numLayers}`
+    : m.firstDense === 0 && m.layerFreq === 1
+      ? 'every layer'
+      : `layers >= ${m.firstDense}${m.layerFreq === 1 ? '' : ` with index % ${m.layerFreq} = 0`} (of ${numLayers})`;
   return [
     ['experts', `${m.numExperts} routed, top ${m.topK} per token, no shared expert (${layers})`],
     ['expert intermediate size', String(m.expertIntermediateSize)],
@@ -239,7 +243,7 @@ export function register(program: Command): void {
   program
     .command('inspect')
     .description('show the model settings, tensor inventory and KV-cache size of a checkpoint (validates every shard)')
-    .argument('<model-dir>', 'checkpoint directory (config.json + safetensors; llama, qwen2, qwen3, mistral, mixtral or deepseek_v3)')
+    .argument('<model-dir>', 'checkpoint directory (config.json + safetensors; llama, qwen2, qwen3, qwen3_moe, mistral, mixtral or deepseek_v3)')
     .option('--json', 'print the result as one JSON object')
     .addHelpText('after', '\nExamples:\n  gqa2mla inspect test/fixtures/tiny-llama-gqa\n  gqa2mla inspect ./model-mla --json')
     .action(async (modelDir: string, o: { json?: boolean }) => {

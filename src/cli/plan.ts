@@ -74,7 +74,7 @@ export function register(program: Command): void {
   program
     .command('plan')
     .description('KV-cache size, compression ratio and limits of candidate MLA budgets (reads config.json only)')
-    .argument('<model-dir>', 'source checkpoint (llama, qwen2, mistral)')
+    .argument('<model-dir>', 'source checkpoint (llama, qwen2, qwen3, qwen3_moe, mistral, mixtral)')
     .option('--kv-lora-rank <list>', 'candidate latent ranks, comma-separated (default 64,128,256,512 capped to the maximum)', intList('--kv-lora-rank'))
     .option('--qk-rope-dim <list>', 'candidate RoPE dims per head, comma-separated (default 32,64 filtered to valid ones)', intList('--qk-rope-dim'))
     .option('--context <tokens>', 'sequence length for the per-sequence size', positiveInt('--context'), 32768)

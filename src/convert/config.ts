@@ -1,7 +1,7 @@
 /**
  * config.json of a converted checkpoint, as transformers' DeepseekV3ForCausalLM reads it:
  * every layer a dense SwiGLU MLP (first_k_dense_replace = num_hidden_layers, no routed
- * experts) or, for a mixture-of-experts source, every layer MoE ({@link moeFields}), num_key_value_heads = num_attention_heads, qk_nope_head_dim = v_head_dim =
+ * experts) or, for a mixture-of-experts source, its MoE layers ({@link moeFields}), num_key_value_heads = num_attention_heads, qk_nope_head_dim = v_head_dim =
  * the source head_dim, rope settings carried over for the rope head (rotate-half layout,
  * so rope_interleave is false).
  */
@@ -44,11 +44,14 @@ const COPIED_KEYS = [
 /**
  * The MoE fields. A dense source: every layer dense (first_k_dense_replace =
  * num_hidden_layers; transformers 5's strict config rejects null for the MoE fields, so they
- * hold small valid integers that no layer uses). A mixture-of-experts source (mixtral):
- * every layer MoE with its experts, no shared expert (n_shared_experts 0), and the gate that
- * vLLM and SGLang compute as Mixtral's softmax top-k renormalised over the selected
- * (scoring_func softmax, topk_method greedy, one group, norm_topk_prob, factor 1.0;
- * docs/engines.md; transformers' DeepSeek-V3 gate is sigmoid whatever the config says).
+ * hold small valid integers that no layer uses). A mixture-of-experts source (mixtral,
+ * qwen3_moe): its MoE layers as first_k_dense_replace / moe_layer_freq (the spec's
+ * firstDense / layerFreq; a layout they cannot express is refused in options.ts), its
+ * experts, no shared expert (n_shared_experts 0), and the gate that vLLM and SGLang compute
+ * as the source's softmax over all experts, top-k, renormalised over the selected when
+ * norm_topk_prob (Mixtral always, Qwen3-MoE as its config says): scoring_func softmax,
+ * topk_method greedy, one group, factor 1.0 (docs/engines.md; transformers' DeepSeek-V3 gate
+ * is sigmoid whatever the config says).
  */
 function moeFields(spec: ModelSpec): Record<string, unknown> {
   const m = spec.moe;

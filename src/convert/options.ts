@@ -3,7 +3,7 @@
  */
 import { splitKvBudget, type KvSplit } from './budget-split.js';
 import type { ModelSpec } from '../model/spec-types.js';
-import { usageError } from '../errors.js';
+import { GqaError, usageError } from '../errors.js';
 import { freqfoldCandidates } from './rorope.js';
 import { checkQLoraRank, losslessQLoraRank } from './q-compress.js';
 import { DEFAULT_QK_NORM, QK_NORM_METHODS, type QkNormMethod } from './qk-norm.js';
@@ -16,7 +16,7 @@ export type CalibInputs = 'original' | 'converted';
 
 /** Options of {@link convert}. */
 export interface ConvertOptions {
-  /** Source checkpoint directory (llama, qwen2 or mistral; GQA or MHA). */
+  /** Source checkpoint directory (llama, qwen2, qwen3, qwen3_moe, mistral or mixtral; GQA or MHA). */
   modelDir: string;
   /** Output directory (DeepSeek-V3 layout). */
   outDir: string;
@@ -267,9 +267,22 @@ function resolveBudget(spec: ModelSpec, o: ConvertOptions): Pick<ResolvedOptions
   return { qkRopeDim, kvLoraRank, kvBudget };
 }
 
-/** Applies defaults and checks every limit against the model; throws a usage GqaError naming the limit. */
+/** A Qwen3-MoE layout of dense and MoE layers that DeepSeek-V3's first_k_dense_replace / moe_layer_freq cannot express (exit 3). */
+function moeLayoutRefusal(spec: ModelSpec, dir: string): GqaError {
+  const r = spec.raw;
+  return new GqaError(
+    'ERR_UNSUPPORTED_MODEL',
+    `${dir}: the mixture-of-experts layers ${spec.moe!.moeLayers!.join(', ')} of ${spec.numLayers} (decoder_sparse_step ${JSON.stringify(r.decoder_sparse_step ?? 1)}, ` +
+      `mlp_only_layers ${JSON.stringify(r.mlp_only_layers ?? [])}) cannot be written in DeepSeek-V3, whose MoE layers are exactly those with ` +
+      'index >= first_k_dense_replace and index % moe_layer_freq == 0: no such pair gives these layers',
+    'input',
+  );
+}
+
+/** Applies defaults and checks every limit against the model; throws a usage GqaError naming the limit (an unsupported layout: an input error). */
 export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOptions {
   if (spec.modelType === 'deepseek_v3') throw usageError('ERR_ALREADY_MLA', `${o.modelDir} is already a DeepSeek-V3 (MLA) checkpoint`);
+  if (spec.moe?.moeLayers) throw moeLayoutRefusal(spec, o.modelDir);
   if (spec.rope.partialRotaryFactor !== 1)
     throw usageError('ERR_UNSUPPORTED_ROPE', `partial_rotary_factor ${spec.rope.partialRotaryFactor} is not supported (only full-head RoPE)`);
   const d = spec.headDim;

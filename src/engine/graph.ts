@@ -60,6 +60,8 @@ export function slidingWindowOf(spec: ModelSpec, layer: number): number {
   const win = typeof raw.sliding_window === 'number' && raw.sliding_window > 0 ? raw.sliding_window : 0;
   if (!win) return 0;
   if (spec.modelType === 'mistral' || spec.modelType === 'mixtral') return win;
+  // Qwen3MoeConfig keeps sliding_window only with use_sliding_window, and then every layer uses it
+  if (spec.modelType === 'qwen3_moe') return raw.use_sliding_window === true ? win : 0;
   if (spec.modelType === 'qwen2' || spec.modelType === 'qwen3') {
     if (raw.use_sliding_window !== true) return 0;
     const types = raw.layer_types;

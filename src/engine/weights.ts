@@ -52,7 +52,7 @@ export interface WantedTensor {
 /**
  * The MLP tensors of a layer: the dense SwiGLU, or the router `mlp.gate.weight` [experts,
  * hidden] and every expert's `mlp.experts.<e>.{gate,up,down}_proj.weight` (DeepSeek-V3
- * names; Mixtral stores them as `block_sparse_moe.gate.weight` and
+ * names, as Qwen3-MoE stores them; Mixtral stores them as `block_sparse_moe.gate.weight` and
  * `block_sparse_moe.experts.<e>.{w1,w3,w2}.weight`).
  */
 function mlpTensorSpecs(spec: ModelSpec, layer: number): WantedTensor[] {
@@ -73,7 +73,7 @@ function mlpTensorSpecs(spec: ModelSpec, layer: number): WantedTensor[] {
   const I = m.expertIntermediateSize;
   const out: WantedTensor[] = [{ name: 'mlp.gate.weight', shape: [m.numExperts, H], ...(mixtral ? { source: 'block_sparse_moe.gate.weight' } : {}) }];
   if (m.routing.correctionBias) out.push({ name: 'mlp.gate.e_score_correction_bias', shape: [m.numExperts] });
-  if (!mixtral)
+  if (spec.modelType === 'deepseek_v3')
     // the portable export's zero-size shared expert of n_shared_experts 0 (export/portable.ts): read, never used
     out.push(
       { name: 'mlp.shared_experts.gate_proj.weight', shape: [0, H], optional: true },

@@ -9,8 +9,8 @@
  *     `.bias` tensors silently): biases are folded before export (bias-fold.ts); this module
  *     refuses to drop a non-zero bias;
  *   - every layer dense with integer MoE fields (first_k_dense_replace = layers, moe_layer_freq 1),
- *     or for a mixture-of-experts source (mixtral) every layer MoE with the gate config that
- *     vLLM and SGLang compute as Mixtral's routing (config.ts),
+ *     or for a mixture-of-experts source (mixtral, qwen3_moe) its MoE layers with the gate config that
+ *     vLLM and SGLang compute as the source's routing (config.ts),
  *     every dimension explicit, architectures, both rope config styles (rope_parameters and
  *     rope_theta / rope_scaling) with a deepseek_yarn-compatible rope (rope-yarn.ts), a torch
  *     dtype name.
@@ -113,7 +113,7 @@ export function portableConfig(config: Record<string, unknown>, source: ModelSpe
     attention_bias: false,
     // a dense source: every layer dense; a MoE source keeps config.ts's MoE layout
     first_k_dense_replace: source.moe ? cfg.first_k_dense_replace : cfg.num_hidden_layers,
-    moe_layer_freq: 1,
+    moe_layer_freq: source.moe ? cfg.moe_layer_freq : 1,
     max_position_embeddings: rope.maxPositionEmbeddings,
     rope_theta: rope.ropeTheta,
     rope_scaling: rope.ropeScaling,

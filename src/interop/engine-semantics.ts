@@ -171,8 +171,9 @@ export function routingDifference(ours: MoeRouting, theirs: MoeRouting): string[
   const out: string[] = [];
   if (ours.scoring !== theirs.scoring) {
     const sameChoice = ours.nGroup === 1 && !ours.correctionBias && !theirs.correctionBias;
+    const weights = (r: MoeRouting) => (r.normTopkProb ? `${r.scoring}(l_i) / sum over the selected` : `${r.scoring}(l_i)${r.scoring === 'softmax' ? ' over all experts' : ''}`);
     out.push(
-      `scores are ${theirs.scoring} instead of ${ours.scoring}: the expert weights become ${theirs.scoring}(l_i) / sum over the selected instead of ${ours.scoring}` +
+      `scores are ${theirs.scoring} instead of ${ours.scoring}: the expert weights become ${weights(theirs)} instead of ${weights(ours)}` +
         (sameChoice ? ' (the same experts are selected: both rank the logits alike)' : ''),
     );
   }

@@ -22,7 +22,7 @@ export interface RopeSpec {
 
 /** What gqa2mla needs to know about a decoder-only checkpoint. */
 export interface ModelSpec {
-  modelType: 'llama' | 'qwen2' | 'qwen3' | 'mistral' | 'mixtral' | 'deepseek_v3';
+  modelType: 'llama' | 'qwen2' | 'qwen3' | 'qwen3_moe' | 'mistral' | 'mixtral' | 'deepseek_v3';
   numLayers: number;
   hiddenSize: number;
   numHeads: number;
@@ -41,12 +41,12 @@ export interface ModelSpec {
   /**
    * Per-head RMSNorm of the queries and keys over head_dim after the projections and before
    * RoPE, with weights `self_attn.q_norm.weight` / `self_attn.k_norm.weight` [head_dim] and
-   * eps rms_norm_eps (qwen3); absent or false otherwise.
+   * eps rms_norm_eps (qwen3, qwen3_moe); absent or false otherwise.
    */
   qkNorm?: boolean;
   /** Present for model_type deepseek_v3 (converted checkpoints). */
   mla?: MlaSpec;
-  /** Mixture-of-experts MLP (mixtral; deepseek_v3 with routed experts); absent for dense models. */
+  /** Mixture-of-experts MLP (mixtral; qwen3_moe; deepseek_v3 with routed experts); absent for dense models. */
   moe?: MoeSpec;
   /** The raw config.json. */
   raw: Record<string, unknown>;
@@ -99,4 +99,10 @@ export interface MoeSpec {
   firstDense: number;
   /** among the others, layers with index % layerFreq === 0 are MoE (deepseek_v3's moe_layer_freq; 1 for mixtral) */
   layerFreq: number;
+  /**
+   * qwen3_moe only, when firstDense / layerFreq cannot describe its layout: exactly these
+   * layers are MoE (from decoder_sparse_step and mlp_only_layers) and firstDense / layerFreq
+   * are not used. A DeepSeek-V3 export cannot express such a layout (convert/config.ts refuses it).
+   */
+  moeLayers?: readonly number[];
 }

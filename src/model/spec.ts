@@ -1,6 +1,6 @@
 /**
  * Hugging Face config.json -> ModelSpec for llama, qwen2, qwen3, mistral (GQA and MHA), mixtral
- * (sparse mixture-of-experts MLP) and deepseek_v3 (converted checkpoints, dense or MoE); Gemma2/Gemma3 are refused with the reason. RoPE settings are read in both styles: `rope_theta`
+ * (sparse mixture-of-experts MLP), qwen3_moe (qwen3's attention and a sparse MoE MLP) and deepseek_v3 (converted checkpoints, dense or MoE); Gemma2/Gemma3 are refused with the reason. RoPE settings are read in both styles: `rope_theta`
  * + `rope_scaling` (most Hub checkpoints) and transformers-5 `rope_parameters`.
  */
 import { readFile } from 'node:fs/promises';
@@ -11,7 +11,7 @@ import type { ModelSpec, MoeRouting, MoeSpec, RopeSpec } from './spec-types.js';
 export type { ModelSpec, MoeRouting, MoeSpec, RopeSpec };
 
 /** model_type values gqa2mla reads. */
-export const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'qwen3', 'mistral', 'mixtral', 'deepseek_v3'] as const;
+export const SUPPORTED_MODEL_TYPES = ['llama', 'qwen2', 'qwen3', 'qwen3_moe', 'mistral', 'mixtral', 'deepseek_v3'] as const;
 /**
  * model_type values refused with a reason: stock DeepSeek-V3 has no place for what these
  * architectures compute, so a conversion could not be faithful.
@@ -58,7 +58,15 @@ export async function loadModelSpec(dir: string): Promise<ModelSpec> {
 }
 
 /** max_position_embeddings of each model type's transformers config class, used when absent. */
-const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2048, mistral: 131072, mixtral: 131072, qwen2: 32768, qwen3: 32768, deepseek_v3: 4096 };
+const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = {
+  llama: 2048,
+  mistral: 131072,
+  mixtral: 131072,
+  qwen2: 32768,
+  qwen3: 32768,
+  qwen3_moe: 32768,
+  deepseek_v3: 4096,
+};
 
 /**
  * Builds a ModelSpec from a parsed config.json object; `source` names it in errors.
@@ -69,7 +77,9 @@ const DEFAULT_MAX_POSITIONS: Record<ModelSpec['modelType'], number> = { llama: 2
  * covers q_a_proj / kv_a_proj_with_mqa and o_proj. qwen3 has per-head q_norm / k_norm
  * (`qkNorm`) and, as transformers' Qwen3Config, head_dim 128 when absent. mixtral has no biases
  * and a sparse MoE MLP (`moe`: num_local_experts, num_experts_per_tok, intermediate_size per
- * expert, softmax top-k routing renormalised over the selected). For deepseek_v3, headDim is
+ * expert, softmax top-k routing renormalised over the selected). qwen3_moe is qwen3's attention
+ * (head_dim hidden_size / heads when absent, as its modeling code falls back) with the MoE MLP
+ * of {@link parseQwen3Moe}. For deepseek_v3, headDim is
  * qk_nope_head_dim; routed experts (n_routed_experts, with transformers' defaults of 256
  * experts and 3 dense layers when absent) give `moe` with the gate read as vLLM reads it
  * (see {@link parseDeepseekMoe}); shared experts are refused.
@@ -89,6 +99,7 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
       'input',
     );
   const modelType = mt as ModelSpec['modelType'];
+  const qwen3Family = modelType === 'qwen3' || modelType === 'qwen3_moe';
   if (c.hidden_act !== undefined && c.hidden_act !== 'silu' && c.hidden_act !== 'swish')
     throw new GqaError('ERR_UNSUPPORTED_MODEL', `${source}: hidden_act ${JSON.stringify(c.hidden_act)} is not supported (supported: silu)`, 'input');
   const numLayers = f.int('num_hidden_layers');
@@ -110,15 +121,17 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
     headDim = c.head_dim === undefined || c.head_dim === null ? dfltHeadDim : f.int('head_dim');
     if (!Number.isInteger(headDim)) throw f.fail('hidden_size', `(${hiddenSize}) is not divisible by num_attention_heads (${numHeads}) and head_dim is absent`);
   }
-  const llamaBias = modelType === 'llama' || modelType === 'qwen3' ? f.bool('attention_bias', false) : false;
+  const llamaStyle = modelType === 'llama' || qwen3Family;
+  const llamaBias = llamaStyle ? f.bool('attention_bias', false) : false;
   const dsBias = modelType === 'deepseek_v3' ? f.bool('attention_bias', false) : false;
-  const attentionBias = modelType === 'qwen2' ? true : modelType === 'llama' || modelType === 'qwen3' ? llamaBias : dsBias;
-  const oBias = modelType === 'llama' || modelType === 'qwen3' ? llamaBias : dsBias;
+  const attentionBias = modelType === 'qwen2' ? true : llamaStyle ? llamaBias : dsBias;
+  const oBias = llamaStyle ? llamaBias : dsBias;
   const maxPos = c.max_position_embeddings ?? DEFAULT_MAX_POSITIONS[modelType];
   if (typeof maxPos !== 'number' || !Number.isSafeInteger(maxPos) || maxPos <= 0)
     throw f.fail('max_position_embeddings', `must be a positive integer (got ${JSON.stringify(maxPos)})`);
   const rope = parseRope(c, source);
   if (modelType === 'mixtral') moe = parseMixtralMoe(f);
+  if (modelType === 'qwen3_moe') moe = parseQwen3Moe(f, numLayers);
   return {
     modelType,
     numLayers,
@@ -136,7 +149,7 @@ export function parseModelSpec(config: object, source = 'config.json'): ModelSpe
     rope,
     mla,
     ...(moe ? { moe } : {}),
-    ...(modelType === 'qwen3' ? { qkNorm: true } : {}),
+    ...(qwen3Family ? { qkNorm: true } : {}),
     raw: c,
   };
 }
@@ -191,6 +204,7 @@ function parseMla(f: ConfigFields): NonNullable<ModelSpec['mla']> {
 /** Whether decoder layer `layer` of `spec` has a mixture-of-experts MLP. */
 export function isMoeLayer(spec: ModelSpec, layer: number): boolean {
   const m = spec.moe;
+  if (m?.moeLayers) return m.moeLayers.includes(layer);
   return m !== undefined && layer >= m.firstDense && layer % m.layerFreq === 0;
 }
 
@@ -201,6 +215,59 @@ function parseMixtralMoe(f: ConfigFields): MoeSpec {
   if (topK > numExperts) throw f.fail('num_experts_per_tok', `(${topK}) exceeds num_local_experts (${numExperts})`);
   const routing: MoeRouting = { scoring: 'softmax', normTopkProb: true, nGroup: 1, topkGroup: 1, groupScore: 'max', correctionBias: false, routedScalingFactor: 1 };
   return { numExperts, topK, expertIntermediateSize: f.int('intermediate_size'), routing, firstDense: 0, layerFreq: 1 };
+}
+
+/**
+ * Qwen3-MoE's sparse block (transformers' Qwen3MoeSparseMoeBlock / Qwen3MoeTopKRouter):
+ * softmax over all router logits, top-k, renormalised over the selected only when
+ * norm_topk_prob; no shared expert. Qwen3MoeConfig's defaults: 128 experts (`num_experts`;
+ * transformers 5 saves it as `num_local_experts`), top 8, moe_intermediate_size 768,
+ * norm_topk_prob false, decoder_sparse_step 1, mlp_only_layers []. Layer l is MoE when it is
+ * not in mlp_only_layers and (l + 1) % decoder_sparse_step === 0, else a dense MLP of
+ * intermediate_size. The layout is written as DeepSeek-V3's firstDense / layerFreq when they
+ * express it exactly, else listed (`moeLayers`). Undefined when no layer is MoE (num_experts 0).
+ */
+function parseQwen3Moe(f: ConfigFields, numLayers: number): MoeSpec | undefined {
+  const a = f.c.num_experts;
+  const b = f.c.num_local_experts;
+  if (a !== undefined && a !== null && b !== undefined && b !== null && a !== b)
+    throw f.fail('num_experts', `(${JSON.stringify(a)}) and num_local_experts (${JSON.stringify(b)}) disagree (transformers reads one as the other)`);
+  const key = a !== undefined && a !== null ? 'num_experts' : 'num_local_experts';
+  const numExperts = nonNegInt(f, key, 128);
+  const step = f.int('decoder_sparse_step', 1);
+  const dense = mlpOnlyLayers(f);
+  const moeLayers: number[] = [];
+  for (let l = 0; l < numLayers; l++) if (numExperts > 0 && !dense.has(l) && (l + 1) % step === 0) moeLayers.push(l);
+  if (!moeLayers.length) return undefined;
+  const topK = f.int('num_experts_per_tok', 8);
+  if (topK > numExperts) throw f.fail('num_experts_per_tok', `(${topK}) exceeds ${key} (${numExperts})`);
+  const routing: MoeRouting = { scoring: 'softmax', normTopkProb: f.bool('norm_topk_prob', false), nGroup: 1, topkGroup: 1, groupScore: 'max', correctionBias: false, routedScalingFactor: 1 };
+  const layout = deepseekLayout(moeLayers, numLayers) ?? { firstDense: moeLayers[0], layerFreq: 1, moeLayers };
+  return { numExperts, topK, expertIntermediateSize: f.int('moe_intermediate_size', 768), routing, ...layout };
+}
+
+/** qwen3_moe's `mlp_only_layers` (null or absent: none): layer indices, each a non-negative integer. */
+function mlpOnlyLayers(f: ConfigFields): Set<number> {
+  const v = f.c.mlp_only_layers ?? [];
+  if (!Array.isArray(v) || v.some((l) => typeof l !== 'number' || !Number.isSafeInteger(l) || l < 0))
+    throw f.fail('mlp_only_layers', `must be a list of layer indices (non-negative integers; got ${JSON.stringify(v)})`);
+  return new Set(v as number[]);
+}
+
+/**
+ * The DeepSeek-V3 layout (first_k_dense_replace, moe_layer_freq: layer l is MoE when
+ * l >= firstDense and l % layerFreq === 0) whose MoE layers among `numLayers` are exactly
+ * `moeLayers` (ascending), preferring layerFreq 1 (the only one transformers reads); null when none is.
+ */
+function deepseekLayout(moeLayers: readonly number[], numLayers: number): { firstDense: number; layerFreq: number } | null {
+  const want = moeLayers.join();
+  for (let layerFreq = 1; layerFreq <= numLayers; layerFreq++)
+    for (let firstDense = 0; firstDense < numLayers; firstDense++) {
+      const got: number[] = [];
+      for (let l = firstDense; l < numLayers; l++) if (l % layerFreq === 0) got.push(l);
+      if (got.join() === want) return { firstDense, layerFreq };
+    }
+  return null;
 }
 
 /** A non-negative integer field (`dflt` when absent or null). */
