@@ -31,8 +31,13 @@ test('rows: transmla at each allowed fixed freqfold up to 8, components on Trans
   expect(rows[0]).toMatchObject({ id: 'original', opts: null });
   expect(rows.filter((r) => r.group === 'transmla').map((r) => r.id)).toEqual(['transmla-ff2', 'transmla-ff4', 'transmla-ff8']);
   for (const r of rows.filter((r) => r.group === 'component')) expect(r.opts).toMatchObject({ method: 'transmla' });
-  expect(rows.find((r) => r.id === 'default')!.opts).toEqual({});
+  expect(rows.find((r) => r.id === 'default')).toMatchObject({ opts: {}, toolSplit: true });
   expect(new Set(rows.map((r) => r.id)).size).toBe(rows.length);
+  // where the tool's split (--kv-budget) differs: TransMLA also at it, and the default at TransMLA's split
+  const other = rowsFor(64, 32, 64);
+  expect(other.filter((r) => r.toolSplit).map((r) => r.id)).toEqual(['transmla-split-ff1', 'transmla-split-ff2', 'transmla-split-ff4', 'transmla-split-ff8', 'default']);
+  expect(other.find((r) => r.id === 'default-transmla-split')).toMatchObject({ opts: {}, group: 'default' });
+  expect(budgetsOf({ headDim: 64, kvPerLayer: 2 * 6 * 64 }).map((b) => `${b.split.qkRopeDim}+${b.split.kvLoraRank}`)).toEqual(['64+320', '64+128']);
 });
 
 test('summary: best fixed-freqfold TransMLA per length, gaps as its fraction, the acceptance checks; settings must match', () => {
@@ -52,8 +57,8 @@ test('summary: best fixed-freqfold TransMLA per length, gaps as its fraction, th
     const back = JSON.parse(readFileSync(file, 'utf8')) as typeof g;
     const c512 = back.summary.find((c) => c.budget === 'half' && c.seq === 512)!;
     const c2048 = back.summary.find((c) => c.budget === 'half' && c.seq === 2048)!;
-    expect(c512.transmlaBest).toEqual({ freqfold: 2, ppl: 28 });
-    expect(c2048.transmlaBest).toEqual({ freqfold: 4, ppl: 34 });
+    expect(c512.transmlaBest).toEqual({ freqfold: 2, ppl: 28, row: 'transmla-ff2' });
+    expect(c2048.transmlaBest).toEqual({ freqfold: 4, ppl: 34, row: 'transmla-ff4' });
     expect(c512.rows.default.gapRatio).toBeCloseTo((21 - 16) / (28 - 16), 12);
     expect(c2048.rows.default.gapRatio).toBeCloseTo((24 - 14) / (34 - 14), 12);
     expect(c512.defaultMeetsHalfGap).toBe(true);

@@ -5,6 +5,7 @@
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { splitKvBudget, type KvSplit } from '../../src/convert/budget-split.js';
 import { loadModelSpec } from '../../src/model/spec.js';
 
 /** A model of the grid. */
@@ -31,6 +32,12 @@ export interface Budget {
   kvLoraRank: number;
   /** (kvLoraRank + qkRopeDim) / kvPerLayer */
   fraction: number;
+  /**
+   * the tool's own split of the same total (`--kv-budget`, src/convert/budget-split.ts): the
+   * default rows convert at it; qkRopeDim / kvLoraRank above are TransMLA's split (RoPE dims at
+   * most half the total), at which the TransMLA and component rows convert
+   */
+  split: KvSplit;
 }
 
 /** Fixture names bundled in test/fixtures. */
@@ -102,6 +109,7 @@ export function ropeDimFor(headDim: number, target: number): number {
 
 /** The 1/2 and 1/4 budgets of a model (kv_lora_rank = target - qk_rope_dim, at least 1). */
 export function budgetsOf(m: Pick<GridModel, 'headDim' | 'kvPerLayer'>): Budget[] {
+  const numKvHeads = m.kvPerLayer / (2 * m.headDim);
   return (
     [
       ['half', 2],
@@ -111,6 +119,7 @@ export function budgetsOf(m: Pick<GridModel, 'headDim' | 'kvPerLayer'>): Budget[
     const target = Math.round(m.kvPerLayer / div);
     const qkRopeDim = ropeDimFor(m.headDim, target);
     const kvLoraRank = Math.max(1, target - qkRopeDim);
-    return { name, qkRopeDim, kvLoraRank, fraction: (kvLoraRank + qkRopeDim) / m.kvPerLayer };
+    const split = splitKvBudget({ headDim: m.headDim, numKvHeads, budget: kvLoraRank + qkRopeDim });
+    return { name, qkRopeDim, kvLoraRank, fraction: (kvLoraRank + qkRopeDim) / m.kvPerLayer, split };
   });
 }

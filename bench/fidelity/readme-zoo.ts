@@ -17,7 +17,8 @@ interface Cell {
   kvLoraRank: number;
   seq: number;
   original: number;
-  transmlaBest: { freqfold: number; ppl: number };
+  transmlaBest: { freqfold: number; ppl: number; row?: string };
+  defaultSplit?: { qkRopeDim: number; kvLoraRank: number };
   rows: Partial<Record<string, { ppl: number; gapRatio: number }>>;
 }
 
@@ -34,8 +35,11 @@ for (const k of keys) {
   const row = [model, ''];
   for (const s of seqs) {
     const c = cells.find((x) => x.model === model && x.budget === budget && x.seq === s)!;
-    row[1] = `${c.qkRopeDim}+${c.kvLoraRank} (${budget})`;
-    row.push(f(c.original), `${f(c.transmlaBest.ppl)} (ff ${c.transmlaBest.freqfold})`, cell(c.rows['default-ctx256']), cell(c.rows.default));
+    const d = c.defaultSplit ?? { qkRopeDim: c.qkRopeDim, kvLoraRank: c.kvLoraRank };
+    const other = d.qkRopeDim !== c.qkRopeDim;
+    row[1] = `${c.qkRopeDim}+${c.kvLoraRank}${other ? ` / ${d.qkRopeDim}+${d.kvLoraRank}` : ''} (${budget})`;
+    const tmSplit = c.transmlaBest.row?.startsWith('transmla-split') ? `, ${d.qkRopeDim}+${d.kvLoraRank}` : '';
+    row.push(f(c.original), `${f(c.transmlaBest.ppl)} (ff ${c.transmlaBest.freqfold}${tmSplit})`, cell(c.rows['default-ctx256']), cell(c.rows.default));
   }
   lines.push(`| ${row.join(' | ')} |`);
 }

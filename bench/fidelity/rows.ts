@@ -12,6 +12,8 @@ export interface RowDef {
   label: string;
   group: 'original' | 'transmla' | 'component' | 'default';
   opts: Partial<ConvertOptions> | null;
+  /** converts at the budget's `split` (the tool's, `--kv-budget`) instead of TransMLA's split */
+  toolSplit?: boolean;
 }
 
 /** Fixed freqfolds tried for `--method transmla`: the allowed ones up to 8 (at least the smallest). */
@@ -27,15 +29,20 @@ export function baseFreqfold(headDim: number, qkRopeDim: number): number {
   return all.includes(2) ? 2 : all[0];
 }
 
-/** Every row of the grid for a budget of a model with `headDim`. */
-export function rowsFor(headDim: number, qkRopeDim: number): RowDef[] {
+/** Every row of the grid for a budget of a model with `headDim` (the TransMLA split's RoPE dims `qkRopeDim`; the tool's `toolRopeDim`). */
+export function rowsFor(headDim: number, qkRopeDim: number, toolRopeDim = qkRopeDim): RowDef[] {
   const ff = baseFreqfold(headDim, qkRopeDim);
   const tm: Partial<ConvertOptions> = { method: 'transmla', freqfold: ff };
   const comp = (id: string, label: string, o: Partial<ConvertOptions>): RowDef => ({ id, label, group: 'component', opts: { ...tm, ...o } });
+  const otherSplit = toolRopeDim !== qkRopeDim;
   return [
     { id: 'original', label: 'original', group: 'original', opts: null },
     ...transmlaFreqfolds(headDim, qkRopeDim).map(
       (f): RowDef => ({ id: `transmla-ff${f}`, label: `--method transmla --freqfold ${f}`, group: 'transmla', opts: { method: 'transmla', freqfold: f } }),
+    ),
+    // the strongest baseline also at the tool's split, where it differs
+    ...(otherSplit ? transmlaFreqfolds(headDim, toolRopeDim) : []).map(
+      (f): RowDef => ({ id: `transmla-split-ff${f}`, label: `--method transmla --freqfold ${f} at the tool's split`, group: 'transmla', opts: { method: 'transmla', freqfold: f }, toolSplit: true }),
     ),
     comp('+freqfold-auto', `transmla ff${ff} + freqfold searched per layer`, { freqfold: 'auto' }),
     comp('+rope-qk', `transmla ff${ff} + query-aware RoPE selection`, { ropeSelection: 'qk' }),
@@ -49,6 +56,7 @@ export function rowsFor(headDim: number, qkRopeDim: number): RowDef[] {
     comp('+sequential', `transmla ff${ff} + sequential calibration`, { calibInputs: 'converted' }),
     { id: `default-ff${ff}`, label: `gqa2mla default --freqfold ${ff}`, group: 'default', opts: { freqfold: ff } },
     { id: 'default-ctx256', label: 'gqa2mla default --context 256 (choices on 256-token windows, as before --context)', group: 'default', opts: { context: 256 } },
-    { id: 'default', label: 'gqa2mla default', group: 'default', opts: {} },
+    ...(otherSplit ? [{ id: 'default-transmla-split', label: "gqa2mla default at TransMLA's split", group: 'default', opts: {} } as RowDef] : []),
+    { id: 'default', label: 'gqa2mla default', group: 'default', opts: {}, toolSplit: true },
   ];
 }

@@ -22,7 +22,7 @@ import { fork } from 'node:child_process';
 import { cpus, tmpdir } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { budgetsOf, findModels, type GridModel } from './models.js';
+import { budgetsOf, findModels, type Budget, type GridModel } from './models.js';
 import { rowsFor, type RowDef } from './rows.js';
 import { loadGrid, markdown, saveGrid, type GridFile } from './summary.js';
 import { runTask, taskKey, type GridRow, type GridSettings, type GridTask } from './task.js';
@@ -44,10 +44,12 @@ interface Args {
   list: boolean;
   redo: boolean;
   worker: boolean;
+  /** also the default row at every other split of each budget's total (--splits) */
+  splits: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { jobs: 1, zoo: join(root, 'bench', 'zoo', 'models'), out: '', device: 'cpu', seqs: [512, 2048], windows: 40, list: false, redo: false, worker: false };
+  const a: Args = { jobs: 1, zoo: join(root, 'bench', 'zoo', 'models'), out: '', device: 'cpu', seqs: [512, 2048], windows: 40, list: false, redo: false, worker: false, splits: false };
   const list = (v: string) => v.split(',').map((s) => s.trim()).filter(Boolean);
   const int = (flag: string, v: string | undefined) => {
     const n = Number(v);
@@ -75,6 +77,7 @@ function parseArgs(argv: string[]): Args {
     } else if (f === '--list') a.list = true;
     else if (f === '--redo') a.redo = true;
     else if (f === '--worker') a.worker = true;
+    else if (f === '--splits') a.splits = true;
     else throw new Error(`unknown option ${f}`);
   }
   if (!a.out) a.out = join(root, 'bench', 'results', `fidelity-zoo-${a.device}.json`);
@@ -84,8 +87,21 @@ function parseArgs(argv: string[]): Args {
 /** Row definitions of a model over its budgets, each id once, in grid order. */
 function rowOrder(m: Pick<GridModel, 'headDim' | 'kvPerLayer'>): RowDef[] {
   const seen = new Map<string, RowDef>();
-  for (const b of budgetsOf(m)) for (const r of rowsFor(m.headDim, b.qkRopeDim)) if (!seen.has(r.id)) seen.set(r.id, r);
+  for (const b of budgetsOf(m)) for (const r of rowsFor(m.headDim, b.qkRopeDim, b.split.qkRopeDim)) if (!seen.has(r.id)) seen.set(r.id, r);
   return [...seen.values()];
+}
+
+/**
+ * The other splits of a budget's total (qk_rope_head_dim + kv_lora_rank): every even divisor d
+ * of head_dim from 16 up to head_dim that leaves a latent of at least 8, named `<budget>-p<d>`.
+ */
+export function otherSplits(headDim: number, b: Budget): Budget[] {
+  const total = b.qkRopeDim + b.kvLoraRank;
+  const out: Budget[] = [];
+  for (let d = 16; d <= headDim; d += 2)
+    if (headDim % d === 0 && d !== b.qkRopeDim && total - d >= 8)
+      out.push({ name: `${b.name}-p${d}` as Budget['name'], qkRopeDim: d, kvLoraRank: total - d, fraction: b.fraction, split: b.split });
+  return out;
 }
 
 /** The selected tasks (the original once per model, then every budget x row). */
@@ -95,12 +111,16 @@ function tasksOf(models: GridModel[], a: Args): GridTask[] {
     if (a.models && !a.models.includes(m.name)) continue;
     for (const b of budgetsOf(m)) {
       if (a.budgets && !a.budgets.includes(b.name)) continue;
-      for (const row of rowsFor(m.headDim, b.qkRopeDim)) {
+      for (const row of rowsFor(m.headDim, b.qkRopeDim, b.split.qkRopeDim)) {
         if (a.rows && !a.rows.includes(row.id)) continue;
         const budget = row.opts ? b : null;
         const key = taskKey(m.name, budget, row.id);
         if (!out.some((t) => t.key === key)) out.push({ key, model: m.name, modelDir: m.dir, budget, row });
       }
+      if (!a.splits) continue;
+      // the default method at each explicit split (not the tool's own choice of split)
+      const def = { ...rowsFor(m.headDim, b.qkRopeDim, b.split.qkRopeDim).find((r) => r.id === 'default')!, toolSplit: false };
+      for (const sb of otherSplits(m.headDim, b)) out.push({ key: taskKey(m.name, sb, def.id), model: m.name, modelDir: m.dir, budget: sb, row: def });
     }
   }
   return out;

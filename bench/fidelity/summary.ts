@@ -25,8 +25,10 @@ export interface SummaryCell {
   kvLoraRank: number;
   seq: number;
   original: number | null;
-  /** the best `--method transmla --freqfold N` at this length */
-  transmlaBest: { freqfold: number; ppl: number } | null;
+  /** the best `--method transmla --freqfold N` at this length (over TransMLA's split and the tool's) */
+  transmlaBest: { freqfold: number; ppl: number; row: string } | null;
+  /** the split the default rows convert at (the tool's, `--kv-budget`) */
+  defaultSplit: { qkRopeDim: number; kvLoraRank: number };
   /** row id -> ppl and gap / best TransMLA gap */
   rows: Record<string, { ppl: number; gapRatio: number | null }>;
   /** default gap <= 0.5 x best TransMLA gap (and never larger); null while a row is missing */
@@ -62,7 +64,7 @@ function summarize(g: GridFile): SummaryCell[] {
         const inBudget = Object.values(g.rows).filter((r) => r.model === name && r.budget === b.name && r.ppl[k] !== undefined);
         let transmlaBest: SummaryCell['transmlaBest'] = null;
         for (const r of inBudget)
-          if (r.group === 'transmla' && (transmlaBest === null || r.ppl[k] < transmlaBest.ppl)) transmlaBest = { freqfold: r.opts!.freqfold as number, ppl: r.ppl[k] };
+          if (r.group === 'transmla' && (transmlaBest === null || r.ppl[k] < transmlaBest.ppl)) transmlaBest = { freqfold: r.opts!.freqfold as number, ppl: r.ppl[k], row: r.row };
         const tmGap = original !== null && transmlaBest ? transmlaBest.ppl - original : null;
         const rows: SummaryCell['rows'] = {};
         for (const r of inBudget) rows[r.row] = { ppl: r.ppl[k], gapRatio: tmGap !== null && original !== null ? (r.ppl[k] - original) / tmGap : null };
@@ -72,6 +74,7 @@ function summarize(g: GridFile): SummaryCell[] {
           budget: b.name,
           qkRopeDim: b.qkRopeDim,
           kvLoraRank: b.kvLoraRank,
+          defaultSplit: b.split ?? { qkRopeDim: b.qkRopeDim, kvLoraRank: b.kvLoraRank },
           seq,
           original,
           transmlaBest,
