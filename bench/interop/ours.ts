@@ -161,12 +161,14 @@ const sweeps = [
   { fixture: 'tiny-qwen2-gqa', qkRopeDims: [64], kvLoraRanks: [64, 32], qLoraRank: undefined, tag: '-hf-qlossless', target: 'transformers' as const },
 ];
 // zoo models (bench/zoo/models/<name>/ with a config.json), when present: the fidelity grid's
-// two budgets of each (about 1/2 and 1/4 of its KV values per token, bench/fidelity/models.ts)
+// two budgets of each (about 1/2 and 1/4 of its KV values per token, bench/fidelity/models.ts),
+// split as the default (`--kv-budget`) splits them
 const zooDir = join(root, 'bench', 'zoo', 'models');
 if (process.argv.includes('--zoo'))
   for (const m of (await findModels(root, zooDir)).filter((x) => x.kind === 'zoo' && (zooOnly.length === 0 || zooOnly.includes(x.name))))
     for (const b of budgetsOf(m))
-      sweeps.push({ fixture: `zoo:${m.name}`, qkRopeDims: [b.qkRopeDim], kvLoraRanks: [b.kvLoraRank], qLoraRank: undefined, tag: `-${b.name}`, target: 'portable' as const });
+      // the default output: the tool's split of the budget (--kv-budget), as the grid's default rows
+      sweeps.push({ fixture: `zoo:${m.name}`, qkRopeDims: [b.split.qkRopeDim], kvLoraRanks: [b.split.kvLoraRank], qLoraRank: undefined, tag: `-${b.name}`, target: 'portable' as const });
 for (let i = sweeps.length - 1; i >= 0; i--) if (!sweeps[i].fixture.startsWith('zoo:') && !only.includes(sweeps[i].fixture)) sweeps.splice(i, 1);
 const modelDirOf = (f: string) => (f.startsWith('zoo:') ? join(zooDir, f.slice(4)) : fx(f));
 for (const s of sweeps) {
