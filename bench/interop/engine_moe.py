@@ -54,7 +54,7 @@ CONFIG_DEFAULTS = {
 PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 # what is known of a zero-width SwiGLU MLP (d = 0) in each engine
 ZERO_WIDTH = {
-    "vllm": "vLLM's CUDA silu_and_mul launcher (csrc/activation_kernels.cu, stored versions 5500c76d and later) computes "
+    "vllm": "vLLM's CUDA silu_and_mul launcher (csrc/activation_kernels.cu at 5500c76d, and a later stored launch macro alike) computes "
             "num_tokens = numel / size(-1), an integer division by zero at d = 0, and block(min(d, 1024)) = 0 threads; "
             "whether SiluAndMul dispatches to it or to torch's silu depends on vLLM's custom_ops compilation setting (not read)",
     "sglang": "SGLang's SiluAndMul (sgl_kernel silu_and_mul) at d = 0 was not read",
