@@ -254,6 +254,8 @@ def verdicts(row):
     out = {"transformers_fp32": "matched" if row["nll_compare"]["pass"] else "DIFFERS"}
     for k, e in (row.get("engines") or {}).items():
         out[k] = e.get("verdict") or ("matched" if e.get("pass") else "DIFFERS")
+        if k == "transformers_config_dtype" and not e.get("pass") and e.get("param_dtype") not in (None, "torch.float32"):
+            out[k] = f"differs in {e['param_dtype']} (the config's dtype; the targets are float32)"
     return out
 
 

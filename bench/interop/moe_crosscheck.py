@@ -9,6 +9,11 @@ scale 1, no shared expert) does not reach. Also lists what the emulation refuses
 configs the engines mis-handle.
 
   python3 bench/interop/moe_crosscheck.py --dir <converted MoE dir> --ids <case>.ours.safetensors [--work DIR] [--out FILE]
+      [--ts-ref DIR=REF.json ...]
+
+--ts-ref compares the emulation on DIR (e.g. one of the variants written under --work) with the
+TypeScript engine semantics and our engine, REF.json written by
+`npx tsx bench/interop/selfcheck/emul-ref.ts DIR REF.json` (2 windows of 128 tokens).
 """
 import argparse
 import json
@@ -119,17 +124,50 @@ def flagged_rows(src, work):
     return rows
 
 
+def ts_rows(refs):
+    """Per DIR=REF.json and engine: max per-token NLL difference from the TypeScript emulation and our engine."""
+    rows = []
+    for spec in refs:
+        d, ref_path = spec.split("=", 1)
+        with open(ref_path) as f:
+            ref = json.load(f)
+        ids = torch.tensor(ref["ids"], dtype=torch.long).view(2, -1)
+        ours = torch.tensor(ref["ours"], dtype=torch.float64)
+        for e in ("vllm", "sglang"):
+            row = {"dir": d, "engine": e, "ppl_ours": math.exp(ours.mean().item())}
+            try:
+                got = nll(EngineModel.load(d, engine=e)(ids), ids).reshape(-1)
+            except EngineLoadError as err:
+                rows.append({**row, "refusal": str(err), "ts": ref[e] if isinstance(ref[e], str) else "loads"})
+                continue
+            ts = ref[e]
+            row.update(ppl_emulation=math.exp(got.mean().item()), nll_max_abs_diff_ours=(got - ours).abs().max().item())
+            if isinstance(ts, list):
+                t = torch.tensor(ts, dtype=torch.float64)
+                row.update(ppl_ts=math.exp(t.mean().item()), nll_max_abs_diff_ts=(got - t).abs().max().item())
+            else:
+                row["ts"] = ts
+            rows.append(row)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--ids", required=True, help="<case>.ours.safetensors of bench/interop/ours.ts (input_ids)")
     ap.add_argument("--work", default="/tmp/moe-crosscheck")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--ts-ref", action="append", default=[], help="DIR=REF.json (bench/interop/selfcheck/emul-ref.ts output)")
     args = ap.parse_args()
     torch.set_float32_matmul_precision("highest")
     ids = load_file(args.ids)["input_ids"].long()
     res = {"what": __doc__.split("\n\n")[0], "dir": args.dir, "windows_x_seq": list(ids.shape), "nll_target": NLL_TARGET,
            "agree_with_transformers": agree_rows(args.dir, args.work, ids), "flagged": flagged_rows(args.dir, args.work)}
+    res["vs_typescript_semantics"] = ts_rows(args.ts_ref)
+    for r in res["vs_typescript_semantics"]:
+        print(f"{os.path.basename(r['dir']):<10} {r['engine']:<7} " + (f"refused: {r['refusal'][:100]}" if "refusal" in r else
+              f"ppl {r['ppl_emulation']:.5f} TS {r.get('ppl_ts', float('nan')):.5f} ours {r['ppl_ours']:.5f} "
+              f"max|dNLL| vs TS {r.get('nll_max_abs_diff_ts', float('nan')):.2e} vs ours {r['nll_max_abs_diff_ours']:.2e}"))
     for r in res["agree_with_transformers"]:
         print(f"{r['case']:<48} {r['engine']:<7} ppl {r['ppl_emulation']:.5f} vs transformers {r['ppl_transformers']:.5f} "
               f"max|dNLL| {r['nll_max_abs_diff']:.2e} {'ok' if r['pass'] else 'FAIL'}")
