@@ -11,13 +11,17 @@ attention as both engines build it --
     beta_slow (1), cos/sin times mscale(f, mscale) / mscale(f, mscale_all_dim) * attn_factor,
     softmax scale times mscale(f, mscale_all_dim)^2. vLLM reads rope_parameters; SGLang reads
     rope_theta and rope_scaling (a non-null rope_scaling is always deepseek_yarn there);
-  * lm_head never tied; loads refused when lm_head.weight is absent, when n_routed_experts is
-    null, or when a layer would be MoE (layer >= first_k_dense_replace, layer % moe_layer_freq == 0).
+  * lm_head never tied; loads refused when lm_head.weight is absent or n_routed_experts is null;
+  * mixture-of-experts layers (engine_moe below: layer >= first_k_dense_replace and
+    layer % moe_layer_freq == 0) with each engine's gate; what an engine refuses raises
+    EngineLoadError, what it computes differently from the config's meaning or what was not
+    verified on the engine is listed in EngineModel.caveats (never silently computed).
 Computes in float32 (or the given dtype), eager, causal.
 
   from engine_emul import EngineModel
   m = EngineModel.load(dir, engine="vllm", device="cuda")   # raises EngineLoadError
   logits = m(input_ids)                                      # [B, S, vocab] float32
+  m.caveats                                                  # [str]: see above
 """
 import json
 import math
@@ -25,6 +29,8 @@ import os
 
 import torch
 from safetensors.torch import load_file
+
+from engine_moe import MoeGate, check_tensors, expected_mlp_names, field, moe_forward, moe_layers
 
 
 class EngineLoadError(Exception):
@@ -92,6 +98,43 @@ def rms_norm(x, w, eps):
     return (x.float() * torch.rsqrt(v + eps)).to(x.dtype) * w
 
 
+def _moe_reading(engine, cfg, tensors, problems, caveats):
+    """(gate, MoE layer indices) as the engine reads the config; refusals into problems."""
+    if field(cfg, "n_routed_experts") is None:
+        problems.append("n_routed_experts is null (the loaders compute n_routed_experts + ...: TypeError)")
+        return None, []
+    layers = moe_layers(engine, cfg, problems)
+    if not layers:
+        return None, []
+    gate = MoeGate(engine, cfg)
+    problems += gate.problems + check_tensors(engine, gate, layers, tensors)
+    caveats += gate.caveats
+    return gate, layers
+
+
+def _attention_names(cfg, l):
+    p = f"model.layers.{l}."
+    q = ["q_a_proj", "q_a_layernorm", "q_b_proj"] if cfg.get("q_lora_rank") else ["q_proj"]
+    names = {f"{p}self_attn.{n}.weight" for n in q + ["kv_a_proj_with_mqa", "kv_a_layernorm", "kv_b_proj", "o_proj"]}
+    return names | {p + "input_layernorm.weight", p + "post_attention_layernorm.weight"}
+
+
+def _unknown_tensors(engine, cfg, tensors, gate, moe, problems, caveats):
+    """Checkpoint tensors the engine has no parameter for (biases aside: both skip those).
+    vLLM's load_weights looks every other name up in its parameters (KeyError). SGLang renames
+    gate_proj / up_proj to gate_up_proj and looks that up (KeyError); other names it logs as
+    '<name> not found in params_dict' and skips."""
+    known = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+    for l in range(cfg["num_hidden_layers"]):
+        known |= _attention_names(cfg, l) | expected_mlp_names(gate, l, l in moe)
+    extra = sorted(k for k in tensors if k not in known and not k.endswith(".bias") and "rotary_emb.inv_freq" not in k)
+    stacked = [k for k in extra if engine == "vllm" or "gate_proj" in k or "up_proj" in k]
+    if stacked:
+        problems.append(f"{len(stacked)} tensor(s) with no {engine} parameter (load_weights KeyError), first {stacked[0]}")
+    elif extra:
+        caveats.append(f"SGLang skips {len(extra)} tensor(s) it has no parameter for (warning), first {extra[0]}")
+
+
 class EngineModel:
     """The emulated engine's forward over a converted directory."""
 
@@ -115,24 +158,22 @@ class EngineModel:
         for f in sorted(os.listdir(path)):
             if f.endswith(".safetensors"):
                 tensors.update(load_file(os.path.join(path, f)))
-        problems = []
+        problems, caveats = [], []
         if cfg.get("model_type") != "deepseek_v3":
             problems.append(f"model_type {cfg.get('model_type')}")
         if "lm_head.weight" not in tensors:
             problems.append("lm_head.weight absent (never tied)")
-        if cfg.get("n_routed_experts") is None:
-            problems.append("n_routed_experts is null")
-        else:
-            first, freq = cfg.get("first_k_dense_replace", 0), cfg.get("moe_layer_freq", 1)
-            moe = [l for l in range(cfg["num_hidden_layers"]) if l >= first and l % freq == 0]
-            if moe:
-                problems.append(f"layers {moe} would be MoE")
+        if cfg.get("hidden_act", "silu") != "silu":
+            problems.append(f"hidden_act {cfg.get('hidden_act')!r}: only silu is supported (ValueError)")
+        gate, moe = _moe_reading(engine, cfg, tensors, problems, caveats)
+        if not problems:
+            _unknown_tensors(engine, cfg, tensors, gate, moe, problems, caveats)
         if problems:
             raise EngineLoadError("; ".join(problems))
         dropped = sorted(k for k in tensors if k.endswith(".bias"))
         keep = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items() if not k.endswith(".bias")}
         m = EngineModel(cfg, keep, engine, device, dtype)
-        m.dropped = dropped
+        m.dropped, m.caveats, m.gate, m.moe = dropped, caveats, gate, set(moe)
         return m
 
     def _w(self, name):
@@ -166,6 +207,8 @@ class EngineModel:
         return o @ self._w(p + "o_proj.weight").T
 
     def mlp(self, l, x):
+        if l in self.moe:
+            return moe_forward(self.gate, self.t, l, x)
         p = f"model.layers.{l}.mlp."
         g = x @ self._w(p + "gate_proj.weight").T
         u = x @ self._w(p + "up_proj.weight").T

@@ -9,6 +9,12 @@ For every case of manifest.json (written by bench/interop/ours.ts):
     per-position NLL (log-softmax in float64 over the float32 logits);
   * compare with our engine's NLL saved beside them: ppl relative difference (target < 1e-3)
     and max abs per-token NLL difference (target < 1e-3).
+Every converted case also goes through the vLLM / SGLang emulations (engine_emul.py, with their
+mixture-of-experts gates for MoE directories such as a converted Mixtral): each row says per engine
+whether it matched our engine ("matched", "matched, with caveats" where the emulation names a
+reading not run on the engine, "DIFFERS", or "refused" with the engine's load error); `verdicts`
+collects them with stock transformers'. A converted Mixtral is expected to differ in transformers
+(its DeepSeek-V3 gate is always sigmoid, docs/engines.md) and to match in vLLM and SGLang.
 For the lossless tiny-qwen2-gqa case also load the original Qwen2 model with transformers and
 compare its logits with the converted model's (target: relative Frobenius error < 1e-4).
 
@@ -208,6 +214,14 @@ def sanitized_copy(path, dst):
     return changed
 
 
+def engine_verdict(row):
+    """'matched' / 'matched, with caveats' (computed alike, but the emulation lists readings not run
+    on the engine) / 'DIFFERS'."""
+    if not row["pass"]:
+        return "DIFFERS"
+    return "matched, with caveats" if row["caveats"] else "matched"
+
+
 def engine_rows(path, ids, nll_ours, device):
     """The vLLM / SGLang emulations (engine_emul.py, float32) and stock transformers in the
     config's own dtype, each compared with our engine's NLL."""
@@ -219,10 +233,12 @@ def engine_rows(path, ids, nll_ours, device):
         try:
             m = EngineModel.load(path, engine=engine, device=device)
             logits = torch.cat([m(ids[i:i + 4]) for i in range(0, ids.shape[0], 4)], 0).cpu()
-            out[f"{engine}_emulation"] = {"dropped_tensors": m.dropped, **compare_nll(nll_of(logits, ids), nll_ours)}
+            row = {"dropped_tensors": m.dropped, "moe_layers": sorted(m.moe), "caveats": m.caveats, **compare_nll(nll_of(logits, ids), nll_ours)}
+            row["verdict"] = engine_verdict(row)
+            out[f"{engine}_emulation"] = row
             del m
         except EngineLoadError as e:
-            out[f"{engine}_emulation"] = {"load_error": str(e), "pass": False}
+            out[f"{engine}_emulation"] = {"load_error": str(e), "pass": False, "verdict": "refused"}
     try:
         model, load = load_model(path, device, dtype="auto")
         logits = run_logits(model, ids, device)
@@ -231,6 +247,30 @@ def engine_rows(path, ids, nll_ours, device):
     except Exception as e:  # recorded, not fatal
         out["transformers_config_dtype"] = {"error": f"{type(e).__name__}: {e}", "pass": False}
     return out
+
+
+def verdicts(row):
+    """Per engine: whether it computes what our engine computes (see engine_verdict)."""
+    out = {"transformers_fp32": "matched" if row["nll_compare"]["pass"] else "DIFFERS"}
+    for k, e in (row.get("engines") or {}).items():
+        out[k] = e.get("verdict") or ("matched" if e.get("pass") else "DIFFERS")
+        if k == "transformers_config_dtype" and not e.get("pass") and e.get("param_dtype") not in (None, "torch.float32"):
+            out[k] = f"differs in {e['param_dtype']} (the config's dtype; the targets are float32)"
+    return out
+
+
+def engine_lines(engines):
+    """Table rows of one case's engine comparisons: numbers and a per-engine verdict, caveats below."""
+    lines = []
+    for k, e in engines.items():
+        if "ppl_ours" not in e:
+            lines.append(f"{'  ' + k:<40} {e.get('verdict', 'ERROR')}: {(e.get('load_error') or e.get('error', ''))[:160]}")
+            continue
+        moe = f", MoE layers {e['moe_layers']}" if e.get("moe_layers") else ""
+        verdict = e.get("verdict") or ("matched" if e["pass"] else "DIFFERS")
+        lines.append(f"{'  ' + k:<40} {e['ppl_ours']:>10.4f} {e['ppl_hf']:>10.4f} {e['ppl_rel_diff']:>9.2e} {e['nll_max_abs_diff']:>10.2e} {'':>16} {('yes' if e['pass'] else 'NO'):>5}  {verdict}{moe}")
+        lines += [f"{'':<6}caveat: {c}" for c in e.get("caveats") or []]
+    return lines
 
 
 def main():
@@ -298,6 +338,7 @@ def main():
             row["nll_compare"] = compare_nll(nll_of(logits, ids), nll_ours)
             if c["kind"] == "converted":
                 row["engines"] = engine_rows(path, ids, nll_ours, device)
+            row["verdicts"] = verdicts(row)
             keys_ok = not (load["unexpected_keys"] or load["missing_keys"])
             emul_ok = all(row.get("engines", {}).get(k, {}).get("pass", True) for k in ("vllm_emulation", "sglang_emulation"))
             # portable outputs must also compute the same in the vLLM / SGLang emulations
@@ -359,11 +400,7 @@ def main():
             f"{label:<40} {s['ppl_ours']:>10.4f} {s['ppl_hf']:>10.4f} {s['ppl_rel_diff']:>9.2e} {s['nll_max_abs_diff']:>10.2e} "
             f"{(len(unexp) if unexp is not None else -1):>16} {('yes' if s['pass'] else 'NO'):>5}"
         )
-        for k, e in (r.get("engines") or {}).items():
-            if "ppl_ours" in e:
-                lines.append(f"{'  ' + k:<40} {e['ppl_ours']:>10.4f} {e['ppl_hf']:>10.4f} {e['ppl_rel_diff']:>9.2e} {e['nll_max_abs_diff']:>10.2e} {'':>16} {('yes' if e['pass'] else 'NO'):>5}")
-            else:
-                lines.append(f"{'  ' + k:<40} {(e.get('load_error') or e.get('error', ''))[:120]}")
+        lines += engine_lines(r.get("engines") or {})
         d = r.get("diagnostic_patched_q_bias")
         if d:
             lines.append(
