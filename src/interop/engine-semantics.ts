@@ -139,14 +139,12 @@ function expertTensorsPresent(t: TensorFacts, l: number, experts: number): boole
 /**
  * vLLM and SGLang build `shared_experts` (of intermediate size moe_intermediate_size x
  * n_shared_experts) whenever n_shared_experts is not null, and vLLM's loader refuses
- * parameters the checkpoint leaves uninitialised; SGLang adds n_shared_experts to
- * num_experts_per_tok, so null breaks its load.
+ * parameters the checkpoint leaves uninitialised. A null builds none in either (SGLang at
+ * 3e4a39ee fuses shared experts only for 256 routed experts and n_shared_experts 1, so it no
+ * longer adds a null to num_experts_per_tok; bench/interop/engine_moe.py, docs/engines.md).
  */
 function sharedExpertChecks(c: Record<string, unknown>, t: TensorFacts, moe: number[], problems: EngineProblem[]): void {
-  if (c.n_shared_experts === null || c.n_shared_experts === undefined) {
-    problems.push({ code: 'moe-null', effect: 'load', message: 'n_shared_experts is null: SGLang computes num_experts_per_tok + n_shared_experts (TypeError)' });
-    return;
-  }
+  if (c.n_shared_experts === null || c.n_shared_experts === undefined) return;
   const lacking = moe.filter((l) => !SWIGLU_PROJECTIONS.every((n) => t.names.has(`model.layers.${l}.mlp.shared_experts.${n}.weight`)));
   if (lacking.length)
     problems.push({ code: 'shared-expert-missing', effect: 'load', message: `layers ${lacking.join(', ')} have no mlp.shared_experts.* tensors: vLLM builds the shared expert (n_shared_experts ${String(c.n_shared_experts)}) and refuses weights not initialized from the checkpoint` });
