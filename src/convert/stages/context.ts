@@ -103,6 +103,13 @@ export interface Target {
   layers: LayerReport[];
   times: StageTimes;
   startLayer: number;
+  /**
+   * portable target of a llama3 source: the source frequency each rope slot carries
+   * (src/export/rope-yarn.ts portableRope); null: slot j carries j * head_dim / qk_rope_head_dim
+   */
+  ropeSlots: Int32Array | null;
+  /** with ropeSlots: per slot, the carried source frequency minus the engine's (src/convert/rope-drift.ts) */
+  ropeDrift: Float64Array | null;
 }
 
 /** One decoder layer as the stages read it: weights, inputs, statistics, reference. */
