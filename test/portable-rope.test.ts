@@ -95,10 +95,13 @@ test.each([
 });
 
 const LLAMA31 = { rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+const fitted = new Map<number, ReturnType<typeof portableRope>>();
+/** portableRope of the Llama-3.1 source (computed once per rope dims: the band search is the slow part) */
+const llama31Rope = (ropeDim: number) => fitted.get(ropeDim) ?? fitted.set(ropeDim, portableRope(source(LLAMA31), ropeDim)).get(ropeDim)!;
 
 test.each([64, 32])('llama3 source, %i rope dims: slots outside the blend band keep their default frequency and are exact; the band slots strictly increase', (ropeDim) => {
   const spec = source(LLAMA31);
-  const r = portableRope(spec, ropeDim);
+  const r = llama31Rope(ropeDim);
   const step = 128 / ropeDim;
   const base = computeRope({ type: 'default', theta: 500000, factor: 1, partialRotaryFactor: 1 }, { rotDim: 128, maxPositionEmbeddings: 131072 }).invFreq;
   const band = blendBandSlots(spec, ropeDim)!;
@@ -115,7 +118,7 @@ test.each([64, 32])('llama3 source, %i rope dims: slots outside the blend band k
 
 test.each([64, 32])('llama3 source, %i rope dims: the moved band slots lower the largest phase error of every default-slot ramp', (ropeDim) => {
   const spec = source(LLAMA31);
-  const r = portableRope(spec, ropeDim);
+  const r = llama31Rope(ropeDim);
   expect(isDefaultSlotMap(r.slotFrequencies, 128, ropeDim)).toBe(false);
   const { inv } = keptSourceFrequencies(spec, ropeDim);
   let bestDefault = Infinity;
@@ -130,7 +133,7 @@ test.each([64, 32])('llama3 source, %i rope dims: the moved band slots lower the
 
 test('assignBandSlots: no single band slot moved to another free frequency lowers the largest phase error', () => {
   const spec = source(LLAMA31);
-  const r = portableRope(spec, 64);
+  const r = llama31Rope(64);
   const engine = engineYarnFrequencies(r.ropeParameters, 64);
   const all = computeRope(spec.rope, { rotDim: 128, maxPositionEmbeddings: spec.maxPositionEmbeddings }).invFreq;
   const band = blendBandSlots(spec, 64)!;
@@ -149,7 +152,7 @@ test('assignBandSlots: no single band slot moved to another free frequency lower
 
 test('yarnRopeForRamp: the fitted ramp gives the exported parameters; another ramp moves only the ramp slots', () => {
   const spec = source(LLAMA31);
-  const r = portableRope(spec, 64);
+  const r = llama31Rope(64);
   const { low, high } = r.report.ramp!;
   expect(yarnRopeForRamp(spec, 64, low, high)).toEqual(r.ropeParameters);
   const fitted = engineYarnFrequencies(r.ropeParameters, 64);

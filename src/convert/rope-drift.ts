@@ -10,6 +10,7 @@
  */
 import { computeRope } from '../model/rope.js';
 import type { ModelSpec } from '../model/spec-types.js';
+import { expectedRotation } from './distance.js';
 
 /** Per query head and rope slot, the expected residual rotation (qkRopeDim / 2 entries each). */
 export interface RopeDriftRotation {
@@ -32,17 +33,7 @@ export function expectedDriftRotation(mass: Float64Array[], drift: Float64Array)
   for (const m of mass) {
     const c = new Float64Array(drift.length).fill(1);
     const s = new Float64Array(drift.length);
-    for (let j = 0; j < drift.length; j++) {
-      if (drift[j] === 0) continue;
-      let a = 0;
-      let b = 0;
-      for (let d = 0; d < m.length; d++) {
-        a += m[d] * Math.cos(drift[j] * d);
-        b += m[d] * Math.sin(drift[j] * d);
-      }
-      c[j] = a;
-      s[j] = b;
-    }
+    for (let j = 0; j < drift.length; j++) if (drift[j] !== 0) [c[j], s[j]] = expectedRotation(m, drift[j]);
     cos.push(c);
     sin.push(s);
   }
