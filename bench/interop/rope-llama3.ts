@@ -17,7 +17,8 @@
  *     [--reuse-transformers]
  *
  * --reuse-transformers keeps the work directory and a finished transformers-target conversion in
- * it (the portable target is always converted again).
+ * it, and the source's and the transformers target's ppl of its earlier result.json (the portable
+ * target is always converted and scored again).
  */
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -111,14 +112,24 @@ function enginesAgree(config: Record<string, unknown>): number {
 
 const FACTS = { names: new Set(['lm_head.weight']), zero: new Set<string>() };
 
+/** --reuse-transformers: the source and transformers-target ppl of case `name` from the work directory's earlier result (same windows). */
+function earlier(name: string, n: number): { pplSource: number; pplSourceRope: number } | null {
+  const f = join(work, 'result.json');
+  if (!existsSync(f)) return null;
+  const prev = JSON.parse(readFileSync(f, 'utf8')) as { eval: { seq: number }; results: Array<{ name: string; windows: number; pplSource: number; pplSourceRope: number }> };
+  const r = prev.results.find((x) => x.name === name && x.windows === n);
+  return r && prev.eval.seq === seq ? { pplSource: r.pplSource, pplSourceRope: r.pplSourceRope } : null;
+}
+
 async function runCase(c: Case): Promise<Record<string, unknown>> {
   const t0 = Date.now();
   const portable = await convertTarget(c, 'portable');
   const transformers = await convertTarget(c, 'transformers');
   const { ids, n } = await evalIds(c.dir);
   const pCfg = readConfig(portable.dir);
-  const pplSource = await score(new ModelRunner(await Checkpoint.open(c.dir), await loadModelSpec(c.dir)), ids, n);
-  const pplSourceRope = await score(new ModelRunner(await Checkpoint.open(transformers.dir), await loadModelSpec(transformers.dir)), ids, n);
+  const prev = reuse ? earlier(c.name, n) : null;
+  const pplSource = prev?.pplSource ?? (await score(new ModelRunner(await Checkpoint.open(c.dir), await loadModelSpec(c.dir)), ids, n));
+  const pplSourceRope = prev?.pplSourceRope ?? (await score(new ModelRunner(await Checkpoint.open(transformers.dir), await loadModelSpec(transformers.dir)), ids, n));
   const pplEngine = await score((await openEngineRunner(portable.dir, 'vllm')).runner, ids, n);
   const rope = portable.report.portable!.rope;
   const round = (xs: number[]) => xs.map((v) => Number(v.toPrecision(4)));

@@ -13,7 +13,10 @@
  * group starting at frequency g takes frequency g + a * collapse, i.e. DeepSeek's RoPE
  * pair j = g / collapse + a of a rope head of ropeDim dims (every collapse-th original
  * frequency). All other directions become position-free (NoPE). With freqfold = 1
- * nothing is approximated before the NoPE directions lose their rotation.
+ * nothing is approximated before the NoPE directions lose their rotation. A slot may carry
+ * another source frequency than j * collapse (the portable export of a llama3 source moves
+ * the blend band's slots to the source frequencies nearest the engine's, src/export/
+ * rope-slots.ts): the groups touched are then one per frequency ({@link slotGroups}).
  *
  * Query-aware selection (gqa2mla): any invertible T acting identically on the real and
  * imaginary parts also commutes with RoPE, as long as queries get T^{-T}:

@@ -36,7 +36,7 @@ async function openTarget(spec: ModelSpec, options: ConvertOptions, ckpt: Checkp
   };
   const config = deepseekConfig(spec, opt, exportSettings);
   const slots = portableSlots(spec, opt);
-  // moved slots: what is evaluated is what the engines compute (the exported rope)
+  // an inexact portable rope: what is evaluated is what the engines compute (the exported rope)
   const asEngine = (c: Record<string, unknown>) => (slots ? withRope(c, slots.rope) : c);
   const outSpec = parseModelSpec(asEngine(config), `${o.outDir}/config.json`);
   const mlaSpec = opt.qLoraRank === null ? outSpec : parseModelSpec(asEngine(deepseekConfig(spec, opt, { ...exportSettings, qLoraRank: null })), `${o.outDir}/config.json`);
@@ -46,17 +46,18 @@ async function openTarget(spec: ModelSpec, options: ConvertOptions, ckpt: Checkp
     calibTokens: windows.tokens,
     calibOffsets: windows.calib.offsets,
   });
-  return { opt, outDir: o.outDir, sink, config, mlaSpec, outSpec, exportSettings, layers: [], times: zeroTimes(), startLayer: 0, ropeSlots: slots?.rope.slotFrequencies ?? null, ropeDrift: slots ? ropeSlotDrift(spec, outSpec, slots.rope.slotFrequencies) : null };
+  return { opt, outDir: o.outDir, sink, config, mlaSpec, outSpec, exportSettings, layers: [], times: zeroTimes(), startLayer: 0, ropeSlots: slots?.moved ? slots.rope.slotFrequencies : null, ropeDrift: slots ? ropeSlotDrift(spec, outSpec, slots.rope.slotFrequencies) : null };
 }
 
 /**
- * The portable target's rope when it moves rope slots to other source frequencies (llama3's
- * blend band, src/export/rope-yarn.ts); null otherwise (every slot at its default frequency).
+ * The portable target's rope when the engines do not compute the source's frequencies (llama3,
+ * linear: src/export/rope-yarn.ts), and whether it moves slots to other source frequencies;
+ * null when they are exact.
  */
-function portableSlots(spec: ModelSpec, opt: ResolvedOptions): { rope: RopeExport } | null {
+function portableSlots(spec: ModelSpec, opt: ResolvedOptions): { rope: RopeExport; moved: boolean } | null {
   if (opt.target !== 'portable') return null;
   const rope = portableRope(spec, opt.qkRopeDim);
-  return isDefaultSlotMap(rope.slotFrequencies, spec.headDim, opt.qkRopeDim) ? null : { rope };
+  return rope.report.exact ? null : { rope, moved: !isDefaultSlotMap(rope.slotFrequencies, spec.headDim, opt.qkRopeDim) };
 }
 
 /** `config` with the exported rope in both config styles. */

@@ -10,24 +10,20 @@
  * mscale(factor, mscale) / mscale(factor, mscale_all_dim); the softmax scale times
  * mscale(factor, mscale_all_dim)^2. transformers' `yarn` computes the same frequencies.
  *
- * Slot i of the converted model carries by default the source's frequency number
- * i * head_dim / r: theta_i above with the source's base, the set the engines compute, so the
- * slots outside a scaled band are exact once factor and base are the source's. What remains
- * free is (factor, original_max, beta_fast, beta_slow, mscale) and, for llama3 sources, which
- * source frequency each slot of llama3's blend band carries (the conversion keeps RoPE on
- * those frequencies: src/convert/rorope.ts). llama3 blends linearly in the frequency, the
- * engine's ramp linearly in the slot index between integer ends, so with the default slots
- * the band's slots are off by 10-40%. For llama3, this module therefore chooses the integer
- * ramp ends (low, high) together with a strictly increasing assignment of the band's slots to
- * source frequencies (every other slot keeps its default frequency and stays exact) that
- * minimises the largest phase error at max_position_embeddings (then the sum of squared
- * phase errors, then the number of moved slots): a band frequency no slot carries becomes
- * position-free in the conversion, like every frequency FreqFold folds away. For linear and
- * yarn sources the slots keep their defaults and the ramp is the one with the smallest
- * largest relative error (exact for yarn, and for default and dynamic within
- * max_position_embeddings). mscale_all_dim is 0 (softmax unchanged) and mscale /
- * attention_factor the source's cos/sin factor; the report gives every slot's source
- * frequency, relative error and phase error at the model's max context.
+ * Slot i of the converted model carries the source's frequency number i * head_dim / r
+ * (theta_i above with the source's base: the set the engines compute), so the slots outside a
+ * scaled band are exact once factor and base are the source's. What remains free is (factor,
+ * original_max, beta_fast, beta_slow, mscale): this module picks the integer ramp ends (low,
+ * high) that reproduce the source's scaled frequencies best (the smallest largest relative
+ * error; exact for default and for dynamic within max_position_embeddings, exact outside the
+ * blend region for llama3 and yarn), sets mscale_all_dim 0 (softmax unchanged) and mscale /
+ * attention_factor to the source's cos/sin factor, and reports every slot's source frequency,
+ * relative error and phase error at the model's max context. The conversion then gives the
+ * queries of the slots the engine gets wrong their expected residual rotation
+ * (src/convert/rope-drift.ts). With `bandSlots` (off by default), the slots of llama3's blend
+ * band instead carry the source frequencies nearest the engine's (rope-slots.ts): the ramp and
+ * a strictly increasing assignment of the band's slots chosen together for the smallest largest
+ * phase error at max_position_embeddings.
  */
 import { computeRope } from '../model/rope.js';
 import type { ModelSpec, RopeSpec } from '../model/spec-types.js';
@@ -159,6 +155,17 @@ export function yarnRopeForRamp(spec: ModelSpec, ropeDim: number, low: number, h
   return yarnParams(low, high, ropeDim, spec.rope.theta, factor, origMax, keptSourceFrequencies(spec, ropeDim).attentionScaling);
 }
 
+/** How portableRope fits a scaled rope. */
+export interface PortableRopeOptions {
+  /**
+   * llama3: move the blend band's slots to the source frequencies nearest the engine's
+   * (rope-slots.ts). Off by default: on zoo-llama31 it lowered the phase errors (11.9 -> 2.0 rad
+   * at 8192) but raised the ppl (+7.8% against +3.0% with the default slots and the drift
+   * correction, docs/engines.md): the band frequencies no slot carries lose their rotation.
+   */
+  bandSlots: boolean;
+}
+
 /** A fitted yarn rope: its ramp, parameters, slot map and errors. */
 interface YarnFit {
   low: number;
@@ -212,7 +219,7 @@ function fitBandSlots(spec: ModelSpec, ropeDim: number, band: BandSlots): YarnFi
  * The exported rope of a conversion of `spec` keeping `ropeDim` rotated dims per head, for
  * sequences up to `spec.maxPositionEmbeddings`, and the source frequency each slot carries.
  */
-export function portableRope(spec: ModelSpec, ropeDim: number): RopeExport {
+export function portableRope(spec: ModelSpec, ropeDim: number, o: PortableRopeOptions = { bandSlots: false }): RopeExport {
   const r = spec.rope;
   const maxContext = spec.maxPositionEmbeddings;
   if (r.type === 'default' || r.type === 'dynamic') {
@@ -235,7 +242,7 @@ export function portableRope(spec: ModelSpec, ropeDim: number): RopeExport {
     };
   }
   const { factor, origMax, maxPos } = yarnFrame(spec);
-  const band = blendBandSlots(spec, ropeDim);
+  const band = o.bandSlots ? blendBandSlots(spec, ropeDim) : null;
   const b = band ? fitBandSlots(spec, ropeDim, band) : fitDefaultSlots(spec, ropeDim);
   const attn = keptSourceFrequencies(spec, ropeDim, b.slots).attentionScaling;
   const step = spec.headDim / ropeDim;

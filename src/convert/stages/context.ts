@@ -104,11 +104,14 @@ export interface Target {
   times: StageTimes;
   startLayer: number;
   /**
-   * portable target of a llama3 source: the source frequency each rope slot carries
-   * (src/export/rope-yarn.ts portableRope); null: slot j carries j * head_dim / qk_rope_head_dim
+   * portable target whose rope moves slots (src/export/rope-yarn.ts portableRope, bandSlots):
+   * the source frequency each rope slot carries; null: slot j carries j * head_dim / qk_rope_head_dim
    */
   ropeSlots: Int32Array | null;
-  /** with ropeSlots: per slot, the carried source frequency minus the engine's (src/convert/rope-drift.ts) */
+  /**
+   * portable target whose exported rope is inexact (llama3, linear): per slot, the carried
+   * source frequency minus the engine's (src/convert/rope-drift.ts); null: exact
+   */
   ropeDrift: Float64Array | null;
 }
 

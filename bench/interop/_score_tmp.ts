@@ -1,0 +1,13 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openEngineRunner } from '../../src/interop/engine-runner.js';
+import { loadTokenizer } from '../../src/tokenize.js';
+const dir = process.argv[2];
+const seq = 2048, windows = 8;
+const tok = await loadTokenizer(dir);
+const all = tok.encode(readFileSync(join(import.meta.dirname, '..', '..', 'test', 'fixtures', 'pydocs-eval.txt'), 'utf8'));
+const n = Math.min(windows, Math.floor(all.length / seq));
+const runner = (await openEngineRunner(dir, 'vllm')).runner;
+const nll = await runner.nll(Int32Array.from(all.slice(0, n * seq)), n, seq);
+await runner.close();
+console.log(JSON.stringify({ dir, n, ppl: Math.exp(nll.reduce((s, v) => s + v, 0) / nll.length) }));
