@@ -215,6 +215,14 @@ export interface RopeExportReport {
   maxFrequencyRelError: number;
   /** max over slots of |inv_engine - inv_source| x (maxContext - 1), radians */
   maxPhaseErrorAtMaxContext: number;
+  /** |inv_engine - inv_source| x (maxContext - 1) per rope slot, radians */
+  perFrequencyPhaseError: number[];
+  /**
+   * The source frequency index (of head_dim / 2) each rope slot carries: i x head_dim /
+   * qk_rope_head_dim except where the conversion moved a slot of llama3's blend band to the
+   * source frequency nearest the engine's (src/export/rope-yarn.ts)
+   */
+  slotSourceFrequencies: number[];
   maxContext: number;
   /** the source's and the engine's cos/sin factor */
   attentionFactor: { source: number; engine: number };

@@ -172,6 +172,27 @@ describe('factorizeLayer', () => {
     expect(relErr(mla, partial)).toBeLessThan(1e-5);
   });
 
+  test.each([4, 8])('moved rope slots (ropeSlots): full rank equals partial-RoPE attention with each slot at the frequency it carries, freqfold %i', (ff) => {
+    const c = makeCase(5, 4, 2, 16, true);
+    const r = 4;
+    const L = 32;
+    const slots = [1, 6]; // default [0, 4]: both slots move, inside one range of freqfold groups
+    const m = moments(c);
+    const f = factorizeLayer(c.spec, c.w, m, { qkRopeDim: r, kvLoraRank: 2 * L - r, freqfold: ff, balanceKv: 1, ropeSlots: slots });
+    const ck = secondMoment({ w: fromArray(c.w.wk, L, 32), b: Float64Array.from(c.w.bk!) }, m);
+    const rope = roropeRotation(ck, 2, 16, r, ff, undefined, slots);
+    const kept: RotPair[] = slots.map((k, j) => ({ re: j, im: j + r / 2, theta: c.invFreq[k] }));
+    expect(rope.pairs.filter((p) => p.re < r).map((p) => p.freq)).toEqual(slots);
+    const x = Float64Array.from(c.x);
+    const partial = rotatedAttentionRef(x, c.T, dims(c), c.w, rope.rot.data, kept);
+    const ropeInv = Float64Array.from(slots, (k) => c.invFreq[k]);
+    const mla = mlaAttentionRef(x, c.T, { hidden: 32, heads: 4, kvLoraRank: 2 * L - r, ropeDim: r, nopeDim: 16, vDim: 16 }, f.attention, ropeInv);
+    expect(relErr(mla, partial)).toBeLessThan(1e-5);
+    // the default map gives the default rotation bit for bit
+    const d = roropeRotation(ck, 2, 16, r, ff, undefined, [0, 4]);
+    expect(Array.from(d.rot.data)).toEqual(Array.from(roropeRotation(ck, 2, 16, r, ff).rot.data));
+  });
+
   test('error falls as the rank grows and variance kept rises', () => {
     const c = makeCase(9, 4, 2, 16, false, 40);
     const m = moments(c);

@@ -3,20 +3,24 @@
  * tiny-llama-gqa fixture whose config carries Llama-3.1's llama3 scaling (factor 8, low/high 1/4,
  * original_max_position_embeddings = max_position_embeddings / 8) and bench/zoo's zoo-llama31 (a
  * model trained with llama3 scaling: head_dim 128, original_max_position_embeddings 1024, trained
- * at 2048 tokens). Each source is converted with the portable target; the converted weights are
- * scored on windows of `--seq` tokens of test/fixtures/pydocs-eval.txt (the eval-ppl protocol)
- * with the source's rope at the kept slots (llama3 over qk_rope_head_dim dims: what the
- * conversion fitted, and what `--target transformers` writes) and as vLLM computes the portable
- * directory (deepseek_yarn from the exported rope, src/interop/engine-semantics.ts); the source
- * model is scored too.
+ * at 2048 tokens) at the half (64 + 64) and quarter (32 + 32) budgets. Each source is converted
+ * twice: with `--target transformers` (llama3 over qk_rope_head_dim dims: the source's own rope
+ * at the default slots, exact) and with the portable target (deepseek_yarn, with the blend-band
+ * slots carrying the source frequencies nearest the engine's: src/export/rope-slots.ts). Both
+ * are scored on windows of `--seq` tokens of test/fixtures/pydocs-eval.txt (the eval-ppl
+ * protocol): the transformers target with its config, the portable directory as vLLM computes
+ * it (deepseek_yarn from the exported rope, src/interop/engine-semantics.ts); the source model
+ * is scored too.
  *
- *   npx tsx bench/interop/rope-llama3.ts [--models fixture,zoo-llama31] [--work DIR] [--seq 2048]
- *     [--windows 2] [--calib-samples 16] [--out bench/results/rope-llama3-cpu.json] [--ramp-scan]
+ *   npx tsx bench/interop/rope-llama3.ts [--models fixture,zoo-llama31,zoo-llama31-quarter]
+ *     [--work DIR] [--seq 2048] [--windows 2] [--calib-samples 16] [--out bench/results/FILE.json]
+ *     [--reuse-transformers]
  *
- * With --ramp-scan, the portable conversion is also scored as vLLM computes it with the other
- * integer ramps (low, high) around the fitted one (src/export/rope-yarn.ts yarnRopeForRamp).
+ * --reuse-transformers keeps the work directory and a finished transformers-target conversion in
+ * it, and the source's and the transformers target's ppl of its earlier result.json (the portable
+ * target is always converted and scored again).
  */
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Checkpoint } from '../../src/checkpoint/checkpoint.js';
@@ -24,9 +28,7 @@ import { convert } from '../../src/convert/convert.js';
 import { ModelRunner } from '../../src/engine/model.js';
 import { openEngineRunner } from '../../src/interop/engine-runner.js';
 import { engineView, ropeDifference } from '../../src/interop/engine-semantics.js';
-import { engineYarnFrequencies, keptSourceFrequencies, yarnRopeForRamp } from '../../src/export/rope-yarn.js';
 import { loadModelSpec, parseModelSpec } from '../../src/model/spec.js';
-import type { ModelSpec } from '../../src/model/spec-types.js';
 import type { ConversionReport } from '../../src/report-types.js';
 import { loadTokenizer } from '../../src/tokenize.js';
 
@@ -37,8 +39,8 @@ const seq = Number(arg('--seq', '2048'));
 const windows = Number(arg('--windows', '2'));
 const calibSamples = Number(arg('--calib-samples', '16'));
 const outFile = arg('--out', '');
-const models = arg('--models', 'fixture,zoo-llama31').split(',');
-const rampScan = process.argv.includes('--ramp-scan');
+const reuse = process.argv.includes('--reuse-transformers');
+const models = arg('--models', 'fixture,zoo-llama31,zoo-llama31-quarter').split(',');
 
 /** One source model and the budget it is converted at. */
 interface Case {
@@ -60,12 +62,12 @@ function fixtureCase(): Case {
   return { name: 'fixture', about: 'tiny-llama-gqa (head_dim 64, 2 KV heads; trained unscaled) with llama3 scaling written into its config', dir, qkRopeDim: 32, kvLoraRank: 96 };
 }
 
-const zooCase = (): Case => ({
-  name: 'zoo-llama31',
-  about: 'bench/zoo/models/zoo-llama31 (head_dim 128, 1 KV head, trained with llama3 scaling, original 1024, at 2048 tokens); half budget 64 + 64',
+const zooCase = (quarter: boolean): Case => ({
+  name: quarter ? 'zoo-llama31-quarter' : 'zoo-llama31',
+  about: `bench/zoo/models/zoo-llama31 (head_dim 128, 1 KV head, trained with llama3 scaling, original 1024, at 2048 tokens); ${quarter ? 'quarter budget 32 + 32' : 'half budget 64 + 64'}`,
   dir: join(root, 'bench', 'zoo', 'models', 'zoo-llama31'),
-  qkRopeDim: 64,
-  kvLoraRank: 64,
+  qkRopeDim: quarter ? 32 : 64,
+  kvLoraRank: quarter ? 32 : 64,
 });
 
 async function evalIds(dir: string): Promise<{ ids: Int32Array; n: number }> {
@@ -84,22 +86,14 @@ async function score(runner: ModelRunner, ids: Int32Array, n: number): Promise<n
   }
 }
 
-const runnerWith = async (dir: string, config: Record<string, unknown>) => new ModelRunner(await Checkpoint.open(dir), parseModelSpec(config));
 const readConfig = (dir: string) => JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
 
-/** `config` with the rope (and max_position_embeddings) of `from`. */
-function withRope(config: Record<string, unknown>, from: Record<string, unknown>): Record<string, unknown> {
-  const rope = (from.rope_parameters ?? { ...(from.rope_scaling as object), rope_theta: from.rope_theta }) as Record<string, unknown>;
-  const c: Record<string, unknown> = { ...config, max_position_embeddings: from.max_position_embeddings, rope_parameters: rope };
-  delete c.rope_scaling;
-  delete c.rope_theta;
-  return c;
-}
-
-async function convertPortable(c: Case): Promise<{ dir: string; report: ConversionReport }> {
-  const dir = join(work, `${c.name}-portable`);
+async function convertTarget(c: Case, target: 'portable' | 'transformers'): Promise<{ dir: string; report: ConversionReport }> {
+  const dir = join(work, `${c.name}-${target}`);
+  const done = join(dir, 'conversion-report.json');
+  if (reuse && target === 'transformers' && existsSync(done)) return { dir, report: JSON.parse(readFileSync(done, 'utf8')) as ConversionReport };
   const report = await convert({
-    modelDir: c.dir, outDir: dir, target: 'portable', calibFile: join(root, 'test', 'fixtures', 'pydocs-train-3M.txt'), calibSamples, calibSeqlen: 256,
+    modelDir: c.dir, outDir: dir, target, calibFile: join(root, 'test', 'fixtures', 'pydocs-train-3M.txt'), calibSamples, calibSeqlen: 256,
     qkRopeDim: c.qkRopeDim, kvLoraRank: c.kvLoraRank, overwrite: true,
   });
   return { dir, report };
@@ -118,34 +112,27 @@ function enginesAgree(config: Record<string, unknown>): number {
 
 const FACTS = { names: new Set(['lm_head.weight']), zero: new Set<string>() };
 
-/** The portable conversion as vLLM computes it with the ramp (low, high) instead of the fitted one. */
-async function scoreRamps(c: Case, dir: string, pCfg: Record<string, unknown>, fit: { low: number; high: number }, eval_: { ids: Int32Array; n: number }) {
-  const src: ModelSpec = await loadModelSpec(c.dir);
-  const { inv: kept } = keptSourceFrequencies(src, c.qkRopeDim);
-  const out: Record<string, unknown>[] = [];
-  for (let low = Math.max(0, fit.low - 1); low <= fit.low + 1; low++)
-    for (let high = low + 1; high <= fit.high + 1; high++) {
-      const p = yarnRopeForRamp(src, c.qkRopeDim, low, high);
-      const e = engineYarnFrequencies(p, c.qkRopeDim);
-      const rel = Array.from(kept, (v, i) => (e[i] - v) / v);
-      const phase = Math.max(...Array.from(kept, (v, i) => Math.abs(e[i] - v) * (seq - 1)));
-      const view = engineView('vllm', withRope(pCfg, { max_position_embeddings: pCfg.max_position_embeddings, rope_parameters: p }), FACTS);
-      const ppl = await score(new ModelRunner(await Checkpoint.open(dir), view.spec!), eval_.ids, eval_.n);
-      out.push({ low, high, fitted: low === fit.low && high === fit.high, maxAbsRelError: Math.max(...rel.map(Math.abs)), signedRelErrors: rel.filter((v) => Math.abs(v) > 1e-6).map((v) => Number(v.toFixed(3))), phaseErrorAtSeq: phase, ppl });
-      console.log(JSON.stringify(out[out.length - 1]));
-    }
-  return out;
+/** --reuse-transformers: the source and transformers-target ppl of case `name` from the work directory's earlier result (same windows). */
+function earlier(name: string, n: number): { pplSource: number; pplSourceRope: number } | null {
+  const f = join(work, 'result.json');
+  if (!existsSync(f)) return null;
+  const prev = JSON.parse(readFileSync(f, 'utf8')) as { eval: { seq: number }; results: Array<{ name: string; windows: number; pplSource: number; pplSourceRope: number }> };
+  const r = prev.results.find((x) => x.name === name && x.windows === n);
+  return r && prev.eval.seq === seq ? { pplSource: r.pplSource, pplSourceRope: r.pplSourceRope } : null;
 }
 
 async function runCase(c: Case): Promise<Record<string, unknown>> {
-  const portable = await convertPortable(c);
+  const t0 = Date.now();
+  const portable = await convertTarget(c, 'portable');
+  const transformers = await convertTarget(c, 'transformers');
   const { ids, n } = await evalIds(c.dir);
   const pCfg = readConfig(portable.dir);
-  const source = readConfig(c.dir);
-  const pplSource = await score(new ModelRunner(await Checkpoint.open(c.dir), await loadModelSpec(c.dir)), ids, n);
-  const pplSourceRope = await score(await runnerWith(portable.dir, withRope(pCfg, source)), ids, n);
+  const prev = reuse ? earlier(c.name, n) : null;
+  const pplSource = prev?.pplSource ?? (await score(new ModelRunner(await Checkpoint.open(c.dir), await loadModelSpec(c.dir)), ids, n));
+  const pplSourceRope = prev?.pplSourceRope ?? (await score(new ModelRunner(await Checkpoint.open(transformers.dir), await loadModelSpec(transformers.dir)), ids, n));
   const pplEngine = await score((await openEngineRunner(portable.dir, 'vllm')).runner, ids, n);
   const rope = portable.report.portable!.rope;
+  const round = (xs: number[]) => xs.map((v) => Number(v.toPrecision(4)));
   return {
     name: c.name,
     about: c.about,
@@ -153,27 +140,29 @@ async function runCase(c: Case): Promise<Record<string, unknown>> {
     kvLoraRank: c.kvLoraRank,
     windows: n,
     seq,
-    rope: { ...rope, perFrequencyRelError: rope.perFrequencyRelError.map((v) => Number(v.toPrecision(4))) },
+    rope: { ...rope, perFrequencyRelError: round(rope.perFrequencyRelError), perFrequencyPhaseError: round(rope.perFrequencyPhaseError) },
     enginesRopeMaxRelDiff: enginesAgree(pCfg),
+    freqfolds: { portable: portable.report.layers.map((l) => l.freqfold), transformers: transformers.report.layers.map((l) => l.freqfold) },
     pplSource,
     pplSourceRope,
     pplEngine,
     pplEngineRelDiff: pplEngine / pplSourceRope - 1,
-    meanAttnRelError: portable.report.meanAttnRelError,
-    ...(rampScan && rope.ramp ? { rampScan: await scoreRamps(c, portable.dir, pCfg, rope.ramp, { ids, n }) } : {}),
+    meanAttnRelError: { portable: portable.report.meanAttnRelError, transformers: transformers.report.meanAttnRelError },
+    seconds: (Date.now() - t0) / 1000,
   };
 }
 
-rmSync(work, { recursive: true, force: true });
+if (!reuse) rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 const results: Record<string, unknown>[] = [];
 for (const m of models) {
-  const r = await runCase(m === 'fixture' ? fixtureCase() : zooCase());
-  console.log(JSON.stringify({ ...r, rope: { ...(r.rope as object), perFrequencyRelError: undefined } }, null, 2));
+  const r = await runCase(m === 'fixture' ? fixtureCase() : zooCase(m === 'zoo-llama31-quarter'));
+  console.log(JSON.stringify({ ...r, rope: { ...(r.rope as object), perFrequencyRelError: undefined, perFrequencyPhaseError: undefined } }, null, 2));
   results.push(r);
 }
 const result = {
-  about: 'bench/interop/rope-llama3.ts: ppl with the source rope (transformers target) against what vLLM computes from the portable export, per llama3-scaled source',
+  about: 'bench/interop/rope-llama3.ts: ppl of the transformers-target conversion (the source rope) against what vLLM computes from the portable conversion, per llama3-scaled source',
+  command: `npx tsx bench/interop/rope-llama3.ts ${process.argv.slice(2).join(' ')}`,
   eval: { file: 'test/fixtures/pydocs-eval.txt', seq, windows },
   calib: { file: 'test/fixtures/pydocs-train-3M.txt', samples: calibSamples, seqlen: 256 },
     results,

@@ -50,6 +50,17 @@ function rotate(a: Float32Array, rows: number, heads: number, d: number, seqLen:
   }
 }
 
+/** E[cos(f delta)] and E[sin(f delta)] under the distance distribution `mass` (delta = 0..). */
+export function expectedRotation(mass: Float64Array, f: number): [number, number] {
+  let c = 0;
+  let s = 0;
+  for (let delta = 0; delta < mass.length; delta++) {
+    c += mass[delta] * Math.cos(f * delta);
+    s += mass[delta] * Math.sin(f * delta);
+  }
+  return [c, s];
+}
+
 /** Adds query t's attention over keys 0..t (head h, KV head g) to `mass` by distance. */
 function accumulateQuery(
   q: Float32Array,
@@ -122,16 +133,7 @@ export function distanceProfile(spec: ModelSpec, w: GqaAttention, x: Float32Arra
     for (let i = 0; i < m.length; i++) m[i] /= tot;
     const c = new Float64Array(d / 2);
     const sn = new Float64Array(d / 2);
-    for (let i = 0; i < d / 2; i++) {
-      let e = 0;
-      let f = 0;
-      for (let delta = 0; delta < m.length; delta++) {
-        e += m[delta] * Math.cos(inv[i] * delta);
-        f += m[delta] * Math.sin(inv[i] * delta);
-      }
-      c[i] = e;
-      sn[i] = f;
-    }
+    for (let i = 0; i < d / 2; i++) [c[i], sn[i]] = expectedRotation(m, inv[i]);
     sin.push(sn);
     return c;
   });

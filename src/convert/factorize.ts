@@ -30,6 +30,7 @@ import type { ModelSpec } from '../model/spec-types.js';
 import { symEigh as eigh } from '../tensor/mat.js';
 import { type Mat, colSlice, fromArray, matmul, matvec, rowSlice, spectralMatrix, trace, zeros } from '../tensor/mat.js';
 import { type RopeRotation, roropeRotation } from './rorope.js';
+import { type RopeDriftRotation, driftRows } from './rope-drift.js';
 import { type Affine, type InputMoments, crossMoment, secondMoment, symmetrize } from '../tensor/moments.js';
 import type { AttentionMoments } from './attention-stats.js';
 import { type JointInputs, jointBasis, jointInputs } from './joint-basis.js';
@@ -71,6 +72,17 @@ export interface FactorizeOptions {
    * [[E cos, E sin], [-E sin, E cos]] of its (re, im) key rows instead of the cosine alone.
    */
   nopeSin?: Float64Array[];
+  /**
+   * The source frequency each RoPE slot carries (qkRopeDim / 2 entries; default slot j carries
+   * j * headDim / qkRopeDim): the portable export's llama3 blend-band map (src/export/rope-slots.ts).
+   */
+  ropeSlots?: ArrayLike<number>;
+  /**
+   * Per query head, the expected residual rotation of each rope slot whose engine frequency
+   * differs from the source frequency it carries (rope-drift.ts): the query's rope rows of the
+   * slot take it, the least-squares stand-in for the rotation the engine gets wrong.
+   */
+  ropeDrift?: RopeDriftRotation;
   /** attention-aware input statistics (attention-stats.ts), required by kvMetric 'attention' */
   attention?: AttentionMoments;
   /** alternating-least-squares steps of the 'attention' metric (default 10: most of the gain comes in the first few) */
@@ -184,7 +196,7 @@ interface RopeSplit {
 function ropeSplit(lm: LayerMoments, nKv: number, d: number, opt: FactorizeOptions): RopeSplit {
   const L = nKv * d;
   const r = opt.qkRopeDim;
-  const rope: RopeRotation = roropeRotation(lm.ck, nKv, d, r, opt.freqfold, opt.ropeSelection === 'qk' ? lm.cq! : undefined);
+  const rope: RopeRotation = roropeRotation(lm.ck, nKv, d, r, opt.freqfold, opt.ropeSelection === 'qk' ? lm.cq! : undefined, opt.ropeSlots);
   const tRope = rowSlice(rope.rot, 0, r);
   const tNope = rowSlice(rope.rot, r, L);
   const sRope = rope.qrot === rope.rot ? tRope : rowSlice(rope.qrot, 0, r);
@@ -334,8 +346,8 @@ function kvBProjection(spec: ModelSpec, opt: FactorizeOptions, split: RopeSplit,
   return kvB;
 }
 
-/** q_proj per head: [q_h ; S[:r] E_g q_h] * sqrt((d + r) / d) (and its bias). */
-function queryProjection(spec: ModelSpec, w: GqaAttention, sRope: Mat, r: number) {
+/** q_proj per head: [q_h ; S[:r] E_g q_h] * sqrt((d + r) / d) (and its bias); the rope rows times the expected residual rotation when given. */
+function queryProjection(spec: ModelSpec, w: GqaAttention, sRope: Mat, r: number, drift?: RopeDriftRotation) {
   const { hiddenSize: hid, numHeads: H, numKvHeads: nKv, headDim: d } = spec;
   const group = H / nKv;
   const qs = Math.sqrt((d + r) / d);
@@ -346,12 +358,14 @@ function queryProjection(spec: ModelSpec, w: GqaAttention, sRope: Mat, r: number
     const qh = fromArray(w.wq.subarray(h * d * hid, (h + 1) * d * hid), d, hid);
     const sg = colSlice(sRope, g * d, (g + 1) * d); // r x d
     const qRope = matmul(sg, qh); // r x hid
+    if (drift) driftRows(qRope.data, hid, r, drift.cos[h], drift.sin[h]);
     const base = h * (d + r) * hid;
     for (let i = 0; i < d * hid; i++) qProj[base + i] = qh.data[i] * qs;
     for (let i = 0; i < r * hid; i++) qProj[base + d * hid + i] = qRope.data[i] * qs;
     if (qBias && w.bq) {
       const bh = w.bq.subarray(h * d, (h + 1) * d);
       const bRope = matvec(sg, bh);
+      if (drift) driftRows(bRope, 1, r, drift.cos[h], drift.sin[h]);
       for (let i = 0; i < d; i++) qBias[h * (d + r) + i] = bh[i] * qs;
       for (let i = 0; i < r; i++) qBias[h * (d + r) + d + i] = bRope[i] * qs;
     }
@@ -404,7 +418,7 @@ export function factorizeLayer(
   const { kvA, kvABias } = kvAProjection(latentW, latentB, split.tRope, k, R, r, hid);
   const kRec = nN > 0 ? matmul(gkInv, decK) : zeros(0, R);
   const kvB = kvBProjection(spec, opt, split, { kRec, upV: objective ? matmul(gvInv, decV) : decV, sDec });
-  const { qProj, qBias } = queryProjection(spec, w, split.sRope, r);
+  const { qProj, qBias } = queryProjection(spec, w, split.sRope, r, opt.ropeDrift);
   return {
     attention: { qProj, qBias, kvA, kvABias, kvB, oProj: w.wo, oBias: w.bo ?? null },
     freqfold: opt.freqfold,

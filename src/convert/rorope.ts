@@ -13,7 +13,10 @@
  * group starting at frequency g takes frequency g + a * collapse, i.e. DeepSeek's RoPE
  * pair j = g / collapse + a of a rope head of ropeDim dims (every collapse-th original
  * frequency). All other directions become position-free (NoPE). With freqfold = 1
- * nothing is approximated before the NoPE directions lose their rotation.
+ * nothing is approximated before the NoPE directions lose their rotation. A slot may carry
+ * another source frequency than j * collapse (the portable export of a llama3 source moves
+ * the blend band's slots to the source frequencies nearest the engine's, src/export/
+ * rope-slots.ts): the groups touched are then one per frequency ({@link slotGroups}).
  *
  * Query-aware selection (gqa2mla): any invertible T acting identically on the real and
  * imaginary parts also commutes with RoPE, as long as queries get T^{-T}:
@@ -23,6 +26,7 @@
  * logit energy L_a = E[q'_a^2] E[k'_a^2], and keeping the largest L_a keeps RoPE where
  * the attention logits need it most.
  */
+import { GqaError } from '../errors.js';
 import { symEigh as eigh } from '../tensor/mat.js';
 import { type Mat, zeros } from '../tensor/mat.js';
 
@@ -61,6 +65,8 @@ export interface RopeRotation {
  * @param keyMoment E[k k^T] of the pre-RoPE keys, L x L with L = nKv * headDim.
  * @param queryMoment when given (L x L, the query heads' moments summed into their KV
  *   group's block), the selection is query-aware (see the module comment).
+ * @param slots the source frequency each RoPE pair (slot) carries (ropeDim / 2 entries,
+ *   strictly increasing); default slot j carries j * headDim / ropeDim. See {@link slotGroups}.
  */
 export function roropeRotation(
   keyMoment: Mat,
@@ -69,6 +75,7 @@ export function roropeRotation(
   ropeDim: number,
   freqfold: number,
   queryMoment?: Mat,
+  slots?: ArrayLike<number>,
 ): RopeRotation {
   const L = nKv * headDim;
   const half = headDim / 2;
@@ -76,8 +83,6 @@ export function roropeRotation(
   if (keyMoment.rows !== L || keyMoment.cols !== L) throw new Error(`key moment is ${keyMoment.rows}x${keyMoment.cols}, expected ${L}x${L}`);
   if (!Number.isInteger(collapse) || freqfold % collapse !== 0 || half % freqfold !== 0)
     throw new Error(`freqfold ${freqfold} must be a multiple of headDim/ropeDim = ${collapse} dividing headDim/2 = ${half}`);
-  const keep = freqfold / collapse;
-  const nv = nKv * freqfold;
   const rot = zeros(L, L);
   const qrot = queryMoment ? zeros(L, L) : rot;
   const spectrum: number[][] = [];
@@ -87,10 +92,12 @@ export function roropeRotation(
   let kept = 0;
   let total = 0;
   const C = keyMoment.data;
-  for (let g0 = 0; g0 < half; g0 += freqfold) {
-    // variable v = h * freqfold + f  <->  real dim h*headDim + g0 + f, imaginary dim + half
+  for (const grp of slotGroups(half, ropeDim, freqfold, slots)) {
+    const nf = grp.freqs.length;
+    const nv = nKv * nf;
+    // variable v = h * nf + f  <->  real dim h*headDim + freqs[f], imaginary dim + half
     const real = new Int32Array(nv);
-    for (let h = 0; h < nKv; h++) for (let f = 0; f < freqfold; f++) real[h * freqfold + f] = h * headDim + g0 + f;
+    for (let h = 0; h < nKv; h++) for (let f = 0; f < nf; f++) real[h * nf + f] = h * headDim + grp.freqs[f];
     const G = groupMoment(C, L, real, half);
     let values: Float64Array;
     let vectors: Float64Array; // nv x nv, column c = key-side direction c
@@ -106,17 +113,17 @@ export function roropeRotation(
       total += values[c];
       let rowRe: number;
       let rowIm: number;
-      if (c < keep) {
-        const j = g0 / collapse + c;
+      if (c < grp.slots.length) {
+        const j = grp.slots[c];
         rowRe = j;
         rowIm = j + ropeDim / 2;
         kept += values[c];
-        pairs.push({ re: rowRe, im: rowIm, freq: j * collapse });
+        pairs.push({ re: rowRe, im: rowIm, freq: grp.slotFreqs[c] });
       } else {
         rowRe = nopeRow++;
         rowIm = nopeRow++;
-        pairs.push({ re: rowRe, im: rowIm, freq: g0 });
-        nopeFreqWeights.push({ re: rowRe, im: rowIm, ...directionFreqWeights(vectors, nv, c, freqfold, g0) });
+        pairs.push({ re: rowRe, im: rowIm, freq: grp.freqs[0] });
+        nopeFreqWeights.push({ re: rowRe, im: rowIm, ...directionFreqWeights(vectors, nv, c, grp.freqs) });
       }
       for (let v = 0; v < nv; v++) {
         const u = vectors[v * nv + c];
@@ -133,16 +140,69 @@ export function roropeRotation(
   return { rot, qrot, ropeDim, freqfold, spectrum, varianceKept: total > 0 ? kept / total : 1, pairs, nopeFreqWeights };
 }
 
-/** The original frequencies g0..g0+freqfold-1 of direction `c` (column of `vectors`, nv x nv) and the share of its energy on each. */
-function directionFreqWeights(vectors: Float64Array, nv: number, c: number, freqfold: number, g0: number): { freqs: number[]; weights: number[] } {
-  const wts = new Array<number>(freqfold).fill(0);
+/** The original frequencies `freqs` of direction `c` (column of `vectors`, nv x nv, variables h * freqs.length + f) and the share of its energy on each. */
+function directionFreqWeights(vectors: Float64Array, nv: number, c: number, freqs: number[]): { freqs: number[]; weights: number[] } {
+  const nf = freqs.length;
+  const wts = new Array<number>(nf).fill(0);
   let tot = 0;
   for (let v = 0; v < nv; v++) {
     const u2 = vectors[v * nv + c] ** 2;
-    wts[v % freqfold] += u2;
+    wts[v % nf] += u2;
     tot += u2;
   }
-  return { freqs: Array.from({ length: freqfold }, (_, f) => g0 + f), weights: wts.map((w) => (tot > 0 ? w / tot : 1 / freqfold)) };
+  return { freqs: freqs.slice(), weights: wts.map((w) => (tot > 0 ? w / tot : 1 / nf)) };
+}
+
+/** One RoRoPE group: its original frequencies, and the RoPE slots its leading directions take (with the frequency each slot carries). */
+export interface SlotGroup {
+  freqs: number[];
+  slots: number[];
+  slotFreqs: number[];
+}
+
+/**
+ * The RoRoPE groups. By default (slot j carries frequency j * collapse, collapse = headDim /
+ * ropeDim) every freqfold adjacent frequencies g0.. form a group whose leading freqfold /
+ * collapse directions take slots g0 / collapse + a (the a-th rotating at g0 + a * collapse).
+ * When some slots carry other frequencies (`slots`, e.g. llama3's blend band in the portable
+ * export, src/export/rope-slots.ts), the freqfold groups that those slots and frequencies
+ * touch are replaced, over one contiguous range of groups, by one group per frequency: a
+ * frequency some slot carries keeps its leading direction (across the KV heads) in that slot,
+ * the others are position-free. Outside that range the groups are the default ones.
+ */
+export function slotGroups(half: number, ropeDim: number, freqfold: number, slots?: ArrayLike<number>): SlotGroup[] {
+  const collapse = (2 * half) / ropeDim;
+  const keep = freqfold / collapse;
+  const moved: number[] = [];
+  if (slots) for (let j = 0; j < ropeDim / 2; j++) if (slots[j] !== j * collapse) moved.push(j);
+  let f0 = half;
+  let f1 = half;
+  if (moved.length) {
+    const lo = Math.min(...moved.map((j) => Math.min(j * collapse, slots![j])));
+    const hi = Math.max(...moved.map((j) => Math.max(j * collapse, slots![j])));
+    f0 = Math.floor(lo / freqfold) * freqfold;
+    f1 = (Math.floor(hi / freqfold) + 1) * freqfold;
+    for (let j = 0; j < ropeDim / 2; j++) {
+      const inside = j * collapse >= f0 && j * collapse < f1;
+      const ok = inside ? slots![j] >= f0 && slots![j] < f1 : slots![j] === j * collapse;
+      if (!ok || (j > 0 && !(slots![j] > slots![j - 1]))) throw new GqaError('ERR_ROPE_CONFIG', `rope slot map ${Array.from(slots!).join(',')} is not strictly increasing inside one range of frequencies`);
+    }
+  }
+  const groups: SlotGroup[] = [];
+  for (let g0 = 0; g0 < half; g0 += freqfold) {
+    if (g0 >= f0 && g0 < f1) {
+      for (let k = g0; k < g0 + freqfold; k++) {
+        const js: number[] = [];
+        for (let j = f0 / collapse; j < f1 / collapse; j++) if (slots![j] === k) js.push(j);
+        groups.push({ freqs: [k], slots: js, slotFreqs: js.map(() => k) });
+      }
+      continue;
+    }
+    const freqs = Array.from({ length: freqfold }, (_, f) => g0 + f);
+    const js = Array.from({ length: keep }, (_, a) => g0 / collapse + a);
+    groups.push({ freqs, slots: js, slotFreqs: js.map((j) => j * collapse) });
+  }
+  return groups;
 }
 
 /** The group's moment over its variables: real-real plus imaginary-imaginary blocks. */

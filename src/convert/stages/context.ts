@@ -103,6 +103,16 @@ export interface Target {
   layers: LayerReport[];
   times: StageTimes;
   startLayer: number;
+  /**
+   * portable target whose rope moves slots (src/export/rope-yarn.ts portableRope, bandSlots):
+   * the source frequency each rope slot carries; null: slot j carries j * head_dim / qk_rope_head_dim
+   */
+  ropeSlots: Int32Array | null;
+  /**
+   * portable target whose exported rope is inexact (llama3, linear): per slot, the carried
+   * source frequency minus the engine's (src/convert/rope-drift.ts); null: exact
+   */
+  ropeDrift: Float64Array | null;
 }
 
 /** One decoder layer as the stages read it: weights, inputs, statistics, reference. */

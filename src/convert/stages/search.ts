@@ -11,6 +11,7 @@
  */
 import type { LayerReport } from '../../report-types.js';
 import { cachedAttentionMoments } from '../attention-stats.js';
+import { expectedDriftRotation } from '../rope-drift.js';
 import { factorizeLayer, type KvMetric } from '../factorize.js';
 import { mlaLayerWeights } from '../mla-layer.js';
 import { type Chosen, checkAbort, heldOutError, type LayerInputs, type RunContext, type Target } from './context.js';
@@ -60,6 +61,8 @@ async function tryCandidate(ctx: RunContext, li: LayerInputs, tg: Target, c: Can
         nopeCos: opt.nopeShrink && li.profile ? li.profile.cos : undefined,
         nopeSin: opt.nopeShrink && opt.nopeRotation && li.profile ? li.profile.sin : undefined,
         attention: am,
+        ropeSlots: tg.ropeSlots ?? undefined,
+        ropeDrift: tg.ropeDrift && opt.nopeShrink && li.profile ? expectedDriftRotation(li.profile.mass, tg.ropeDrift) : undefined,
       },
       li.lm,
     );
