@@ -7,7 +7,13 @@
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { convert } from '../src/convert/convert.js';
+import { sampleContextQueries } from '../src/convert/held-out-context.js';
+import { relativeError, servedContextWeights } from '../src/convert/layer-ops.js';
+import { attentionAtQueries, attentionRowsFull } from '../src/convert/sampled-attention.js';
+import { loadLayerWeights } from '../src/engine/weights.js';
+import { loadModelSpec } from '../src/model/spec.js';
 import type { ConvertOptions } from '../src/convert/options.js';
 import { hashOutputs } from './helpers/pin-outputs.js';
 
@@ -28,7 +34,7 @@ function small(outDir: string, extra: Partial<ConvertOptions> = {}): ConvertOpti
 test('the report names the context windows; the choices are judged there, not on the short windows', async () => {
   const search: Partial<ConvertOptions> = { balanceKv: 1, ropeSelection: 'qk', kvMetric: 'plain' }; // freqfold searched
   const long = await convert(small(join(tmp, 'long'), { ...search, context: 512, contextWindows: 2 }));
-  expect(long.settings.context).toEqual({ tokens: 512, windows: 2, from: 'option' });
+  expect(long.settings.context).toEqual({ tokens: 512, windows: 2, from: 'option', queries: 512 });
   const short = await convert(small(join(tmp, 'short'), { ...search, context: 64 }));
   expect(short.settings.context).toBeUndefined();
   // the same candidates, measured on other windows: their held-out errors differ
@@ -37,6 +43,34 @@ test('the report names the context windows; the choices are judged there, not on
   expect(errs(long)).not.toEqual(errs(short));
   for (const e of errs(long)) expect(e).toBeGreaterThan(0);
   // (the default context, min(max_position_embeddings, 4096), is checked in convert-stages.test.ts)
+}, 600_000);
+
+test('the sampled-query criterion scores the candidates as every position does; MLA attention at the sampled queries is exact', async () => {
+  const search: Partial<ConvertOptions> = { ropeSelection: 'qk', kvMetric: 'plain', valueRefit: false, outputRefit: false };
+  const sampled = await convert(small(join(tmp, 'sampled'), { ...search, context: 512, contextWindows: 2, contextQueries: 128 }));
+  const full = await convert(small(join(tmp, 'full'), { ...search, context: 512, contextWindows: 2 }));
+  expect(sampled.settings.context).toEqual({ tokens: 512, windows: 2, from: 'option', queries: 128 });
+  expect(full.settings.context?.queries).toBe(512);
+  const diffs: number[] = [];
+  for (const [l, layer] of sampled.layers.entries()) {
+    const other = full.layers[l].candidates!;
+    for (const c of layer.candidates!) {
+      const o = other.find((x) => x.freqfold === c.freqfold && x.balanceKv === c.balanceKv && x.ropeSelection === c.ropeSelection);
+      if (c.contextRelError !== undefined && o?.contextRelError !== undefined) diffs.push(Math.abs(c.contextRelError / o.contextRelError - 1));
+    }
+  }
+  console.log('sampled vs full context errors, relative differences', diffs.map((d) => d.toFixed(4)).join(' '));
+  expect(diffs.length).toBeGreaterThanOrEqual(sampled.layers.length);
+  expect(Math.max(...diffs)).toBeLessThan(0.05);
+  // the written MLA layer: attention at sampled queries equals the engine's full forward there
+  const dir = join(tmp, 'sampled');
+  const spec = await loadModelSpec(dir);
+  const ck = await Checkpoint.open(dir);
+  const w = await loadLayerWeights(ck, spec, 1);
+  await ck.close();
+  const x = Float32Array.from({ length: 2 * 300 * spec.hiddenSize }, (_, i) => Math.sin(i * 0.37) + 0.3 * Math.cos(i * 0.011));
+  const q = sampleContextQueries(servedContextWeights(300), 2, 48);
+  expect(relativeError(await attentionAtQueries(spec, w, x, 2, 300, q), await attentionRowsFull(spec, w, x, 2, 300, q))).toBeLessThan(1e-5);
 }, 600_000);
 
 test('an interrupted run with context windows resumes to the bytes of an uninterrupted one', async () => {
