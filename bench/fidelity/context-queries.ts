@@ -4,7 +4,8 @@
  * every context window) does? Compares two conversions of one model on the same calibration,
  * one per criterion, from their conversion-report.json: per layer, the serving-context errors
  * of the candidates both re-judged (relative difference, Kendall's tau, same best), the
- * choices, the refits kept, and optionally the eval-ppl results of both outputs.
+ * choices, the refits kept, which written shards differ (none: the same model, so the same
+ * ppl), and optionally the eval-ppl results of both outputs.
  *
  *   npx tsx bench/fidelity/context-queries.ts --out bench/results/context-queries-cpu.json \
  *     name=<sampled-dir>,<full-dir>[,<sampled-ppl.json>,<full-ppl.json>] ...
@@ -12,7 +13,8 @@
  * The ppl files are `gqa2mla eval-ppl --json` outputs. The commands that made the
  * directories are recorded by the caller (bench/results/context-queries-cpu.json "commands").
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ConversionReport, LayerReport } from '../../src/report-types.js';
 import { kendallTau } from './rank.js';
@@ -55,6 +57,15 @@ function readPpl(file: string | undefined) {
   return (j.contexts ?? [{ seq: j.seq!, windows: NaN, ppl: j.ppl! }]).map((c) => ({ seq: c.seq, windows: c.windows, ppl: c.ppl }));
 }
 
+/** The safetensors shards of `dir` whose bytes differ from `other`'s. */
+function differingShards(dir: string, other: string): string[] {
+  const hash = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.safetensors'))
+    .sort()
+    .filter((f) => hash(join(dir, f)) !== hash(join(other, f)));
+}
+
 function comparePair(spec: string) {
   const [name, dirs] = spec.split('=');
   const [sDir, fDir, sPpl, fPpl] = dirs.split(',');
@@ -74,7 +85,8 @@ function comparePair(spec: string) {
       maxRelDiff: Math.max(...layers.map((l) => l.maxRelDiff)),
       minKendallTau: Math.min(...layers.map((l) => l.kendallTau ?? 1)),
       meanAttnRelError: { sampled: s.meanAttnRelError, full: f.meanAttnRelError },
-      convertSeconds: { sampled: s.times.total, full: f.times.total },
+      convertWallSeconds: { sampled: s.times.total, full: f.times.total },
+      differingShards: differingShards(sDir, fDir),
       ppl: { sampled: readPpl(sPpl), full: readPpl(fPpl) },
     },
   };
