@@ -15,6 +15,13 @@
  * candidate, refit and bias fold on them (stages/context.ts heldOutError); the NoPE distance
  * profile is measured on them too (distance.ts). A context at most `calibSeqlen` keeps the
  * short held-out windows.
+ *
+ * The judge's error on these windows is position-weighted (layer-ops.ts servedContextWeights)
+ * and estimated on `contextQueries` query positions per window (sampleContextQueries: the
+ * heavy early positions always, the rest by weight-proportional systematic sampling), each
+ * attending to every key before it (sampled-attention.ts): about the cost of the short
+ * windows instead of context^2 / 2 query-key pairs per window, with the candidates ranked
+ * as every position ranks them (bench/results/context-queries-cpu.json).
  */
 import { usageError } from '../errors.js';
 import { seededRandom } from './calibration.js';
