@@ -124,9 +124,10 @@ export interface ConversionReport {
     /**
      * the held-out windows at the serving context on which the per-layer choices were judged
      * (`tokens` per window; `from`: the option or the bound that set the default); absent when
-     * they were judged on the heldOutSamples windows of calibSeqlen tokens
+     * they were judged on the heldOutSamples windows of calibSeqlen tokens; `queries`: the query
+     * positions scored per window (= tokens: every position; absent in reports written before it)
      */
-    context?: { tokens: number; windows: number; from: string };
+    context?: { tokens: number; windows: number; from: string; queries?: number };
     calibTokens: number;
     qkLatentLayernorm: boolean;
   };

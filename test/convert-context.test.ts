@@ -1,13 +1,20 @@
 /**
  * `context` (issue 14): the per-layer choices are judged on held-out windows at the serving
  * context. Checks the report records the windows, that the choices really move with the
- * judge windows, that an interrupted run resumes to the same bytes with the context windows'
+ * judge windows, that the sampled query positions score the candidates as every position does
+ * (and the MLA attention at those queries is the full forward's), that an interrupted run resumes to the same bytes with the context windows'
  * hidden states in its resume state, and the option's errors (before any work).
  */
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Checkpoint } from '../src/checkpoint/checkpoint.js';
 import { convert } from '../src/convert/convert.js';
+import { sampleContextQueries } from '../src/convert/held-out-context.js';
+import { relativeError, servedContextWeights } from '../src/convert/layer-ops.js';
+import { attentionAtQueries, attentionRowsFull } from '../src/convert/sampled-attention.js';
+import { loadLayerWeights } from '../src/engine/weights.js';
+import { loadModelSpec } from '../src/model/spec.js';
 import type { ConvertOptions } from '../src/convert/options.js';
 import { hashOutputs } from './helpers/pin-outputs.js';
 
@@ -25,18 +32,49 @@ function small(outDir: string, extra: Partial<ConvertOptions> = {}): ConvertOpti
   return { modelDir: LLAMA, outDir, calibText: text, calibSamples: 12, calibSeqlen: 64, heldOutSamples: 4, qkRopeDim: 32, kvLoraRank: 64, device: 'cpu', ...extra };
 }
 
-test('the report names the context windows; the choices are judged there, not on the short windows', async () => {
-  const search: Partial<ConvertOptions> = { balanceKv: 1, ropeSelection: 'qk', kvMetric: 'plain' }; // freqfold searched
-  const long = await convert(small(join(tmp, 'long'), { ...search, context: 512, contextWindows: 2 }));
-  expect(long.settings.context).toEqual({ tokens: 512, windows: 2, from: 'option' });
-  const short = await convert(small(join(tmp, 'short'), { ...search, context: 64 }));
-  expect(short.settings.context).toBeUndefined();
-  // the same candidates, measured on other windows: their held-out errors differ
-  const errs = (r: typeof long) => r.layers[0].candidates!.map((c) => c.attnRelError);
-  expect(errs(long).length).toBeGreaterThan(1);
-  expect(errs(long)).not.toEqual(errs(short));
-  for (const e of errs(long)) expect(e).toBeGreaterThan(0);
-  // (the default context, min(max_position_embeddings, 4096), is checked in convert-stages.test.ts)
+test('the report names the context windows; the choices are judged there, not on the short windows; sampled queries score as every position does', async () => {
+  // freqfold searched; no refits (they are judged the same way, and would only add time)
+  const search: Partial<ConvertOptions> = { balanceKv: 1, ropeSelection: 'qk', kvMetric: 'plain', valueRefit: false, outputRefit: false };
+  const long = await convert(small(join(tmp, 'long'), { ...search, context: 512, contextWindows: 2, contextQueries: 128 }));
+  expect(long.settings.context).toEqual({ tokens: 512, windows: 2, from: 'option', queries: 128 });
+  // the same candidates, measured on other windows: the short-window and the context errors
+  // differ, and each layer keeps the candidate with the lowest context error
+  for (const layer of long.layers) {
+    const judged = layer.candidates!.filter((c) => c.contextRelError !== undefined);
+    expect(judged.length).toBeGreaterThan(1);
+    for (const c of judged) {
+      expect(c.contextRelError).toBeGreaterThan(0);
+      expect(c.contextRelError).not.toBeCloseTo(c.attnRelError, 4);
+    }
+    const best = judged.reduce((a, b) => (b.contextRelError! < a.contextRelError! ? b : a));
+    expect(layer.attnRelError).toBe(best.contextRelError);
+    expect(layer.freqfold).toBe(best.freqfold);
+  }
+  // (a context at most calib-seqlen keeps the short windows, and the default context, are checked in convert-stages.test.ts)
+  // every position of the context windows (the default 512 queries cover them): each candidate's
+  // context error within a few percent of the sampled one, the same freqfold chosen
+  const full = await convert(small(join(tmp, 'full'), { ...search, context: 512, contextWindows: 2 }));
+  expect(full.settings.context?.queries).toBe(512);
+  const diffs: number[] = [];
+  for (const [l, layer] of long.layers.entries()) {
+    expect(layer.freqfold).toBe(full.layers[l].freqfold);
+    for (const [i, c] of layer.candidates!.entries()) {
+      const o = full.layers[l].candidates![i];
+      expect(o.freqfold).toBe(c.freqfold);
+      if (c.contextRelError !== undefined) diffs.push(Math.abs(c.contextRelError / o.contextRelError! - 1));
+    }
+  }
+  expect(diffs.length).toBeGreaterThanOrEqual(2 * long.layers.length);
+  expect(Math.max(...diffs)).toBeLessThan(0.05);
+  expect(Math.max(...diffs)).toBeGreaterThan(0); // a real sample, not every position
+  // the written MLA layer: attention at sampled queries equals the engine's full forward there
+  const spec = await loadModelSpec(join(tmp, 'long'));
+  const ck = await Checkpoint.open(join(tmp, 'long'));
+  const w = await loadLayerWeights(ck, spec, 1);
+  await ck.close();
+  const x = Float32Array.from({ length: 2 * 300 * spec.hiddenSize }, (_, i) => Math.sin(i * 0.37) + 0.3 * Math.cos(i * 0.011));
+  const q = sampleContextQueries(servedContextWeights(300), 2, 48);
+  expect(relativeError(await attentionAtQueries(spec, w, x, 2, 300, q), await attentionRowsFull(spec, w, x, 2, 300, q))).toBeLessThan(1e-5);
 }, 600_000);
 
 test('an interrupted run with context windows resumes to the bytes of an uninterrupted one', async () => {

@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { convert } from '../../src/convert/convert.js';
 import { freqfoldCandidates } from '../../src/convert/rorope.js';
 import { budgetsOf, findModels } from './models.js';
+import { kendallTau } from './rank.js';
 
 const root = join(import.meta.dirname, '..', '..');
 const gridFile = join(root, 'bench', 'results', 'fidelity-zoo-cpu.json');
@@ -34,17 +35,6 @@ interface Cell {
   ppl: Record<string, number>;
 }
 
-/** Kendall's tau-a between two equally long score lists (1: same order). */
-export function kendallTau(a: number[], b: number[]): number {
-  let s = 0;
-  let n = 0;
-  for (let i = 0; i < a.length; i++)
-    for (let j = i + 1; j < a.length; j++) {
-      s += Math.sign(a[i] - a[j]) * Math.sign(b[i] - b[j]);
-      n++;
-    }
-  return n ? s / n : 1;
-}
 
 function shardHash(dir: string): string {
   const h = createHash('sha256');

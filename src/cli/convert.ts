@@ -78,6 +78,7 @@ function convertCommand(program: Command): Command {
     .option('--held-out <n>', 'extra calibration windows for errors and per-layer choices', int('--held-out'))
     .option('--context <n>', 'tokens per held-out window that judges the per-layer choices: the serving context (default min(max_position_embeddings, 4096), bounded by the calibration text; <= --calib-seqlen: the --held-out windows)', int('--context'))
     .option('--context-windows <n>', 'held-out windows of --context tokens (default max(2, held-out x calib-seqlen / context))', int('--context-windows'))
+    .option('--context-queries <n>', 'query positions scored per --context window, every key before each kept (default 512; >= --context: every position)', int('--context-queries'))
     .option('--seed <n>', 'seed of the calibration offsets', int('--seed'), 42)
     .option('--qk-rope-dim <n[,n...]>', 'RoPE dims per head (qk_rope_head_dim; default 64, at most head_dim); a list makes a sweep', intList('--qk-rope-dim'))
     .option('--kv-lora-rank <n[,n...]>', 'latent rank (kv_lora_rank; default 512, at most the lossless rank); a list makes a sweep into <out-dir>/r<rank>-p<rope>/', intList('--kv-lora-rank'))
@@ -144,6 +145,7 @@ function apiOptions(modelDir: string, o: Record<string, unknown>, signal: AbortS
     heldOutSamples: o.heldOut as number | undefined,
     context: o.context as number | undefined,
     contextWindows: o.contextWindows as number | undefined,
+    contextQueries: o.contextQueries as number | undefined,
     seed: o.seed as number,
     ...parseChoices(o),
     method: o.method as 'gqa2mla' | 'transmla',

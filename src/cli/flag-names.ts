@@ -69,6 +69,7 @@ const KNOWN_CAMEL = new Set([
   'checkpointSeconds',
   'contextTokens',
   'contextWindows',
+  'contextQueries',
   'textFile',
   'maxNewTokens',
   'topP',

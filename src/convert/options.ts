@@ -4,6 +4,7 @@
 import { splitKvBudget, type KvSplit } from './budget-split.js';
 import type { ModelSpec } from '../model/spec-types.js';
 import { GqaError, usageError } from '../errors.js';
+import { DEFAULT_CONTEXT_QUERIES } from './held-out-context.js';
 import { freqfoldCandidates } from './rorope.js';
 import { checkQLoraRank, losslessQLoraRank } from './q-compress.js';
 import { DEFAULT_QK_NORM, QK_NORM_METHODS, type QkNormMethod } from './qk-norm.js';
@@ -45,6 +46,14 @@ export interface ConvertOptions {
    * context)): about as many tokens as the short held-out windows, at least two windows).
    */
   contextWindows?: number;
+  /**
+   * Query positions scored per held-out window of `context` tokens (default
+   * {@link DEFAULT_CONTEXT_QUERIES}): the position-weighted error of the judge is estimated on
+   * these queries, each attending to every key before it (the positions with the largest
+   * weights always, the rest by weight-proportional systematic sampling; see
+   * held-out-context.ts sampleContextQueries). A value >= `context` scores every position.
+   */
+  contextQueries?: number;
   /** RoPE dims kept per head, qk_rope_head_dim (default 64, capped to headDim). */
   qkRopeDim?: number;
   /** Latent rank, kv_lora_rank (default 512, capped to the maximum). */
@@ -180,6 +189,8 @@ export interface ResolvedOptions {
   context: number | null;
   /** the `contextWindows` option (null: the default) */
   contextWindows: number | null;
+  /** query positions scored per context window */
+  contextQueries: number;
   qkRopeDim: number;
   kvLoraRank: number;
   /** the `kvBudget` the split came from (null: qkRopeDim / kvLoraRank given or defaulted) */
@@ -233,7 +244,7 @@ function resolveExport(spec: ModelSpec, o: ConvertOptions, latentNorm: 'exact' |
 }
 
 /** The calibration and held-out window settings. */
-function resolveWindows(o: ConvertOptions): Pick<ResolvedOptions, 'calibSamples' | 'calibSeqlen' | 'heldOutSamples' | 'seed' | 'context' | 'contextWindows'> {
+function resolveWindows(o: ConvertOptions): Pick<ResolvedOptions, 'calibSamples' | 'calibSeqlen' | 'heldOutSamples' | 'seed' | 'context' | 'contextWindows' | 'contextQueries'> {
   const calibSamples = positiveInt('calibSamples', o.calibSamples ?? 128);
   const calibSeqlen = positiveInt('calibSeqlen', o.calibSeqlen ?? 256);
   if (calibSeqlen < 2) throw usageError('ERR_BAD_OPTION', 'calibSeqlen must be at least 2');
@@ -243,7 +254,8 @@ function resolveWindows(o: ConvertOptions): Pick<ResolvedOptions, 'calibSamples'
   const context = o.context === undefined ? null : positiveInt('context', o.context);
   if (context !== null && context < 2) throw usageError('ERR_BAD_OPTION', 'context must be at least 2');
   const contextWindows = o.contextWindows === undefined ? null : positiveInt('contextWindows', o.contextWindows);
-  return { calibSamples, calibSeqlen, heldOutSamples, seed, context, contextWindows };
+  const contextQueries = positiveInt('contextQueries', o.contextQueries ?? DEFAULT_CONTEXT_QUERIES);
+  return { calibSamples, calibSeqlen, heldOutSamples, seed, context, contextWindows, contextQueries };
 }
 
 /** qk_rope_head_dim and kv_lora_rank: given, defaulted (64 + 512, capped) or split from `kvBudget`. */

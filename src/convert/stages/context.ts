@@ -15,6 +15,8 @@ import type { GqaAttention } from '../attention-weights.js';
 import type { CalibrationSet } from '../calibration.js';
 import type { ExportSettings } from '../config.js';
 import type { DistanceProfile } from '../distance.js';
+import type { ContextQueries } from '../held-out-context.js';
+import { attentionAtQueries, gatherListed, type QueryRows } from '../sampled-attention.js';
 import type { KvMetric, LayerFactorization, LayerMoments } from '../factorize.js';
 import { relativeError, weightedRelativeError } from '../layer-ops.js';
 import type { ConvertOptions, ResolvedOptions } from '../options.js';
@@ -36,6 +38,8 @@ export interface ContextWindows {
   /** what set the context: the option, or the bound that set the default */
   from: 'option' | 'max_position_embeddings' | 'default-max' | 'calibration text' | 'held-out budget';
   offsets: number[];
+  /** the query positions scored per window and their weights (null: every position, weighted by servedContextWeights) */
+  queries: ContextQueries | null;
 }
 
 /** The calibration windows and their row counts. */
@@ -70,12 +74,16 @@ export interface JudgeWindows {
   x: Float32Array;
   nSeq: number;
   seqLen: number;
+  /** the original attention output at the judged rows (every row, or the listed queries') */
   ref: Float32Array;
   /**
-   * per-position weights of the error (layer-ops.ts servedContextWeights: every serving
-   * context up to seqLen counts the same); null: every row the same (the short windows)
+   * weights of the error: per position (length seqLen; layer-ops.ts servedContextWeights:
+   * every serving context up to seqLen counts the same), or per listed query (length
+   * nSeq x queries.perWindow); null: every row the same (the short windows)
    */
   weights: Float64Array | null;
+  /** the query rows judged (null: every row) */
+  queries: QueryRows | null;
 }
 
 /** One conversion run (shared by the budgets of a sweep). */
@@ -152,9 +160,21 @@ export function checkAbort(signal?: AbortSignal): void {
     throw new GqaError('ERR_ABORTED', 'conversion aborted; the partial output can be continued with --resume', 'runtime');
 }
 
+/**
+ * Attention output of layer weights `w` (read as `spec`) at the judged rows of `j`: every row
+ * (the backend's forward), or the listed queries, each over every key before it (on the CPU
+ * only those queries are computed: sampled-attention.ts; other backends compute every row
+ * and keep the listed ones).
+ */
+export async function judgedAttention(ctx: RunContext, spec: ModelSpec, w: LayerWeights, j: Pick<JudgeWindows, 'x' | 'nSeq' | 'seqLen' | 'queries'>): Promise<Float32Array> {
+  if (!j.queries) return ctx.backend.attentionForward(spec, w, j.x, j.nSeq, j.seqLen);
+  if (ctx.backend.device === 'cpu') return attentionAtQueries(spec, w, j.x, j.nSeq, j.seqLen, j.queries);
+  return gatherListed(await ctx.backend.attentionForward(spec, w, j.x, j.nSeq, j.seqLen), j.queries, j.seqLen, spec.hiddenSize);
+}
+
 /** Held-out attention-output relative error of layer weights `mw` (read as `spec`) on the judge windows (or the short ones). */
 export async function heldOutError(ctx: RunContext, li: LayerInputs, spec: ModelSpec, mw: LayerWeights, on: 'judge' | 'short' = 'judge'): Promise<number> {
   const j = on === 'judge' ? li.judge : li.short;
-  const out = await ctx.backend.attentionForward(spec, mw, j.x, j.nSeq, j.seqLen);
+  const out = await judgedAttention(ctx, spec, mw, j);
   return j.weights ? weightedRelativeError(out, j.ref, j.weights, spec.hiddenSize) : relativeError(out, j.ref);
 }

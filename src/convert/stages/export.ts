@@ -111,7 +111,7 @@ function buildReport(spec: ModelSpec, modelDir: string, tg: Target, windows: Win
       calibSeqlen: opt.calibSeqlen,
       heldOutSamples: opt.heldOutSamples,
       seed: opt.seed,
-      context: long ? { tokens: long.seqlen, windows: long.count, from: long.from } : undefined,
+      context: long ? { tokens: long.seqlen, windows: long.count, from: long.from, queries: long.queries?.perWindow ?? long.seqlen } : undefined,
       calibTokens,
       qkLatentLayernorm: tg.exportSettings.qkLatentLayernorm,
       dtype: tg.exportSettings.dtype,

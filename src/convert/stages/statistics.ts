@@ -17,7 +17,7 @@ import { layerMoments } from '../factorize.js';
 import { servedContextWeights } from '../layer-ops.js';
 import type { ResolvedOptions } from '../options.js';
 import { sourceAttention } from '../qk-norm.js';
-import type { HiddenStreams, JudgeWindows, LayerInputs, RunContext } from './context.js';
+import { type HiddenStreams, judgedAttention, type JudgeWindows, type LayerInputs, type RunContext } from './context.js';
 
 /** Input of {@link layerStatistics}. */
 export interface StatisticsInput {
@@ -63,7 +63,7 @@ export async function layerStatistics(ctx: RunContext, input: StatisticsInput): 
     // distance profile: every query of the short windows; about 256 sampled queries per context window
     const isShort = j === sh;
     const stride = isShort ? 1 : Math.max(1, Math.floor(j.seqLen / 256));
-    const sampling = { maxWindows: isShort ? 4 : j.nSeq, queryStride: stride, queryWeights: j.weights ?? undefined };
+    const sampling = { maxWindows: isShort ? 4 : j.nSeq, queryStride: stride, queryWeights: isShort ? undefined : servedContextWeights(j.seqLen) };
     const p = opts.some((o) => o.nopeShrink) ? distanceProfile(spec, gqa, j.x, j.nSeq, j.seqLen, sampling) : null;
     return { judge: j, short: sh, profile: p };
   });
@@ -75,13 +75,13 @@ async function shortWindows(ctx: RunContext, x: Float32Array, w: LayerWeights): 
   const { spec, backend } = ctx;
   const { calib, seqlen: S, statRows } = ctx.windows;
   const xs = x.subarray(statRows * spec.hiddenSize);
-  return { x: xs, nSeq: calib.heldOut, seqLen: S, weights: null, ref: await backend.attentionForward(spec, w, xs, calib.heldOut, S) };
+  return { x: xs, nSeq: calib.heldOut, seqLen: S, weights: null, queries: null, ref: await backend.attentionForward(spec, w, xs, calib.heldOut, S) };
 }
 
 /**
  * The context windows of layer `w` (their inputs normalised on the host after the backend's
- * hidden states are made current there), with the original attention output on them and the
- * served-context position weights.
+ * hidden states are made current there), with the original attention output at their judged
+ * rows (the listed queries, or every row) and the weights of those rows.
  */
 async function contextWindows(ctx: RunContext, input: StatisticsInput, w: LayerWeights): Promise<JudgeWindows> {
   const { spec, backend } = ctx;
@@ -91,6 +91,7 @@ async function contextWindows(ctx: RunContext, input: StatisticsInput, w: LayerW
   const xl = input.xLong!;
   await backend.syncHidden(hl);
   await native.rmsNormAsync(hl, req(w, 'input_layernorm.weight', H), xl, { rows: long.rows, dim: H, eps: spec.rmsNormEps });
-  const ref = await backend.attentionForward(spec, w, xl, long.count, long.seqlen);
-  return { x: xl, nSeq: long.count, seqLen: long.seqlen, weights: servedContextWeights(long.seqlen), ref };
+  const j = { x: xl, nSeq: long.count, seqLen: long.seqlen, queries: long.queries };
+  const ref = await judgedAttention(ctx, spec, w, j);
+  return { ...j, weights: long.queries ? long.queries.weights : servedContextWeights(long.seqlen), ref };
 }
