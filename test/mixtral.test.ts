@@ -16,7 +16,7 @@ import { ModelRunner } from '../src/engine/model.js';
 import { routeTokens } from '../src/engine/moe-routing.js';
 import { loadLayerWeights } from '../src/engine/weights.js';
 import { Workspace } from '../src/engine/workspace.js';
-import { engineView, type EngineName } from '../src/interop/engine-semantics.js';
+import { engineRouting, engineView, type EngineName } from '../src/interop/engine-semantics.js';
 import { loadModelSpec, parseModelSpec } from '../src/model/spec.js';
 import type { MoeRouting } from '../src/model/spec-types.js';
 import { linearRef, maxRelErr, randn, rmsNormRef } from './helpers/forward-ref.js';
@@ -237,4 +237,17 @@ describe(`each engine's gate on random router logits (${seedLabel()})`, () => {
     // grouping changes some rows' choice relative to the ungrouped top-2
     expect(against({ ...MIXTRAL_GATE, nGroup: 4, topkGroup: 1 }).samePairs).toBe(false);
   });
+});
+
+test("vLLM's grouped gate falls back to plain top-k when n_group cannot split the experts (softmax without a correction bias)", () => {
+  const grouped: MoeRouting = { scoring: 'sigmoid', normTopkProb: true, nGroup: 4, topkGroup: 2, groupScore: 'max', correctionBias: false, routedScalingFactor: 1 };
+  // 4 groups of 1 expert: not more experts than groups
+  expect(engineRouting('vllm', grouped, false, 4)).toEqual({ ...grouped, nGroup: 1, topkGroup: 1, scoring: 'softmax' });
+  // 4 groups of 2: grouped as written
+  expect(engineRouting('vllm', grouped, false, 8)).toEqual(grouped);
+  // 3 groups of 8 experts do not divide: ungrouped; with a correction bias the scoring stays
+  const biased: MoeRouting = { ...grouped, nGroup: 3, correctionBias: true, groupScore: 'top2' };
+  expect(engineRouting('vllm', biased, true, 8)).toEqual({ ...biased, nGroup: 1, topkGroup: 1 });
+  // SGLang has no such fallback: it keeps the grouping as written
+  expect(engineRouting('sglang', grouped, false, 4).nGroup).toBe(4);
 });

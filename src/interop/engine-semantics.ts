@@ -158,10 +158,20 @@ function sharedExpertChecks(c: Record<string, unknown>, t: TensorFacts, moe: num
  * sigmoid with it (noaux_tc). transformers: always sigmoid, the correction bias always added
  * (zeros when the checkpoint has none), groups scored by their best two.
  */
-export function engineRouting(engine: EngineName, ours: MoeRouting, hasBias: boolean): MoeRouting {
-  if (engine === 'vllm') return { ...ours };
+export function engineRouting(engine: EngineName, ours: MoeRouting, hasBias: boolean, numExperts?: number): MoeRouting {
+  if (engine === 'vllm') return vllmGroupingFallback(ours, numExperts);
   if (engine === 'sglang') return { ...ours, scoring: ours.correctionBias ? 'sigmoid' : 'softmax' };
   return { ...ours, scoring: 'sigmoid', groupScore: 'top2', correctionBias: hasBias };
+}
+
+/**
+ * vLLM (grouped_topk_router.py at 055e47c2, bench/interop/engine_moe.py) groups experts only
+ * when there are more experts than n_group and n_group divides them; otherwise it routes by
+ * plain top-k, which without a correction bias is softmax whatever scoring_func says.
+ */
+function vllmGroupingFallback(r: MoeRouting, numExperts: number | undefined): MoeRouting {
+  if (numExperts === undefined || r.nGroup <= 1 || (numExperts > r.nGroup && numExperts % r.nGroup === 0)) return { ...r };
+  return { ...r, nGroup: 1, topkGroup: 1, ...(r.correctionBias ? {} : { scoring: 'softmax' as const }) };
 }
 
 /** The differences between two gates, in words (empty: the same routing). */
@@ -242,7 +252,7 @@ function withEngineGate(engine: EngineName, spec: ModelSpec, t: TensorFacts, pro
   const m = spec.moe;
   if (!m) return spec;
   const hasBias = [...t.names].some((n) => n.endsWith('.mlp.gate.e_score_correction_bias'));
-  const moe = { ...m, routing: engineRouting(engine, m.routing, hasBias) };
+  const moe = { ...m, routing: engineRouting(engine, m.routing, hasBias, m.numExperts) };
   if (engine === 'transformers' && m.layerFreq !== 1) {
     problems.push({ code: 'moe-layer-freq', effect: 'compute', message: `moe_layer_freq ${m.layerFreq} is not read: every layer from first_k_dense_replace on is MoE` });
     moe.layerFreq = 1;
