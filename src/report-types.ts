@@ -103,6 +103,8 @@ export interface ConversionReport {
     kvLoraRank: number;
     /** the `--kv-budget` the two above were split from (absent when they were given) */
     kvBudget?: number;
+    /** the queries' rope drift correction was applied (API option ropeDriftCorrection; absent: off) */
+    ropeDriftCorrection?: boolean;
     freqfold: number | 'auto';
     balanceKv: number | 'auto';
     ropeSelection: 'key' | 'qk' | 'auto';

@@ -64,6 +64,13 @@ export interface ConvertOptions {
    * min(32, budget / 2)). Exclusive with `qkRopeDim` and `kvLoraRank`.
    */
   kvBudget?: number;
+  /**
+   * Portable target with an inexact engine rope (llama3 blend band): multiply the queries'
+   * rope rows of the drifting slots by their expected residual rotation (src/convert/rope-drift.ts).
+   * Default false: on zoo-llama31 it helped at 64+64 (+2.98% vs +3.26% against the source rope,
+   * 8 windows of 2048) and hurt at 32+32 (grid, 40 windows: 41.83 vs 38.68 at 2048 tokens).
+   */
+  ropeDriftCorrection?: boolean;
   /** Frequencies folded per RoRoPE group, or 'auto' to choose per layer (default 'auto'). */
   freqfold?: number | 'auto';
   /**
@@ -195,6 +202,7 @@ export interface ResolvedOptions {
   kvLoraRank: number;
   /** the `kvBudget` the split came from (null: qkRopeDim / kvLoraRank given or defaulted) */
   kvBudget: number | null;
+  ropeDriftCorrection: boolean;
   freqfold: number | 'auto';
   freqfoldCandidates: number[];
   method: 'gqa2mla' | 'transmla';
@@ -337,6 +345,7 @@ export function resolveOptions(spec: ModelSpec, o: ConvertOptions): ResolvedOpti
     qkRopeDim,
     kvLoraRank,
     kvBudget,
+    ropeDriftCorrection: o.ropeDriftCorrection === true,
     freqfold: ff,
     freqfoldCandidates: ff === 'auto' ? candidates : [ff],
     method,

@@ -96,6 +96,7 @@ function buildReport(spec: ModelSpec, modelDir: string, tg: Target, windows: Win
       qkRopeDim: opt.qkRopeDim,
       kvLoraRank: opt.kvLoraRank,
       ...(opt.kvBudget !== null ? { kvBudget: opt.kvBudget } : {}),
+      ...(opt.ropeDriftCorrection ? { ropeDriftCorrection: true } : {}),
       freqfold: opt.freqfold,
       balanceKv: opt.balanceKv,
       ropeSelection: opt.ropeSelection,

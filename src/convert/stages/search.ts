@@ -62,7 +62,7 @@ async function tryCandidate(ctx: RunContext, li: LayerInputs, tg: Target, c: Can
         nopeSin: opt.nopeShrink && opt.nopeRotation && li.profile ? li.profile.sin : undefined,
         attention: am,
         ropeSlots: tg.ropeSlots ?? undefined,
-        ropeDrift: tg.ropeDrift && opt.nopeShrink && li.profile ? expectedDriftRotation(li.profile.mass, tg.ropeDrift) : undefined,
+        ropeDrift: opt.ropeDriftCorrection && tg.ropeDrift && opt.nopeShrink && li.profile ? expectedDriftRotation(li.profile.mass, tg.ropeDrift) : undefined,
       },
       li.lm,
     );
