@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { drawHeldOutWindows } from '../src/convert/held-out-context.js';
+import { DEFAULT_CONTEXT_QUERIES, drawHeldOutWindows } from '../src/convert/held-out-context.js';
 import { drawCalibration } from '../src/convert/calibration.js';
 import type { ConvertProgress } from '../src/convert/options.js';
 import { calibrate } from '../src/convert/stages/calibrate.js';
@@ -44,7 +44,7 @@ test('the clock announces a stage with its event and adds its seconds to its buc
 
 test('calibrate: the windows of one encode of the whole text, with consistent row counts', async () => {
   const text = readFileSync(join(FIX, 'pydocs-train-3M.txt'), 'utf8').slice(0, 200_000);
-  const opt = { calibSamples: 12, heldOutSamples: 3, calibSeqlen: 64, seed: 7, context: 64, contextWindows: null };
+  const opt = { calibSamples: 12, heldOutSamples: 3, calibSeqlen: 64, seed: 7, context: 64, contextWindows: null, contextQueries: DEFAULT_CONTEXT_QUERIES };
   const w = await calibrate({ modelDir: LLAMA, calibText: text, maxPositionEmbeddings: 2048, opt });
   const ids = (await loadTokenizer(LLAMA)).encode(text);
   const ref = drawCalibration(ids, 12, 3, 64, 7);

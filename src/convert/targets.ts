@@ -5,7 +5,7 @@
 import type { Checkpoint } from '../checkpoint/checkpoint.js';
 import { parseModelSpec } from '../model/spec.js';
 import type { ModelSpec } from '../model/spec-types.js';
-import { isDefaultSlotMap, portableRope, type RopeExport } from '../export/rope-yarn.js';
+import { portableRope, ropeConfigFields, type RopeExport } from '../export/rope-yarn.js';
 import { deepseekConfig, type ExportSettings } from './config.js';
 import { ropeSlotDrift } from './rope-drift.js';
 import type { ConvertOptions, ResolvedOptions } from './options.js';
@@ -35,9 +35,9 @@ async function openTarget(spec: ModelSpec, options: ConvertOptions, ckpt: Checkp
     dtype,
   };
   const config = deepseekConfig(spec, opt, exportSettings);
-  const slots = portableSlots(spec, opt);
+  const rope = inexactPortableRope(spec, opt);
   // an inexact portable rope: what is evaluated is what the engines compute (the exported rope)
-  const asEngine = (c: Record<string, unknown>) => (slots ? withRope(c, slots.rope) : c);
+  const asEngine = (c: Record<string, unknown>) => (rope ? { ...c, ...ropeConfigFields(rope) } : c);
   const outSpec = parseModelSpec(asEngine(config), `${o.outDir}/config.json`);
   const mlaSpec = opt.qLoraRank === null ? outSpec : parseModelSpec(asEngine(deepseekConfig(spec, opt, { ...exportSettings, qLoraRank: null })), `${o.outDir}/config.json`);
   const sink = await OutputSink.open({ ...options, outDir: o.outDir }, opt, spec.numLayers, {
@@ -46,23 +46,17 @@ async function openTarget(spec: ModelSpec, options: ConvertOptions, ckpt: Checkp
     calibTokens: windows.tokens,
     calibOffsets: windows.calib.offsets,
   });
-  return { opt, outDir: o.outDir, sink, config, mlaSpec, outSpec, exportSettings, layers: [], times: zeroTimes(), startLayer: 0, ropeSlots: slots?.moved ? slots.rope.slotFrequencies : null, ropeDrift: slots ? ropeSlotDrift(spec, outSpec, slots.rope.slotFrequencies) : null };
+  return { opt, outDir: o.outDir, sink, config, mlaSpec, outSpec, exportSettings, layers: [], times: zeroTimes(), startLayer: 0, ropeDrift: rope && opt.ropeDriftCorrection ? ropeSlotDrift(spec, outSpec, rope.slotFrequencies) : null };
 }
 
 /**
  * The portable target's rope when the engines do not compute the source's frequencies (llama3,
- * linear: src/export/rope-yarn.ts), and whether it moves slots to other source frequencies;
- * null when they are exact.
+ * linear: src/export/rope-yarn.ts); null when they are exact (or the target is not portable).
  */
-function portableSlots(spec: ModelSpec, opt: ResolvedOptions): { rope: RopeExport; moved: boolean } | null {
+function inexactPortableRope(spec: ModelSpec, opt: ResolvedOptions): RopeExport | null {
   if (opt.target !== 'portable') return null;
   const rope = portableRope(spec, opt.qkRopeDim);
-  return rope.report.exact ? null : { rope, moved: !isDefaultSlotMap(rope.slotFrequencies, spec.headDim, opt.qkRopeDim) };
-}
-
-/** `config` with the exported rope in both config styles. */
-function withRope(config: Record<string, unknown>, rope: RopeExport): Record<string, unknown> {
-  return { ...config, rope_parameters: rope.ropeParameters, rope_scaling: rope.ropeScaling, rope_theta: rope.ropeTheta, max_position_embeddings: rope.maxPositionEmbeddings };
+  return rope.report.exact ? null : rope;
 }
 
 /** Opens every target in order, pushing each into `into` as soon as it is open (so a failure can still settle the earlier ones). */

@@ -20,7 +20,7 @@ import type { ModelSpec } from '../model/spec-types.js';
 import type { OutTensor } from '../tensor/out-tensor.js';
 import type { PortableReport } from '../report-types.js';
 import { permuteRopeRows } from './rope-layout.js';
-import { portableRope } from './rope-yarn.js';
+import { portableRope, ropeConfigFields } from './rope-yarn.js';
 
 export type { PortableReport };
 
@@ -114,10 +114,7 @@ export function portableConfig(config: Record<string, unknown>, source: ModelSpe
     // a dense source: every layer dense; a MoE source keeps config.ts's MoE layout
     first_k_dense_replace: source.moe ? cfg.first_k_dense_replace : cfg.num_hidden_layers,
     moe_layer_freq: source.moe ? cfg.moe_layer_freq : 1,
-    max_position_embeddings: rope.maxPositionEmbeddings,
-    rope_theta: rope.ropeTheta,
-    rope_scaling: rope.ropeScaling,
-    rope_parameters: rope.ropeParameters,
+    ...ropeConfigFields(rope),
     dtype,
     torch_dtype: dtype,
   });

@@ -18,9 +18,10 @@
  * error; exact for default and for dynamic within max_position_embeddings, exact outside the
  * blend region for llama3 and yarn), sets mscale_all_dim 0 (softmax unchanged) and mscale /
  * attention_factor to the source's cos/sin factor, and reports every slot's source frequency,
- * relative error and phase error at the model's max context. The conversion then gives the
- * queries of the slots the engine gets wrong their expected residual rotation
- * (src/convert/rope-drift.ts). With `bandSlots` (off by default), the slots of llama3's blend
+ * relative error and phase error at the model's max context. The conversion judges its choices
+ * with this rope; with its ropeDriftCorrection option (off by default) it also gives the queries
+ * of the slots the engine gets wrong their expected residual rotation (src/convert/rope-drift.ts).
+ * With `bandSlots` (off by default; no conversion path sets it), the slots of llama3's blend
  * band instead carry the source frequencies nearest the engine's (rope-slots.ts): the ramp and
  * a strictly increasing assignment of the band's slots chosen together for the smallest largest
  * phase error at max_position_embeddings.
@@ -164,6 +165,11 @@ export interface PortableRopeOptions {
    * correction, docs/engines.md): the band frequencies no slot carries lose their rotation.
    */
   bandSlots: boolean;
+}
+
+/** The config.json fields of an exported rope: both config styles and the max context they are for. */
+export function ropeConfigFields(rope: RopeExport): Record<string, unknown> {
+  return { max_position_embeddings: rope.maxPositionEmbeddings, rope_theta: rope.ropeTheta, rope_scaling: rope.ropeScaling, rope_parameters: rope.ropeParameters };
 }
 
 /** A fitted yarn rope: its ramp, parameters, slot map and errors. */

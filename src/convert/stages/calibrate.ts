@@ -9,7 +9,7 @@ import { GqaError } from '../../errors.js';
 import { loadTokenizer } from '../../tokenize.js';
 import { encodeParallel } from '../../tokenize-parallel.js';
 import { drawCalibration } from '../calibration.js';
-import { DEFAULT_CONTEXT_QUERIES, defaultContextWindows, drawHeldOutWindows, resolveContext, sampleContextQueries } from '../held-out-context.js';
+import { defaultContextWindows, drawHeldOutWindows, resolveContext, sampleContextQueries } from '../held-out-context.js';
 import { servedContextWeights } from '../layer-ops.js';
 import type { ResolvedOptions } from '../options.js';
 import type { ContextWindows, Windows } from './context.js';
@@ -22,7 +22,7 @@ export interface CalibrateInput {
   /** the model's max_position_embeddings (bounds the default context) */
   maxPositionEmbeddings: number;
   /** the window settings (shared by every target of a run) */
-  opt: Pick<ResolvedOptions, 'calibSamples' | 'heldOutSamples' | 'calibSeqlen' | 'seed' | 'context' | 'contextWindows'> & Partial<Pick<ResolvedOptions, 'contextQueries'>>;
+  opt: Pick<ResolvedOptions, 'calibSamples' | 'heldOutSamples' | 'calibSeqlen' | 'seed' | 'context' | 'contextWindows' | 'contextQueries'>;
 }
 
 /** Tokenizes the calibration text and draws the windows. */
@@ -45,7 +45,7 @@ function contextWindows(input: CalibrateInput, tokens: ArrayLike<number>): Conte
   if (r.context <= opt.calibSeqlen) return null;
   const n = opt.contextWindows ?? defaultContextWindows(opt.heldOutSamples, opt.calibSeqlen, r.context);
   const w = drawHeldOutWindows(tokens, n, r.context, opt.seed);
-  const q = opt.contextQueries ?? DEFAULT_CONTEXT_QUERIES;
+  const q = opt.contextQueries;
   const queries = q < r.context ? sampleContextQueries(servedContextWeights(r.context), n, q) : null;
   return { ids: w.ids, count: n, seqlen: r.context, rows: n * r.context, from: r.from, offsets: w.offsets, queries };
 }

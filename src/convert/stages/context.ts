@@ -112,13 +112,9 @@ export interface Target {
   times: StageTimes;
   startLayer: number;
   /**
-   * portable target whose rope moves slots (src/export/rope-yarn.ts portableRope, bandSlots):
-   * the source frequency each rope slot carries; null: slot j carries j * head_dim / qk_rope_head_dim
-   */
-  ropeSlots: Int32Array | null;
-  /**
-   * portable target whose exported rope is inexact (llama3, linear): per slot, the carried
-   * source frequency minus the engine's (src/convert/rope-drift.ts); null: exact
+   * portable target whose exported rope is inexact (llama3, linear), with the
+   * ropeDriftCorrection option: per slot, the carried source frequency minus the engine's
+   * (src/convert/rope-drift.ts); null: no correction
    */
   ropeDrift: Float64Array | null;
 }

@@ -61,8 +61,7 @@ async function tryCandidate(ctx: RunContext, li: LayerInputs, tg: Target, c: Can
         nopeCos: opt.nopeShrink && li.profile ? li.profile.cos : undefined,
         nopeSin: opt.nopeShrink && opt.nopeRotation && li.profile ? li.profile.sin : undefined,
         attention: am,
-        ropeSlots: tg.ropeSlots ?? undefined,
-        ropeDrift: opt.ropeDriftCorrection && tg.ropeDrift && opt.nopeShrink && li.profile ? expectedDriftRotation(li.profile.mass, tg.ropeDrift) : undefined,
+        ropeDrift: tg.ropeDrift && opt.nopeShrink && li.profile ? expectedDriftRotation(li.profile.mass, tg.ropeDrift) : undefined,
       },
       li.lm,
     );
