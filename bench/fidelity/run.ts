@@ -22,6 +22,7 @@ import { fork } from 'node:child_process';
 import { cpus, tmpdir } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ropeDimChoices } from '../../src/convert/budget-split.js';
 import { budgetsOf, findModels, type Budget, type GridModel } from './models.js';
 import { rowsFor, type RowDef } from './rows.js';
 import { loadGrid, markdown, saveGrid, type GridFile } from './summary.js';
@@ -98,8 +99,8 @@ function rowOrder(m: Pick<GridModel, 'headDim' | 'kvPerLayer'>): RowDef[] {
 export function otherSplits(headDim: number, b: Budget): Budget[] {
   const total = b.qkRopeDim + b.kvLoraRank;
   const out: Budget[] = [];
-  for (let d = 16; d <= headDim; d += 2)
-    if (headDim % d === 0 && d !== b.qkRopeDim && total - d >= 8)
+  for (const d of ropeDimChoices(headDim))
+    if (d >= 16 && d !== b.qkRopeDim && total - d >= 8)
       out.push({ name: `${b.name}-p${d}` as Budget['name'], qkRopeDim: d, kvLoraRank: total - d, fraction: b.fraction, split: b.split });
   return out;
 }

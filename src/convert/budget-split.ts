@@ -26,8 +26,8 @@ export interface SplitInput {
   budget: number;
 }
 
-/** The RoPE dims may be any even divisor of head_dim (every kept slot carries one source frequency group). */
-function ropeDimsOf(headDim: number): number[] {
+/** The RoPE dims a conversion may keep: every even divisor of head_dim, ascending (each kept slot carries one source frequency group). */
+export function ropeDimChoices(headDim: number): number[] {
   const out: number[] = [];
   for (let d = 2; d <= headDim; d += 2) if (headDim % d === 0) out.push(d);
   return out;
@@ -39,7 +39,7 @@ export function splitKvBudget({ headDim, numKvHeads, budget }: SplitInput): KvSp
   const lossless = 2 * numKvHeads * headDim;
   if (budget > lossless) throw usageError('ERR_BAD_OPTION', `kvBudget ${budget} exceeds the source's 2 x kv_heads x head_dim = ${lossless} values per token and layer`);
   const minLatent = Math.min(32, Math.floor(budget / 2));
-  const fits = ropeDimsOf(headDim).filter((d) => budget - d >= minLatent);
+  const fits = ropeDimChoices(headDim).filter((d) => budget - d >= minLatent);
   const qkRopeDim = fits.length > 0 ? fits[fits.length - 1] : 2;
   return { qkRopeDim, kvLoraRank: budget - qkRopeDim };
 }
